@@ -1,0 +1,340 @@
+#include "connection.h"
+
+#include <libvirt/virterror.h>
+
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "errors.h"
+#include "ops.h"
+
+namespace vg {
+
+Napi::FunctionReference Connection::constructor_;
+
+ConnState::~ConnState() {
+  if (conn_ != nullptr) virConnectClose(conn_);
+}
+
+namespace {
+
+// Resolves a deferred promise with the operation's Value, built off-thread.
+class OperationWorker : public Napi::AsyncWorker {
+ public:
+  OperationWorker(Napi::Env env, std::shared_ptr<ConnState> state, Operation op)
+      : Napi::AsyncWorker(env, "virt-graph:libvirt"),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        state_(std::move(state)),
+        op_(std::move(op)) {}
+
+  Napi::Promise Promise() const { return deferred_.Promise(); }
+
+  void Execute() override {
+    virResetLastError();
+    try {
+      result_ = op_(*state_);
+    } catch (const LibvirtException& e) {
+      failure_ = e.failure();
+    } catch (const std::exception& e) {
+      failure_ = LibvirtFailure{VIR_ERR_INTERNAL_ERROR, VIR_FROM_NONE, e.what()};
+    }
+    // Drop our reference here so that a close() waiting on us closes on this
+    // worker thread rather than on the JS thread.
+    state_.reset();
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    Napi::HandleScope scope(env);
+    if (failure_) {
+      deferred_.Reject(MakeJsError(env, *failure_).Value());
+    } else {
+      deferred_.Resolve(result_.ToJs(env));
+    }
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::shared_ptr<ConnState> state_;
+  Operation op_;
+  Value result_;
+  std::optional<LibvirtFailure> failure_;
+};
+
+struct Credentials {
+  std::string username;
+  std::string password;
+};
+
+int FillCredentials(virConnectCredentialPtr creds, unsigned int count, void* data) {
+  auto* given = static_cast<Credentials*>(data);
+  for (unsigned int i = 0; i < count; i++) {
+    const std::string* answer = nullptr;
+    switch (creds[i].type) {
+      case VIR_CRED_AUTHNAME:
+      case VIR_CRED_USERNAME:
+        answer = &given->username;
+        break;
+      case VIR_CRED_PASSPHRASE:
+      case VIR_CRED_NOECHOPROMPT:
+        answer = &given->password;
+        break;
+      default:
+        return -1;  // a credential we cannot answer without a person
+    }
+    if (answer->empty()) return -1;
+    creds[i].result = strdup(answer->c_str());
+    if (creds[i].result == nullptr) return -1;
+    creds[i].resultlen = answer->size();
+  }
+  return 0;
+}
+
+class OpenWorker : public Napi::AsyncWorker {
+ public:
+  OpenWorker(Napi::Env env, Napi::FunctionReference& ctor, std::string uri, bool readOnly,
+             Credentials creds)
+      : Napi::AsyncWorker(env, "virt-graph:libvirt-open"),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        ctor_(ctor),
+        uri_(std::move(uri)),
+        readOnly_(readOnly),
+        creds_(std::move(creds)) {}
+
+  Napi::Promise Promise() const { return deferred_.Promise(); }
+
+  void Execute() override {
+    virResetLastError();
+    int credTypes[] = {VIR_CRED_AUTHNAME, VIR_CRED_USERNAME, VIR_CRED_PASSPHRASE,
+                       VIR_CRED_NOECHOPROMPT};
+    virConnectAuth auth{credTypes, sizeof(credTypes) / sizeof(credTypes[0]), FillCredentials,
+                        &creds_};
+    virConnectPtr conn =
+        virConnectOpenAuth(uri_.c_str(), &auth, readOnly_ ? VIR_CONNECT_RO : 0);
+    if (conn == nullptr) {
+      failure_ = LastFailure("virConnectOpenAuth");
+      return;
+    }
+    state_ = std::make_shared<ConnState>(conn);
+    state_->Count();
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    Napi::HandleScope scope(env);
+    if (failure_) {
+      deferred_.Reject(MakeJsError(env, *failure_).Value());
+      return;
+    }
+    auto* holder = new std::shared_ptr<ConnState>(std::move(state_));
+    auto external = Napi::External<std::shared_ptr<ConnState>>::New(
+        env, holder, [](Napi::Env, std::shared_ptr<ConnState>* p) { delete p; });
+    deferred_.Resolve(ctor_.New({external}));
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  Napi::FunctionReference& ctor_;
+  std::string uri_;
+  bool readOnly_;
+  Credentials creds_;
+  std::shared_ptr<ConnState> state_;
+  std::optional<LibvirtFailure> failure_;
+};
+
+std::string StringArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  if (info.Length() <= i || !info[i].IsString()) {
+    throw Napi::TypeError::New(info.Env(), std::string(what) + " must be a string");
+  }
+  return info[i].As<Napi::String>().Utf8Value();
+}
+
+unsigned int FlagsArg(const Napi::CallbackInfo& info, size_t i) {
+  if (info.Length() <= i || info[i].IsUndefined()) return 0;
+  if (!info[i].IsNumber()) throw Napi::TypeError::New(info.Env(), "flags must be a number");
+  return info[i].As<Napi::Number>().Uint32Value();
+}
+
+std::vector<std::string> StringListArg(const Napi::CallbackInfo& info, size_t i,
+                                       const char* what) {
+  if (info.Length() <= i || !info[i].IsArray()) {
+    throw Napi::TypeError::New(info.Env(), std::string(what) + " must be an array of strings");
+  }
+  Napi::Array arr = info[i].As<Napi::Array>();
+  std::vector<std::string> out;
+  out.reserve(arr.Length());
+  for (uint32_t k = 0; k < arr.Length(); k++) {
+    Napi::Value v = arr.Get(k);
+    if (!v.IsString()) {
+      throw Napi::TypeError::New(info.Env(), std::string(what) + " must be an array of strings");
+    }
+    out.push_back(v.As<Napi::String>().Utf8Value());
+  }
+  return out;
+}
+
+}  // namespace
+
+Napi::Object Connection::Init(Napi::Env env, Napi::Object exports) {
+  Napi::Function ctor = DefineClass(
+      env, "Connection",
+      {
+          InstanceMethod<&Connection::Close>("close"),
+          InstanceMethod<&Connection::IsOpen>("isOpen"),
+          InstanceMethod<&Connection::LibvirtCalls>("libvirtCalls"),
+          InstanceMethod<&Connection::GetHostInfo>("getHostInfo"),
+          InstanceMethod<&Connection::GetCapabilities>("getCapabilities"),
+          InstanceMethod<&Connection::IsAlive>("isAlive"),
+          InstanceMethod<&Connection::ListAllDomains>("listAllDomains"),
+          InstanceMethod<&Connection::GetAllDomainStats>("getAllDomainStats"),
+          InstanceMethod<&Connection::LookupDomainByUuid>("lookupDomainByUuid"),
+          InstanceMethod<&Connection::LookupDomainByName>("lookupDomainByName"),
+          InstanceMethod<&Connection::GetDomainXmlDescs>("getDomainXmlDescs"),
+          InstanceMethod<&Connection::ListDomainSnapshots>("listDomainSnapshots"),
+          InstanceMethod<&Connection::ListAllNetworks>("listAllNetworks"),
+          InstanceMethod<&Connection::ListAllStoragePools>("listAllStoragePools"),
+          InstanceMethod<&Connection::ListStorageVolumes>("listStorageVolumes"),
+      });
+  constructor_ = Napi::Persistent(ctor);
+  constructor_.SuppressDestruct();
+  exports.Set("Connection", ctor);
+  exports.Set("open", Napi::Function::New(env, &Connection::Open, "open"));
+  return exports;
+}
+
+Connection::Connection(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Connection>(info) {
+  if (info.Length() != 1 || !info[0].IsExternal()) {
+    throw Napi::TypeError::New(info.Env(), "use open(uri) to create a Connection");
+  }
+  state_ = *info[0].As<Napi::External<std::shared_ptr<ConnState>>>().Data();
+}
+
+Napi::Value Connection::Open(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string uri = StringArg(info, 0, "uri");
+  bool readOnly = false;
+  Credentials creds;
+  if (info.Length() > 1 && info[1].IsObject()) {
+    Napi::Object opts = info[1].As<Napi::Object>();
+    readOnly = opts.Get("readOnly").ToBoolean().Value();
+    if (opts.Get("username").IsString()) {
+      creds.username = opts.Get("username").As<Napi::String>().Utf8Value();
+    }
+    if (opts.Get("password").IsString()) {
+      creds.password = opts.Get("password").As<Napi::String>().Utf8Value();
+    }
+  }
+  auto* worker = new OpenWorker(env, constructor_, std::move(uri), readOnly, std::move(creds));
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
+std::shared_ptr<ConnState> Connection::Require(Napi::Env env) {
+  if (!state_) throw Napi::Error::New(env, "connection is closed");
+  return state_;
+}
+
+Napi::Value Connection::Schedule(Napi::Env env, Operation op) {
+  auto* worker = new OperationWorker(env, Require(env), std::move(op));
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
+Napi::Value Connection::Close(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!state_) {
+    auto deferred = Napi::Promise::Deferred::New(env);
+    deferred.Resolve(env.Undefined());
+    return deferred.Promise();
+  }
+  std::shared_ptr<ConnState> last = std::move(state_);
+  state_.reset();
+  // The worker holds the final reference (unless operations are still in
+  // flight, in which case the last of them closes the connection).
+  auto* worker = new OperationWorker(env, std::move(last), [](ConnState&) { return vg::Value(); });
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
+Napi::Value Connection::IsOpen(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), static_cast<bool>(state_));
+}
+
+Napi::Value Connection::LibvirtCalls(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), state_ ? static_cast<double>(state_->calls()) : 0);
+}
+
+Napi::Value Connection::GetHostInfo(const Napi::CallbackInfo& info) {
+  return Schedule(info.Env(), [](ConnState& st) { return vg::GetHostInfo(st); });
+}
+
+Napi::Value Connection::GetCapabilities(const Napi::CallbackInfo& info) {
+  return Schedule(info.Env(), [](ConnState& st) { return vg::GetCapabilities(st); });
+}
+
+Napi::Value Connection::IsAlive(const Napi::CallbackInfo& info) {
+  return Schedule(info.Env(), [](ConnState& st) { return vg::IsAlive(st); });
+}
+
+Napi::Value Connection::ListAllDomains(const Napi::CallbackInfo& info) {
+  unsigned int flags = FlagsArg(info, 0);
+  return Schedule(info.Env(), [flags](ConnState& st) { return vg::ListAllDomains(st, flags); });
+}
+
+Napi::Value Connection::GetAllDomainStats(const Napi::CallbackInfo& info) {
+  unsigned int stats = FlagsArg(info, 0);
+  unsigned int flags = FlagsArg(info, 1);
+  return Schedule(info.Env(), [stats, flags](ConnState& st) {
+    return vg::GetAllDomainStats(st, stats, flags);
+  });
+}
+
+Napi::Value Connection::LookupDomainByUuid(const Napi::CallbackInfo& info) {
+  std::string uuid = StringArg(info, 0, "uuid");
+  return Schedule(info.Env(), [uuid](ConnState& st) { return vg::LookupDomainByUuid(st, uuid); });
+}
+
+Napi::Value Connection::LookupDomainByName(const Napi::CallbackInfo& info) {
+  std::string name = StringArg(info, 0, "name");
+  return Schedule(info.Env(), [name](ConnState& st) { return vg::LookupDomainByName(st, name); });
+}
+
+Napi::Value Connection::GetDomainXmlDescs(const Napi::CallbackInfo& info) {
+  std::vector<std::string> uuids = StringListArg(info, 0, "uuids");
+  unsigned int flags = FlagsArg(info, 1);
+  return Schedule(info.Env(), [uuids = std::move(uuids), flags](ConnState& st) {
+    return vg::GetDomainXmlDescs(st, uuids, flags);
+  });
+}
+
+Napi::Value Connection::ListDomainSnapshots(const Napi::CallbackInfo& info) {
+  std::vector<std::string> uuids = StringListArg(info, 0, "uuids");
+  return Schedule(info.Env(), [uuids = std::move(uuids)](ConnState& st) {
+    return vg::ListDomainSnapshots(st, uuids);
+  });
+}
+
+Napi::Value Connection::ListAllNetworks(const Napi::CallbackInfo& info) {
+  unsigned int flags = FlagsArg(info, 0);
+  return Schedule(info.Env(), [flags](ConnState& st) { return vg::ListAllNetworks(st, flags); });
+}
+
+Napi::Value Connection::ListAllStoragePools(const Napi::CallbackInfo& info) {
+  unsigned int flags = FlagsArg(info, 0);
+  return Schedule(info.Env(),
+                  [flags](ConnState& st) { return vg::ListAllStoragePools(st, flags); });
+}
+
+Napi::Value Connection::ListStorageVolumes(const Napi::CallbackInfo& info) {
+  std::vector<std::string> pools = StringListArg(info, 0, "poolUuids");
+  return Schedule(info.Env(), [pools = std::move(pools)](ConnState& st) {
+    return vg::ListStorageVolumes(st, pools);
+  });
+}
+
+}  // namespace vg

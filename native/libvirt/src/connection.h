@@ -1,0 +1,78 @@
+// Connection: the JS class around one virConnectPtr.
+//
+// Recipe for adding a call: write `Value OpName(ConnState&, args...)` in the
+// *_ops.cc file of its libvirt object (it runs on a worker thread, must not
+// touch N-API, calls state.Count() once per libvirt API call and throws
+// LibvirtException on failure), declare it in ops.h, then bind it in
+// Connection::Init with a method that reads the JS arguments and calls
+// Schedule().
+#pragma once
+
+#include <libvirt/libvirt.h>
+#include <napi.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+
+#include "value.h"
+
+namespace vg {
+
+// Shared by the JS object and every operation in flight, so that closing the
+// connection from JS never frees it under a running worker: the last holder
+// closes it.
+class ConnState {
+ public:
+  explicit ConnState(virConnectPtr conn) : conn_(conn) {}
+  ~ConnState();
+  ConnState(const ConnState&) = delete;
+  ConnState& operator=(const ConnState&) = delete;
+
+  virConnectPtr conn() const { return conn_; }
+  // One per libvirt API call made through this connection; read by tests
+  // and benchmarks to prove that batching holds.
+  void Count() { calls_.fetch_add(1, std::memory_order_relaxed); }
+  uint64_t calls() const { return calls_.load(std::memory_order_relaxed); }
+
+ private:
+  virConnectPtr conn_;
+  std::atomic<uint64_t> calls_{0};
+};
+
+using Operation = std::function<Value(ConnState&)>;
+
+class Connection : public Napi::ObjectWrap<Connection> {
+ public:
+  static Napi::Object Init(Napi::Env env, Napi::Object exports);
+  static Napi::Value Open(const Napi::CallbackInfo& info);
+  explicit Connection(const Napi::CallbackInfo& info);
+
+ private:
+  static Napi::FunctionReference constructor_;
+
+  // Runs op on the libuv pool; resolves with its Value, rejects with a LibvirtError.
+  Napi::Value Schedule(Napi::Env env, Operation op);
+  std::shared_ptr<ConnState> Require(Napi::Env env);
+
+  Napi::Value Close(const Napi::CallbackInfo& info);
+  Napi::Value IsOpen(const Napi::CallbackInfo& info);
+  Napi::Value LibvirtCalls(const Napi::CallbackInfo& info);
+  Napi::Value GetHostInfo(const Napi::CallbackInfo& info);
+  Napi::Value GetCapabilities(const Napi::CallbackInfo& info);
+  Napi::Value IsAlive(const Napi::CallbackInfo& info);
+  Napi::Value ListAllDomains(const Napi::CallbackInfo& info);
+  Napi::Value GetAllDomainStats(const Napi::CallbackInfo& info);
+  Napi::Value LookupDomainByUuid(const Napi::CallbackInfo& info);
+  Napi::Value LookupDomainByName(const Napi::CallbackInfo& info);
+  Napi::Value GetDomainXmlDescs(const Napi::CallbackInfo& info);
+  Napi::Value ListDomainSnapshots(const Napi::CallbackInfo& info);
+  Napi::Value ListAllNetworks(const Napi::CallbackInfo& info);
+  Napi::Value ListAllStoragePools(const Napi::CallbackInfo& info);
+  Napi::Value ListStorageVolumes(const Napi::CallbackInfo& info);
+
+  std::shared_ptr<ConnState> state_;
+};
+
+}  // namespace vg

@@ -1,0 +1,110 @@
+#include <cstdlib>
+
+#include "errors.h"
+#include "ops.h"
+#include "typed_params.h"
+
+namespace vg {
+
+namespace {
+
+// Frees a libvirt array of domains and every domain in it.
+struct DomainList {
+  virDomainPtr* doms = nullptr;
+  int count = 0;
+  ~DomainList() {
+    for (int i = 0; i < count; i++) virDomainFree(doms[i]);
+    free(doms);
+  }
+};
+
+struct DomainHandle {
+  virDomainPtr dom = nullptr;
+  ~DomainHandle() {
+    if (dom) virDomainFree(dom);
+  }
+};
+
+}  // namespace
+
+// Name, UUID and id live in the virDomainPtr itself: no call to the driver.
+Value DomainRef(virDomainPtr dom) {
+  char uuid[VIR_UUID_STRING_BUFLEN];
+  Value ref = Value::Object();
+  ref.Set("name", Value::String(virDomainGetName(dom)));
+  if (virDomainGetUUIDString(dom, uuid) == 0) ref.Set("uuid", Value::String(uuid));
+  int id = static_cast<int>(virDomainGetID(dom));
+  ref.Set("id", Value::Number(id));
+  return ref;
+}
+
+Value ListAllDomains(ConnState& st, unsigned int flags) {
+  DomainList list;
+  st.Count();
+  list.count = virConnectListAllDomains(st.conn(), &list.doms, flags);
+  if (list.count < 0) {
+    list.count = 0;
+    ThrowLast("virConnectListAllDomains");
+  }
+  Value out = Value::Array();
+  for (int i = 0; i < list.count; i++) out.Push(DomainRef(list.doms[i]));
+  return out;
+}
+
+Value GetAllDomainStats(ConnState& st, unsigned int stats, unsigned int flags) {
+  virDomainStatsRecordPtr* records = nullptr;
+  st.Count();
+  int n = virConnectGetAllDomainStats(st.conn(), stats, &records, flags);
+  if (n < 0) ThrowLast("virConnectGetAllDomainStats");
+  Value out = Value::Array();
+  for (int i = 0; i < n; i++) {
+    Value rec = DomainRef(records[i]->dom);
+    rec.Set("params", TypedParamsToValue(records[i]->params, records[i]->nparams));
+    out.Push(std::move(rec));
+  }
+  virDomainStatsRecordListFree(records);
+  return out;
+}
+
+Value LookupDomainByUuid(ConnState& st, const std::string& uuid) {
+  DomainHandle h;
+  st.Count();
+  h.dom = virDomainLookupByUUIDString(st.conn(), uuid.c_str());
+  if (h.dom == nullptr) ThrowLast("virDomainLookupByUUIDString");
+  return DomainRef(h.dom);
+}
+
+Value LookupDomainByName(ConnState& st, const std::string& name) {
+  DomainHandle h;
+  st.Count();
+  h.dom = virDomainLookupByName(st.conn(), name.c_str());
+  if (h.dom == nullptr) ThrowLast("virDomainLookupByName");
+  return DomainRef(h.dom);
+}
+
+// libvirt has no bulk XML call; this batch crosses into the addon once and
+// walks the domains on one worker thread.
+Value GetDomainXmlDescs(ConnState& st, const std::vector<std::string>& uuids, unsigned int flags) {
+  Value out = Value::Array();
+  for (const std::string& uuid : uuids) {
+    DomainHandle h;
+    st.Count();
+    h.dom = virDomainLookupByUUIDString(st.conn(), uuid.c_str());
+    if (h.dom == nullptr) {
+      LibvirtFailure f = LastFailure("virDomainLookupByUUIDString");
+      out.Push(Value::Error(f.code, f.domain, f.message));
+      continue;
+    }
+    st.Count();
+    char* xml = virDomainGetXMLDesc(h.dom, flags);
+    if (xml == nullptr) {
+      LibvirtFailure f = LastFailure("virDomainGetXMLDesc");
+      out.Push(Value::Error(f.code, f.domain, f.message));
+      continue;
+    }
+    out.Push(Value::String(TakeString(xml)));
+  }
+  return out;
+}
+
+}  // namespace vg

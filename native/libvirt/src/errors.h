@@ -1,0 +1,41 @@
+// libvirt keeps its last error per thread, so an operation that fails on a
+// worker thread reads the error on that same thread, straight after the call.
+#pragma once
+
+#include <napi.h>
+
+#include <stdexcept>
+#include <string>
+
+namespace vg {
+
+struct LibvirtFailure {
+  int code;
+  int domain;
+  std::string message;
+};
+
+// Thrown inside worker operations; carried to JS as a rejected promise.
+class LibvirtException : public std::runtime_error {
+ public:
+  explicit LibvirtException(LibvirtFailure failure)
+      : std::runtime_error(failure.message), failure_(std::move(failure)) {}
+  const LibvirtFailure& failure() const { return failure_; }
+
+ private:
+  LibvirtFailure failure_;
+};
+
+// Reads this thread's last libvirt error (or a generic one when libvirt set none).
+LibvirtFailure LastFailure(const char* call);
+
+// Throws LastFailure(call) as a LibvirtException.
+[[noreturn]] void ThrowLast(const char* call);
+
+// A JS Error with `code`, `domain` and `codeName`, as the TS wrapper expects.
+Napi::Error MakeJsError(Napi::Env env, const LibvirtFailure& failure);
+
+// Stops libvirt from printing every error to stderr; errors reach JS instead.
+void SilenceDefaultErrorHandler();
+
+}  // namespace vg

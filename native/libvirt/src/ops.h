@@ -1,0 +1,38 @@
+// The operations behind Connection's methods. Each runs on a worker thread.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "connection.h"
+
+namespace vg {
+
+// host_ops.cc
+Value GetHostInfo(ConnState& st);
+Value GetCapabilities(ConnState& st);
+Value IsAlive(ConnState& st);
+
+// domain_ops.cc
+Value ListAllDomains(ConnState& st, unsigned int flags);
+Value GetAllDomainStats(ConnState& st, unsigned int stats, unsigned int flags);
+Value LookupDomainByUuid(ConnState& st, const std::string& uuid);
+Value LookupDomainByName(ConnState& st, const std::string& name);
+Value GetDomainXmlDescs(ConnState& st, const std::vector<std::string>& uuids, unsigned int flags);
+
+// snapshot_ops.cc
+Value ListDomainSnapshots(ConnState& st, const std::vector<std::string>& uuids);
+
+// network_ops.cc
+Value ListAllNetworks(ConnState& st, unsigned int flags);
+
+// storage_ops.cc
+Value ListAllStoragePools(ConnState& st, unsigned int flags);
+Value ListStorageVolumes(ConnState& st, const std::vector<std::string>& poolUuids);
+
+// Helpers shared by the *_ops.cc files.
+Value DomainRef(virDomainPtr dom);
+// Takes ownership of a libvirt-allocated string (freed here).
+std::string TakeString(char* s);
+
+}  // namespace vg

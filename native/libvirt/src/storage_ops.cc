@@ -1,0 +1,122 @@
+#include <cstdlib>
+
+#include "errors.h"
+#include "ops.h"
+
+namespace vg {
+
+namespace {
+
+template <typename T, int (*FreeFn)(T)>
+struct OwnedList {
+  T* items = nullptr;
+  int count = 0;
+  ~OwnedList() {
+    for (int i = 0; i < count; i++) FreeFn(items[i]);
+    free(items);
+  }
+};
+
+using PoolList = OwnedList<virStoragePoolPtr, virStoragePoolFree>;
+using VolumeList = OwnedList<virStorageVolPtr, virStorageVolFree>;
+
+Value PoolRecord(ConnState& st, virStoragePoolPtr pool) {
+  char uuid[VIR_UUID_STRING_BUFLEN];
+  Value rec = Value::Object();
+  rec.Set("name", Value::String(virStoragePoolGetName(pool)));
+  if (virStoragePoolGetUUIDString(pool, uuid) == 0) rec.Set("uuid", Value::String(uuid));
+
+  virStoragePoolInfo info;
+  st.Count();
+  if (virStoragePoolGetInfo(pool, &info) < 0) ThrowLast("virStoragePoolGetInfo");
+  rec.Set("state", Value::Number(info.state));
+  rec.Set("capacity", Value::Number(static_cast<double>(info.capacity)));
+  rec.Set("allocation", Value::Number(static_cast<double>(info.allocation)));
+  rec.Set("available", Value::Number(static_cast<double>(info.available)));
+
+  st.Count();
+  int persistent = virStoragePoolIsPersistent(pool);
+  if (persistent < 0) ThrowLast("virStoragePoolIsPersistent");
+  rec.Set("persistent", Value::Bool(persistent == 1));
+  int autostart = 0;
+  st.Count();
+  if (virStoragePoolGetAutostart(pool, &autostart) < 0) ThrowLast("virStoragePoolGetAutostart");
+  rec.Set("autostart", Value::Bool(autostart == 1));
+  st.Count();
+  char* xml = virStoragePoolGetXMLDesc(pool, 0);
+  if (xml == nullptr) ThrowLast("virStoragePoolGetXMLDesc");
+  rec.Set("xml", Value::String(TakeString(xml)));
+  return rec;
+}
+
+Value VolumesOf(ConnState& st, virStoragePoolPtr pool) {
+  VolumeList list;
+  st.Count();
+  list.count = virStoragePoolListAllVolumes(pool, &list.items, 0);
+  if (list.count < 0) {
+    list.count = 0;
+    ThrowLast("virStoragePoolListAllVolumes");
+  }
+  Value out = Value::Array();
+  for (int i = 0; i < list.count; i++) {
+    virStorageVolPtr vol = list.items[i];
+    Value rec = Value::Object();
+    rec.Set("name", Value::String(virStorageVolGetName(vol)));
+    rec.Set("key", Value::String(virStorageVolGetKey(vol)));
+    st.Count();
+    char* path = virStorageVolGetPath(vol);
+    if (path == nullptr) ThrowLast("virStorageVolGetPath");
+    rec.Set("path", Value::String(TakeString(path)));
+    virStorageVolInfo info;
+    st.Count();
+    if (virStorageVolGetInfo(vol, &info) < 0) ThrowLast("virStorageVolGetInfo");
+    rec.Set("type", Value::Number(info.type));
+    rec.Set("capacity", Value::Number(static_cast<double>(info.capacity)));
+    rec.Set("allocation", Value::Number(static_cast<double>(info.allocation)));
+    st.Count();
+    char* xml = virStorageVolGetXMLDesc(vol, 0);
+    if (xml == nullptr) ThrowLast("virStorageVolGetXMLDesc");
+    rec.Set("xml", Value::String(TakeString(xml)));
+    out.Push(std::move(rec));
+  }
+  return out;
+}
+
+}  // namespace
+
+Value ListAllStoragePools(ConnState& st, unsigned int flags) {
+  PoolList list;
+  st.Count();
+  list.count = virConnectListAllStoragePools(st.conn(), &list.items, flags);
+  if (list.count < 0) {
+    list.count = 0;
+    ThrowLast("virConnectListAllStoragePools");
+  }
+  Value out = Value::Array();
+  for (int i = 0; i < list.count; i++) out.Push(PoolRecord(st, list.items[i]));
+  return out;
+}
+
+// One entry per requested pool: its volumes, or the error for that pool
+// (an inactive pool cannot list volumes).
+Value ListStorageVolumes(ConnState& st, const std::vector<std::string>& poolUuids) {
+  Value out = Value::Array();
+  for (const std::string& uuid : poolUuids) {
+    st.Count();
+    virStoragePoolPtr pool = virStoragePoolLookupByUUIDString(st.conn(), uuid.c_str());
+    if (pool == nullptr) {
+      LibvirtFailure f = LastFailure("virStoragePoolLookupByUUIDString");
+      out.Push(Value::Error(f.code, f.domain, f.message));
+      continue;
+    }
+    try {
+      out.Push(VolumesOf(st, pool));
+    } catch (const LibvirtException& e) {
+      out.Push(Value::Error(e.failure().code, e.failure().domain, e.failure().message));
+    }
+    virStoragePoolFree(pool);
+  }
+  return out;
+}
+
+}  // namespace vg
