@@ -1,0 +1,36 @@
+import type { CodegenConfig } from '@graphql-codegen/cli';
+
+// Resolver types are generated from the schema files (the contract) and
+// mapped onto the model types that loaders return.
+const config: CodegenConfig = {
+  schema: 'schema/*.graphql',
+  generates: {
+    'src/generated/graphql.ts': {
+      plugins: ['typescript', 'typescript-resolvers'],
+      config: {
+        contextType: '../server/context.js#GatewayContext',
+        useTypeImports: true,
+        enumsAsTypes: true,
+        strictScalars: true,
+        scalars: {
+          DateTime: { input: 'string', output: 'Date | string' },
+          SafeInt: 'number',
+        },
+        mappers: {
+          Platform: '../model/platform.js#PlatformRecord',
+          Host: '../model/host.js#HostRecord',
+          VirtualMachine: '../model/vm.js#VmRecord',
+          VmDisk: '../resolvers/parents.js#VmDiskParent',
+          VmNic: '../resolvers/parents.js#VmNicParent',
+          Snapshot: '../model/snapshot.js#SnapshotRecord',
+          Network: '../model/network.js#NetworkRecord',
+          Storage: '../model/storage.js#StorageRecord',
+          StoragePool: '../model/storage.js#StoragePoolRecord',
+          StorageVolume: '../model/storage.js#StorageVolumeRecord',
+        },
+      },
+    },
+  },
+};
+
+export default config;

@@ -1,0 +1,84 @@
+import { readFileSync } from 'node:fs';
+
+import { parse as parseYaml } from 'yaml';
+
+import { type Config, configSchema } from './schema.js';
+
+/** A configuration that cannot be used; the message names the key and why. */
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Used when no file is given: the libvirt test driver, so a newcomer sees a working graph. */
+export const EMBEDDED_DEFAULT = {
+  platforms: [{ id: 'libvirt-test', kind: 'libvirt', uri: 'test:///default' }],
+} as const;
+
+export interface LoadOptions {
+  /** Path from `--config`; falls back to VIRT_GRAPH_CONFIG. */
+  path?: string;
+  env?: NodeJS.ProcessEnv;
+}
+
+export function loadConfig(opts: LoadOptions = {}): { config: Config; source: string } {
+  const env = opts.env ?? process.env;
+  const path = opts.path ?? env['VIRT_GRAPH_CONFIG'];
+  let raw: unknown;
+  let source: string;
+  if (path) {
+    let text: string;
+    try {
+      text = readFileSync(path, 'utf8');
+    } catch (e) {
+      throw new ConfigError(`cannot read config file ${path}: ${(e as Error).message}`);
+    }
+    try {
+      raw = parseYaml(text) ?? {};
+    } catch (e) {
+      throw new ConfigError(`config file ${path} is not valid YAML: ${(e as Error).message}`);
+    }
+    source = path;
+  } else {
+    raw = structuredClone(EMBEDDED_DEFAULT);
+    source = 'embedded default';
+  }
+  const config = validateConfig(applyEnv(raw, env), source);
+  return { config, source };
+}
+
+export function validateConfig(raw: unknown, source = 'config'): Config {
+  const result = configSchema.safeParse(raw);
+  if (!result.success) {
+    const problems = result.error.issues.map((i) => `  ${formatPath(i.path)}: ${i.message}`);
+    throw new ConfigError(`invalid configuration (${source}):\n${problems.join('\n')}`);
+  }
+  return result.data;
+}
+
+/** PORT, HOST and LOG_LEVEL override the file, as container platforms expect. */
+function applyEnv(raw: unknown, env: NodeJS.ProcessEnv): unknown {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return raw;
+  const obj = { ...(raw as Record<string, unknown>) };
+  const server = { ...((obj['server'] as Record<string, unknown> | undefined) ?? {}) };
+  if (env['PORT'] !== undefined) server['port'] = numberOrText(env['PORT']);
+  if (env['HOST'] !== undefined) server['host'] = env['HOST'];
+  if (Object.keys(server).length > 0) obj['server'] = server;
+  if (env['LOG_LEVEL'] !== undefined) {
+    obj['logging'] = { ...((obj['logging'] as Record<string, unknown> | undefined) ?? {}), level: env['LOG_LEVEL'] };
+  }
+  return obj;
+}
+
+function numberOrText(s: string): number | string {
+  return /^\d+$/.test(s) ? Number(s) : s;
+}
+
+function formatPath(path: readonly PropertyKey[]): string {
+  if (path.length === 0) return '(top level)';
+  return path.map((p, i) => (typeof p === 'number' ? `[${p}]` : `${i === 0 ? '' : '.'}${String(p)}`)).join('');
+}
+
+export type { Config };

@@ -1,0 +1,102 @@
+import { z } from 'zod';
+
+import { PLATFORM_ID_PATTERN } from '../model/ids.js';
+
+const platformId = z
+  .string()
+  .regex(PLATFORM_ID_PATTERN, 'must be 1-63 letters, digits, ".", "_" or "-", starting with a letter or digit');
+
+const retry = {
+  /** First reconnect delay after a connection failure, in ms. */
+  retryInitialMs: z.number().int().min(10).max(600_000).default(1_000),
+  /** Longest reconnect delay, in ms. */
+  retryMaxMs: z.number().int().min(10).max(3_600_000).default(30_000),
+};
+
+export const libvirtPlatformSchema = z
+  .object({
+    id: platformId,
+    kind: z.literal('libvirt'),
+    /** Any libvirt URI: qemu:///system, qemu+ssh://user@host/system, test:///path.xml, ... */
+    uri: z.string().min(1, 'must not be empty'),
+    /** For URIs that ask for credentials (SASL, esx://, ...). */
+    username: z.string().min(1).optional(),
+    password: z.string().min(1).optional(),
+    /** Open the connection read-only (no lifecycle operations). */
+    readOnly: z.boolean().default(false),
+    ...retry,
+  })
+  .strict();
+
+export const platformSchema = z.discriminatedUnion('kind', [libvirtPlatformSchema]);
+
+export const limitsSchema = z
+  .object({
+    /** Deepest selection nesting; introspection fields are not counted. */
+    maxDepth: z.number().int().min(1).max(100).default(12),
+    /** Aliases per document. */
+    maxAliases: z.number().int().min(0).max(1000).default(30),
+    /** Directives per document. */
+    maxDirectives: z.number().int().min(0).max(1000).default(50),
+    /** Lexical tokens per document; parsing stops past this. */
+    maxTokens: z.number().int().min(100).max(1_000_000).default(5_000),
+    /** Estimated cost per operation (see README: query cost). */
+    maxCost: z.number().int().min(1).max(100_000_000).default(50_000),
+    /** Size of an HTTP request body or WebSocket message, in bytes. */
+    maxBodyBytes: z.number().int().min(1024).max(100 * 1024 * 1024).default(1024 * 1024),
+    /** Largest `first` a connection accepts. */
+    maxPageSize: z.number().int().min(1).max(100_000).default(1_000),
+    /** `first` when a client gives none. */
+    defaultPageSize: z.number().int().min(1).max(100_000).default(50),
+    /** Most IDs `nodes(ids:)` takes. */
+    maxNodeIds: z.number().int().min(1).max(100_000).default(100),
+  })
+  .strict()
+  .refine((l) => l.defaultPageSize <= l.maxPageSize, {
+    message: 'defaultPageSize must not exceed maxPageSize',
+    path: ['defaultPageSize'],
+  });
+
+export const configSchema = z
+  .object({
+    server: z
+      .object({
+        host: z.string().min(1).default('127.0.0.1'),
+        port: z.number().int().min(0).max(65_535).default(4000),
+        /** GraphQL endpoint path, for HTTP and WebSocket. */
+        path: z.string().regex(/^\/[A-Za-z0-9/_-]*$/, 'must be an absolute URL path').default('/graphql'),
+        /** Serve the GraphiQL explorer on GET. */
+        explorer: z.boolean().default(true),
+        /** Allow schema introspection (the explorer needs it). */
+        introspection: z.boolean().default(true),
+        /** How long SIGTERM waits for requests in flight before closing, in ms. */
+        shutdownGraceMs: z.number().int().min(0).max(600_000).default(10_000),
+      })
+      .strict()
+      .prefault({}),
+    logging: z
+      .object({
+        level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+      })
+      .strict()
+      .prefault({}),
+    limits: limitsSchema.prefault({}),
+    platforms: z
+      .array(platformSchema)
+      .min(1, 'configure at least one platform')
+      .superRefine((platforms, ctx) => {
+        const seen = new Set<string>();
+        platforms.forEach((p, i) => {
+          if (seen.has(p.id)) {
+            ctx.addIssue({ code: 'custom', message: `duplicate platform id "${p.id}"`, path: [i, 'id'] });
+          }
+          seen.add(p.id);
+        });
+      }),
+  })
+  .strict();
+
+export type Config = z.infer<typeof configSchema>;
+export type Limits = z.infer<typeof limitsSchema>;
+export type PlatformConfig = z.infer<typeof platformSchema>;
+export type LibvirtPlatformConfig = z.infer<typeof libvirtPlatformSchema>;

@@ -1,0 +1,120 @@
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+
+/** Shapes returned by the native addon (native/libvirt/src/*_ops.cc). */
+export interface NativeDomainRef {
+  name: string;
+  uuid: string;
+  /** Runtime ID; -1 when the domain is not running. */
+  id: number;
+}
+export interface NativeDomainStats extends NativeDomainRef {
+  params: Record<string, number | string | boolean>;
+}
+export interface NativeNodeInfo {
+  model: string;
+  memoryKiB: number;
+  cpus: number;
+  mhz: number;
+  numaNodes: number;
+  sockets: number;
+  cores: number;
+  threads: number;
+}
+export interface NativeHostInfo {
+  hostname: string;
+  hypervisorType: string;
+  hypervisorVersion: number;
+  libvirtVersion: number;
+  node: NativeNodeInfo;
+  uri: string;
+}
+export interface NativeSnapshot {
+  name: string;
+  xml: string;
+  current: boolean;
+}
+export interface NativeNetwork {
+  name: string;
+  uuid: string;
+  active: boolean;
+  persistent: boolean;
+  autostart: boolean;
+  xml: string;
+}
+export interface NativeStoragePool {
+  name: string;
+  uuid: string;
+  /** virStoragePoolState: 0 inactive, 1 building, 2 running, 3 degraded, 4 inaccessible. */
+  state: number;
+  capacity: number;
+  allocation: number;
+  available: number;
+  persistent: boolean;
+  autostart: boolean;
+  xml: string;
+}
+export interface NativeStorageVolume {
+  name: string;
+  key: string;
+  path: string;
+  /** virStorageVolType: 0 file, 1 block, 2 dir, 3 network, 4 netdir, 5 ploop. */
+  type: number;
+  capacity: number;
+  allocation: number;
+  xml: string;
+}
+
+/** The native Connection class. Every method but isOpen/libvirtCalls runs on the libuv pool. */
+export interface NativeConnection {
+  close(): Promise<void>;
+  isOpen(): boolean;
+  /** libvirt API calls made through this connection so far. */
+  libvirtCalls(): number;
+  getHostInfo(): Promise<NativeHostInfo>;
+  getCapabilities(): Promise<string>;
+  isAlive(): Promise<boolean>;
+  listAllDomains(flags?: number): Promise<NativeDomainRef[]>;
+  getAllDomainStats(stats?: number, flags?: number): Promise<NativeDomainStats[]>;
+  lookupDomainByUuid(uuid: string): Promise<NativeDomainRef>;
+  lookupDomainByName(name: string): Promise<NativeDomainRef>;
+  getDomainXmlDescs(uuids: readonly string[], flags?: number): Promise<(string | Error)[]>;
+  listDomainSnapshots(uuids: readonly string[]): Promise<(NativeSnapshot[] | Error)[]>;
+  listAllNetworks(flags?: number): Promise<NativeNetwork[]>;
+  listAllStoragePools(flags?: number): Promise<NativeStoragePool[]>;
+  listStorageVolumes(poolUuids: readonly string[]): Promise<(NativeStorageVolume[] | Error)[]>;
+}
+
+export interface OpenOptions {
+  readOnly?: boolean;
+  username?: string;
+  password?: string;
+}
+
+interface NativeAddon {
+  libvirtVersion: number;
+  open(uri: string, options?: OpenOptions): Promise<NativeConnection>;
+}
+
+const ADDON_PATH = fileURLToPath(
+  new URL('../../../native/libvirt/build/Release/virt_graph_libvirt.node', import.meta.url),
+);
+
+let loaded: NativeAddon | undefined;
+
+/** Loads the addon on first use, with a message that says how to build it when it is missing. */
+export function nativeAddon(): NativeAddon {
+  if (loaded) return loaded;
+  if (!existsSync(ADDON_PATH)) {
+    throw new Error(
+      `The libvirt addon is not built (${ADDON_PATH} is missing). Run "npm run build:native" (needs libvirt-dev and g++).`,
+    );
+  }
+  loaded = createRequire(import.meta.url)(ADDON_PATH) as NativeAddon;
+  return loaded;
+}
+
+// Flags from libvirt-domain.h / libvirt-network.h / libvirt-storage.h.
+export const ListDomainsFlags = { ACTIVE: 1, INACTIVE: 2, PERSISTENT: 4, TRANSIENT: 8, AUTOSTART: 256 } as const;
+export const DomainStats = { STATE: 1, CPU_TOTAL: 2, BALLOON: 4, VCPU: 8, INTERFACE: 16, BLOCK: 32 } as const;

@@ -1,0 +1,256 @@
+import type { Logger } from 'pino';
+
+import type { LibvirtPlatformConfig } from '../../config/schema.js';
+import type { HostRecord } from '../../model/host.js';
+import { childNativeId } from '../../model/ids.js';
+import type { NetworkRecord } from '../../model/network.js';
+import type { PlatformState } from '../../model/platform.js';
+import type { SnapshotRecord } from '../../model/snapshot.js';
+import type { StoragePoolRecord, StorageVolumeRecord } from '../../model/storage.js';
+import type { VmDetails, VmRecord } from '../../model/vm.js';
+import { PlatformConnection } from '../platform-connection.js';
+import type { Provider } from '../provider.js';
+import { DomainStats, ListDomainsFlags } from './addon.js';
+import { LibvirtClient } from './client.js';
+import { VirErr, isAuthFailure, isConnectionFailure, isLibvirtCode } from './errors.js';
+import { domainState, formatVersion, poolState, snapshotPowerState, volumeType } from './states.js';
+import { parseDomainXml, parseNetworkXml, parsePoolXml, parseSnapshotXml, parseVolumeFormat } from './xml.js';
+
+/** One libvirt connection (one host) as a platform. */
+export class LibvirtProvider implements Provider {
+  readonly kind = 'LIBVIRT' as const;
+  readonly id: string;
+  readonly uri: string;
+  private readonly connection: PlatformConnection<LibvirtClient>;
+  /** The host's name as read at connect; the native ID of the platform's single host. */
+  private hostName = '';
+
+  constructor(config: LibvirtPlatformConfig, logger: Logger) {
+    this.id = config.id;
+    this.uri = config.uri;
+    this.connection = new PlatformConnection({
+      platformId: config.id,
+      logger,
+      connect: async () => {
+        const client = await LibvirtClient.open(config.uri, {
+          readOnly: config.readOnly,
+          username: config.username,
+          password: config.password,
+        });
+        try {
+          const info = await client.call('getHostInfo');
+          this.hostName = info.hostname;
+          return {
+            client,
+            hypervisorType: info.hypervisorType,
+            hypervisorVersion: formatVersion(info.hypervisorVersion),
+          };
+        } catch (e) {
+          await client.close();
+          throw e;
+        }
+      },
+      disconnect: (client) => client.close(),
+      isAuthFailure,
+      isConnectionFailure,
+      retryInitialMs: config.retryInitialMs,
+      retryMaxMs: config.retryMaxMs,
+    });
+  }
+
+  start(): Promise<void> {
+    return this.connection.start();
+  }
+
+  stop(): Promise<void> {
+    return this.connection.stop();
+  }
+
+  state(): PlatformState {
+    return this.connection.state();
+  }
+
+  /** The live client, for tests that count calls. */
+  withClient<T>(fn: (client: LibvirtClient) => Promise<T>): Promise<T> {
+    return this.connection.use(fn);
+  }
+
+  listHosts(): Promise<HostRecord[]> {
+    return this.connection.use(async (c) => {
+      const [info, caps] = await Promise.all([c.call('getHostInfo'), c.call('getCapabilities')]);
+      this.hostName = info.hostname;
+      const cpuModel = hostCpuModel(caps) ?? info.node.model;
+      const n = info.node;
+      return [
+        {
+          platformId: this.id,
+          nativeId: info.hostname,
+          name: info.hostname,
+          cpuModel,
+          cpuMhz: n.mhz,
+          cpuSockets: n.sockets * n.numaNodes,
+          cpuCoresPerSocket: n.cores,
+          cpuThreadsPerCore: n.threads,
+          cpuThreads: n.cpus,
+          numaNodes: n.numaNodes,
+          memoryMiB: Math.floor(n.memoryKiB / 1024),
+          hypervisorType: info.hypervisorType,
+          hypervisorVersion: formatVersion(info.hypervisorVersion),
+          libvirtVersion: formatVersion(info.libvirtVersion),
+        },
+      ];
+    });
+  }
+
+  /**
+   * Every domain, active or not, in three calls: one bulk stats call for
+   * names, UUIDs and states, and two filtered listings for the persistent
+   * and autostart sets (cheaper than asking each domain).
+   */
+  listVms(): Promise<VmRecord[]> {
+    return this.connection.use(async (c) => {
+      const [stats, persistent, autostart] = await Promise.all([
+        c.call('getAllDomainStats', DomainStats.STATE, 0),
+        c.call('listAllDomains', ListDomainsFlags.PERSISTENT),
+        c.call('listAllDomains', ListDomainsFlags.AUTOSTART),
+      ]);
+      const persistentSet = new Set(persistent.map((d) => d.uuid));
+      const autostartSet = new Set(autostart.map((d) => d.uuid));
+      return stats.map((d) => {
+        const state = domainState(num(d.params['state.state']), num(d.params['state.reason']));
+        return {
+          platformId: this.id,
+          nativeId: d.uuid,
+          name: d.name,
+          uuid: d.uuid,
+          ...state,
+          runtimeId: d.id >= 0 ? d.id : null,
+          persistent: persistentSet.has(d.uuid),
+          autostart: autostartSet.has(d.uuid),
+          hostNativeId: this.hostName || null,
+        };
+      });
+    });
+  }
+
+  getVmDetails(uuids: readonly string[]): Promise<(VmDetails | Error)[]> {
+    return this.connection.use(async (c) => {
+      const xmls = await c.call('getDomainXmlDescs', uuids, 0);
+      return xmls.map((x) => (x instanceof Error ? x : parseOrError(() => parseDomainXml(x))));
+    });
+  }
+
+  getSnapshots(uuids: readonly string[]): Promise<(SnapshotRecord[] | Error)[]> {
+    return this.connection.use(async (c) => {
+      const perDomain = await c.call('listDomainSnapshots', uuids);
+      return perDomain.map((snaps, i) => {
+        if (snaps instanceof Error) return snaps;
+        const vmUuid = uuids[i] as string;
+        return parseOrError(() =>
+          snaps.map((s): SnapshotRecord => {
+            const parsed = parseSnapshotXml(s.xml);
+            return {
+              platformId: this.id,
+              nativeId: childNativeId(vmUuid, s.name),
+              vmNativeId: vmUuid,
+              name: s.name,
+              description: parsed.description,
+              createdAt: parsed.createdAt,
+              rawState: parsed.state,
+              powerState: snapshotPowerState(parsed.state),
+              includesMemory: parsed.memory === 'internal' || parsed.memory === 'external'
+                ? true
+                : parsed.memory === null && (parsed.state === 'running' || parsed.state === 'paused'),
+              isCurrent: s.current,
+              parentName: parsed.parentName,
+            };
+          }),
+        );
+      });
+    });
+  }
+
+  listNetworks(): Promise<NetworkRecord[]> {
+    return this.connection.use(async (c) => {
+      const nets = await c.call('listAllNetworks', 0);
+      return nets.map((n) => ({
+        platformId: this.id,
+        nativeId: n.uuid,
+        name: n.name,
+        uuid: n.uuid,
+        active: n.active,
+        persistent: n.persistent,
+        autostart: n.autostart,
+        ...parseNetworkXml(n.xml),
+      }));
+    });
+  }
+
+  listStorage(): Promise<StoragePoolRecord[]> {
+    return this.connection.use(async (c) => {
+      const pools = await c.call('listAllStoragePools', 0);
+      return pools.map((p) => {
+        const state = poolState(p.state);
+        return {
+          storageKind: 'StoragePool' as const,
+          platformId: this.id,
+          nativeId: p.uuid,
+          uuid: p.uuid,
+          name: p.name,
+          capacityBytes: p.capacity,
+          allocationBytes: p.allocation,
+          availableBytes: p.available,
+          accessible: state === 'RUNNING' || state === 'DEGRADED',
+          state,
+          active: state !== 'INACTIVE',
+          persistent: p.persistent,
+          autostart: p.autostart,
+          ...parsePoolXml(p.xml),
+        };
+      });
+    });
+  }
+
+  getVolumes(poolUuids: readonly string[]): Promise<(StorageVolumeRecord[] | Error)[]> {
+    return this.connection.use(async (c) => {
+      const perPool = await c.call('listStorageVolumes', poolUuids);
+      return perPool.map((vols, i) => {
+        // An inactive pool has no volume list; that is an empty list, not an error.
+        if (vols instanceof Error) return isLibvirtCode(vols, VirErr.OPERATION_INVALID) ? [] : vols;
+        const poolUuid = poolUuids[i] as string;
+        return parseOrError(() =>
+          vols.map((v) => ({
+            platformId: this.id,
+            nativeId: childNativeId(poolUuid, v.name),
+            poolNativeId: poolUuid,
+            name: v.name,
+            key: v.key,
+            path: v.path,
+            type: volumeType(v.type),
+            format: parseVolumeFormat(v.xml),
+            capacityBytes: v.capacity,
+            allocationBytes: v.allocation,
+          })),
+        );
+      });
+    });
+  }
+}
+
+/** The host CPU model from capabilities XML (`<host><cpu><model>`), absent on some drivers. */
+function hostCpuModel(capabilities: string): string | null {
+  const hostCpu = /<host>\s*(?:<uuid>[^<]*<\/uuid>\s*)?<cpu>([\s\S]*?)<\/cpu>/.exec(capabilities)?.[1];
+  return hostCpu ? (/<model[^>]*>([^<]+)<\/model>/.exec(hostCpu)?.[1] ?? null) : null;
+}
+
+function num(v: number | string | boolean | undefined): number | undefined {
+  return typeof v === 'number' ? v : undefined;
+}
+
+function parseOrError<T>(fn: () => T): T | Error {
+  try {
+    return fn();
+  } catch (e) {
+    return e instanceof Error ? e : new Error(String(e));
+  }
+}

@@ -1,0 +1,159 @@
+import type { Logger } from 'pino';
+
+import type { PlatformState } from '../model/platform.js';
+
+/** Raised when a platform cannot answer; resolvers turn it into a partial-data error entry. */
+export class PlatformUnavailableError extends Error {
+  constructor(
+    readonly platformId: string,
+    reason: string,
+  ) {
+    super(`Platform "${platformId}" is unavailable: ${reason}`);
+    this.name = 'PlatformUnavailableError';
+  }
+}
+
+export interface ConnectOutcome<C> {
+  client: C;
+  hypervisorType: string | null;
+  hypervisorVersion: string | null;
+}
+
+export interface PlatformConnectionOptions<C> {
+  platformId: string;
+  logger: Logger;
+  /** Opens a client; throws on failure. */
+  connect: () => Promise<ConnectOutcome<C>>;
+  disconnect: (client: C) => Promise<void>;
+  /** Whether an error means the credentials were refused (not retried). */
+  isAuthFailure: (e: unknown) => boolean;
+  /** Whether an error means the connection is gone (reconnect), rather than one object failing. */
+  isConnectionFailure: (e: unknown) => boolean;
+  /** First retry delay. @default 1_000 // 1 second */
+  retryInitialMs?: number;
+  /** Longest retry delay. @default 30_000 // 30 seconds */
+  retryMaxMs?: number;
+}
+
+/**
+ * The connection life cycle every platform shares: connect in the background,
+ * expose the state, reconnect with exponential backoff after a connection
+ * failure, never retry refused credentials in a loop.
+ */
+export class PlatformConnection<C> {
+  private client: C | null = null;
+  private current: PlatformState = {
+    status: 'CONNECTING',
+    message: null,
+    connectedAt: null,
+    hypervisorType: null,
+    hypervisorVersion: null,
+  };
+  private retryTimer: NodeJS.Timeout | null = null;
+  private retryDelayMs: number;
+  private connecting: Promise<void> | null = null;
+  private stopped = false;
+
+  constructor(private readonly opts: PlatformConnectionOptions<C>) {
+    this.retryDelayMs = opts.retryInitialMs ?? 1_000;
+  }
+
+  state(): PlatformState {
+    return { ...this.current };
+  }
+
+  /** Resolves after the first attempt, whatever its outcome. */
+  start(): Promise<void> {
+    this.stopped = false;
+    return this.attempt();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+    await this.connecting;
+    const client = this.client;
+    this.client = null;
+    if (client) await this.opts.disconnect(client).catch(() => undefined);
+  }
+
+  /** Runs fn with the live client; marks the platform unreachable when the connection fails under it. */
+  async use<T>(fn: (client: C) => Promise<T>): Promise<T> {
+    const client = this.client;
+    if (!client) {
+      throw new PlatformUnavailableError(this.opts.platformId, this.current.message ?? this.current.status.toLowerCase());
+    }
+    try {
+      return await fn(client);
+    } catch (e) {
+      if (this.opts.isConnectionFailure(e) && this.client === client) {
+        this.lose(client, e);
+        throw new PlatformUnavailableError(this.opts.platformId, errorMessage(e));
+      }
+      throw e;
+    }
+  }
+
+  private attempt(): Promise<void> {
+    if (this.connecting) return this.connecting;
+    this.connecting = (async () => {
+      try {
+        const outcome = await this.opts.connect();
+        if (this.stopped) {
+          await this.opts.disconnect(outcome.client).catch(() => undefined);
+          return;
+        }
+        this.client = outcome.client;
+        this.retryDelayMs = this.opts.retryInitialMs ?? 1_000;
+        this.current = {
+          status: 'CONNECTED',
+          message: null,
+          connectedAt: new Date(),
+          hypervisorType: outcome.hypervisorType,
+          hypervisorVersion: outcome.hypervisorVersion,
+        };
+        this.opts.logger.info('platform connected');
+      } catch (e) {
+        const auth = this.opts.isAuthFailure(e);
+        this.current = {
+          ...this.current,
+          status: auth ? 'AUTH_FAILED' : 'UNREACHABLE',
+          message: errorMessage(e),
+          connectedAt: null,
+        };
+        this.opts.logger.warn(
+          { status: this.current.status, reason: this.current.message },
+          'platform connection failed',
+        );
+        if (!auth) this.scheduleRetry();
+      } finally {
+        this.connecting = null;
+      }
+    })();
+    return this.connecting;
+  }
+
+  private lose(client: C, e: unknown): void {
+    this.client = null;
+    this.current = { ...this.current, status: 'UNREACHABLE', message: errorMessage(e), connectedAt: null };
+    this.opts.logger.warn({ reason: this.current.message }, 'platform connection lost');
+    void this.opts.disconnect(client).catch(() => undefined);
+    this.scheduleRetry();
+  }
+
+  private scheduleRetry(): void {
+    if (this.stopped || this.retryTimer) return;
+    const delay = this.retryDelayMs;
+    this.retryDelayMs = Math.min(delay * 2, this.opts.retryMaxMs ?? 30_000);
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      void this.attempt();
+    }, delay);
+    this.retryTimer.unref();
+  }
+}
+
+export function errorMessage(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}

@@ -1,0 +1,33 @@
+import type { HostRecord } from '../model/host.js';
+import type { NetworkRecord } from '../model/network.js';
+import type { PlatformKind, PlatformState } from '../model/platform.js';
+import type { SnapshotRecord } from '../model/snapshot.js';
+import type { StorageRecord, StorageVolumeRecord } from '../model/storage.js';
+import type { VmDetails, VmRecord } from '../model/vm.js';
+
+/**
+ * What every platform implements. Methods that take a list of native IDs are
+ * batch functions in DataLoader's sense: they return one entry per ID, in
+ * order, with an Error at the index of an ID that failed (only that ID fails).
+ * List methods return the whole inventory of the platform in a number of
+ * upstream calls that does not depend on its size.
+ */
+export interface Provider {
+  readonly id: string;
+  readonly kind: PlatformKind;
+  /** The endpoint without credentials. */
+  readonly uri: string;
+
+  /** Connects in the background; never throws: failures show in state(). */
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  state(): PlatformState;
+
+  listHosts(): Promise<HostRecord[]>;
+  listVms(): Promise<VmRecord[]>;
+  getVmDetails(vmNativeIds: readonly string[]): Promise<(VmDetails | Error)[]>;
+  getSnapshots(vmNativeIds: readonly string[]): Promise<(SnapshotRecord[] | Error)[]>;
+  listNetworks(): Promise<NetworkRecord[]>;
+  listStorage(): Promise<StorageRecord[]>;
+  getVolumes(poolNativeIds: readonly string[]): Promise<(StorageVolumeRecord[] | Error)[]>;
+}

@@ -1,0 +1,51 @@
+import type { Logger } from 'pino';
+
+import type { PlatformConfig } from '../config/schema.js';
+import { UnreachableCaseError } from '../errors.js';
+import type { PlatformRecord } from '../model/platform.js';
+import { LibvirtProvider } from './libvirt/provider.js';
+import type { Provider } from './provider.js';
+
+/** The configured platforms, in configuration order. */
+export class PlatformRegistry {
+  private readonly byId: Map<string, Provider>;
+
+  constructor(readonly providers: readonly Provider[]) {
+    this.byId = new Map(providers.map((p) => [p.id, p]));
+  }
+
+  static fromConfig(platforms: readonly PlatformConfig[], logger: Logger): PlatformRegistry {
+    return new PlatformRegistry(platforms.map((p) => createProvider(p, logger)));
+  }
+
+  get(id: string): Provider | undefined {
+    return this.byId.get(id);
+  }
+
+  record(id: string): PlatformRecord | undefined {
+    const p = this.byId.get(id);
+    return p ? { id: p.id, kind: p.kind, uri: p.uri, ...p.state() } : undefined;
+  }
+
+  records(): PlatformRecord[] {
+    return this.providers.map((p) => ({ id: p.id, kind: p.kind, uri: p.uri, ...p.state() }));
+  }
+
+  /** Starts every platform in parallel; resolves when each has made its first attempt. */
+  async start(): Promise<void> {
+    await Promise.all(this.providers.map((p) => p.start()));
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.providers.map((p) => p.stop()));
+  }
+}
+
+function createProvider(config: PlatformConfig, logger: Logger): Provider {
+  switch (config.kind) {
+    case 'libvirt':
+      return new LibvirtProvider(config, logger.child({ platform: config.id }));
+    default:
+      throw new UnreachableCaseError(config.kind);
+  }
+}

@@ -1,0 +1,67 @@
+import { GraphQLError } from 'graphql';
+
+/**
+ * Stable error codes sent in `extensions.code`. Clients switch on these;
+ * the messages are for people and may change.
+ */
+export const ErrorCode = {
+  /** An argument value that is malformed or out of range. */
+  BAD_USER_INPUT: 'BAD_USER_INPUT',
+  /** An ID that is not one of ours, or of the wrong kind for the argument. */
+  INVALID_ID: 'INVALID_ID',
+  /** A cursor that is malformed or was made for another ordering. */
+  INVALID_CURSOR: 'INVALID_CURSOR',
+  /** `first` outside 0..maxPageSize, or too many IDs in `nodes`. */
+  INVALID_PAGINATION: 'INVALID_PAGINATION',
+  /** A filter names a platform that is not configured. */
+  UNKNOWN_PLATFORM: 'UNKNOWN_PLATFORM',
+  /** The document nests selections deeper than `limits.maxDepth`. */
+  QUERY_TOO_DEEP: 'QUERY_TOO_DEEP',
+  /** The document uses more aliases than `limits.maxAliases`. */
+  TOO_MANY_ALIASES: 'TOO_MANY_ALIASES',
+  /** The document uses more directives than `limits.maxDirectives`. */
+  TOO_MANY_DIRECTIVES: 'TOO_MANY_DIRECTIVES',
+  /** The document has more tokens than `limits.maxTokens`. */
+  TOO_MANY_TOKENS: 'TOO_MANY_TOKENS',
+  /** The estimated cost exceeds `limits.maxCost`. */
+  QUERY_TOO_COSTLY: 'QUERY_TOO_COSTLY',
+  /** The HTTP body is larger than `limits.maxBodyBytes`. */
+  REQUEST_TOO_LARGE: 'REQUEST_TOO_LARGE',
+  /** A platform could not answer; the rest of the response is still valid. */
+  PLATFORM_UNAVAILABLE: 'PLATFORM_UNAVAILABLE',
+  /** The upstream answered with an error the gateway did not expect. */
+  UPSTREAM_ERROR: 'UPSTREAM_ERROR',
+  /** Anything else; details are in the server log only. */
+  INTERNAL_SERVER_ERROR: 'INTERNAL_SERVER_ERROR',
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+/** Codes whose messages are safe and useful to show to clients as they are. */
+const CLIENT_FACING: ReadonlySet<string> = new Set<string>([
+  ...Object.values(ErrorCode).filter((c) => c !== ErrorCode.INTERNAL_SERVER_ERROR),
+  // Apollo Server's own codes for bad requests.
+  'GRAPHQL_PARSE_FAILED',
+  'GRAPHQL_VALIDATION_FAILED',
+  'BAD_REQUEST',
+  'OPERATION_RESOLUTION_FAILURE',
+  'PERSISTED_QUERY_NOT_FOUND',
+  'PERSISTED_QUERY_NOT_SUPPORTED',
+]);
+
+export function isClientFacingCode(code: unknown): boolean {
+  return typeof code === 'string' && CLIENT_FACING.has(code);
+}
+
+/** An expected failure whose message and code go to the client unchanged. */
+export class GatewayError extends GraphQLError {
+  constructor(code: ErrorCode, message: string, extensions: Record<string, unknown> = {}) {
+    super(message, { extensions: { ...extensions, code } });
+    this.name = 'GatewayError';
+  }
+}
+
+export class UnreachableCaseError extends Error {
+  constructor(value: never) {
+    super(`Unreachable case: ${JSON.stringify(value)}`);
+  }
+}

@@ -1,0 +1,81 @@
+export type PowerState = 'ON' | 'OFF' | 'SUSPENDED' | 'PAUSED';
+export type VmPhase =
+  | 'PENDING'
+  | 'STARTING'
+  | 'RUNNING'
+  | 'PAUSED'
+  | 'STOPPING'
+  | 'STOPPED'
+  | 'MIGRATING'
+  | 'CRASHED'
+  | 'UNKNOWN';
+
+/**
+ * What a platform can list for every VM in one bulk call. Fields that need a
+ * per-VM read (devices, memory, ...) are in VmDetails, loaded only when asked.
+ */
+export interface VmRecord {
+  platformId: string;
+  nativeId: string;
+  name: string;
+  uuid: string;
+  powerState: PowerState;
+  phase: VmPhase;
+  rawState: string;
+  rawStateReason: string | null;
+  runtimeId: number | null;
+  persistent: boolean;
+  autostart: boolean;
+  /** Native ID of the host the VM is placed on, when known. */
+  hostNativeId: string | null;
+}
+
+export type DiskDevice = 'DISK' | 'CDROM' | 'FLOPPY' | 'LUN';
+
+export interface VmDiskRecord {
+  device: DiskDevice;
+  target: string;
+  bus: string | null;
+  sourceType: string;
+  /** A path, a `pool/volume` pair or a network URL. */
+  source: string | null;
+  /** For libvirt `type='volume'` disks: the pool and volume by name. */
+  sourcePool: string | null;
+  sourceVolume: string | null;
+  format: string | null;
+  capacityBytes: number | null;
+  readOnly: boolean;
+}
+
+export interface VmNicRecord {
+  mac: string | null;
+  model: string | null;
+  type: string;
+  source: string | null;
+  /** Name of the platform network, when the NIC is attached to one. */
+  networkName: string | null;
+  targetDevice: string | null;
+}
+
+export interface VmGraphicsRecord {
+  type: string;
+  port: number | null;
+  autoport: boolean;
+  listen: string | null;
+}
+
+export interface VmDetails {
+  vcpus: number;
+  vcpusMax: number;
+  coresPerSocket: number | null;
+  memoryMiB: number;
+  maxMemoryMiB: number;
+  guestOs: string | null;
+  osType: string | null;
+  guestArch: string | null;
+  machineType: string | null;
+  description: string | null;
+  disks: VmDiskRecord[];
+  nics: VmNicRecord[];
+  graphics: VmGraphicsRecord[];
+}

@@ -1,0 +1,66 @@
+import type { NetworkRecord } from '../model/network.js';
+import type { SnapshotRecord } from '../model/snapshot.js';
+import type { StoragePoolRecord, StorageRecord, StorageVolumeRecord } from '../model/storage.js';
+import type { VmRecord } from '../model/vm.js';
+import type { GatewayContext } from '../server/context.js';
+
+// Lookups of one object among a platform's listings. They read through the
+// request's loaders, so any number of them costs the same upstream calls.
+
+export async function findVm(ctx: GatewayContext, platformId: string, nativeId: string): Promise<VmRecord | null> {
+  const vms = await ctx.loaders.vms.load(platformId);
+  return vms.find((v) => v.nativeId === nativeId) ?? null;
+}
+
+export async function findNetworkByName(
+  ctx: GatewayContext,
+  platformId: string,
+  name: string,
+): Promise<NetworkRecord | null> {
+  const nets = await ctx.loaders.networks.load(platformId);
+  return nets.find((n) => n.name === name) ?? null;
+}
+
+export async function findStorage(ctx: GatewayContext, platformId: string, nativeId: string): Promise<StorageRecord | null> {
+  const all = await ctx.loaders.storage.load(platformId);
+  return all.find((s) => s.nativeId === nativeId) ?? null;
+}
+
+export async function snapshotsOf(ctx: GatewayContext, vm: { platformId: string; nativeId: string }): Promise<SnapshotRecord[]> {
+  return ctx.loaders.snapshots.load({ platformId: vm.platformId, nativeId: vm.nativeId });
+}
+
+/** Every volume of every pool of a platform: one listing, one batched volume read. */
+export async function allVolumes(ctx: GatewayContext, platformId: string): Promise<StorageVolumeRecord[]> {
+  const pools = (await ctx.loaders.storage.load(platformId)).filter(
+    (s): s is StoragePoolRecord => s.storageKind === 'StoragePool',
+  );
+  const perPool = await ctx.loaders.volumes.loadMany(pools.map((p) => ({ platformId, nativeId: p.nativeId })));
+  return perPool.flatMap((v) => (v instanceof Error ? [] : v));
+}
+
+/** The volume behind a disk: by pool and volume name, or by path. */
+export async function findVolumeForDisk(
+  ctx: GatewayContext,
+  platformId: string,
+  disk: { source: string | null; sourcePool: string | null; sourceVolume: string | null },
+): Promise<StorageVolumeRecord | null> {
+  if (!disk.source) return null;
+  const volumes = await allVolumes(ctx, platformId);
+  if (disk.sourcePool && disk.sourceVolume) {
+    const pools = await ctx.loaders.storage.load(platformId);
+    const pool = pools.find((p) => p.name === disk.sourcePool);
+    return volumes.find((v) => v.poolNativeId === pool?.nativeId && v.name === disk.sourceVolume) ?? null;
+  }
+  return volumes.find((v) => v.path === disk.source || v.key === disk.source) ?? null;
+}
+
+/** Details of every VM of a platform, in one batched read. */
+export async function vmsWithDetails(ctx: GatewayContext, platformId: string) {
+  const vms = await ctx.loaders.vms.load(platformId);
+  const details = await ctx.loaders.vmDetails.loadMany(vms.map((v) => ({ platformId, nativeId: v.nativeId })));
+  return vms.flatMap((vm, i) => {
+    const d = details[i];
+    return d === undefined || d instanceof Error ? [] : [{ vm, details: d }];
+  });
+}

@@ -1,0 +1,69 @@
+import type { NodeResolvers, QueryResolvers, ResolversParentTypes } from '../generated/graphql.js';
+import { ErrorCode, GatewayError, UnreachableCaseError } from '../errors.js';
+import { type NodeKind, type NodeRef, decodeId, splitChildNativeId } from '../model/ids.js';
+import type { GatewayContext } from '../server/context.js';
+import { findStorage, findVm, snapshotsOf } from './lookups.js';
+
+// Records carry no type tag of their own; node() remembers what it fetched so
+// that Node.__resolveType can answer without guessing from the shape.
+type AnyNode = ResolversParentTypes['Node'];
+
+const kinds = new WeakMap<object, NodeKind>();
+
+function tagged<T extends AnyNode>(value: T | null | undefined, kind: NodeKind): T | null {
+  if (!value) return null;
+  kinds.set(value, kind);
+  return value;
+}
+
+async function loadNode(ctx: GatewayContext, ref: NodeRef): Promise<AnyNode | null> {
+  const { platformId, nativeId } = ref;
+  if (!ctx.registry.get(platformId)) return null;
+  switch (ref.kind) {
+    case 'Platform':
+      return nativeId === platformId ? tagged(ctx.registry.record(platformId), 'Platform') : null;
+    case 'Host':
+      return tagged((await ctx.loaders.hosts.load(platformId)).find((h) => h.nativeId === nativeId), 'Host');
+    case 'VirtualMachine':
+      return tagged(await findVm(ctx, platformId, nativeId), 'VirtualMachine');
+    case 'Network':
+      return tagged((await ctx.loaders.networks.load(platformId)).find((n) => n.nativeId === nativeId), 'Network');
+    case 'StoragePool':
+      return tagged(await findStorage(ctx, platformId, nativeId), 'StoragePool');
+    case 'Snapshot': {
+      const parts = splitChildNativeId(nativeId);
+      if (!parts || !(await findVm(ctx, platformId, parts.parent))) return null;
+      const snaps = await snapshotsOf(ctx, { platformId, nativeId: parts.parent });
+      return tagged(snaps.find((s) => s.name === parts.child), 'Snapshot');
+    }
+    case 'StorageVolume': {
+      const parts = splitChildNativeId(nativeId);
+      if (!parts || !(await findStorage(ctx, platformId, parts.parent))) return null;
+      const vols = await ctx.loaders.volumes.load({ platformId, nativeId: parts.parent });
+      return tagged(vols.find((v) => v.name === parts.child), 'StorageVolume');
+    }
+    default:
+      throw new UnreachableCaseError(ref.kind);
+  }
+}
+
+export const Node: NodeResolvers = {
+  __resolveType: (obj) => {
+    const kind = kinds.get(obj);
+    if (!kind) throw new Error('node of unknown kind');
+    return kind;
+  },
+};
+
+export const nodeQueries: Pick<QueryResolvers, 'node' | 'nodes'> = {
+  node: (_root, { id }, ctx) => loadNode(ctx, decodeId(id)),
+  nodes: (_root, { ids }, ctx) => {
+    if (ids.length > ctx.limits.maxNodeIds) {
+      throw new GatewayError(ErrorCode.INVALID_PAGINATION, `"ids" takes at most ${ctx.limits.maxNodeIds} IDs; got ${ids.length}.`);
+    }
+    // Decode all first, so one malformed ID fails the field before any upstream call.
+    const refs = ids.map((id) => decodeId(id));
+    return Promise.all(refs.map((ref) => loadNode(ctx, ref)));
+  },
+};
+

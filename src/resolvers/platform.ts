@@ -1,0 +1,21 @@
+import type { PlatformResolvers, QueryResolvers } from '../generated/graphql.js';
+import { encodeId } from '../model/ids.js';
+import { reportUnavailable } from './scope.js';
+
+export const Platform: PlatformResolvers = {
+  id: (p) => encodeId({ kind: 'Platform', platformId: p.id, nativeId: p.id }),
+  name: (p) => p.id,
+  hosts: async (p, _a, ctx) => {
+    if (p.status !== 'CONNECTED') return [];
+    try {
+      return await ctx.loaders.hosts.load(p.id);
+    } catch (e) {
+      reportUnavailable(ctx, p.id, e);
+      return [];
+    }
+  },
+};
+
+export const platformQueries: Pick<QueryResolvers, 'platforms'> = {
+  platforms: (_root, _args, ctx) => ctx.registry.records(),
+};

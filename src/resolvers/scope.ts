@@ -1,0 +1,66 @@
+import type DataLoader from 'dataloader';
+
+import { PlatformUnavailableError, errorMessage } from '../datasources/platform-connection.js';
+import { ErrorCode, GatewayError } from '../errors.js';
+import { decodeIdOf } from '../model/ids.js';
+import type { PlatformRecord } from '../model/platform.js';
+import type { GatewayContext } from '../server/context.js';
+
+/**
+ * The platform IDs a list query covers: all configured platforms, or the ones
+ * named by `platformIds` (Platform global IDs), each of which must exist.
+ */
+export function platformsInScope(ctx: GatewayContext, platformIds: readonly string[] | null | undefined): string[] {
+  if (!platformIds) return ctx.registry.providers.map((p) => p.id);
+  return platformIds.map((gid) => {
+    const ref = decodeIdOf(gid, 'Platform');
+    if (!ctx.registry.get(ref.platformId)) {
+      throw new GatewayError(ErrorCode.UNKNOWN_PLATFORM, `No platform "${ref.platformId}" is configured.`, {
+        platformId: ref.platformId,
+      });
+    }
+    return ref.platformId;
+  });
+}
+
+/** Records that a platform could not answer, once per platform and request. */
+export function reportUnavailable(ctx: GatewayContext, platformId: string, error: unknown): void {
+  const already = ctx.partialErrors.some((e) => e.extensions['platformId'] === platformId);
+  if (already) return;
+  const message =
+    error instanceof PlatformUnavailableError
+      ? error.message
+      : `Platform "${platformId}" could not answer: ${errorMessage(error)}`;
+  ctx.logger.warn({ platform: platformId, err: error }, 'platform left out of a response');
+  ctx.partialErrors.push(new GatewayError(ErrorCode.PLATFORM_UNAVAILABLE, message, { platformId }));
+}
+
+/**
+ * Loads a per-platform listing for each platform in scope and concatenates
+ * them. A platform that fails is left out and reported as a partial error;
+ * the others still answer.
+ */
+export async function loadFromPlatforms<T>(
+  ctx: GatewayContext,
+  loader: DataLoader<string, T[]>,
+  platformIds: readonly string[],
+): Promise<T[]> {
+  const results = await Promise.all(
+    platformIds.map(async (id) => {
+      try {
+        return await loader.load(id);
+      } catch (e) {
+        reportUnavailable(ctx, id, e);
+        return [];
+      }
+    }),
+  );
+  return results.flat();
+}
+
+/** The record of a platform that an object belongs to (always configured). */
+export function platformOf(ctx: GatewayContext, platformId: string): PlatformRecord {
+  const record = ctx.registry.record(platformId);
+  if (!record) throw new Error(`object refers to unconfigured platform "${platformId}"`);
+  return record;
+}

@@ -1,0 +1,55 @@
+import type {
+  QueryResolvers,
+  StoragePoolResolvers,
+  StorageResolvers,
+  StorageVolumeResolvers,
+} from '../generated/graphql.js';
+import { encodeId } from '../model/ids.js';
+import type { StorageRecord } from '../model/storage.js';
+import { findStorage, vmsWithDetails } from './lookups.js';
+import { paginate } from './pagination.js';
+import { loadFromPlatforms, platformOf, platformsInScope } from './scope.js';
+
+export function storageId(s: StorageRecord): string {
+  return encodeId({ kind: s.storageKind, platformId: s.platformId, nativeId: s.nativeId });
+}
+
+function usagePercent(s: StorageRecord): number {
+  return s.capacityBytes > 0 ? Math.round((s.allocationBytes / s.capacityBytes) * 10_000) / 100 : 0;
+}
+
+export const Storage: StorageResolvers = {
+  __resolveType: (s) => s.storageKind,
+};
+
+export const StoragePool: StoragePoolResolvers = {
+  id: (s) => storageId(s),
+  platform: (s, _a, ctx) => platformOf(ctx, s.platformId),
+  usagePercent: (s) => usagePercent(s),
+  volumes: (s, _a, ctx) => ctx.loaders.volumes.load({ platformId: s.platformId, nativeId: s.nativeId }),
+};
+
+export const StorageVolume: StorageVolumeResolvers = {
+  id: (v) => encodeId({ kind: 'StorageVolume', platformId: v.platformId, nativeId: v.nativeId }),
+  pool: async (v, _a, ctx) => {
+    const pool = await findStorage(ctx, v.platformId, v.poolNativeId);
+    if (!pool) throw new Error(`volume ${v.name} outlived its pool ${v.poolNativeId}`);
+    return pool;
+  },
+  attachedVms: async (v, _a, ctx) =>
+    (await vmsWithDetails(ctx, v.platformId))
+      .filter(({ details }) => details.disks.some((d) => d.source === v.path || d.source === v.key))
+      .map(({ vm }) => vm),
+};
+
+export const storageQueries: Pick<QueryResolvers, 'storage'> = {
+  storage: async (_root, args, ctx) => {
+    const filter = args.filter ?? {};
+    let all = await loadFromPlatforms(ctx, ctx.loaders.storage, platformsInScope(ctx, filter.platformIds));
+    if (filter.nameContains) {
+      const needle = filter.nameContains.toLowerCase();
+      all = all.filter((s) => s.name.toLowerCase().includes(needle));
+    }
+    return paginate(all, args, { name: 'storage:NAME', direction: 'ASC', value: (s) => s.name, id: storageId }, ctx.limits);
+  },
+};

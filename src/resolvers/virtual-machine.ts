@@ -1,0 +1,115 @@
+import type { QueryResolvers, VirtualMachineResolvers } from '../generated/graphql.js';
+import { decodeIdOf, encodeId } from '../model/ids.js';
+import type { StorageRecord } from '../model/storage.js';
+import type { VmDetails, VmRecord } from '../model/vm.js';
+import type { GatewayContext } from '../server/context.js';
+import { findNetworkByName, findVolumeForDisk, findStorage, snapshotsOf } from './lookups.js';
+import { type Ordering, type SortValue, paginate } from './pagination.js';
+import { loadFromPlatforms, platformOf, platformsInScope } from './scope.js';
+import type { VirtualMachineFilter, VirtualMachineOrder } from '../generated/graphql.js';
+
+function details(ctx: GatewayContext, vm: VmRecord): Promise<VmDetails> {
+  return ctx.loaders.vmDetails.load({ platformId: vm.platformId, nativeId: vm.nativeId });
+}
+
+const POWER_ORDER: Record<VmRecord['powerState'], number> = { ON: 0, PAUSED: 1, SUSPENDED: 2, OFF: 3 };
+
+/**
+ * Filters, orders and pages VMs of the platforms in scope. Ordering by a
+ * detail (memory, vCPUs) reads the details of every candidate in one batch
+ * per platform.
+ */
+export async function listVms(
+  ctx: GatewayContext,
+  args: { first?: number | null; after?: string | null; filter?: VirtualMachineFilter | null; orderBy?: VirtualMachineOrder | null },
+  onlyHost?: { platformId: string; nativeId: string },
+) {
+  const filter = args.filter ?? {};
+  const platformIds = onlyHost ? [onlyHost.platformId] : platformsInScope(ctx, filter.platformIds);
+  const hostRefs = filter.hostIds?.map((id) => decodeIdOf(id, 'Host'));
+  let vms = await loadFromPlatforms(ctx, ctx.loaders.vms, platformIds);
+
+  if (onlyHost) vms = vms.filter((v) => v.hostNativeId === onlyHost.nativeId);
+  if (filter.nameContains) {
+    const needle = filter.nameContains.toLowerCase();
+    vms = vms.filter((v) => v.name.toLowerCase().includes(needle));
+  }
+  if (filter.powerStates) {
+    const wanted = new Set(filter.powerStates);
+    vms = vms.filter((v) => wanted.has(v.powerState));
+  }
+  if (hostRefs) {
+    const wanted = new Set(hostRefs.map((h) => `${h.platformId}\u0000${h.nativeId}`));
+    vms = vms.filter((v) => wanted.has(`${v.platformId}\u0000${v.hostNativeId ?? ''}`));
+  }
+
+  const field = args.orderBy?.field ?? 'NAME';
+  const direction = args.orderBy?.direction ?? 'ASC';
+  let value: (vm: VmRecord) => SortValue;
+  switch (field) {
+    case 'NAME':
+      value = (vm) => vm.name;
+      break;
+    case 'POWER_STATE':
+      value = (vm) => POWER_ORDER[vm.powerState];
+      break;
+    case 'MEMORY_MIB':
+    case 'VCPUS': {
+      const all = await ctx.loaders.vmDetails.loadMany(vms.map((v) => ({ platformId: v.platformId, nativeId: v.nativeId })));
+      const byVm = new Map(vms.map((v, i) => [v, all[i]]));
+      value = (vm) => {
+        const d = byVm.get(vm);
+        if (!d || d instanceof Error) return -1;
+        return field === 'VCPUS' ? d.vcpus : d.memoryMiB;
+      };
+      break;
+    }
+  }
+  const ordering: Ordering<VmRecord> = { name: `vm:${field}`, direction, value, id: vmId };
+  return paginate(vms, args, ordering, ctx.limits);
+}
+
+export function vmId(vm: { platformId: string; nativeId: string }): string {
+  return encodeId({ kind: 'VirtualMachine', platformId: vm.platformId, nativeId: vm.nativeId });
+}
+
+export const VirtualMachine: VirtualMachineResolvers = {
+  id: (vm) => vmId(vm),
+  platform: (vm, _args, ctx) => platformOf(ctx, vm.platformId),
+  vcpus: async (vm, _a, ctx) => (await details(ctx, vm)).vcpus,
+  vcpusMax: async (vm, _a, ctx) => (await details(ctx, vm)).vcpusMax,
+  coresPerSocket: async (vm, _a, ctx) => (await details(ctx, vm)).coresPerSocket,
+  memoryMiB: async (vm, _a, ctx) => (await details(ctx, vm)).memoryMiB,
+  maxMemoryMiB: async (vm, _a, ctx) => (await details(ctx, vm)).maxMemoryMiB,
+  guestOs: async (vm, _a, ctx) => (await details(ctx, vm)).guestOs,
+  osType: async (vm, _a, ctx) => (await details(ctx, vm)).osType,
+  guestArch: async (vm, _a, ctx) => (await details(ctx, vm)).guestArch,
+  machineType: async (vm, _a, ctx) => (await details(ctx, vm)).machineType,
+  description: async (vm, _a, ctx) => (await details(ctx, vm)).description,
+  disks: async (vm, _a, ctx) => (await details(ctx, vm)).disks.map((d) => ({ ...d, platformId: vm.platformId })),
+  nics: async (vm, _a, ctx) => (await details(ctx, vm)).nics.map((n) => ({ ...n, platformId: vm.platformId })),
+  graphics: async (vm, _a, ctx) => (await details(ctx, vm)).graphics,
+  snapshots: (vm, _a, ctx) => snapshotsOf(ctx, vm),
+  currentSnapshot: async (vm, _a, ctx) => (await snapshotsOf(ctx, vm)).find((s) => s.isCurrent) ?? null,
+  host: async (vm, _a, ctx) => {
+    if (!vm.hostNativeId) return null;
+    const hosts = await ctx.loaders.hosts.load(vm.platformId);
+    return hosts.find((h) => h.nativeId === vm.hostNativeId) ?? null;
+  },
+  networks: async (vm, _a, ctx) => {
+    const names = [...new Set((await details(ctx, vm)).nics.flatMap((n) => (n.networkName ? [n.networkName] : [])))];
+    const nets = await Promise.all(names.map((name) => findNetworkByName(ctx, vm.platformId, name)));
+    return nets.filter((n) => n !== null);
+  },
+  storage: async (vm, _a, ctx) => {
+    const disks = (await details(ctx, vm)).disks;
+    const volumes = await Promise.all(disks.map((d) => findVolumeForDisk(ctx, vm.platformId, d)));
+    const poolIds = [...new Set(volumes.flatMap((v) => (v ? [v.poolNativeId] : [])))];
+    const pools = await Promise.all(poolIds.map((id) => findStorage(ctx, vm.platformId, id)));
+    return pools.filter((p): p is StorageRecord => p !== null);
+  },
+};
+
+export const virtualMachineQueries: Pick<QueryResolvers, 'virtualMachines'> = {
+  virtualMachines: (_root, args, ctx) => listVms(ctx, args),
+};

@@ -1,0 +1,64 @@
+import { ApolloServer, type ApolloServerPlugin } from '@apollo/server';
+import { ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
+import type { GraphQLSchema } from 'graphql';
+import type { Logger } from 'pino';
+
+import type { Limits } from '../config/schema.js';
+import type { GatewayContext } from './context.js';
+import { formatError, formatOne } from './format-error.js';
+import { assertCostWithin, limitRules, operationCost } from './limits.js';
+
+export interface ApolloOptions {
+  schema: GraphQLSchema;
+  limits: Limits;
+  logger: Logger;
+  introspection: boolean;
+}
+
+/** Refuses operations whose estimated cost, with their variables, is over the limit. */
+function costPlugin(limits: Limits): ApolloServerPlugin<GatewayContext> {
+  return {
+    async requestDidStart() {
+      return {
+        async didResolveOperation({ request, document, schema }) {
+          assertCostWithin(operationCost(schema, document, request.operationName, request.variables, limits), limits);
+        },
+      };
+    },
+  };
+}
+
+/** Adds the request's partial errors (platforms that could not answer) to the response. */
+function partialErrorsPlugin(logger: Logger): ApolloServerPlugin<GatewayContext> {
+  return {
+    async requestDidStart() {
+      return {
+        async willSendResponse({ response, contextValue }) {
+          if (response.body.kind !== 'single' || contextValue.partialErrors.length === 0) return;
+          const result = response.body.singleResult;
+          result.errors = [...(result.errors ?? []), ...contextValue.partialErrors.map((e) => formatOne(e, logger))];
+        },
+      };
+    },
+  };
+}
+
+export function createApollo(opts: ApolloOptions): ApolloServer<GatewayContext> {
+  const { logger, limits } = opts;
+  return new ApolloServer<GatewayContext>({
+    schema: opts.schema,
+    introspection: opts.introspection,
+    includeStacktraceInErrorResponses: false,
+    parseOptions: { maxTokens: limits.maxTokens },
+    validationRules: limitRules(limits),
+    formatError: (formatted, error) => formatError(formatted, error, logger),
+    // The explorer is served by the HTTP layer from local files, not Apollo's CDN page.
+    plugins: [ApolloServerPluginLandingPageDisabled(), costPlugin(limits), partialErrorsPlugin(logger)],
+    logger: {
+      debug: (m) => logger.debug(m),
+      info: (m) => logger.info(m),
+      warn: (m) => logger.warn(m),
+      error: (m) => logger.error(m),
+    },
+  });
+}

@@ -1,0 +1,35 @@
+import type { GraphQLError } from 'graphql';
+import type { Logger } from 'pino';
+
+import type { Limits } from '../config/schema.js';
+import { type Loaders, createLoaders } from '../datasources/loaders.js';
+import type { PlatformRegistry } from '../datasources/registry.js';
+
+/** Who is asking. Authentication comes later; until then everyone is anonymous. */
+export interface Caller {
+  id: string;
+}
+
+/** Everything a resolver may use during one operation. */
+export interface GatewayContext {
+  registry: PlatformRegistry;
+  loaders: Loaders;
+  limits: Limits;
+  logger: Logger;
+  caller: Caller;
+  /**
+   * Errors that do not void the data, such as a platform that could not
+   * answer while others did; sent as entries of the response's `errors`.
+   */
+  partialErrors: GraphQLError[];
+}
+
+export interface ContextDeps {
+  registry: PlatformRegistry;
+  limits: Limits;
+  logger: Logger;
+}
+
+export function createContext(deps: ContextDeps, caller: Caller = { id: 'anonymous' }): GatewayContext {
+  return { ...deps, caller, loaders: createLoaders(deps.registry), partialErrors: [] };
+}

@@ -1,0 +1,68 @@
+import type { GraphQLError, GraphQLFormattedError } from 'graphql';
+
+import type { Logger } from 'pino';
+
+import { PlatformUnavailableError } from '../datasources/platform-connection.js';
+import { isLibvirtError } from '../datasources/libvirt/errors.js';
+import { ErrorCode, GatewayError, isClientFacingCode } from '../errors.js';
+import { isTokenLimitError } from './limits.js';
+
+/** Walks the `originalError` chain (Apollo wraps resolver and validation errors). */
+function causes(error: unknown): unknown[] {
+  const chain: unknown[] = [];
+  let current: unknown = error;
+  while (current && chain.length < 10 && !chain.includes(current)) {
+    chain.push(current);
+    current = (current as { originalError?: unknown }).originalError;
+  }
+  return chain;
+}
+
+/**
+ * What a client sees of an error. Expected errors keep their message and
+ * stable `extensions.code`; anything unexpected becomes "Unexpected error."
+ * with INTERNAL_SERVER_ERROR, and is logged in full.
+ */
+export function formatError(formatted: GraphQLFormattedError, error: unknown, logger: Logger): GraphQLFormattedError {
+  const where = { locations: formatted.locations, path: formatted.path };
+  const chain = causes(error);
+
+  const gateway = chain.find((e): e is GatewayError => e instanceof GatewayError);
+  if (gateway) return { message: gateway.message, ...where, extensions: { ...gateway.extensions } };
+
+  const unavailable = chain.find((e): e is PlatformUnavailableError => e instanceof PlatformUnavailableError);
+  if (unavailable) {
+    return {
+      message: unavailable.message,
+      ...where,
+      extensions: { code: ErrorCode.PLATFORM_UNAVAILABLE, platformId: unavailable.platformId },
+    };
+  }
+
+  const libvirt = chain.find(isLibvirtError);
+  if (libvirt) {
+    logger.warn({ err: libvirt, path: formatted.path }, 'libvirt error in a response');
+    return {
+      message: `libvirt: ${libvirt.message}`,
+      ...where,
+      extensions: { code: ErrorCode.UPSTREAM_ERROR, libvirtCode: libvirt.code },
+    };
+  }
+
+  const code = formatted.extensions?.['code'];
+  if (code === 'GRAPHQL_PARSE_FAILED' && isTokenLimitError(formatted)) {
+    return { message: formatted.message, ...where, extensions: { code: ErrorCode.TOO_MANY_TOKENS } };
+  }
+  if (isClientFacingCode(code)) {
+    return { message: formatted.message, ...where, extensions: { code } };
+  }
+
+  logger.error({ err: chain[chain.length - 1] ?? error, path: formatted.path }, 'unexpected error in a response');
+  return { message: 'Unexpected error.', ...where, extensions: { code: ErrorCode.INTERNAL_SERVER_ERROR } };
+}
+
+/** Formats an error raised outside Apollo's pipeline (WebSocket validation, partial errors). */
+export function formatOne(error: GraphQLError, logger: Logger): GraphQLFormattedError {
+  return formatError(error.toJSON(), error, logger);
+}
+

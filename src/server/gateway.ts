@@ -1,0 +1,101 @@
+import { type Server, createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+import type { Logger } from 'pino';
+
+import type { Config } from '../config/schema.js';
+import { PlatformRegistry } from '../datasources/registry.js';
+import { createApollo } from './apollo.js';
+import { createContext } from './context.js';
+import { createHttpHandler } from './http.js';
+import { buildGatewaySchema } from './schema.js';
+import { attachWebSocket } from './websocket.js';
+
+export interface RunningGateway {
+  /** The GraphQL endpoint, for example http://127.0.0.1:4000/graphql. */
+  url: string;
+  port: number;
+  registry: PlatformRegistry;
+  /** Resolves once every platform has made its first connection attempt. */
+  ready: Promise<void>;
+  /** Stops accepting, lets requests in flight finish (up to the grace period), closes platforms. */
+  close(): Promise<void>;
+}
+
+type Phase = 'starting' | 'serving' | 'draining' | 'stopped';
+
+export async function startGateway(config: Config, logger: Logger): Promise<RunningGateway> {
+  const { server: serverConfig, limits } = config;
+  const registry = PlatformRegistry.fromConfig(config.platforms, logger);
+  const schema = buildGatewaySchema();
+  const apollo = createApollo({ schema, limits, logger, introspection: serverConfig.introspection });
+  await apollo.start();
+
+  let phase: Phase = 'starting';
+  const contextFor = () => createContext({ registry, limits, logger });
+  const http: Server = createServer(
+    createHttpHandler({
+      apollo,
+      path: serverConfig.path,
+      explorer: serverConfig.explorer,
+      maxBodyBytes: limits.maxBodyBytes,
+      logger,
+      contextFor,
+      health: () => ({
+        live: phase !== 'stopped',
+        ready: phase === 'serving',
+        details: { phase, platforms: registry.records().map((p) => ({ id: p.id, status: p.status })) },
+      }),
+    }),
+  );
+  http.requestTimeout = 60_000;
+  http.headersTimeout = 15_000;
+  const ws = attachWebSocket({
+    server: http,
+    path: serverConfig.path,
+    schema,
+    limits,
+    logger,
+    introspection: serverConfig.introspection,
+    contextFor,
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    http.once('error', reject);
+    http.listen(serverConfig.port, serverConfig.host, () => {
+      http.off('error', reject);
+      resolve();
+    });
+  });
+  const port = (http.address() as AddressInfo).port;
+  const host = serverConfig.host.includes(':') ? `[${serverConfig.host}]` : serverConfig.host;
+  const url = `http://${host}:${port}${serverConfig.path}`;
+  logger.info({ url, platforms: config.platforms.map((p) => p.id) }, 'gateway listening');
+
+  const ready = registry.start().then(() => {
+    if (phase === 'starting') phase = 'serving';
+  });
+
+  let closing: Promise<void> | null = null;
+  const close = () => {
+    closing ??= (async () => {
+      phase = 'draining';
+      logger.info('gateway shutting down');
+      const grace = setTimeout(() => http.closeAllConnections(), serverConfig.shutdownGraceMs);
+      grace.unref();
+      await ws.close();
+      await new Promise<void>((resolve) => {
+        http.close(() => resolve());
+        http.closeIdleConnections();
+      });
+      clearTimeout(grace);
+      await apollo.stop();
+      await registry.stop();
+      phase = 'stopped';
+      logger.info('gateway stopped');
+    })();
+    return closing;
+  };
+
+  return { url, port, registry, ready, close };
+}

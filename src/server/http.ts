@@ -1,0 +1,140 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+
+import type { ApolloServer } from '@apollo/server';
+import { HeaderMap } from '@apollo/server';
+import type { Logger } from 'pino';
+
+import { ErrorCode } from '../errors.js';
+import type { GatewayContext } from './context.js';
+import { EXPLORER_ASSET_PREFIX, explorerAsset, explorerPage } from './explorer.js';
+
+export interface HttpHandlerOptions {
+  apollo: ApolloServer<GatewayContext>;
+  path: string;
+  explorer: boolean;
+  maxBodyBytes: number;
+  logger: Logger;
+  contextFor: () => GatewayContext;
+  /** Liveness and readiness, each with a JSON body. */
+  health: () => { live: boolean; ready: boolean; details: Record<string, unknown> };
+}
+
+class BodyTooLargeError extends Error {}
+
+async function readBody(req: IncomingMessage, max: number): Promise<string> {
+  const declared = Number(req.headers['content-length']);
+  if (Number.isFinite(declared) && declared > max) throw new BodyTooLargeError();
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > max) throw new BodyTooLargeError();
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+function sendError(res: ServerResponse, status: number, code: string, message: string): void {
+  sendJson(res, status, { errors: [{ message, extensions: { code } }] });
+}
+
+function wantsHtml(req: IncomingMessage): boolean {
+  return (req.headers.accept ?? '').includes('text/html');
+}
+
+/**
+ * The HTTP side of the gateway: GraphQL (through Apollo Server), the
+ * explorer, and health probes. Bodies are read with a size cap before
+ * anything parses them.
+ */
+export function createHttpHandler(opts: HttpHandlerOptions) {
+  const { apollo, logger } = opts;
+
+  async function graphql(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+    let body: unknown;
+    if (req.method === 'POST') {
+      let text: string;
+      try {
+        text = await readBody(req, opts.maxBodyBytes);
+      } catch (e) {
+        if (e instanceof BodyTooLargeError) {
+          res.setHeader('connection', 'close');
+          sendError(res, 413, ErrorCode.REQUEST_TOO_LARGE, `The request body exceeds ${opts.maxBodyBytes} bytes.`);
+          return;
+        }
+        throw e;
+      }
+      const type = req.headers['content-type'] ?? '';
+      if (type.includes('application/json') || type.includes('application/graphql-response+json')) {
+        try {
+          body = text.length > 0 ? JSON.parse(text) : undefined;
+        } catch {
+          sendError(res, 400, 'BAD_REQUEST', 'The request body is not valid JSON.');
+          return;
+        }
+      } else {
+        body = text;
+      }
+    }
+    const headers = new HeaderMap();
+    for (const [key, value] of Object.entries(req.headers)) {
+      if (value !== undefined) headers.set(key, Array.isArray(value) ? value.join(', ') : value);
+    }
+    const result = await apollo.executeHTTPGraphQLRequest({
+      httpGraphQLRequest: { method: (req.method ?? 'GET').toUpperCase(), headers, search: url.search, body },
+      context: async () => opts.contextFor(),
+    });
+    for (const [key, value] of result.headers) res.setHeader(key, value);
+    res.statusCode = result.status ?? 200;
+    if (result.body.kind === 'complete') {
+      res.end(result.body.string);
+      return;
+    }
+    for await (const chunk of result.body.asyncIterator) res.write(chunk);
+    res.end();
+  }
+
+  return async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const started = process.hrtime.bigint();
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    try {
+      if (url.pathname === opts.path) {
+        if (req.method === 'GET' && opts.explorer && wantsHtml(req) && !url.searchParams.has('query')) {
+          res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+          res.end(explorerPage(opts.path));
+        } else {
+          await graphql(req, res, url);
+        }
+      } else if (url.pathname === '/healthz') {
+        const h = opts.health();
+        sendJson(res, h.live ? 200 : 503, { status: h.live ? 'ok' : 'failing' });
+      } else if (url.pathname === '/readyz') {
+        const h = opts.health();
+        sendJson(res, h.ready ? 200 : 503, { status: h.ready ? 'ready' : 'not ready', ...h.details });
+      } else if (opts.explorer && req.method === 'GET' && url.pathname.startsWith(EXPLORER_ASSET_PREFIX)) {
+        const asset = explorerAsset(url.pathname.slice(EXPLORER_ASSET_PREFIX.length));
+        if (!asset) {
+          sendError(res, 404, 'NOT_FOUND', 'No such file.');
+        } else {
+          res.writeHead(200, { 'content-type': asset.type, 'cache-control': 'public, max-age=3600' });
+          res.end(asset.body);
+        }
+      } else {
+        sendError(res, 404, 'NOT_FOUND', `Nothing at ${url.pathname}; GraphQL is served at ${opts.path}.`);
+      }
+    } catch (e) {
+      logger.error({ err: e, path: url.pathname }, 'HTTP request failed');
+      if (!res.headersSent) sendError(res, 500, ErrorCode.INTERNAL_SERVER_ERROR, 'Unexpected error.');
+      else res.end();
+    } finally {
+      const ms = Number(process.hrtime.bigint() - started) / 1e6;
+      logger.debug({ method: req.method, path: url.pathname, status: res.statusCode, ms: Math.round(ms * 10) / 10 }, 'http');
+    }
+  };
+}

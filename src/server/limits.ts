@@ -1,0 +1,212 @@
+import {
+  type ASTVisitor,
+  type DocumentNode,
+  type FieldNode,
+  type FragmentDefinitionNode,
+  type GraphQLCompositeType,
+  type GraphQLError,
+  type GraphQLField,
+  type GraphQLSchema,
+  Kind,
+  type OperationDefinitionNode,
+  type SelectionSetNode,
+  type ValidationContext,
+  type ValidationRule,
+  getNamedType,
+  isCompositeType,
+  isListType,
+  isNonNullType,
+  isObjectType,
+  isInterfaceType,
+  valueFromASTUntyped,
+} from 'graphql';
+
+import type { Limits } from '../config/schema.js';
+import { ErrorCode, GatewayError } from '../errors.js';
+
+// Guards in the spirit of graphql-armor: a document is refused before any
+// resolver runs when it is too deep, too wide, too long or too costly. The
+// same rules serve HTTP (Apollo Server) and WebSocket (graphql-ws), where
+// Apollo Server's own checks do not reach.
+
+/** Nesting deeper than `maxDepth` selections; introspection (`__schema`, `__type`) is not counted. */
+export function depthLimitRule(maxDepth: number): ValidationRule {
+  return (context: ValidationContext): ASTVisitor => {
+    const fragments = fragmentMap(context.getDocument());
+    const depthOf = (set: SelectionSetNode, seen: Set<string>): number => {
+      let deepest = 0;
+      for (const sel of set.selections) {
+        if (sel.kind === Kind.FIELD) {
+          if (sel.name.value.startsWith('__')) continue;
+          deepest = Math.max(deepest, sel.selectionSet ? 1 + depthOf(sel.selectionSet, seen) : 1);
+        } else if (sel.kind === Kind.INLINE_FRAGMENT) {
+          deepest = Math.max(deepest, depthOf(sel.selectionSet, seen));
+        } else {
+          const name = sel.name.value;
+          const frag = fragments.get(name);
+          if (!frag || seen.has(name)) continue; // cycles are NoFragmentCyclesRule's to report
+          deepest = Math.max(deepest, depthOf(frag.selectionSet, new Set([...seen, name])));
+        }
+      }
+      return deepest;
+    };
+    return {
+      OperationDefinition(op) {
+        const depth = depthOf(op.selectionSet, new Set());
+        if (depth > maxDepth) {
+          context.reportError(
+            new GatewayError(ErrorCode.QUERY_TOO_DEEP, `Query depth ${depth} exceeds the maximum of ${maxDepth}.`, {
+              depth,
+              maxDepth,
+            }),
+          );
+        }
+      },
+    };
+  };
+}
+
+function countRule(
+  kind: Kind.FIELD | Kind.DIRECTIVE,
+  max: number,
+  make: (count: number) => GraphQLError,
+  counts: (node: { kind: string; alias?: unknown }) => boolean,
+): ValidationRule {
+  return (context: ValidationContext): ASTVisitor => {
+    let count = 0;
+    let reported = false;
+    return {
+      [kind](node: { kind: string; alias?: unknown }) {
+        if (!counts(node)) return;
+        count += 1;
+        if (count > max && !reported) {
+          reported = true;
+          context.reportError(make(count));
+        }
+      },
+    };
+  };
+}
+
+export function aliasLimitRule(maxAliases: number): ValidationRule {
+  return countRule(
+    Kind.FIELD,
+    maxAliases,
+    () =>
+      new GatewayError(ErrorCode.TOO_MANY_ALIASES, `The document uses more than ${maxAliases} aliases.`, { maxAliases }),
+    (node) => node.alias !== undefined,
+  );
+}
+
+export function directiveLimitRule(maxDirectives: number): ValidationRule {
+  return countRule(
+    Kind.DIRECTIVE,
+    maxDirectives,
+    () =>
+      new GatewayError(ErrorCode.TOO_MANY_DIRECTIVES, `The document uses more than ${maxDirectives} directives.`, {
+        maxDirectives,
+      }),
+    () => true,
+  );
+}
+
+export function limitRules(limits: Limits): ValidationRule[] {
+  return [depthLimitRule(limits.maxDepth), aliasLimitRule(limits.maxAliases), directiveLimitRule(limits.maxDirectives)];
+}
+
+/**
+ * graphql-js stops parsing past `maxTokens` with a plain syntax error; this
+ * recognizes it so it can carry its own code.
+ */
+export function isTokenLimitError(error: { message: string }): boolean {
+  return /Document contains more th[ae]n \d+ tokens/.test(error.message);
+}
+
+export function tokenLimitError(maxTokens: number): GatewayError {
+  return new GatewayError(ErrorCode.TOO_MANY_TOKENS, `The document has more than ${maxTokens} tokens.`, { maxTokens });
+}
+
+/** Cost of a plain list field whose length the query does not bound (disks, snapshots, ...). */
+export const ASSUMED_LIST_LENGTH = 10;
+
+/**
+ * Estimated cost of an operation: a leaf costs 1, an object 2 plus its
+ * selections, and a list multiplies its selections by the page size it asks
+ * for (`first`, else the default page size) or by ASSUMED_LIST_LENGTH.
+ * Variables are known here, so `first: $n` counts at its real value.
+ */
+export function operationCost(
+  schema: GraphQLSchema,
+  document: DocumentNode,
+  operationName: string | null | undefined,
+  variables: Record<string, unknown> | null | undefined,
+  limits: Limits,
+): number {
+  const fragments = fragmentMap(document);
+  const op = document.definitions.find(
+    (d): d is OperationDefinitionNode =>
+      d.kind === Kind.OPERATION_DEFINITION && (!operationName || d.name?.value === operationName),
+  );
+  if (!op) return 0;
+  const root = schema.getRootType(op.operation);
+  if (!root) return 0;
+
+  const multiplier = (field: GraphQLField<unknown, unknown>, node: FieldNode): number => {
+    const firstArg = node.arguments?.find((a) => a.name.value === 'first');
+    if (firstArg) {
+      const v = valueFromASTUntyped(firstArg.value, variables ?? undefined);
+      if (typeof v === 'number' && Number.isFinite(v) && v >= 0) return Math.min(v, limits.maxPageSize);
+      return limits.maxPageSize;
+    }
+    if (field.args.some((a) => a.name === 'first')) return limits.defaultPageSize;
+    let t = field.type;
+    if (isNonNullType(t)) t = t.ofType;
+    return isListType(t) ? ASSUMED_LIST_LENGTH : 1;
+  };
+
+  const costOf = (set: SelectionSetNode, parent: GraphQLCompositeType, seen: ReadonlySet<string>): number => {
+    let total = 0;
+    for (const sel of set.selections) {
+      if (sel.kind === Kind.FIELD) {
+        if (sel.name.value.startsWith('__')) continue;
+        const fields = isObjectType(parent) || isInterfaceType(parent) ? parent.getFields() : undefined;
+        const field = fields?.[sel.name.value];
+        if (!field) continue;
+        const named = getNamedType(field.type);
+        if (!sel.selectionSet || !isCompositeType(named)) {
+          total += 1;
+        } else {
+          total += 2 + multiplier(field, sel) * costOf(sel.selectionSet, named, seen);
+        }
+      } else if (sel.kind === Kind.INLINE_FRAGMENT) {
+        const cond = sel.typeCondition ? schema.getType(sel.typeCondition.name.value) : parent;
+        total += costOf(sel.selectionSet, cond && isCompositeType(cond) ? cond : parent, seen);
+      } else {
+        const frag = fragments.get(sel.name.value);
+        if (!frag || seen.has(frag.name.value)) continue;
+        const cond = schema.getType(frag.typeCondition.name.value);
+        total += costOf(frag.selectionSet, cond && isCompositeType(cond) ? cond : parent, new Set([...seen, frag.name.value]));
+      }
+    }
+    return total;
+  };
+  return costOf(op.selectionSet, root, new Set());
+}
+
+export function assertCostWithin(cost: number, limits: Limits): void {
+  if (cost > limits.maxCost) {
+    throw new GatewayError(
+      ErrorCode.QUERY_TOO_COSTLY,
+      `The estimated cost ${cost} exceeds the maximum of ${limits.maxCost}; ask for smaller pages or fewer fields.`,
+      { cost, maxCost: limits.maxCost },
+    );
+  }
+}
+
+function fragmentMap(document: DocumentNode): Map<string, FragmentDefinitionNode> {
+  return new Map(
+    document.definitions
+      .filter((d): d is FragmentDefinitionNode => d.kind === Kind.FRAGMENT_DEFINITION)
+      .map((d) => [d.name.value, d]),
+  );
+}

@@ -1,0 +1,105 @@
+import type { Server as HttpServer } from 'node:http';
+
+import {
+  type DocumentNode,
+  type ExecutionArgs,
+  GraphQLError,
+  type GraphQLSchema,
+  NoSchemaIntrospectionCustomRule,
+  parse,
+  specifiedRules,
+  validate,
+} from 'graphql';
+
+import { useServer } from 'graphql-ws/use/ws';
+import type { Logger } from 'pino';
+import { WebSocketServer } from 'ws';
+
+import type { Limits } from '../config/schema.js';
+import type { GatewayContext } from './context.js';
+import { formatError, formatOne } from './format-error.js';
+import { assertCostWithin, isTokenLimitError, limitRules, operationCost, tokenLimitError } from './limits.js';
+
+/** RFC 6455 close code for a server that is going down. */
+const GOING_AWAY = 1001;
+
+export interface WebSocketOptions {
+  server: HttpServer;
+  path: string;
+  schema: GraphQLSchema;
+  limits: Limits;
+  logger: Logger;
+  introspection: boolean;
+  contextFor: () => GatewayContext;
+}
+
+export interface RunningWebSocket {
+  /** Closes every socket with 1001 Going Away and stops accepting. */
+  close(): Promise<void>;
+  clientCount(): number;
+}
+
+function asGraphQLError(e: unknown): GraphQLError {
+  return e instanceof GraphQLError ? e : new GraphQLError(e instanceof Error ? e.message : String(e), { originalError: e as Error });
+}
+
+/**
+ * graphql-ws on the same port and path as HTTP. Operations pass the same
+ * parse, validation, depth/alias/token/cost limits and error masking as on
+ * HTTP; a message larger than maxBodyBytes closes the socket (ws's maxPayload).
+ */
+export function attachWebSocket(opts: WebSocketOptions): RunningWebSocket {
+  const { limits, logger, schema } = opts;
+  const rules = [
+    ...specifiedRules,
+    ...limitRules(limits),
+    ...(opts.introspection ? [] : [NoSchemaIntrospectionCustomRule]),
+  ];
+  const wss = new WebSocketServer({ server: opts.server, path: opts.path, maxPayload: limits.maxBodyBytes });
+
+  useServer<Record<string, unknown> | undefined, { gateway?: GatewayContext }>(
+    {
+      schema,
+      onSubscribe: (_ctx, _id, payload): ExecutionArgs | readonly GraphQLError[] => {
+        let document: DocumentNode;
+        try {
+          document = parse(payload.query, { maxTokens: limits.maxTokens });
+        } catch (e) {
+          const error = asGraphQLError(e);
+          return [isTokenLimitError(error) ? tokenLimitError(limits.maxTokens) : error];
+        }
+        const errors = validate(schema, document, rules);
+        if (errors.length > 0) return errors;
+        try {
+          assertCostWithin(operationCost(schema, document, payload.operationName, payload.variables, limits), limits);
+        } catch (e) {
+          return [asGraphQLError(e)];
+        }
+        return {
+          schema,
+          document,
+          operationName: payload.operationName,
+          variableValues: payload.variables,
+          contextValue: opts.contextFor(),
+        };
+      },
+      onNext: (_ctx, _id, _payload, args, result) => {
+        const context = args.contextValue as GatewayContext;
+        const errors = [...(result.errors ?? []), ...context.partialErrors];
+        if (errors.length === 0) return undefined;
+        return { ...result, errors: errors.map((e) => formatError(e.toJSON(), e, logger)) };
+      },
+      onError: (_ctx, _id, _payload, errors) => errors.map((e) => formatOne(e, logger)),
+    },
+    wss,
+  );
+
+  return {
+    clientCount: () => wss.clients.size,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const client of wss.clients) client.close(GOING_AWAY, 'Server shutting down');
+        wss.close(() => resolve());
+      }),
+  };
+}
