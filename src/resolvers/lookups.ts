@@ -39,20 +39,24 @@ export async function allVolumes(ctx: GatewayContext, platformId: string): Promi
   return perPool.flatMap((v) => (v instanceof Error ? [] : v));
 }
 
-/** The volume behind a disk: by pool and volume name, or by path. */
+type DiskSource = { source: string | null; sourcePool: string | null; sourceVolume: string | null };
+
+/** Whether a disk is backed by a volume: by pool and volume name, or by path. */
+export function diskUsesVolume(disk: DiskSource, volume: StorageVolumeRecord, poolName: string | undefined): boolean {
+  if (disk.sourcePool && disk.sourceVolume) return disk.sourcePool === poolName && disk.sourceVolume === volume.name;
+  return disk.source !== null && (disk.source === volume.path || disk.source === volume.key);
+}
+
+/** The volume behind a disk, if the platform knows it. */
 export async function findVolumeForDisk(
   ctx: GatewayContext,
   platformId: string,
-  disk: { source: string | null; sourcePool: string | null; sourceVolume: string | null },
+  disk: DiskSource,
 ): Promise<StorageVolumeRecord | null> {
   if (!disk.source) return null;
-  const volumes = await allVolumes(ctx, platformId);
-  if (disk.sourcePool && disk.sourceVolume) {
-    const pools = await ctx.loaders.storage.load(platformId);
-    const pool = pools.find((p) => p.name === disk.sourcePool);
-    return volumes.find((v) => v.poolNativeId === pool?.nativeId && v.name === disk.sourceVolume) ?? null;
-  }
-  return volumes.find((v) => v.path === disk.source || v.key === disk.source) ?? null;
+  const [volumes, pools] = await Promise.all([allVolumes(ctx, platformId), ctx.loaders.storage.load(platformId)]);
+  const poolNames = new Map(pools.map((p) => [p.nativeId, p.name]));
+  return volumes.find((v) => diskUsesVolume(disk, v, poolNames.get(v.poolNativeId))) ?? null;
 }
 
 /** Details of every VM of a platform, in one batched read. */

@@ -6,7 +6,7 @@ import type {
 } from '../generated/graphql.js';
 import { encodeId } from '../model/ids.js';
 import type { StorageRecord } from '../model/storage.js';
-import { findStorage, vmsWithDetails } from './lookups.js';
+import { diskUsesVolume, findStorage, vmsWithDetails } from './lookups.js';
 import { paginate } from './pagination.js';
 import { loadFromPlatforms, platformOf, platformsInScope } from './scope.js';
 
@@ -36,10 +36,10 @@ export const StorageVolume: StorageVolumeResolvers = {
     if (!pool) throw new Error(`volume ${v.name} outlived its pool ${v.poolNativeId}`);
     return pool;
   },
-  attachedVms: async (v, _a, ctx) =>
-    (await vmsWithDetails(ctx, v.platformId))
-      .filter(({ details }) => details.disks.some((d) => d.source === v.path || d.source === v.key))
-      .map(({ vm }) => vm),
+  attachedVms: async (v, _a, ctx) => {
+    const [vms, pool] = await Promise.all([vmsWithDetails(ctx, v.platformId), findStorage(ctx, v.platformId, v.poolNativeId)]);
+    return vms.filter(({ details }) => details.disks.some((d) => diskUsesVolume(d, v, pool?.name))).map(({ vm }) => vm);
+  },
 };
 
 export const storageQueries: Pick<QueryResolvers, 'storage'> = {

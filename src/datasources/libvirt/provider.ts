@@ -199,7 +199,7 @@ export class LibvirtProvider implements Provider {
           name: p.name,
           capacityBytes: p.capacity,
           allocationBytes: p.allocation,
-          availableBytes: p.available,
+          availableBytes: availableBytes(p.capacity, p.allocation, p.available),
           accessible: state === 'RUNNING' || state === 'DEGRADED',
           state,
           active: state !== 'INACTIVE',
@@ -235,6 +235,15 @@ export class LibvirtProvider implements Provider {
       });
     });
   }
+}
+
+/**
+ * Free bytes of a pool. Drivers compute it as an unsigned capacity minus
+ * allocation, which wraps around to ~2^64 when a pool is over-allocated;
+ * such a value is replaced by what can be derived from the other two.
+ */
+export function availableBytes(capacity: number, allocation: number, available: number): number {
+  return available <= capacity ? available : Math.max(0, capacity - allocation);
 }
 
 /** The host CPU model from capabilities XML (`<host><cpu><model>`), absent on some drivers. */
