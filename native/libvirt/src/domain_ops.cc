@@ -1,4 +1,7 @@
+#include <libvirt/virterror.h>
+
 #include <cstdlib>
+#include <unordered_map>
 
 #include "errors.h"
 #include "ops.h"
@@ -6,17 +9,12 @@
 
 namespace vg {
 
-namespace {
+DomainList::~DomainList() {
+  for (int i = 0; i < count; i++) virDomainFree(doms[i]);
+  free(doms);
+}
 
-// Frees a libvirt array of domains and every domain in it.
-struct DomainList {
-  virDomainPtr* doms = nullptr;
-  int count = 0;
-  ~DomainList() {
-    for (int i = 0; i < count; i++) virDomainFree(doms[i]);
-    free(doms);
-  }
-};
+namespace {
 
 struct DomainHandle {
   virDomainPtr dom = nullptr;
@@ -26,6 +24,35 @@ struct DomainHandle {
 };
 
 }  // namespace
+
+// One listing resolves any number of UUIDs, where a lookup per UUID would be
+// one driver call (an RPC on remote URIs) each. A UUID with no domain maps
+// to nullptr.
+std::vector<virDomainPtr> ResolveDomains(ConnState& st, DomainList& list,
+                                         const std::vector<std::string>& uuids) {
+  st.Count();
+  list.count = virConnectListAllDomains(st.conn(), &list.doms, 0);
+  if (list.count < 0) {
+    list.count = 0;
+    ThrowLast("virConnectListAllDomains");
+  }
+  std::unordered_map<std::string, virDomainPtr> byUuid;
+  char uuid[VIR_UUID_STRING_BUFLEN];
+  for (int i = 0; i < list.count; i++) {
+    if (virDomainGetUUIDString(list.doms[i], uuid) == 0) byUuid.emplace(uuid, list.doms[i]);
+  }
+  std::vector<virDomainPtr> out;
+  out.reserve(uuids.size());
+  for (const std::string& u : uuids) {
+    auto it = byUuid.find(u);
+    out.push_back(it == byUuid.end() ? nullptr : it->second);
+  }
+  return out;
+}
+
+Value NoDomainError(const std::string& uuid) {
+  return Value::Error(VIR_ERR_NO_DOMAIN, VIR_FROM_DOM, "no domain with matching uuid '" + uuid + "'");
+}
 
 // Name, UUID and id live in the virDomainPtr itself: no call to the driver.
 Value DomainRef(virDomainPtr dom) {
@@ -82,21 +109,19 @@ Value LookupDomainByName(ConnState& st, const std::string& name) {
   return DomainRef(h.dom);
 }
 
-// libvirt has no bulk XML call; this batch crosses into the addon once and
-// walks the domains on one worker thread.
+// libvirt has no bulk XML call; this batch crosses into the addon once,
+// resolves the domains with one listing and reads their XML on one worker.
 Value GetDomainXmlDescs(ConnState& st, const std::vector<std::string>& uuids, unsigned int flags) {
+  DomainList list;
+  std::vector<virDomainPtr> doms = ResolveDomains(st, list, uuids);
   Value out = Value::Array();
-  for (const std::string& uuid : uuids) {
-    DomainHandle h;
-    st.Count();
-    h.dom = virDomainLookupByUUIDString(st.conn(), uuid.c_str());
-    if (h.dom == nullptr) {
-      LibvirtFailure f = LastFailure("virDomainLookupByUUIDString");
-      out.Push(Value::Error(f.code, f.domain, f.message));
+  for (size_t i = 0; i < uuids.size(); i++) {
+    if (doms[i] == nullptr) {
+      out.Push(NoDomainError(uuids[i]));
       continue;
     }
     st.Count();
-    char* xml = virDomainGetXMLDesc(h.dom, flags);
+    char* xml = virDomainGetXMLDesc(doms[i], flags);
     if (xml == nullptr) {
       LibvirtFailure f = LastFailure("virDomainGetXMLDesc");
       out.Push(Value::Error(f.code, f.domain, f.message));

@@ -31,6 +31,19 @@ Value ListAllStoragePools(ConnState& st, unsigned int flags);
 Value ListStorageVolumes(ConnState& st, const std::vector<std::string>& poolUuids);
 
 // Helpers shared by the *_ops.cc files.
+
+// Owns a libvirt array of domains and every domain in it.
+struct DomainList {
+  virDomainPtr* doms = nullptr;
+  int count = 0;
+  DomainList() = default;
+  DomainList(const DomainList&) = delete;
+  DomainList& operator=(const DomainList&) = delete;
+  ~DomainList();
+};
+std::vector<virDomainPtr> ResolveDomains(ConnState& st, DomainList& list,
+                                         const std::vector<std::string>& uuids);
+Value NoDomainError(const std::string& uuid);
 Value DomainRef(virDomainPtr dom);
 // Takes ownership of a libvirt-allocated string (freed here).
 std::string TakeString(char* s);

@@ -1,3 +1,5 @@
+#include <libvirt/virterror.h>
+
 #include <cstdlib>
 
 #include "errors.h"
@@ -16,6 +18,20 @@ struct SnapshotList {
   }
 };
 
+// The name of the current snapshot, or "" when the domain has none.
+std::string CurrentSnapshotName(ConnState& st, virDomainPtr dom) {
+  st.Count();
+  virDomainSnapshotPtr current = virDomainSnapshotCurrent(dom, 0);
+  if (current == nullptr) {
+    LibvirtFailure f = LastFailure("virDomainSnapshotCurrent");
+    if (f.code == VIR_ERR_NO_DOMAIN_SNAPSHOT) return "";
+    throw LibvirtException(f);
+  }
+  std::string name = virDomainSnapshotGetName(current);
+  virDomainSnapshotFree(current);
+  return name;
+}
+
 Value SnapshotsOf(ConnState& st, virDomainPtr dom) {
   SnapshotList list;
   st.Count();
@@ -25,18 +41,18 @@ Value SnapshotsOf(ConnState& st, virDomainPtr dom) {
     ThrowLast("virDomainListAllSnapshots");
   }
   Value out = Value::Array();
+  if (list.count == 0) return out;
+  std::string current = CurrentSnapshotName(st, dom);
   for (int i = 0; i < list.count; i++) {
     virDomainSnapshotPtr snap = list.snaps[i];
     Value rec = Value::Object();
-    rec.Set("name", Value::String(virDomainSnapshotGetName(snap)));
+    std::string name = virDomainSnapshotGetName(snap);
+    rec.Set("current", Value::Bool(name == current));
+    rec.Set("name", Value::String(std::move(name)));
     st.Count();
     char* xml = virDomainSnapshotGetXMLDesc(snap, 0);
     if (xml == nullptr) ThrowLast("virDomainSnapshotGetXMLDesc");
     rec.Set("xml", Value::String(TakeString(xml)));
-    st.Count();
-    int current = virDomainSnapshotIsCurrent(snap, 0);
-    if (current < 0) ThrowLast("virDomainSnapshotIsCurrent");
-    rec.Set("current", Value::Bool(current == 1));
     out.Push(std::move(rec));
   }
   return out;
@@ -46,21 +62,19 @@ Value SnapshotsOf(ConnState& st, virDomainPtr dom) {
 
 // One entry per requested domain: its snapshots, or the error for that domain.
 Value ListDomainSnapshots(ConnState& st, const std::vector<std::string>& uuids) {
+  DomainList list;
+  std::vector<virDomainPtr> doms = ResolveDomains(st, list, uuids);
   Value out = Value::Array();
-  for (const std::string& uuid : uuids) {
-    st.Count();
-    virDomainPtr dom = virDomainLookupByUUIDString(st.conn(), uuid.c_str());
-    if (dom == nullptr) {
-      LibvirtFailure f = LastFailure("virDomainLookupByUUIDString");
-      out.Push(Value::Error(f.code, f.domain, f.message));
+  for (size_t i = 0; i < uuids.size(); i++) {
+    if (doms[i] == nullptr) {
+      out.Push(NoDomainError(uuids[i]));
       continue;
     }
     try {
-      out.Push(SnapshotsOf(st, dom));
+      out.Push(SnapshotsOf(st, doms[i]));
     } catch (const LibvirtException& e) {
       out.Push(Value::Error(e.failure().code, e.failure().domain, e.failure().message));
     }
-    virDomainFree(dom);
   }
   return out;
 }

@@ -63,16 +63,7 @@ Value VolumesOf(ConnState& st, virStoragePoolPtr pool) {
     Value rec = Value::Object();
     rec.Set("name", Value::String(virStorageVolGetName(vol)));
     rec.Set("key", Value::String(virStorageVolGetKey(vol)));
-    st.Count();
-    char* path = virStorageVolGetPath(vol);
-    if (path == nullptr) ThrowLast("virStorageVolGetPath");
-    rec.Set("path", Value::String(TakeString(path)));
-    virStorageVolInfo info;
-    st.Count();
-    if (virStorageVolGetInfo(vol, &info) < 0) ThrowLast("virStorageVolGetInfo");
-    rec.Set("type", Value::Number(info.type));
-    rec.Set("capacity", Value::Number(static_cast<double>(info.capacity)));
-    rec.Set("allocation", Value::Number(static_cast<double>(info.allocation)));
+    // The XML holds path, type, capacity and allocation: one call, not three.
     st.Count();
     char* xml = virStorageVolGetXMLDesc(vol, 0);
     if (xml == nullptr) ThrowLast("virStorageVolGetXMLDesc");

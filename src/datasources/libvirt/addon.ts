@@ -58,11 +58,7 @@ export interface NativeStoragePool {
 export interface NativeStorageVolume {
   name: string;
   key: string;
-  path: string;
-  /** virStorageVolType: 0 file, 1 block, 2 dir, 3 network, 4 netdir, 5 ploop. */
-  type: number;
-  capacity: number;
-  allocation: number;
+  /** Path, type, sizes and format are read from here. */
   xml: string;
 }
 
@@ -116,5 +112,12 @@ export function nativeAddon(): NativeAddon {
 }
 
 // Flags from libvirt-domain.h / libvirt-network.h / libvirt-storage.h.
-export const ListDomainsFlags = { ACTIVE: 1, INACTIVE: 2, PERSISTENT: 4, TRANSIENT: 8, AUTOSTART: 256 } as const;
+export const ListDomainsFlags = {
+  ACTIVE: 1,
+  INACTIVE: 2,
+  PERSISTENT: 4,
+  TRANSIENT: 8,
+  AUTOSTART: 256,
+  HAS_SNAPSHOT: 4096,
+} as const;
 export const DomainStats = { STATE: 1, CPU_TOTAL: 2, BALLOON: 4, VCPU: 8, INTERFACE: 16, BLOCK: 32 } as const;

@@ -14,7 +14,7 @@ import { DomainStats, ListDomainsFlags } from './addon.js';
 import { LibvirtClient } from './client.js';
 import { VirErr, isAuthFailure, isConnectionFailure, isLibvirtCode } from './errors.js';
 import { domainState, formatVersion, poolState, snapshotPowerState, volumeType } from './states.js';
-import { parseDomainXml, parseNetworkXml, parsePoolXml, parseSnapshotXml, parseVolumeFormat } from './xml.js';
+import { parseDomainXml, parseNetworkXml, parsePoolXml, parseSnapshotXml, parseVolumeXml } from './xml.js';
 
 /** One libvirt connection (one host) as a platform. */
 export class LibvirtProvider implements Provider {
@@ -140,12 +140,18 @@ export class LibvirtProvider implements Provider {
     });
   }
 
+  /** Reads snapshots only of the domains that have any (one filtered listing finds them). */
   getSnapshots(uuids: readonly string[]): Promise<(SnapshotRecord[] | Error)[]> {
     return this.connection.use(async (c) => {
-      const perDomain = await c.call('listDomainSnapshots', uuids);
-      return perDomain.map((snaps, i) => {
+      const withSnapshots = new Set(
+        (await c.call('listAllDomains', ListDomainsFlags.HAS_SNAPSHOT)).map((d) => d.uuid),
+      );
+      const toRead = uuids.filter((u) => withSnapshots.has(u));
+      const read = toRead.length > 0 ? await c.call('listDomainSnapshots', toRead) : [];
+      const byUuid = new Map(toRead.map((u, i) => [u, read[i]]));
+      return uuids.map((vmUuid) => {
+        const snaps = byUuid.get(vmUuid) ?? [];
         if (snaps instanceof Error) return snaps;
-        const vmUuid = uuids[i] as string;
         return parseOrError(() =>
           snaps.map((s): SnapshotRecord => {
             const parsed = parseSnapshotXml(s.xml);
@@ -219,18 +225,21 @@ export class LibvirtProvider implements Provider {
         if (vols instanceof Error) return isLibvirtCode(vols, VirErr.OPERATION_INVALID) ? [] : vols;
         const poolUuid = poolUuids[i] as string;
         return parseOrError(() =>
-          vols.map((v) => ({
-            platformId: this.id,
-            nativeId: childNativeId(poolUuid, v.name),
-            poolNativeId: poolUuid,
-            name: v.name,
-            key: v.key,
-            path: v.path,
-            type: volumeType(v.type),
-            format: parseVolumeFormat(v.xml),
-            capacityBytes: v.capacity,
-            allocationBytes: v.allocation,
-          })),
+          vols.map((v) => {
+            const parsed = parseVolumeXml(v.xml);
+            return {
+              platformId: this.id,
+              nativeId: childNativeId(poolUuid, v.name),
+              poolNativeId: poolUuid,
+              name: v.name,
+              key: v.key,
+              path: parsed.path ?? v.key,
+              type: volumeType(parsed.type),
+              format: parsed.format,
+              capacityBytes: parsed.capacityBytes,
+              allocationBytes: parsed.allocationBytes,
+            };
+          }),
         );
       });
     });

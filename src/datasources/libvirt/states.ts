@@ -109,8 +109,15 @@ export function poolState(state: number): StoragePoolState {
   return POOL_STATES[state] ?? 'INACCESSIBLE';
 }
 
-const VOLUME_TYPES: readonly StorageVolumeType[] = ['FILE', 'BLOCK', 'DIR', 'NETWORK', 'NETDIR', 'PLOOP'];
-export function volumeType(type: number): StorageVolumeType {
+const VOLUME_TYPES: Record<string, StorageVolumeType> = {
+  file: 'FILE',
+  block: 'BLOCK',
+  dir: 'DIR',
+  network: 'NETWORK',
+  netdir: 'NETDIR',
+  ploop: 'PLOOP',
+};
+export function volumeType(type: string): StorageVolumeType {
   return VOLUME_TYPES[type] ?? 'FILE';
 }
 

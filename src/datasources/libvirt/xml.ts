@@ -259,7 +259,29 @@ export function parsePoolXml(xml: string): { type: string; targetPath: string | 
   return { type: attr(p, 'type') ?? 'unknown', targetPath: text(node(p['target'])?.['path']) };
 }
 
-export function parseVolumeFormat(xml: string): string | null {
+export interface ParsedVolume {
+  /** libvirt's volume type name: file, block, dir, network, netdir, ploop. */
+  type: string;
+  path: string | null;
+  format: string | null;
+  capacityBytes: number;
+  allocationBytes: number;
+}
+
+/** A scaled integer in bytes; volume sizes default to bytes. */
+function bytes(v: unknown): number {
+  const amount = int(text(v)) ?? 0;
+  return amount * (UNIT_BYTES[(attr(v, 'unit') ?? 'bytes').toLowerCase()] ?? 1);
+}
+
+export function parseVolumeXml(xml: string): ParsedVolume {
   const v = parseRoot(xml, 'volume');
-  return attr(node(v['target'])?.['format'], 'type');
+  const target = node(v['target']);
+  return {
+    type: attr(v, 'type') ?? 'file',
+    path: text(target?.['path']),
+    format: attr(target?.['format'], 'type'),
+    capacityBytes: bytes(v['capacity']),
+    allocationBytes: bytes(v['allocation']),
+  };
 }
