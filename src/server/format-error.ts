@@ -28,7 +28,10 @@ export function formatError(formatted: GraphQLFormattedError, error: unknown, lo
   const chain = causes(error);
 
   const gateway = chain.find((e): e is GatewayError => e instanceof GatewayError);
-  if (gateway) return { message: gateway.message, ...where, extensions: { ...gateway.extensions } };
+  if (gateway) {
+    const { http: _http, ...extensions } = gateway.extensions;
+    return { message: gateway.message, ...where, extensions };
+  }
 
   const unavailable = chain.find((e): e is PlatformUnavailableError => e instanceof PlatformUnavailableError);
   if (unavailable) {

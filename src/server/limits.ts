@@ -119,14 +119,18 @@ export function limitRules(limits: Limits): ValidationRule[] {
  * recognizes it so it can carry its own code.
  */
 export function isTokenLimitError(error: { message: string }): boolean {
-  return /Document contains more th[ae]n \d+ tokens/.test(error.message);
+  // graphql-js words it "more that N tokens" (sic); "than" is accepted too should it be fixed.
+  return /Document contains more th(?:at|an) \d+ tokens/.test(error.message);
 }
 
 export function tokenLimitError(maxTokens: number): GatewayError {
   return new GatewayError(ErrorCode.TOO_MANY_TOKENS, `The document has more than ${maxTokens} tokens.`, { maxTokens });
 }
 
-/** Cost of a plain list field whose length the query does not bound (disks, snapshots, ...). */
+/**
+ * Cost of a plain list field whose length the query does not bound (disks,
+ * snapshots, ...). Edges and nodes of a connection are bounded by `first`.
+ */
 export const ASSUMED_LIST_LENGTH = 10;
 
 /**
@@ -151,7 +155,9 @@ export function operationCost(
   const root = schema.getRootType(op.operation);
   if (!root) return 0;
 
-  const multiplier = (field: GraphQLField<unknown, unknown>, node: FieldNode): number => {
+  const multiplier = (parent: GraphQLCompositeType, field: GraphQLField<unknown, unknown>, node: FieldNode): number => {
+    // A connection's `first` already counted its edges and nodes.
+    if (parent.name.endsWith('Connection') && (field.name === 'edges' || field.name === 'nodes')) return 1;
     const firstArg = node.arguments?.find((a) => a.name.value === 'first');
     if (firstArg) {
       const v = valueFromASTUntyped(firstArg.value, variables ?? undefined);
@@ -176,7 +182,7 @@ export function operationCost(
         if (!sel.selectionSet || !isCompositeType(named)) {
           total += 1;
         } else {
-          total += 2 + multiplier(field, sel) * costOf(sel.selectionSet, named, seen);
+          total += 2 + multiplier(parent, field, sel) * costOf(sel.selectionSet, named, seen);
         }
       } else if (sel.kind === Kind.INLINE_FRAGMENT) {
         const cond = sel.typeCondition ? schema.getType(sel.typeCondition.name.value) : parent;
@@ -198,7 +204,8 @@ export function assertCostWithin(cost: number, limits: Limits): void {
     throw new GatewayError(
       ErrorCode.QUERY_TOO_COSTLY,
       `The estimated cost ${cost} exceeds the maximum of ${limits.maxCost}; ask for smaller pages or fewer fields.`,
-      { cost, maxCost: limits.maxCost },
+      // Apollo Server answers 400 for this rather than 500; the key is not sent to clients.
+      { cost, maxCost: limits.maxCost, http: { status: 400 } },
     );
   }
 }

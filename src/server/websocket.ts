@@ -43,6 +43,17 @@ function asGraphQLError(e: unknown): GraphQLError {
   return e instanceof GraphQLError ? e : new GraphQLError(e instanceof Error ? e.message : String(e), { originalError: e as Error });
 }
 
+/** Gives parse and validation errors the codes Apollo Server gives them on HTTP; our own limit errors keep theirs. */
+function withCode(error: GraphQLError, code: 'GRAPHQL_PARSE_FAILED' | 'GRAPHQL_VALIDATION_FAILED'): GraphQLError {
+  return new GraphQLError(error.message, {
+    nodes: error.nodes,
+    source: error.source,
+    positions: error.positions,
+    originalError: error,
+    extensions: { code },
+  });
+}
+
 /**
  * graphql-ws on the same port and path as HTTP. Operations pass the same
  * parse, validation, depth/alias/token/cost limits and error masking as on
@@ -66,10 +77,10 @@ export function attachWebSocket(opts: WebSocketOptions): RunningWebSocket {
           document = parse(payload.query, { maxTokens: limits.maxTokens });
         } catch (e) {
           const error = asGraphQLError(e);
-          return [isTokenLimitError(error) ? tokenLimitError(limits.maxTokens) : error];
+          return [isTokenLimitError(error) ? tokenLimitError(limits.maxTokens) : withCode(error, 'GRAPHQL_PARSE_FAILED')];
         }
         const errors = validate(schema, document, rules);
-        if (errors.length > 0) return errors;
+        if (errors.length > 0) return errors.map((e) => withCode(e, 'GRAPHQL_VALIDATION_FAILED'));
         try {
           assertCostWithin(operationCost(schema, document, payload.operationName, payload.variables, limits), limits);
         } catch (e) {
