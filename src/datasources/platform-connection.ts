@@ -44,7 +44,7 @@ export class PlatformConnection<C> {
   private client: C | null = null;
   private current: PlatformState = {
     status: 'CONNECTING',
-    message: null,
+    statusMessage: null,
     connectedAt: null,
     hypervisorType: null,
     hypervisorVersion: null,
@@ -82,7 +82,7 @@ export class PlatformConnection<C> {
   async use<T>(fn: (client: C) => Promise<T>): Promise<T> {
     const client = this.client;
     if (!client) {
-      throw new PlatformUnavailableError(this.opts.platformId, this.current.message ?? this.current.status.toLowerCase());
+      throw new PlatformUnavailableError(this.opts.platformId, this.current.statusMessage ?? this.current.status.toLowerCase());
     }
     try {
       return await fn(client);
@@ -108,7 +108,7 @@ export class PlatformConnection<C> {
         this.retryDelayMs = this.opts.retryInitialMs ?? 1_000;
         this.current = {
           status: 'CONNECTED',
-          message: null,
+          statusMessage: null,
           connectedAt: new Date(),
           hypervisorType: outcome.hypervisorType,
           hypervisorVersion: outcome.hypervisorVersion,
@@ -119,11 +119,11 @@ export class PlatformConnection<C> {
         this.current = {
           ...this.current,
           status: auth ? 'AUTH_FAILED' : 'UNREACHABLE',
-          message: errorMessage(e),
+          statusMessage: errorMessage(e),
           connectedAt: null,
         };
         this.opts.logger.warn(
-          { status: this.current.status, reason: this.current.message },
+          { status: this.current.status, reason: this.current.statusMessage },
           'platform connection failed',
         );
         if (!auth) this.scheduleRetry();
@@ -136,8 +136,8 @@ export class PlatformConnection<C> {
 
   private lose(client: C, e: unknown): void {
     this.client = null;
-    this.current = { ...this.current, status: 'UNREACHABLE', message: errorMessage(e), connectedAt: null };
-    this.opts.logger.warn({ reason: this.current.message }, 'platform connection lost');
+    this.current = { ...this.current, status: 'UNREACHABLE', statusMessage: errorMessage(e), connectedAt: null };
+    this.opts.logger.warn({ reason: this.current.statusMessage }, 'platform connection lost');
     void this.opts.disconnect(client).catch(() => undefined);
     this.scheduleRetry();
   }

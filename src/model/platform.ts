@@ -5,7 +5,7 @@ export type PlatformStatus = 'CONNECTING' | 'CONNECTED' | 'UNREACHABLE' | 'AUTH_
 export interface PlatformState {
   status: PlatformStatus;
   /** Why it is not connected; null while connected. */
-  message: string | null;
+  statusMessage: string | null;
   connectedAt: Date | null;
   hypervisorType: string | null;
   hypervisorVersion: string | null;
