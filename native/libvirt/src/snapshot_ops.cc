@@ -35,7 +35,8 @@ std::string CurrentSnapshotName(ConnState& st, virDomainPtr dom) {
 Value SnapshotsOf(ConnState& st, virDomainPtr dom) {
   SnapshotList list;
   st.Count();
-  list.count = virDomainListAllSnapshots(dom, &list.snaps, 0);
+  // Topological order: parents before children, as the schema promises.
+  list.count = virDomainListAllSnapshots(dom, &list.snaps, VIR_DOMAIN_SNAPSHOT_LIST_TOPOLOGICAL);
   if (list.count < 0) {
     list.count = 0;
     ThrowLast("virDomainListAllSnapshots");

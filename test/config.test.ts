@@ -1,0 +1,69 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { describe, expect, it } from 'vitest';
+
+import { ConfigError, loadConfig } from '../src/config/load.js';
+
+function configFile(text: string): string {
+  const path = join(mkdtempSync(join(tmpdir(), 'virt-graph-config-')), 'gateway.yaml');
+  writeFileSync(path, text);
+  return path;
+}
+
+function loadError(text: string): string {
+  try {
+    loadConfig({ path: configFile(text), env: {} });
+  } catch (e) {
+    expect(e).toBeInstanceOf(ConfigError);
+    return (e as Error).message;
+  }
+  throw new Error('expected the configuration to be refused');
+}
+
+describe('configuration', () => {
+  it('serves the libvirt test driver when no file is given', () => {
+    const { config, source } = loadConfig({ env: {} });
+    expect(source).toBe('embedded default');
+    expect(config.platforms).toEqual([
+      expect.objectContaining({ id: 'libvirt-test', kind: 'libvirt', uri: 'test:///default', readOnly: false }),
+    ]);
+    expect(config.server).toMatchObject({ host: '127.0.0.1', port: 4000, path: '/graphql' });
+    expect(config.limits).toMatchObject({ maxDepth: 12, maxAliases: 30, maxTokens: 5000, maxCost: 50000, defaultPageSize: 50 });
+  });
+
+  it('reads a file named by VIRT_GRAPH_CONFIG and lets PORT, HOST and LOG_LEVEL override it', () => {
+    const path = configFile(`
+server: { port: 8080 }
+logging: { level: warn }
+platforms:
+  - { id: a, kind: libvirt, uri: "test:///default" }
+  - { id: b, kind: libvirt, uri: "qemu+ssh://ops@kvm1/system", readOnly: true }
+`);
+    const { config } = loadConfig({ env: { VIRT_GRAPH_CONFIG: path, PORT: '9090', HOST: '0.0.0.0', LOG_LEVEL: 'debug' } });
+    expect(config.server.port).toBe(9090);
+    expect(config.server.host).toBe('0.0.0.0');
+    expect(config.logging.level).toBe('debug');
+    expect(config.platforms.map((p) => p.id)).toEqual(['a', 'b']);
+  });
+
+  it.each([
+    ['an unknown key', 'platforms: [{ id: a, kind: libvirt, uri: "test:///default", colour: red }]', /platforms\[0\]: Unrecognized key: "colour"/],
+    ['a missing URI', 'platforms: [{ id: a, kind: libvirt }]', /platforms\[0\]\.uri: /],
+    ['an unknown platform kind', 'platforms: [{ id: a, kind: hyperv, uri: x }]', /platforms\[0\]\.kind: /],
+    ['a bad platform id', 'platforms: [{ id: "a:b", kind: libvirt, uri: x }]', /platforms\[0\]\.id: must be 1-63 letters/],
+    ['duplicate ids', 'platforms: [{ id: a, kind: libvirt, uri: x }, { id: a, kind: libvirt, uri: y }]', /platforms\[1\]\.id: duplicate platform id "a"/],
+    ['no platforms', 'platforms: []', /platforms: configure at least one platform/],
+    ['a port out of range', 'server: { port: 70000 }\nplatforms: [{ id: a, kind: libvirt, uri: x }]', /server\.port: /],
+    ['a page size over the maximum', 'limits: { defaultPageSize: 500, maxPageSize: 100 }\nplatforms: [{ id: a, kind: libvirt, uri: x }]', /limits\.defaultPageSize: defaultPageSize must not exceed maxPageSize/],
+    ['a wrong type', 'limits: { maxDepth: "deep" }\nplatforms: [{ id: a, kind: libvirt, uri: x }]', /limits\.maxDepth: /],
+  ])('refuses %s and names the key', (_label, text, message) => {
+    expect(loadError(text)).toMatch(message);
+  });
+
+  it('refuses a file that is not YAML, and one that does not exist', () => {
+    expect(loadError('platforms: [unclosed')).toMatch(/is not valid YAML/);
+    expect(() => loadConfig({ path: '/nonexistent/gateway.yaml', env: {} })).toThrow(/cannot read config file \/nonexistent\/gateway.yaml/);
+  });
+});

@@ -1,0 +1,103 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { closedPort } from './helpers/gateway.js';
+
+// The gateway as a user runs it: `npm start` with the embedded default.
+const TSX = join(process.cwd(), 'node_modules/.bin/tsx');
+
+function run(args: string[], env: Record<string, string>): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {
+  const child = spawn(TSX, ['src/main.ts', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  return { child, output: () => out, exited };
+}
+
+async function waitReady(base: string): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    try {
+      if ((await fetch(`${base}/readyz`)).status === 200) return;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) throw new Error('gateway did not become ready');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe('the gateway process', () => {
+  let gateway: ReturnType<typeof run>;
+  let base: string;
+
+  beforeAll(async () => {
+    const port = await closedPort();
+    base = `http://127.0.0.1:${port}`;
+    gateway = run([], { PORT: String(port), VIRT_GRAPH_CONFIG: '' });
+    await waitReady(base);
+  });
+  afterAll(() => {
+    if (gateway.child.exitCode === null) gateway.child.kill('SIGKILL');
+  });
+
+  it('answers the README query with the test driver domains', async () => {
+    const res = await fetch(`${base}/graphql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ query: '{ virtualMachines(first: 5) { totalCount edges { node { name powerState host { name } } } } }' }),
+    });
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { data: { virtualMachines: { totalCount: number; edges: { node: { name: string; powerState: string } }[] } } };
+    expect(body.data.virtualMachines.totalCount).toBe(1);
+    expect(body.data.virtualMachines.edges[0]!.node).toMatchObject({ name: 'test', powerState: 'ON' });
+  });
+
+  it('serves the explorer page and its assets from local files', async () => {
+    const page = await fetch(`${base}/graphql`, { headers: { accept: 'text/html' } });
+    expect(page.status).toBe(200);
+    const html = await page.text();
+    expect(html).toContain('GraphiQL');
+    for (const src of html.match(/\/explorer\/[a-z-]+\.(js|css)/g) ?? []) {
+      const asset = await fetch(`${base}${src}`);
+      expect(asset.status, src).toBe(200);
+      expect((await asset.arrayBuffer()).byteLength, src).toBeGreaterThan(1000);
+    }
+    expect((await fetch(`${base}/explorer/../../package.json`)).status).toBe(404);
+  });
+
+  it('answers health probes', async () => {
+    expect(await (await fetch(`${base}/healthz`)).json()).toEqual({ status: 'ok' });
+    const ready = (await (await fetch(`${base}/readyz`)).json()) as { status: string; platforms: unknown[] };
+    expect(ready).toMatchObject({ status: 'ready', platforms: [{ id: 'libvirt-test', status: 'CONNECTED' }] });
+    expect((await fetch(`${base}/nothing-here`)).status).toBe(404);
+  });
+
+  it('writes structured JSON logs', () => {
+    const lines = gateway.output().split('\n').filter((l) => l.startsWith('{'));
+    expect(lines.length).toBeGreaterThan(0);
+    const listening = lines.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l['msg'] === 'gateway listening');
+    expect(listening).toMatchObject({ level: 30, service: 'virt-graph', url: `${base}/graphql` });
+  });
+
+  it('shuts down gracefully on SIGTERM', async () => {
+    gateway.child.kill('SIGTERM');
+    expect(await gateway.exited).toBe(0);
+    expect(gateway.output()).toContain('gateway stopped');
+  });
+});
+
+describe('a bad configuration file', () => {
+  it('stops the start with a message naming the key', async () => {
+    const path = join(mkdtempSync(join(tmpdir(), 'virt-graph-bad-')), 'bad.yaml');
+    writeFileSync(path, 'platforms:\n  - { id: a, kind: libvirt, uri: "test:///default", passwrd: x }\n');
+    const proc = run(['--config', path], {});
+    expect(await proc.exited).toBe(2);
+    expect(proc.output()).toMatch(/invalid configuration .*\n\s+platforms\[0\]: Unrecognized key: "passwrd"/);
+  });
+});
