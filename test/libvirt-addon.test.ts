@@ -64,6 +64,20 @@ describe('native libvirt addon', () => {
     expect(snaps[2]).toEqual([]);
   });
 
+  it('resolves large batches with one listing, small ones by lookup, with the same answers', async () => {
+    const missing = '00000000-0000-0000-0000-00000000beef';
+    const large = [...estate.vms.slice(0, 8).map((v) => v.uuid), missing];
+    let before = client.libvirtCalls();
+    const viaListing = await client.call('getDomainXmlDescs', large, 0);
+    expect(client.libvirtCalls() - before).toBe(1 + 8);
+    expect(viaListing[8]).toMatchObject({ code: VirErr.NO_DOMAIN });
+    before = client.libvirtCalls();
+    const viaLookup = await client.call('getDomainXmlDescs', [large[0]!, missing], 0);
+    expect(client.libvirtCalls() - before).toBe(2 + 1);
+    expect(viaLookup[0]).toBe(viaListing[0]);
+    expect(viaLookup[1]).toMatchObject({ code: VirErr.NO_DOMAIN });
+  });
+
   it('runs many calls concurrently off the main thread', async () => {
     const results = await Promise.all(Array.from({ length: 50 }, () => client.call('listAllDomains', 0)));
     expect(results.every((r) => r.length === 20)).toBe(true);

@@ -7,6 +7,7 @@ import type { StorageRecord, StorageVolumeRecord } from '../model/storage.js';
 import type { VmDetails, VmRecord } from '../model/vm.js';
 import type { Provider } from './provider.js';
 import type { PlatformRegistry } from './registry.js';
+import { type VolumeIndex, indexVolumes } from './volume-index.js';
 
 /** An object of one platform, by its native ID. */
 export interface ObjectKey {
@@ -83,14 +84,22 @@ function perPlatformLoader<V>(
  * cached across requests (or across callers).
  */
 export function createLoaders(registry: PlatformRegistry) {
+  const storage = perPlatformLoader<StorageRecord[]>(registry, (p) => p.listStorage());
+  const volumes = perObjectLoader<StorageVolumeRecord[]>(registry, (p, ids) => p.getVolumes(ids));
   return {
     hosts: perPlatformLoader<HostRecord[]>(registry, (p) => p.listHosts()),
     vms: perPlatformLoader<VmRecord[]>(registry, (p) => p.listVms()),
     vmDetails: perObjectLoader<VmDetails>(registry, (p, ids) => p.getVmDetails(ids)),
     snapshots: perObjectLoader<SnapshotRecord[]>(registry, (p, ids) => p.getSnapshots(ids)),
     networks: perPlatformLoader<NetworkRecord[]>(registry, (p) => p.listNetworks()),
-    storage: perPlatformLoader<StorageRecord[]>(registry, (p) => p.listStorage()),
-    volumes: perObjectLoader<StorageVolumeRecord[]>(registry, (p, ids) => p.getVolumes(ids)),
+    storage,
+    volumes,
+    /** Every volume of a platform, indexed once per request (disks look their volume up in it). */
+    volumeIndex: perPlatformLoader<VolumeIndex>(registry, async (p) => {
+      const pools = await storage.load(p.id);
+      const perPool = await volumes.loadMany(pools.map((pool) => ({ platformId: p.id, nativeId: pool.nativeId })));
+      return indexVolumes(pools, perPool);
+    }),
   };
 }
 

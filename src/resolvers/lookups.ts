@@ -1,6 +1,6 @@
 import type { NetworkRecord } from '../model/network.js';
 import type { SnapshotRecord } from '../model/snapshot.js';
-import type { StoragePoolRecord, StorageRecord, StorageVolumeRecord } from '../model/storage.js';
+import type { StorageRecord, StorageVolumeRecord } from '../model/storage.js';
 import type { VmRecord } from '../model/vm.js';
 import type { GatewayContext } from '../server/context.js';
 
@@ -30,15 +30,6 @@ export async function snapshotsOf(ctx: GatewayContext, vm: { platformId: string;
   return ctx.loaders.snapshots.load({ platformId: vm.platformId, nativeId: vm.nativeId });
 }
 
-/** Every volume of every pool of a platform: one listing, one batched volume read. */
-export async function allVolumes(ctx: GatewayContext, platformId: string): Promise<StorageVolumeRecord[]> {
-  const pools = (await ctx.loaders.storage.load(platformId)).filter(
-    (s): s is StoragePoolRecord => s.storageKind === 'StoragePool',
-  );
-  const perPool = await ctx.loaders.volumes.loadMany(pools.map((p) => ({ platformId, nativeId: p.nativeId })));
-  return perPool.flatMap((v) => (v instanceof Error ? [] : v));
-}
-
 type DiskSource = { source: string | null; sourcePool: string | null; sourceVolume: string | null };
 
 /** Whether a disk is backed by a volume: by pool and volume name, or by path. */
@@ -54,9 +45,9 @@ export async function findVolumeForDisk(
   disk: DiskSource,
 ): Promise<StorageVolumeRecord | null> {
   if (!disk.source) return null;
-  const [volumes, pools] = await Promise.all([allVolumes(ctx, platformId), ctx.loaders.storage.load(platformId)]);
-  const poolNames = new Map(pools.map((p) => [p.nativeId, p.name]));
-  return volumes.find((v) => diskUsesVolume(disk, v, poolNames.get(v.poolNativeId))) ?? null;
+  const index = await ctx.loaders.volumeIndex.load(platformId);
+  if (disk.sourcePool && disk.sourceVolume) return index.byPoolAndName.get(`${disk.sourcePool}/${disk.sourceVolume}`) ?? null;
+  return index.byPath.get(disk.source) ?? null;
 }
 
 /** Details of every VM of a platform, in one batched read. */

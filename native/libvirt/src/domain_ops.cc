@@ -1,10 +1,12 @@
 #include <libvirt/virterror.h>
 
 #include <cstdlib>
+#include <new>
 #include <unordered_map>
 
 #include "errors.h"
 #include "ops.h"
+#include "parallel.h"
 #include "typed_params.h"
 
 namespace vg {
@@ -25,11 +27,33 @@ struct DomainHandle {
 
 }  // namespace
 
-// One listing resolves any number of UUIDs, where a lookup per UUID would be
-// one driver call (an RPC on remote URIs) each. A UUID with no domain maps
-// to nullptr.
+// Up to this many UUIDs are looked up one by one; more are resolved with one
+// listing, which costs one driver call (one RPC on remote URIs) whatever the
+// number of domains, where lookups cost one each.
+constexpr size_t kLookupLimit = 4;
+
+// Resolves UUIDs to domains; a UUID with no domain maps to nullptr. Every
+// pointer returned is owned by `list`.
 std::vector<virDomainPtr> ResolveDomains(ConnState& st, DomainList& list,
                                          const std::vector<std::string>& uuids) {
+  std::vector<virDomainPtr> out;
+  out.reserve(uuids.size());
+  if (uuids.size() <= kLookupLimit) {
+    list.doms = static_cast<virDomainPtr*>(calloc(uuids.size() + 1, sizeof(virDomainPtr)));
+    if (list.doms == nullptr) throw std::bad_alloc();
+    for (const std::string& u : uuids) {
+      st.Count();
+      virDomainPtr dom = virDomainLookupByUUIDString(st.conn(), u.c_str());
+      if (dom == nullptr) {
+        LibvirtFailure f = LastFailure("virDomainLookupByUUIDString");
+        if (f.code != VIR_ERR_NO_DOMAIN && f.code != VIR_ERR_INVALID_ARG) throw LibvirtException(f);
+      } else {
+        list.doms[list.count++] = dom;
+      }
+      out.push_back(dom);
+    }
+    return out;
+  }
   st.Count();
   list.count = virConnectListAllDomains(st.conn(), &list.doms, 0);
   if (list.count < 0) {
@@ -41,8 +65,6 @@ std::vector<virDomainPtr> ResolveDomains(ConnState& st, DomainList& list,
   for (int i = 0; i < list.count; i++) {
     if (virDomainGetUUIDString(list.doms[i], uuid) == 0) byUuid.emplace(uuid, list.doms[i]);
   }
-  std::vector<virDomainPtr> out;
-  out.reserve(uuids.size());
   for (const std::string& u : uuids) {
     auto it = byUuid.find(u);
     out.push_back(it == byUuid.end() ? nullptr : it->second);
@@ -110,25 +132,25 @@ Value LookupDomainByName(ConnState& st, const std::string& name) {
 }
 
 // libvirt has no bulk XML call; this batch crosses into the addon once,
-// resolves the domains with one listing and reads their XML on one worker.
+// resolves the domains, and reads their XML on a few threads.
 Value GetDomainXmlDescs(ConnState& st, const std::vector<std::string>& uuids, unsigned int flags) {
   DomainList list;
   std::vector<virDomainPtr> doms = ResolveDomains(st, list, uuids);
-  Value out = Value::Array();
-  for (size_t i = 0; i < uuids.size(); i++) {
+  Value out = Value::ArrayOf(uuids.size());
+  ParallelFor(uuids.size(), [&](size_t i) {
     if (doms[i] == nullptr) {
-      out.Push(NoDomainError(uuids[i]));
-      continue;
+      out.At(i) = NoDomainError(uuids[i]);
+      return;
     }
     st.Count();
     char* xml = virDomainGetXMLDesc(doms[i], flags);
     if (xml == nullptr) {
       LibvirtFailure f = LastFailure("virDomainGetXMLDesc");
-      out.Push(Value::Error(f.code, f.domain, f.message));
-      continue;
+      out.At(i) = Value::Error(f.code, f.domain, f.message);
+      return;
     }
-    out.Push(Value::String(TakeString(xml)));
-  }
+    out.At(i) = Value::String(TakeString(xml));
+  });
   return out;
 }
 

@@ -4,6 +4,7 @@
 
 #include "errors.h"
 #include "ops.h"
+#include "parallel.h"
 
 namespace vg {
 
@@ -65,18 +66,18 @@ Value SnapshotsOf(ConnState& st, virDomainPtr dom) {
 Value ListDomainSnapshots(ConnState& st, const std::vector<std::string>& uuids) {
   DomainList list;
   std::vector<virDomainPtr> doms = ResolveDomains(st, list, uuids);
-  Value out = Value::Array();
-  for (size_t i = 0; i < uuids.size(); i++) {
+  Value out = Value::ArrayOf(uuids.size());
+  ParallelFor(uuids.size(), [&](size_t i) {
     if (doms[i] == nullptr) {
-      out.Push(NoDomainError(uuids[i]));
-      continue;
+      out.At(i) = NoDomainError(uuids[i]);
+      return;
     }
     try {
-      out.Push(SnapshotsOf(st, doms[i]));
+      out.At(i) = SnapshotsOf(st, doms[i]);
     } catch (const LibvirtException& e) {
-      out.Push(Value::Error(e.failure().code, e.failure().domain, e.failure().message));
+      out.At(i) = Value::Error(e.failure().code, e.failure().domain, e.failure().message);
     }
-  }
+  });
   return out;
 }
 

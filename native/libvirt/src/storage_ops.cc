@@ -2,6 +2,7 @@
 
 #include "errors.h"
 #include "ops.h"
+#include "parallel.h"
 
 namespace vg {
 
@@ -57,8 +58,8 @@ Value VolumesOf(ConnState& st, virStoragePoolPtr pool) {
     list.count = 0;
     ThrowLast("virStoragePoolListAllVolumes");
   }
-  Value out = Value::Array();
-  for (int i = 0; i < list.count; i++) {
+  Value out = Value::ArrayOf(static_cast<size_t>(list.count));
+  ParallelFor(static_cast<size_t>(list.count), [&](size_t i) {
     virStorageVolPtr vol = list.items[i];
     Value rec = Value::Object();
     rec.Set("name", Value::String(virStorageVolGetName(vol)));
@@ -68,8 +69,8 @@ Value VolumesOf(ConnState& st, virStoragePoolPtr pool) {
     char* xml = virStorageVolGetXMLDesc(vol, 0);
     if (xml == nullptr) ThrowLast("virStorageVolGetXMLDesc");
     rec.Set("xml", Value::String(TakeString(xml)));
-    out.Push(std::move(rec));
-  }
+    out.At(i) = std::move(rec);
+  });
   return out;
 }
 

@@ -31,6 +31,13 @@ Value Value::Array() {
   return v;
 }
 
+Value Value::ArrayOf(size_t n) {
+  Value v;
+  v.kind_ = Kind::Array;
+  v.items_.resize(n);
+  return v;
+}
+
 Value Value::Object() {
   Value v;
   v.kind_ = Kind::Object;

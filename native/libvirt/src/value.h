@@ -27,6 +27,9 @@ class Value {
   static Value Error(int code, int domain, std::string message);
 
   Value& Push(Value v);
+  // An array of n nulls, to be filled in place (by ParallelFor bodies).
+  static Value ArrayOf(size_t n);
+  Value& At(size_t i) { return items_.at(i); }
   Value& Set(const std::string& key, Value v);
 
   Napi::Value ToJs(Napi::Env env) const;

@@ -1,0 +1,2 @@
+// Runs every benchmark in this folder, one after the other.
+await import('./libvirt-batching.js');
