@@ -2,8 +2,7 @@ import type { NetworkResolvers, QueryResolvers } from '../generated/graphql.js';
 import { encodeId } from '../model/ids.js';
 import type { NetworkRecord } from '../model/network.js';
 import { vmsWithDetails } from './lookups.js';
-import { paginate } from './pagination.js';
-import { loadFromPlatforms, platformOf, platformsInScope } from './scope.js';
+import { pageByName, platformOf } from './scope.js';
 
 export function networkId(n: NetworkRecord): string {
   return encodeId({ kind: 'Network', platformId: n.platformId, nativeId: n.nativeId });
@@ -19,13 +18,5 @@ export const Network: NetworkResolvers = {
 };
 
 export const networkQueries: Pick<QueryResolvers, 'networks'> = {
-  networks: async (_root, args, ctx) => {
-    const filter = args.filter ?? {};
-    let nets = await loadFromPlatforms(ctx, ctx.loaders.networks, platformsInScope(ctx, filter.platformIds));
-    if (filter.nameContains) {
-      const needle = filter.nameContains.toLowerCase();
-      nets = nets.filter((n) => n.name.toLowerCase().includes(needle));
-    }
-    return paginate(nets, args, { name: 'network:NAME', direction: 'ASC', value: (n) => n.name, id: networkId }, ctx.limits);
-  },
+  networks: (_root, args, ctx) => pageByName(ctx, ctx.loaders.networks, args, { name: 'network:NAME', id: networkId }),
 };

@@ -3,6 +3,7 @@ import type DataLoader from 'dataloader';
 import { PlatformUnavailableError, errorMessage } from '../datasources/platform-connection.js';
 import { ErrorCode, GatewayError } from '../errors.js';
 import { decodeIdOf } from '../model/ids.js';
+import { type Page, type PageArgs, paginate } from './pagination.js';
 import type { PlatformRecord } from '../model/platform.js';
 import type { GatewayContext } from '../server/context.js';
 
@@ -63,4 +64,24 @@ export function platformOf(ctx: GatewayContext, platformId: string): PlatformRec
   const record = ctx.registry.record(platformId);
   if (!record) throw new Error(`object refers to unconfigured platform "${platformId}"`);
   return record;
+}
+
+/**
+ * One page of a per-platform listing, filtered by platform and name
+ * substring and ordered by name: what the hosts, networks and storage
+ * connections have in common.
+ */
+export async function pageByName<T extends { name: string }>(
+  ctx: GatewayContext,
+  loader: DataLoader<string, T[]>,
+  args: PageArgs & { filter?: { platformIds?: readonly string[] | null; nameContains?: string | null } | null },
+  ordering: { name: string; id: (item: T) => string },
+): Promise<Page<T>> {
+  const filter = args.filter ?? {};
+  let items = await loadFromPlatforms(ctx, loader, platformsInScope(ctx, filter.platformIds));
+  if (filter.nameContains) {
+    const needle = filter.nameContains.toLowerCase();
+    items = items.filter((i) => i.name.toLowerCase().includes(needle));
+  }
+  return paginate(items, args, { ...ordering, direction: 'ASC', value: (i) => i.name }, ctx.limits);
 }

@@ -7,8 +7,7 @@ import type {
 import { encodeId } from '../model/ids.js';
 import type { StorageRecord } from '../model/storage.js';
 import { diskUsesVolume, findStorage, vmsWithDetails } from './lookups.js';
-import { paginate } from './pagination.js';
-import { loadFromPlatforms, platformOf, platformsInScope } from './scope.js';
+import { pageByName, platformOf } from './scope.js';
 
 export function storageId(s: StorageRecord): string {
   return encodeId({ kind: s.storageKind, platformId: s.platformId, nativeId: s.nativeId });
@@ -43,13 +42,5 @@ export const StorageVolume: StorageVolumeResolvers = {
 };
 
 export const storageQueries: Pick<QueryResolvers, 'storage'> = {
-  storage: async (_root, args, ctx) => {
-    const filter = args.filter ?? {};
-    let all = await loadFromPlatforms(ctx, ctx.loaders.storage, platformsInScope(ctx, filter.platformIds));
-    if (filter.nameContains) {
-      const needle = filter.nameContains.toLowerCase();
-      all = all.filter((s) => s.name.toLowerCase().includes(needle));
-    }
-    return paginate(all, args, { name: 'storage:NAME', direction: 'ASC', value: (s) => s.name, id: storageId }, ctx.limits);
-  },
+  storage: (_root, args, ctx) => pageByName(ctx, ctx.loaders.storage, args, { name: 'storage:NAME', id: storageId }),
 };

@@ -1,6 +1,7 @@
 #include <libvirt/virterror.h>
 
 #include <cstdlib>
+#include <functional>
 #include <new>
 #include <unordered_map>
 
@@ -131,9 +132,8 @@ Value LookupDomainByName(ConnState& st, const std::string& name) {
   return DomainRef(h.dom);
 }
 
-// libvirt has no bulk XML call; this batch crosses into the addon once,
-// resolves the domains, and reads their XML on a few threads.
-Value GetDomainXmlDescs(ConnState& st, const std::vector<std::string>& uuids, unsigned int flags) {
+Value ForEachDomain(ConnState& st, const std::vector<std::string>& uuids,
+                    const std::function<Value(virDomainPtr)>& read) {
   DomainList list;
   std::vector<virDomainPtr> doms = ResolveDomains(st, list, uuids);
   Value out = Value::ArrayOf(uuids.size());
@@ -142,16 +142,23 @@ Value GetDomainXmlDescs(ConnState& st, const std::vector<std::string>& uuids, un
       out.At(i) = NoDomainError(uuids[i]);
       return;
     }
-    st.Count();
-    char* xml = virDomainGetXMLDesc(doms[i], flags);
-    if (xml == nullptr) {
-      LibvirtFailure f = LastFailure("virDomainGetXMLDesc");
-      out.At(i) = Value::Error(f.code, f.domain, f.message);
-      return;
+    try {
+      out.At(i) = read(doms[i]);
+    } catch (const LibvirtException& e) {
+      out.At(i) = Value::Error(e.failure().code, e.failure().domain, e.failure().message);
     }
-    out.At(i) = Value::String(TakeString(xml));
   });
   return out;
+}
+
+// libvirt has no bulk XML call; this batch crosses into the addon once.
+Value GetDomainXmlDescs(ConnState& st, const std::vector<std::string>& uuids, unsigned int flags) {
+  return ForEachDomain(st, uuids, [&](virDomainPtr dom) {
+    st.Count();
+    char* xml = virDomainGetXMLDesc(dom, flags);
+    if (xml == nullptr) ThrowLast("virDomainGetXMLDesc");
+    return Value::String(TakeString(xml));
+  });
 }
 
 }  // namespace vg

@@ -1,6 +1,7 @@
 // The operations behind Connection's methods. Each runs on a worker thread.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -44,6 +45,10 @@ struct DomainList {
 std::vector<virDomainPtr> ResolveDomains(ConnState& st, DomainList& list,
                                          const std::vector<std::string>& uuids);
 Value NoDomainError(const std::string& uuid);
+// Reads each domain of a bulk call on a few threads: one entry per UUID, in
+// order, holding what read() returned or the error for that domain alone.
+Value ForEachDomain(ConnState& st, const std::vector<std::string>& uuids,
+                    const std::function<Value(virDomainPtr)>& read);
 Value DomainRef(virDomainPtr dom);
 // Takes ownership of a libvirt-allocated string (freed here).
 std::string TakeString(char* s);

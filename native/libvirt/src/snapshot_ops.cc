@@ -4,7 +4,6 @@
 
 #include "errors.h"
 #include "ops.h"
-#include "parallel.h"
 
 namespace vg {
 
@@ -64,21 +63,7 @@ Value SnapshotsOf(ConnState& st, virDomainPtr dom) {
 
 // One entry per requested domain: its snapshots, or the error for that domain.
 Value ListDomainSnapshots(ConnState& st, const std::vector<std::string>& uuids) {
-  DomainList list;
-  std::vector<virDomainPtr> doms = ResolveDomains(st, list, uuids);
-  Value out = Value::ArrayOf(uuids.size());
-  ParallelFor(uuids.size(), [&](size_t i) {
-    if (doms[i] == nullptr) {
-      out.At(i) = NoDomainError(uuids[i]);
-      return;
-    }
-    try {
-      out.At(i) = SnapshotsOf(st, doms[i]);
-    } catch (const LibvirtException& e) {
-      out.At(i) = Value::Error(e.failure().code, e.failure().domain, e.failure().message);
-    }
-  });
-  return out;
+  return ForEachDomain(st, uuids, [&](virDomainPtr dom) { return SnapshotsOf(st, dom); });
 }
 
 }  // namespace vg
