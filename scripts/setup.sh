@@ -15,8 +15,9 @@ if [ "$node_major" -lt 20 ]; then
 fi
 
 # Debian packages: libvirt headers and library (the test driver is built in),
-# and the toolchain node-gyp needs for the addon.
-APT_PACKAGES=(libvirt-dev pkg-config g++ make python3)
+# the toolchain node-gyp needs for the addon, and Go with VMware's govmomi
+# sources for the vCenter simulator (vcsim), built offline from them.
+APT_PACKAGES=(libvirt-dev pkg-config g++ make python3 golang-go golang-github-vmware-govmomi-dev)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
@@ -46,6 +47,16 @@ fi
 if [ ! -f src/generated/graphql.ts ] || [ -n "$(find schema codegen.ts -newer src/generated/graphql.ts -print -quit)" ]; then
   log "generating resolver types from schema/"
   npm run --silent codegen >/dev/null
+fi
+
+# The vCenter simulator (VMware's govmomi/simulator) used by the tests and by
+# the embedded default, built from Debian's govmomi sources without network.
+vcsim=.cache/bin/vcsim-fixture
+if [ ! -x "$vcsim" ] || [ -n "$(find test/fixtures/vcsim -newer "$vcsim" -print -quit)" ]; then
+  log "building the vCenter simulator"
+  mkdir -p .cache/bin .cache/go-build
+  GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE="$PWD/.cache/go-build" \
+    go build -o "$vcsim" ./test/fixtures/vcsim
 fi
 
 log "ready"

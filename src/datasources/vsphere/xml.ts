@@ -1,0 +1,118 @@
+import { XMLParser } from 'fast-xml-parser';
+
+/**
+ * A SOAP response as a plain element tree. vim25 payloads are polymorphic
+ * (xsi:type) and repeat elements freely, so mapping code reads them through
+ * these accessors instead of guessing shapes from a JSON conversion.
+ */
+export interface XNode {
+  /** Local name, namespace prefix removed. */
+  name: string;
+  attrs: Record<string, string>;
+  text: string;
+  children: XNode[];
+}
+
+const parser = new XMLParser({
+  preserveOrder: true,
+  ignoreAttributes: false,
+  attributeNamePrefix: '',
+  parseTagValue: false,
+  parseAttributeValue: false,
+  trimValues: false,
+  processEntities: true,
+});
+
+type Ordered = Record<string, unknown>;
+
+function localName(qname: string): string {
+  const colon = qname.indexOf(':');
+  return colon < 0 ? qname : qname.slice(colon + 1);
+}
+
+function convert(entries: Ordered[]): XNode[] {
+  const out: XNode[] = [];
+  for (const entry of entries) {
+    const key = Object.keys(entry).find((k) => k !== ':@');
+    if (!key || key === '#text' || key.startsWith('?')) continue;
+    const rawAttrs = (entry[':@'] as Record<string, string> | undefined) ?? {};
+    const attrs: Record<string, string> = {};
+    for (const [k, v] of Object.entries(rawAttrs)) attrs[k.startsWith('xmlns') ? k : localAttr(k)] = v;
+    const body = (entry[key] as Ordered[]) ?? [];
+    const text = body.filter((b) => '#text' in b).map((b) => String(b['#text'])).join('');
+    out.push({ name: localName(key), attrs, text, children: convert(body) });
+  }
+  return out;
+}
+
+// xsi:type keeps its prefix (it says which type a polymorphic value has);
+// other attributes lose theirs.
+function localAttr(k: string): string {
+  return k.endsWith(':type') && k !== 'type' ? 'xsi:type' : localName(k);
+}
+
+/** Parses a document; throws on malformed XML. */
+export function parseXml(xml: string): XNode {
+  const nodes = convert(parser.parse(xml) as Ordered[]);
+  const root = nodes[0];
+  if (!root) throw new Error('empty XML document');
+  return root;
+}
+
+export function child(node: XNode | undefined, name: string): XNode | undefined {
+  return node?.children.find((c) => c.name === name);
+}
+
+export function children(node: XNode | undefined, name: string): XNode[] {
+  return node ? node.children.filter((c) => c.name === name) : [];
+}
+
+/** Follows a path of element names, first match at each step. */
+export function path(node: XNode | undefined, ...names: string[]): XNode | undefined {
+  let current = node;
+  for (const n of names) current = child(current, n);
+  return current;
+}
+
+export function textOf(node: XNode | undefined): string | null {
+  return node ? node.text : null;
+}
+
+export function intOf(node: XNode | undefined): number | null {
+  if (!node) return null;
+  const n = Number(node.text);
+  return Number.isFinite(n) ? n : null;
+}
+
+export function boolOf(node: XNode | undefined): boolean | null {
+  if (!node) return null;
+  return node.text === 'true';
+}
+
+export function xsiType(node: XNode | undefined): string | null {
+  return node?.attrs['xsi:type'] ?? null;
+}
+
+/** A ManagedObjectReference: `<x type="VirtualMachine">vm-42</x>`. */
+export interface MoRef {
+  type: string;
+  value: string;
+}
+
+export function moRefOf(node: XNode | undefined): MoRef | null {
+  if (!node?.attrs['type']) return null;
+  return { type: node.attrs['type'], value: node.text };
+}
+
+export function escapeXml(s: string): string {
+  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/'/g, '&apos;');
+}
+
+/** `<name type="Type">value</name>` for a managed object argument. */
+export function moRefXml(name: string, ref: MoRef): string {
+  return `<${name} type="${escapeXml(ref.type)}">${escapeXml(ref.value)}</${name}>`;
+}
+
+export function elementXml(name: string, value: string | number | boolean): string {
+  return `<${name}>${escapeXml(String(value))}</${name}>`;
+}
