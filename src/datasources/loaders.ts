@@ -1,6 +1,7 @@
 import DataLoader from 'dataloader';
 
 import type { HostRecord } from '../model/host.js';
+import type { ClusterRecord, DatacenterRecord } from '../model/inventory.js';
 import type { NetworkRecord } from '../model/network.js';
 import type { SnapshotRecord } from '../model/snapshot.js';
 import type { StorageRecord, StorageVolumeRecord } from '../model/storage.js';
@@ -87,6 +88,8 @@ export function createLoaders(registry: PlatformRegistry) {
   const storage = perPlatformLoader<StorageRecord[]>(registry, (p) => p.listStorage());
   const volumes = perObjectLoader<StorageVolumeRecord[]>(registry, (p, ids) => p.getVolumes(ids));
   return {
+    datacenters: perPlatformLoader<DatacenterRecord[]>(registry, (p) => p.listDatacenters()),
+    clusters: perPlatformLoader<ClusterRecord[]>(registry, (p) => p.listClusters()),
     hosts: perPlatformLoader<HostRecord[]>(registry, (p) => p.listHosts()),
     vms: perPlatformLoader<VmRecord[]>(registry, (p) => p.listVms()),
     vmDetails: perObjectLoader<VmDetails>(registry, (p, ids) => p.getVmDetails(ids)),

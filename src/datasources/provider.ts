@@ -1,4 +1,5 @@
 import type { HostRecord } from '../model/host.js';
+import type { ClusterRecord, DatacenterRecord } from '../model/inventory.js';
 import type { NetworkRecord } from '../model/network.js';
 import type { PlatformKind, PlatformState } from '../model/platform.js';
 import type { SnapshotRecord } from '../model/snapshot.js';
@@ -23,6 +24,9 @@ export interface Provider {
   stop(): Promise<void>;
   state(): PlatformState;
 
+  /** Datacenters and clusters: vSphere's; empty elsewhere. */
+  listDatacenters(): Promise<DatacenterRecord[]>;
+  listClusters(): Promise<ClusterRecord[]>;
   listHosts(): Promise<HostRecord[]>;
   listVms(): Promise<VmRecord[]>;
   getVmDetails(vmNativeIds: readonly string[]): Promise<(VmDetails | Error)[]>;

@@ -9,6 +9,9 @@ export const NODE_KINDS = [
   'Network',
   'StoragePool',
   'StorageVolume',
+  'Datacenter',
+  'Cluster',
+  'Datastore',
 ] as const;
 export type NodeKind = (typeof NODE_KINDS)[number];
 

@@ -2,9 +2,11 @@ import type { PowerState } from './vm.js';
 
 export interface SnapshotRecord {
   platformId: string;
-  /** `vmNativeId/name`. */
+  /** `vmNativeId/key`. */
   nativeId: string;
   vmNativeId: string;
+  /** Unique within the VM: the name on libvirt, the snapshot's moref on vSphere. */
+  key: string;
   name: string;
   description: string | null;
   createdAt: Date | null;
@@ -12,5 +14,6 @@ export interface SnapshotRecord {
   powerState: PowerState | null;
   includesMemory: boolean;
   isCurrent: boolean;
-  parentName: string | null;
+  quiesced: boolean | null;
+  parentKey: string | null;
 }

@@ -23,8 +23,17 @@ export interface StoragePoolRecord extends StorageBase {
   targetPath: string | null;
 }
 
-/** Every kind of storage; vSphere datastores join this union. */
-export type StorageRecord = StoragePoolRecord;
+export interface DatastoreRecord extends StorageBase {
+  storageKind: 'Datastore';
+  datastoreType: 'VMFS' | 'NFS' | 'VSAN' | 'VVOL' | 'OTHER';
+  uncommittedBytes: number;
+  url: string | null;
+  maintenanceMode: string | null;
+  datacenterNativeId: string | null;
+}
+
+/** Every kind of storage. */
+export type StorageRecord = StoragePoolRecord | DatastoreRecord;
 
 export interface StorageVolumeRecord {
   platformId: string;

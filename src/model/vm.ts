@@ -25,7 +25,9 @@ export interface VmRecord {
   rawStateReason: string | null;
   runtimeId: number | null;
   persistent: boolean;
-  autostart: boolean;
+  /** Null when the platform does not say. */
+  autostart: boolean | null;
+  isTemplate: boolean;
   /** Native ID of the host the VM is placed on, when known. */
   hostNativeId: string | null;
 }
@@ -42,6 +44,8 @@ export interface VmDiskRecord {
   /** For libvirt `type='volume'` disks: the pool and volume by name. */
   sourcePool: string | null;
   sourceVolume: string | null;
+  /** The storage holding the disk by native ID, when the platform says (vSphere datastore). */
+  storageNativeId: string | null;
   format: string | null;
   capacityBytes: number | null;
   readOnly: boolean;
@@ -54,6 +58,8 @@ export interface VmNicRecord {
   source: string | null;
   /** Name of the platform network, when the NIC is attached to one. */
   networkName: string | null;
+  /** Native ID of that network, when the platform gives it (vSphere port group). */
+  networkNativeId: string | null;
   targetDevice: string | null;
 }
 
@@ -71,6 +77,10 @@ export interface VmDetails {
   memoryMiB: number;
   maxMemoryMiB: number;
   guestOs: string | null;
+  guestOsFullName: string | null;
+  hardwareVersion: string | null;
+  ipAddresses: string[];
+  guestHostName: string | null;
   osType: string | null;
   guestArch: string | null;
   machineType: string | null;
@@ -78,4 +88,15 @@ export interface VmDetails {
   disks: VmDiskRecord[];
   nics: VmNicRecord[];
   graphics: VmGraphicsRecord[];
+  /** vSphere-only facts; null elsewhere. */
+  vsphere: VsphereVmFacts | null;
+}
+
+export interface VsphereVmFacts {
+  managedObjectId: string;
+  instanceUuid: string | null;
+  toolsStatus: 'NOT_INSTALLED' | 'NOT_RUNNING' | 'OLD' | 'OK' | null;
+  toolsRunningStatus: string | null;
+  resourcePoolName: string | null;
+  vmPathName: string | null;
 }

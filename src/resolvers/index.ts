@@ -1,11 +1,12 @@
 import type { Resolvers } from '../generated/graphql.js';
+import { Cluster, Datacenter, datacenterQueries } from './datacenter.js';
 import { Host, hostQueries } from './host.js';
 import { Network, networkQueries } from './network.js';
 import { Node, nodeQueries } from './node.js';
 import { Platform, platformQueries } from './platform.js';
 import { DateTime, SafeInt } from './scalars.js';
 import { Snapshot } from './snapshot.js';
-import { Storage, StoragePool, StorageVolume, storageQueries } from './storage.js';
+import { Datastore, Storage, StoragePool, StorageVolume, storageQueries } from './storage.js';
 import { VirtualMachine, virtualMachineQueries } from './virtual-machine.js';
 import { VmDisk, VmNic } from './vm-devices.js';
 
@@ -15,6 +16,7 @@ export const resolvers: Resolvers = {
   Query: {
     ...nodeQueries,
     ...platformQueries,
+    ...datacenterQueries,
     ...hostQueries,
     ...virtualMachineQueries,
     ...networkQueries,
@@ -22,6 +24,8 @@ export const resolvers: Resolvers = {
   },
   Node,
   Platform,
+  Datacenter,
+  Cluster,
   Host,
   VirtualMachine,
   VmDisk,
@@ -30,5 +34,6 @@ export const resolvers: Resolvers = {
   Network,
   Storage,
   StoragePool,
+  Datastore,
   StorageVolume,
 };

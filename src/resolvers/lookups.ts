@@ -1,3 +1,5 @@
+import type { HostRecord } from '../model/host.js';
+import type { ClusterRecord, DatacenterRecord } from '../model/inventory.js';
 import type { NetworkRecord } from '../model/network.js';
 import type { SnapshotRecord } from '../model/snapshot.js';
 import type { StorageRecord, StorageVolumeRecord } from '../model/storage.js';
@@ -19,6 +21,25 @@ export async function findNetworkByName(
 ): Promise<NetworkRecord | null> {
   const nets = await ctx.loaders.networks.load(platformId);
   return nets.find((n) => n.name === name) ?? null;
+}
+
+export async function findDatacenter(ctx: GatewayContext, platformId: string, nativeId: string | null): Promise<DatacenterRecord | null> {
+  if (!nativeId) return null;
+  return (await ctx.loaders.datacenters.load(platformId)).find((d) => d.nativeId === nativeId) ?? null;
+}
+
+export async function findCluster(ctx: GatewayContext, platformId: string, nativeId: string | null): Promise<ClusterRecord | null> {
+  if (!nativeId) return null;
+  return (await ctx.loaders.clusters.load(platformId)).find((c) => c.nativeId === nativeId) ?? null;
+}
+
+export async function findHost(ctx: GatewayContext, platformId: string, nativeId: string | null): Promise<HostRecord | null> {
+  if (!nativeId) return null;
+  return (await ctx.loaders.hosts.load(platformId)).find((h) => h.nativeId === nativeId) ?? null;
+}
+
+export async function findNetwork(ctx: GatewayContext, platformId: string, nativeId: string): Promise<NetworkRecord | null> {
+  return (await ctx.loaders.networks.load(platformId)).find((n) => n.nativeId === nativeId) ?? null;
 }
 
 export async function findStorage(ctx: GatewayContext, platformId: string, nativeId: string): Promise<StorageRecord | null> {

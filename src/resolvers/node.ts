@@ -2,7 +2,7 @@ import type { NodeResolvers, QueryResolvers, ResolversParentTypes } from '../gen
 import { ErrorCode, GatewayError, UnreachableCaseError } from '../errors.js';
 import { type NodeKind, type NodeRef, decodeId, splitChildNativeId } from '../model/ids.js';
 import type { GatewayContext } from '../server/context.js';
-import { findStorage, findVm, snapshotsOf } from './lookups.js';
+import { findCluster, findDatacenter, findHost, findNetwork, findStorage, findVm, snapshotsOf } from './lookups.js';
 
 // Records carry no type tag of their own; node() remembers what it fetched so
 // that Node.__resolveType can answer without guessing from the shape.
@@ -23,18 +23,25 @@ async function loadNode(ctx: GatewayContext, ref: NodeRef): Promise<AnyNode | nu
     case 'Platform':
       return nativeId === platformId ? tagged(ctx.registry.record(platformId), 'Platform') : null;
     case 'Host':
-      return tagged((await ctx.loaders.hosts.load(platformId)).find((h) => h.nativeId === nativeId), 'Host');
+      return tagged(await findHost(ctx, platformId, nativeId), 'Host');
     case 'VirtualMachine':
       return tagged(await findVm(ctx, platformId, nativeId), 'VirtualMachine');
     case 'Network':
-      return tagged((await ctx.loaders.networks.load(platformId)).find((n) => n.nativeId === nativeId), 'Network');
+      return tagged(await findNetwork(ctx, platformId, nativeId), 'Network');
     case 'StoragePool':
-      return tagged(await findStorage(ctx, platformId, nativeId), 'StoragePool');
+    case 'Datastore': {
+      const storage = await findStorage(ctx, platformId, nativeId);
+      return storage?.storageKind === ref.kind ? tagged(storage, ref.kind) : null;
+    }
+    case 'Datacenter':
+      return tagged(await findDatacenter(ctx, platformId, nativeId), 'Datacenter');
+    case 'Cluster':
+      return tagged(await findCluster(ctx, platformId, nativeId), 'Cluster');
     case 'Snapshot': {
       const parts = splitChildNativeId(nativeId);
       if (!parts || !(await findVm(ctx, platformId, parts.parent))) return null;
       const snaps = await snapshotsOf(ctx, { platformId, nativeId: parts.parent });
-      return tagged(snaps.find((s) => s.name === parts.child), 'Snapshot');
+      return tagged(snaps.find((s) => s.key === parts.child), 'Snapshot');
     }
     case 'StorageVolume': {
       const parts = splitChildNativeId(nativeId);

@@ -10,12 +10,12 @@ export const Snapshot: SnapshotResolvers = {
     return vm;
   },
   parent: async (s, _a, ctx) => {
-    if (!s.parentName) return null;
+    if (!s.parentKey) return null;
     const siblings = await snapshotsOf(ctx, { platformId: s.platformId, nativeId: s.vmNativeId });
-    return siblings.find((x) => x.name === s.parentName) ?? null;
+    return siblings.find((x) => x.key === s.parentKey) ?? null;
   },
   children: async (s, _a, ctx) => {
     const siblings = await snapshotsOf(ctx, { platformId: s.platformId, nativeId: s.vmNativeId });
-    return siblings.filter((x) => x.parentName === s.name);
+    return siblings.filter((x) => x.parentKey === s.key);
   },
 };

@@ -1,4 +1,5 @@
 import type {
+  DatastoreResolvers,
   QueryResolvers,
   StoragePoolResolvers,
   StorageResolvers,
@@ -6,7 +7,7 @@ import type {
 } from '../generated/graphql.js';
 import { encodeId } from '../model/ids.js';
 import type { StorageRecord } from '../model/storage.js';
-import { diskUsesVolume, findStorage, vmsWithDetails } from './lookups.js';
+import { diskUsesVolume, findDatacenter, findStorage, vmsWithDetails } from './lookups.js';
 import { pageByName, platformOf } from './scope.js';
 
 export function storageId(s: StorageRecord): string {
@@ -28,11 +29,22 @@ export const StoragePool: StoragePoolResolvers = {
   volumes: (s, _a, ctx) => ctx.loaders.volumes.load({ platformId: s.platformId, nativeId: s.nativeId }),
 };
 
+export const Datastore: DatastoreResolvers = {
+  id: (s) => storageId(s),
+  platform: (s, _a, ctx) => platformOf(ctx, s.platformId),
+  usagePercent: (s) => usagePercent(s),
+  datacenter: (s, _a, ctx) => findDatacenter(ctx, s.platformId, s.datacenterNativeId),
+  virtualMachines: async (s, _a, ctx) =>
+    (await vmsWithDetails(ctx, s.platformId))
+      .filter(({ details }) => details.disks.some((d) => d.storageNativeId === s.nativeId))
+      .map(({ vm }) => vm),
+};
+
 export const StorageVolume: StorageVolumeResolvers = {
   id: (v) => encodeId({ kind: 'StorageVolume', platformId: v.platformId, nativeId: v.nativeId }),
   pool: async (v, _a, ctx) => {
     const pool = await findStorage(ctx, v.platformId, v.poolNativeId);
-    if (!pool) throw new Error(`volume ${v.name} outlived its pool ${v.poolNativeId}`);
+    if (pool?.storageKind !== 'StoragePool') throw new Error(`volume ${v.name} outlived its pool ${v.poolNativeId}`);
     return pool;
   },
   attachedVms: async (v, _a, ctx) => {

@@ -3,7 +3,16 @@ import { decodeIdOf, encodeId } from '../model/ids.js';
 import type { StorageRecord } from '../model/storage.js';
 import type { VmDetails, VmRecord } from '../model/vm.js';
 import type { GatewayContext } from '../server/context.js';
-import { findNetworkByName, findVolumeForDisk, findStorage, snapshotsOf } from './lookups.js';
+import {
+  findCluster,
+  findDatacenter,
+  findHost,
+  findNetwork,
+  findNetworkByName,
+  findStorage,
+  findVolumeForDisk,
+  snapshotsOf,
+} from './lookups.js';
 import { type Ordering, type SortValue, paginate } from './pagination.js';
 import { loadFromPlatforms, platformOf, platformsInScope } from './scope.js';
 import type { VirtualMachineFilter, VirtualMachineOrder } from '../generated/graphql.js';
@@ -22,14 +31,17 @@ const POWER_ORDER: Record<VmRecord['powerState'], number> = { ON: 0, PAUSED: 1, 
 export async function listVms(
   ctx: GatewayContext,
   args: { first?: number | null; after?: string | null; filter?: VirtualMachineFilter | null; orderBy?: VirtualMachineOrder | null },
-  onlyHost?: { platformId: string; nativeId: string },
+  onlyHosts?: { platformId: string; hostNativeIds: readonly string[] },
 ) {
   const filter = args.filter ?? {};
-  const platformIds = onlyHost ? [onlyHost.platformId] : platformsInScope(ctx, filter.platformIds);
+  const platformIds = onlyHosts ? [onlyHosts.platformId] : platformsInScope(ctx, filter.platformIds);
   const hostRefs = filter.hostIds?.map((id) => decodeIdOf(id, 'Host'));
   let vms = await loadFromPlatforms(ctx, ctx.loaders.vms, platformIds);
 
-  if (onlyHost) vms = vms.filter((v) => v.hostNativeId === onlyHost.nativeId);
+  if (onlyHosts) {
+    const hosts = new Set(onlyHosts.hostNativeIds);
+    vms = vms.filter((v) => v.hostNativeId !== null && hosts.has(v.hostNativeId));
+  }
   if (filter.nameContains) {
     const needle = filter.nameContains.toLowerCase();
     vms = vms.filter((v) => v.name.toLowerCase().includes(needle));
@@ -69,6 +81,11 @@ export async function listVms(
   return paginate(vms, args, ordering, ctx.limits);
 }
 
+function uniqueBy<T>(items: T[], key: (item: T) => string): T[] {
+  const seen = new Set<string>();
+  return items.filter((i) => !seen.has(key(i)) && seen.add(key(i)));
+}
+
 export function vmId(vm: { platformId: string; nativeId: string }): string {
   return encodeId({ kind: 'VirtualMachine', platformId: vm.platformId, nativeId: vm.nativeId });
 }
@@ -86,27 +103,41 @@ export const VirtualMachine: VirtualMachineResolvers = {
   guestArch: async (vm, _a, ctx) => (await details(ctx, vm)).guestArch,
   machineType: async (vm, _a, ctx) => (await details(ctx, vm)).machineType,
   description: async (vm, _a, ctx) => (await details(ctx, vm)).description,
+  guestOsFullName: async (vm, _a, ctx) => (await details(ctx, vm)).guestOsFullName,
+  hardwareVersion: async (vm, _a, ctx) => (await details(ctx, vm)).hardwareVersion,
+  ipAddresses: async (vm, _a, ctx) => (await details(ctx, vm)).ipAddresses,
+  guestHostName: async (vm, _a, ctx) => (await details(ctx, vm)).guestHostName,
+  vsphere: async (vm, _a, ctx) => (await details(ctx, vm)).vsphere,
   disks: async (vm, _a, ctx) => (await details(ctx, vm)).disks.map((d) => ({ ...d, platformId: vm.platformId })),
   nics: async (vm, _a, ctx) => (await details(ctx, vm)).nics.map((n) => ({ ...n, platformId: vm.platformId })),
   graphics: async (vm, _a, ctx) => (await details(ctx, vm)).graphics,
   snapshots: (vm, _a, ctx) => snapshotsOf(ctx, vm),
   currentSnapshot: async (vm, _a, ctx) => (await snapshotsOf(ctx, vm)).find((s) => s.isCurrent) ?? null,
-  host: async (vm, _a, ctx) => {
-    if (!vm.hostNativeId) return null;
-    const hosts = await ctx.loaders.hosts.load(vm.platformId);
-    return hosts.find((h) => h.nativeId === vm.hostNativeId) ?? null;
-  },
+  host: (vm, _a, ctx) => findHost(ctx, vm.platformId, vm.hostNativeId),
+  cluster: async (vm, _a, ctx) =>
+    findCluster(ctx, vm.platformId, (await findHost(ctx, vm.platformId, vm.hostNativeId))?.clusterNativeId ?? null),
+  datacenter: async (vm, _a, ctx) =>
+    findDatacenter(ctx, vm.platformId, (await findHost(ctx, vm.platformId, vm.hostNativeId))?.datacenterNativeId ?? null),
   networks: async (vm, _a, ctx) => {
-    const names = [...new Set((await details(ctx, vm)).nics.flatMap((n) => (n.networkName ? [n.networkName] : [])))];
-    const nets = await Promise.all(names.map((name) => findNetworkByName(ctx, vm.platformId, name)));
-    return nets.filter((n) => n !== null);
+    const nics = (await details(ctx, vm)).nics;
+    const nets = await Promise.all(
+      nics.map((n) =>
+        n.networkNativeId
+          ? findNetwork(ctx, vm.platformId, n.networkNativeId)
+          : n.networkName
+            ? findNetworkByName(ctx, vm.platformId, n.networkName)
+            : null,
+      ),
+    );
+    return uniqueBy(nets.filter((n) => n !== null), (n) => n.nativeId);
   },
   storage: async (vm, _a, ctx) => {
     const disks = (await details(ctx, vm)).disks;
-    const volumes = await Promise.all(disks.map((d) => findVolumeForDisk(ctx, vm.platformId, d)));
-    const poolIds = [...new Set(volumes.flatMap((v) => (v ? [v.poolNativeId] : [])))];
-    const pools = await Promise.all(poolIds.map((id) => findStorage(ctx, vm.platformId, id)));
-    return pools.filter((p): p is StorageRecord => p !== null);
+    const ids = await Promise.all(
+      disks.map(async (d) => d.storageNativeId ?? (await findVolumeForDisk(ctx, vm.platformId, d))?.poolNativeId ?? null),
+    );
+    const storage = await Promise.all([...new Set(ids.filter((i) => i !== null))].map((id) => findStorage(ctx, vm.platformId, id)));
+    return storage.filter((s): s is StorageRecord => s !== null);
   },
 };
 

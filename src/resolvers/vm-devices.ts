@@ -1,5 +1,5 @@
 import type { VmDiskResolvers, VmNicResolvers } from '../generated/graphql.js';
-import { findNetworkByName, findStorage, findVolumeForDisk } from './lookups.js';
+import { findNetwork, findNetworkByName, findStorage, findVolumeForDisk } from './lookups.js';
 
 export const VmDisk: VmDiskResolvers = {
   capacityBytes: async (disk, _a, ctx) =>
@@ -8,11 +8,15 @@ export const VmDisk: VmDiskResolvers = {
     disk.format ?? (await findVolumeForDisk(ctx, disk.platformId, disk))?.format ?? null,
   volume: (disk, _a, ctx) => findVolumeForDisk(ctx, disk.platformId, disk),
   storage: async (disk, _a, ctx) => {
+    if (disk.storageNativeId) return findStorage(ctx, disk.platformId, disk.storageNativeId);
     const volume = await findVolumeForDisk(ctx, disk.platformId, disk);
     return volume ? findStorage(ctx, disk.platformId, volume.poolNativeId) : null;
   },
 };
 
 export const VmNic: VmNicResolvers = {
-  network: (nic, _a, ctx) => (nic.networkName ? findNetworkByName(ctx, nic.platformId, nic.networkName) : null),
+  network: (nic, _a, ctx) => {
+    if (nic.networkNativeId) return findNetwork(ctx, nic.platformId, nic.networkNativeId);
+    return nic.networkName ? findNetworkByName(ctx, nic.platformId, nic.networkName) : null;
+  },
 };

@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 
 import type { LibvirtPlatformConfig } from '../../config/schema.js';
 import type { HostRecord } from '../../model/host.js';
+import type { ClusterRecord, DatacenterRecord } from '../../model/inventory.js';
 import { childNativeId } from '../../model/ids.js';
 import type { NetworkRecord } from '../../model/network.js';
 import type { PlatformState } from '../../model/platform.js';
@@ -75,6 +76,15 @@ export class LibvirtProvider implements Provider {
     return this.connection.use(fn);
   }
 
+  /** libvirt has no datacenters or clusters. */
+  async listDatacenters(): Promise<DatacenterRecord[]> {
+    return [];
+  }
+
+  async listClusters(): Promise<ClusterRecord[]> {
+    return [];
+  }
+
   listHosts(): Promise<HostRecord[]> {
     return this.connection.use(async (c) => {
       const [info, caps] = await Promise.all([c.call('getHostInfo'), c.call('getCapabilities')]);
@@ -96,7 +106,15 @@ export class LibvirtProvider implements Provider {
           memoryMiB: Math.floor(n.memoryKiB / 1024),
           hypervisorType: info.hypervisorType,
           hypervisorVersion: formatVersion(info.hypervisorVersion),
+          hypervisorBuild: null,
           libvirtVersion: formatVersion(info.libvirtVersion),
+          uuid: hostUuid(caps),
+          connectionState: 'CONNECTED' as const,
+          powerState: 'ON' as const,
+          inMaintenanceMode: false,
+          clusterNativeId: null,
+          datacenterNativeId: null,
+          vsphere: null,
         },
       ];
     });
@@ -127,6 +145,7 @@ export class LibvirtProvider implements Provider {
           runtimeId: d.id >= 0 ? d.id : null,
           persistent: persistentSet.has(d.uuid),
           autostart: autostartSet.has(d.uuid),
+          isTemplate: false,
           hostNativeId: this.hostName || null,
         };
       });
@@ -168,7 +187,9 @@ export class LibvirtProvider implements Provider {
                 ? true
                 : parsed.memory === null && (parsed.state === 'running' || parsed.state === 'paused'),
               isCurrent: s.current,
-              parentName: parsed.parentName,
+              quiesced: null,
+              key: s.name,
+              parentKey: parsed.parentName,
             };
           }),
         );
@@ -183,6 +204,8 @@ export class LibvirtProvider implements Provider {
         platformId: this.id,
         nativeId: n.uuid,
         name: n.name,
+        kind: 'LIBVIRT_NETWORK' as const,
+        datacenterNativeId: null,
         uuid: n.uuid,
         active: n.active,
         persistent: n.persistent,
@@ -253,6 +276,11 @@ export class LibvirtProvider implements Provider {
  */
 export function availableBytes(capacity: number, allocation: number, available: number): number {
   return available <= capacity ? available : Math.max(0, capacity - allocation);
+}
+
+/** The host's UUID from capabilities XML (`<host><uuid>`), absent on some drivers. */
+function hostUuid(capabilities: string): string | null {
+  return /<host>\s*<uuid>([^<]+)<\/uuid>/.exec(capabilities)?.[1] ?? null;
 }
 
 /** The host CPU model from capabilities XML (`<host><cpu><model>`), absent on some drivers. */

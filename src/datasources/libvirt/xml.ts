@@ -123,6 +123,7 @@ function parseDisk(d: XmlNode): VmDiskRecord {
     source,
     sourcePool: pool,
     sourceVolume: volume,
+    storageNativeId: null,
     format: attr(d['driver'], 'type'),
     capacityBytes: null,
     readOnly: d['readonly'] !== undefined,
@@ -139,6 +140,7 @@ function parseNic(i: XmlNode): VmNicRecord {
     type,
     source: networkName ?? attr(src, 'bridge') ?? attr(src, 'dev') ?? attr(src, 'path'),
     networkName,
+    networkNativeId: null,
     targetDevice: attr(i['target'], 'dev'),
   };
 }
@@ -180,6 +182,10 @@ export function parseDomainXml(xml: string): VmDetails {
     memoryMiB: mib(d['currentMemory']) ?? maxMemoryMiB,
     maxMemoryMiB,
     guestOs: guestOsId(d['metadata']),
+    guestOsFullName: null,
+    hardwareVersion: null,
+    ipAddresses: [],
+    guestHostName: null,
     osType: text(os?.['type']),
     guestArch: attr(os?.['type'], 'arch'),
     machineType: attr(os?.['type'], 'machine'),
@@ -187,6 +193,7 @@ export function parseDomainXml(xml: string): VmDetails {
     disks: list(devices['disk']).map(parseDisk),
     nics: list(devices['interface']).map(parseNic),
     graphics: list(devices['graphics']).map(parseGraphics),
+    vsphere: null,
   };
 }
 
