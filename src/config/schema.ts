@@ -28,7 +28,40 @@ export const libvirtPlatformSchema = z
   })
   .strict();
 
-export const platformSchema = z.discriminatedUnion('kind', [libvirtPlatformSchema]);
+export const vspherePlatformSchema = z
+  .object({
+    id: platformId,
+    kind: z.literal('vsphere'),
+    /** The SDK endpoint of a vCenter or ESXi host: https://vcenter.example/sdk (a bare host gets /sdk). */
+    url: z
+      .string()
+      .url('must be an https:// (or http://) URL')
+      .transform((u) => {
+        const url = new URL(u);
+        if (url.pathname === '/' || url.pathname === '') url.pathname = '/sdk';
+        return url.toString();
+      })
+      .refine((u) => !new URL(u).username && !new URL(u).password, 'must not contain credentials; use username and password'),
+    username: z.string().min(1, 'must not be empty'),
+    /** Plain, or encrypted with `npm run encrypt-secret` (enc:v1:...). */
+    password: z.string().min(1, 'must not be empty'),
+    /** Skip TLS certificate verification (lab only; the default verifies). */
+    insecure: z.boolean().default(false),
+    /** PEM file of a CA to trust for this endpoint (self-signed vCenter certificates). */
+    caFile: z.string().min(1).optional(),
+    /** SOAP requests in flight at once on this platform; more wait, none is refused. */
+    maxConcurrentRequests: z.number().int().min(1).max(256).default(16),
+    /** Time for one SOAP request to be answered, in ms. */
+    requestTimeoutMs: z.number().int().min(100).max(600_000).default(60_000),
+    /** Objects per RetrievePropertiesEx page. */
+    pageSize: z.number().int().min(1).max(10_000).default(1_000),
+    /** Keep-alive interval of the session, in ms (vCenter drops idle sessions after 30 minutes). */
+    keepAliveMs: z.number().int().min(1_000).max(1_800_000).default(600_000),
+    ...retry,
+  })
+  .strict();
+
+export const platformSchema = z.discriminatedUnion('kind', [libvirtPlatformSchema, vspherePlatformSchema]);
 
 export const limitsSchema = z
   .object({
@@ -100,3 +133,4 @@ export type Config = z.infer<typeof configSchema>;
 export type Limits = z.infer<typeof limitsSchema>;
 export type PlatformConfig = z.infer<typeof platformSchema>;
 export type LibvirtPlatformConfig = z.infer<typeof libvirtPlatformSchema>;
+export type VspherePlatformConfig = z.infer<typeof vspherePlatformSchema>;

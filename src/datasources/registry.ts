@@ -5,6 +5,7 @@ import { UnreachableCaseError } from '../errors.js';
 import type { PlatformRecord } from '../model/platform.js';
 import { LibvirtProvider } from './libvirt/provider.js';
 import type { Provider } from './provider.js';
+import { VsphereProvider } from './vsphere/provider.js';
 
 /** The configured platforms, in configuration order. */
 export class PlatformRegistry {
@@ -45,7 +46,9 @@ function createProvider(config: PlatformConfig, logger: Logger): Provider {
   switch (config.kind) {
     case 'libvirt':
       return new LibvirtProvider(config, logger.child({ platform: config.id }));
+    case 'vsphere':
+      return new VsphereProvider(config, logger.child({ platform: config.id }));
     default:
-      throw new UnreachableCaseError(config.kind);
+      throw new UnreachableCaseError(config);
   }
 }

@@ -1,0 +1,405 @@
+import type { HostRecord } from '../../model/host.js';
+import type { ClusterRecord, DatacenterRecord } from '../../model/inventory.js';
+import type { NetworkKind, NetworkRecord } from '../../model/network.js';
+import type { SnapshotRecord } from '../../model/snapshot.js';
+import type { DatastoreRecord } from '../../model/storage.js';
+import type { DiskDevice, PowerState, VmDetails, VmDiskRecord, VmNicRecord, VmPhase, VmRecord, VsphereVmFacts } from '../../model/vm.js';
+import { childNativeId } from '../../model/ids.js';
+import type { ObjectContent, PropertySpec } from './vim.js';
+import { type MoRef, type XNode, boolOf, child, children, intOf, moRefOf, path, textOf, xsiType } from './xml.js';
+
+// What the gateway reads of each managed object type, and how it becomes the
+// neutral model. Property paths are vSphere's own.
+
+export const VM_LIST_SPEC: PropertySpec = {
+  type: 'VirtualMachine',
+  paths: ['name', 'config.uuid', 'config.template', 'runtime.powerState', 'runtime.connectionState', 'runtime.host'],
+};
+
+export const VM_DETAIL_SPEC: PropertySpec = {
+  type: 'VirtualMachine',
+  paths: [
+    'config.hardware.numCPU',
+    'config.hardware.numCoresPerSocket',
+    'config.hardware.memoryMB',
+    'config.hardware.device',
+    'config.hotPlugMemoryLimit',
+    'config.guestId',
+    'config.guestFullName',
+    'config.version',
+    'config.annotation',
+    'config.instanceUuid',
+    'guest.toolsStatus',
+    'guest.toolsRunningStatus',
+    'guest.ipAddress',
+    'guest.hostName',
+    'guest.net',
+    'resourcePool',
+    'summary.config.vmPathName',
+  ],
+};
+
+export const VM_SNAPSHOT_SPEC: PropertySpec = { type: 'VirtualMachine', paths: ['snapshot'] };
+
+export const HOST_SPEC: PropertySpec = {
+  type: 'HostSystem',
+  paths: ['name', 'parent', 'summary.hardware', 'config.product', 'runtime.connectionState', 'runtime.powerState', 'runtime.inMaintenanceMode'],
+};
+
+/** Everything needed to place objects in datacenters and clusters, in one retrieval. */
+export const TREE_SPECS: PropertySpec[] = [
+  { type: 'Folder', paths: ['name', 'parent'] },
+  { type: 'Datacenter', paths: ['name', 'parent'] },
+  { type: 'ComputeResource', paths: ['name', 'parent'] },
+  {
+    type: 'ClusterComputeResource',
+    paths: ['name', 'parent', 'summary', 'configuration.drsConfig.enabled', 'configuration.dasConfig.enabled'],
+  },
+  { type: 'ResourcePool', paths: ['name', 'parent'] },
+];
+
+export const DATASTORE_SPEC: PropertySpec = { type: 'Datastore', paths: ['summary', 'parent'] };
+
+export const NETWORK_SPECS: PropertySpec[] = [
+  { type: 'Network', paths: ['name', 'parent', 'summary.accessible'] },
+  { type: 'DistributedVirtualPortgroup', paths: ['name', 'parent', 'summary.accessible', 'config.key'] },
+];
+
+const prop = (o: ObjectContent, name: string): XNode | undefined => o.props.get(name);
+const str = (o: ObjectContent, name: string): string | null => textOf(prop(o, name)) || null;
+
+/** Parents of inventory objects, for finding an object's datacenter and cluster. */
+export class InventoryTree {
+  private readonly parents = new Map<string, MoRef>();
+  readonly datacenters: DatacenterRecord[] = [];
+  readonly clusters: ClusterRecord[] = [];
+  private readonly names = new Map<string, string>();
+
+  constructor(platformId: string, objects: ObjectContent[]) {
+    for (const o of objects) {
+      const parent = moRefOf(prop(o, 'parent'));
+      if (parent) this.parents.set(key(o.obj), parent);
+      const name = str(o, 'name');
+      if (name) this.names.set(key(o.obj), name);
+    }
+    for (const o of objects) {
+      if (o.obj.type === 'Datacenter') {
+        this.datacenters.push({ platformId, nativeId: o.obj.value, name: str(o, 'name') ?? o.obj.value });
+      } else if (o.obj.type === 'ClusterComputeResource') {
+        const summary = prop(o, 'summary');
+        const totalMemory = intOf(child(summary, 'totalMemory'));
+        this.clusters.push({
+          platformId,
+          nativeId: o.obj.value,
+          name: str(o, 'name') ?? o.obj.value,
+          datacenterNativeId: this.datacenterOf(o.obj),
+          numHosts: intOf(child(summary, 'numHosts')),
+          numEffectiveHosts: intOf(child(summary, 'numEffectiveHosts')),
+          totalCpuMhz: intOf(child(summary, 'totalCpu')),
+          totalMemoryMiB: totalMemory === null ? null : Math.floor(totalMemory / 1024 ** 2),
+          drsEnabled: boolOf(prop(o, 'configuration.drsConfig.enabled')),
+          haEnabled: boolOf(prop(o, 'configuration.dasConfig.enabled')),
+        });
+      }
+    }
+  }
+
+  /** The datacenter above an object, walking its parents. */
+  datacenterOf(ref: MoRef | null): string | null {
+    let current: MoRef | undefined = ref ?? undefined;
+    for (let depth = 0; current && depth < 64; depth++) {
+      if (current.type === 'Datacenter') return current.value;
+      current = this.parents.get(key(current));
+    }
+    return null;
+  }
+
+  nameOf(ref: MoRef | null): string | null {
+    return ref ? (this.names.get(key(ref)) ?? null) : null;
+  }
+}
+
+const key = (r: MoRef) => `${r.type}:${r.value}`;
+
+const POWER: Record<string, PowerState> = { poweredOn: 'ON', poweredOff: 'OFF', suspended: 'SUSPENDED' };
+const PHASE: Record<string, VmPhase> = { poweredOn: 'RUNNING', poweredOff: 'STOPPED', suspended: 'PAUSED' };
+
+export function vmRecord(platformId: string, o: ObjectContent): VmRecord {
+  const rawState = str(o, 'runtime.powerState') ?? 'unknown';
+  const connection = str(o, 'runtime.connectionState') ?? 'connected';
+  const reachable = connection === 'connected';
+  return {
+    platformId,
+    nativeId: o.obj.value,
+    name: str(o, 'name') ?? o.obj.value,
+    uuid: str(o, 'config.uuid') ?? '',
+    powerState: POWER[rawState] ?? 'OFF',
+    // A VM vCenter cannot reach (orphaned, inaccessible, ...) has no state to trust.
+    phase: reachable ? (PHASE[rawState] ?? 'UNKNOWN') : 'UNKNOWN',
+    rawState,
+    rawStateReason: reachable ? null : connection,
+    runtimeId: null,
+    persistent: true,
+    autostart: null,
+    isTemplate: boolOf(prop(o, 'config.template')) ?? false,
+    hostNativeId: moRefOf(prop(o, 'runtime.host'))?.value ?? null,
+  };
+}
+
+const SCSI_CONTROLLERS = new Set([
+  'VirtualLsiLogicController',
+  'VirtualLsiLogicSASController',
+  'ParaVirtualSCSIController',
+  'VirtualBusLogicController',
+]);
+
+function busOf(controllerType: string | null): string | null {
+  if (!controllerType) return null;
+  if (SCSI_CONTROLLERS.has(controllerType)) return 'scsi';
+  if (controllerType === 'VirtualIDEController') return 'ide';
+  if (controllerType === 'VirtualAHCIController') return 'sata';
+  if (controllerType === 'VirtualNVMEController') return 'nvme';
+  return null;
+}
+
+const NIC_TYPES = new Set([
+  'VirtualE1000',
+  'VirtualE1000e',
+  'VirtualPCNet32',
+  'VirtualVmxnet',
+  'VirtualVmxnet2',
+  'VirtualVmxnet3',
+  'VirtualVmxnet3Vrdma',
+  'VirtualSriovEthernetCard',
+]);
+
+const DISK_DEVICES: Record<string, DiskDevice> = { VirtualDisk: 'DISK', VirtualCdrom: 'CDROM', VirtualFloppy: 'FLOPPY' };
+
+function devices(o: ObjectContent): { disks: VmDiskRecord[]; nics: VmNicRecord[] } {
+  const all = children(prop(o, 'config.hardware.device'), 'VirtualDevice');
+  const controllers = new Map(
+    all.flatMap((d) => {
+      const bus = busOf(xsiType(d));
+      return bus ? [[textOf(child(d, 'key')) ?? '', { bus, number: intOf(child(d, 'busNumber')) ?? 0 }] as const] : [];
+    }),
+  );
+  const disks: VmDiskRecord[] = [];
+  const nics: VmNicRecord[] = [];
+  for (const d of all) {
+    const type = xsiType(d) ?? '';
+    const backing = child(d, 'backing');
+    const device = DISK_DEVICES[type];
+    if (device) {
+      const controller = controllers.get(textOf(child(d, 'controllerKey')) ?? '');
+      const unit = intOf(child(d, 'unitNumber'));
+      const capacity = intOf(child(d, 'capacityInBytes')) ?? ((intOf(child(d, 'capacityInKB')) ?? 0) * 1024 || null);
+      const fileName = textOf(child(backing, 'fileName')) || null;
+      disks.push({
+        device,
+        target: controller ? `${controller.bus}${controller.number}:${unit ?? 0}` : (textOf(path(d, 'deviceInfo', 'label')) ?? ''),
+        bus: controller?.bus ?? null,
+        sourceType: fileName ? 'file' : (xsiType(backing)?.replace(/BackingInfo$/, '') ?? 'none'),
+        source: fileName,
+        sourcePool: null,
+        sourceVolume: null,
+        storageNativeId: moRefOf(child(backing, 'datastore'))?.value ?? null,
+        format: device === 'DISK' ? 'vmdk' : fileName?.toLowerCase().endsWith('.iso') ? 'iso' : null,
+        capacityBytes: device === 'DISK' ? capacity : null,
+        readOnly: device === 'CDROM',
+      });
+    } else if (NIC_TYPES.has(type)) {
+      const backingType = xsiType(backing) ?? '';
+      const portgroupKey = textOf(path(backing, 'port', 'portgroupKey')) || null;
+      const network = moRefOf(child(backing, 'network'));
+      const opaqueId = textOf(child(backing, 'opaqueNetworkId')) || null;
+      nics.push({
+        mac: textOf(child(d, 'macAddress'))?.toLowerCase() || null,
+        model: type.replace(/^Virtual/, '').toLowerCase(),
+        type: backingType.includes('DistributedVirtualPort')
+          ? 'distributed-portgroup'
+          : backingType.includes('OpaqueNetwork')
+            ? 'opaque-network'
+            : 'portgroup',
+        source: textOf(child(backing, 'deviceName')) || portgroupKey || opaqueId,
+        networkName: textOf(child(backing, 'deviceName')) || null,
+        networkNativeId: portgroupKey ?? network?.value ?? null,
+        targetDevice: null,
+      });
+    }
+  }
+  return { disks, nics };
+}
+
+const TOOLS: Record<string, VsphereVmFacts['toolsStatus']> = {
+  toolsNotInstalled: 'NOT_INSTALLED',
+  toolsNotRunning: 'NOT_RUNNING',
+  toolsOld: 'OLD',
+  toolsOk: 'OK',
+};
+
+export function vmDetails(o: ObjectContent, tree: InventoryTree | null): VmDetails {
+  const numCpu = intOf(prop(o, 'config.hardware.numCPU')) ?? 0;
+  const memoryMiB = intOf(prop(o, 'config.hardware.memoryMB')) ?? 0;
+  const { disks, nics } = devices(o);
+  const guestNet = children(prop(o, 'guest.net'), 'GuestNicInfo');
+  const ips = guestNet.flatMap((n) => children(n, 'ipAddress').map((a) => a.text)).filter(Boolean);
+  const primaryIp = str(o, 'guest.ipAddress');
+  const toolsStatus = str(o, 'guest.toolsStatus');
+  return {
+    vcpus: numCpu,
+    vcpusMax: numCpu,
+    coresPerSocket: intOf(prop(o, 'config.hardware.numCoresPerSocket')),
+    memoryMiB,
+    maxMemoryMiB: intOf(prop(o, 'config.hotPlugMemoryLimit')) ?? memoryMiB,
+    guestOs: str(o, 'config.guestId'),
+    guestOsFullName: str(o, 'config.guestFullName'),
+    osType: null,
+    guestArch: null,
+    machineType: null,
+    hardwareVersion: str(o, 'config.version'),
+    description: str(o, 'config.annotation'),
+    ipAddresses: ips.length > 0 ? [...new Set(ips)] : primaryIp ? [primaryIp] : [],
+    guestHostName: str(o, 'guest.hostName'),
+    disks,
+    nics,
+    graphics: [],
+    vsphere: {
+      managedObjectId: o.obj.value,
+      instanceUuid: str(o, 'config.instanceUuid'),
+      toolsStatus: toolsStatus ? (TOOLS[toolsStatus] ?? null) : null,
+      toolsRunningStatus: str(o, 'guest.toolsRunningStatus'),
+      resourcePoolName: tree?.nameOf(moRefOf(prop(o, 'resourcePool'))) ?? null,
+      vmPathName: str(o, 'summary.config.vmPathName'),
+    },
+  };
+}
+
+export function snapshots(platformId: string, o: ObjectContent): SnapshotRecord[] {
+  const info = prop(o, 'snapshot');
+  if (!info) return [];
+  const current = moRefOf(child(info, 'currentSnapshot'))?.value ?? null;
+  const out: SnapshotRecord[] = [];
+  const walk = (trees: XNode[], parentKey: string | null) => {
+    for (const t of trees) {
+      const snapKey = moRefOf(child(t, 'snapshot'))?.value ?? textOf(child(t, 'id')) ?? '';
+      const state = textOf(child(t, 'state'));
+      const created = textOf(child(t, 'createTime'));
+      out.push({
+        platformId,
+        nativeId: childNativeId(o.obj.value, snapKey),
+        vmNativeId: o.obj.value,
+        key: snapKey,
+        name: textOf(child(t, 'name')) ?? snapKey,
+        description: textOf(child(t, 'description')) || null,
+        createdAt: created ? new Date(created) : null,
+        rawState: state,
+        powerState: state ? (POWER[state] ?? null) : null,
+        // A snapshot of a running VM that recorded it as running holds its memory.
+        includesMemory: state === 'poweredOn',
+        isCurrent: snapKey === current,
+        quiesced: boolOf(child(t, 'quiesced')),
+        parentKey,
+      });
+      walk(children(t, 'childSnapshotList'), snapKey);
+    }
+  };
+  walk(children(info, 'rootSnapshotList'), null);
+  return out;
+}
+
+const HOST_POWER: Record<string, HostRecord['powerState']> = { poweredOn: 'ON', standBy: 'STANDBY', poweredOff: 'OFF' };
+const HOST_CONNECTION: Record<string, HostRecord['connectionState']> = {
+  connected: 'CONNECTED',
+  disconnected: 'DISCONNECTED',
+  notResponding: 'NOT_RESPONDING',
+};
+
+export function hostRecord(platformId: string, o: ObjectContent, tree: InventoryTree): HostRecord {
+  const hw = prop(o, 'summary.hardware');
+  const product = prop(o, 'config.product');
+  const cores = intOf(child(hw, 'numCpuCores'));
+  const threads = intOf(child(hw, 'numCpuThreads'));
+  const packages = intOf(child(hw, 'numCpuPkgs'));
+  const memory = intOf(child(hw, 'memorySize'));
+  const parent = moRefOf(prop(o, 'parent'));
+  return {
+    platformId,
+    nativeId: o.obj.value,
+    name: str(o, 'name') ?? o.obj.value,
+    cpuModel: textOf(child(hw, 'cpuModel')),
+    cpuMhz: intOf(child(hw, 'cpuMhz')),
+    cpuSockets: packages,
+    cpuCoresPerSocket: cores !== null && packages ? Math.floor(cores / packages) : null,
+    cpuThreadsPerCore: threads !== null && cores ? Math.floor(threads / cores) : null,
+    cpuThreads: threads,
+    numaNodes: null,
+    memoryMiB: memory === null ? null : Math.floor(memory / 1024 ** 2),
+    hypervisorType: textOf(child(product, 'name')),
+    hypervisorVersion: textOf(child(product, 'version')),
+    hypervisorBuild: textOf(child(product, 'build')),
+    libvirtVersion: null,
+    uuid: textOf(child(hw, 'uuid')),
+    connectionState: HOST_CONNECTION[str(o, 'runtime.connectionState') ?? ''] ?? 'DISCONNECTED',
+    powerState: HOST_POWER[str(o, 'runtime.powerState') ?? ''] ?? 'UNKNOWN',
+    inMaintenanceMode: boolOf(prop(o, 'runtime.inMaintenanceMode')) ?? false,
+    clusterNativeId: parent?.type === 'ClusterComputeResource' ? parent.value : null,
+    datacenterNativeId: tree.datacenterOf(parent),
+    vsphere: { managedObjectId: o.obj.value, productName: textOf(child(product, 'name')) },
+  };
+}
+
+function datastoreType(type: string): DatastoreRecord['datastoreType'] {
+  const t = type.toUpperCase();
+  if (t === 'VMFS') return 'VMFS';
+  if (t.startsWith('NFS')) return 'NFS';
+  if (t === 'VSAN') return 'VSAN';
+  if (t === 'VVOL') return 'VVOL';
+  return 'OTHER';
+}
+
+export function datastoreRecord(platformId: string, o: ObjectContent, tree: InventoryTree): DatastoreRecord {
+  const s = prop(o, 'summary');
+  const capacity = intOf(child(s, 'capacity')) ?? 0;
+  const free = intOf(child(s, 'freeSpace')) ?? 0;
+  const type = textOf(child(s, 'type')) ?? 'other';
+  return {
+    storageKind: 'Datastore',
+    platformId,
+    nativeId: o.obj.value,
+    name: textOf(child(s, 'name')) ?? o.obj.value,
+    type,
+    datastoreType: datastoreType(type),
+    capacityBytes: capacity,
+    availableBytes: free,
+    allocationBytes: Math.max(0, capacity - free),
+    uncommittedBytes: intOf(child(s, 'uncommitted')) ?? 0,
+    accessible: boolOf(child(s, 'accessible')) ?? false,
+    url: textOf(child(s, 'url')) || null,
+    maintenanceMode: textOf(child(s, 'maintenanceMode')) || null,
+    datacenterNativeId: tree.datacenterOf(moRefOf(prop(o, 'parent'))),
+  };
+}
+
+const NETWORK_KINDS: Record<string, NetworkKind> = {
+  Network: 'STANDARD_PORTGROUP',
+  DistributedVirtualPortgroup: 'DISTRIBUTED_PORTGROUP',
+  OpaqueNetwork: 'OPAQUE_NETWORK',
+};
+
+export function networkRecord(platformId: string, o: ObjectContent, tree: InventoryTree): NetworkRecord {
+  return {
+    platformId,
+    nativeId: o.obj.value,
+    name: str(o, 'name') ?? o.obj.value,
+    kind: NETWORK_KINDS[o.obj.type] ?? 'STANDARD_PORTGROUP',
+    datacenterNativeId: tree.datacenterOf(moRefOf(prop(o, 'parent'))),
+    uuid: str(o, 'config.key'),
+    bridge: null,
+    forwardMode: null,
+    active: boolOf(prop(o, 'summary.accessible')) ?? true,
+    persistent: null,
+    autostart: null,
+    addresses: [],
+    dhcpRanges: [],
+  };
+}

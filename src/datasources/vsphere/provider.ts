@@ -1,0 +1,166 @@
+import type { Logger } from 'pino';
+
+import type { VspherePlatformConfig } from '../../config/schema.js';
+import type { HostRecord } from '../../model/host.js';
+import type { ClusterRecord, DatacenterRecord } from '../../model/inventory.js';
+import type { NetworkRecord } from '../../model/network.js';
+import type { PlatformState } from '../../model/platform.js';
+import type { SnapshotRecord } from '../../model/snapshot.js';
+import type { StorageRecord, StorageVolumeRecord } from '../../model/storage.js';
+import type { VmDetails, VmRecord } from '../../model/vm.js';
+import { PlatformConnection } from '../platform-connection.js';
+import type { Provider } from '../provider.js';
+import { isVsphereAuthFailure, isVsphereConnectionFailure } from './errors.js';
+import {
+  DATASTORE_SPEC,
+  HOST_SPEC,
+  InventoryTree,
+  NETWORK_SPECS,
+  TREE_SPECS,
+  VM_DETAIL_SPEC,
+  VM_LIST_SPEC,
+  VM_SNAPSHOT_SPEC,
+  datastoreRecord,
+  hostRecord,
+  networkRecord,
+  snapshots,
+  vmDetails,
+  vmRecord,
+} from './mapping.js';
+import { VsphereSession } from './session.js';
+import type { ObjectContent } from './vim.js';
+
+/** A vCenter or standalone ESXi host, through the vim25 SOAP API. */
+export class VsphereProvider implements Provider {
+  readonly kind = 'VSPHERE' as const;
+  readonly id: string;
+  readonly uri: string;
+  private readonly connection: PlatformConnection<VsphereSession>;
+  private treeInFlight: Promise<InventoryTree> | null = null;
+
+  constructor(config: VspherePlatformConfig, logger: Logger) {
+    this.id = config.id;
+    this.uri = config.url;
+    this.connection = new PlatformConnection({
+      platformId: config.id,
+      logger,
+      connect: async () => {
+        const session = await VsphereSession.open({
+          url: config.url,
+          username: config.username,
+          password: config.password,
+          insecure: config.insecure,
+          caFile: config.caFile,
+          maxConcurrentRequests: config.maxConcurrentRequests,
+          requestTimeoutMs: config.requestTimeoutMs,
+          pageSize: config.pageSize,
+          keepAliveMs: config.keepAliveMs,
+          logger,
+        });
+        return {
+          client: session,
+          hypervisorType: session.content.about.apiType,
+          hypervisorVersion: session.content.about.version,
+        };
+      },
+      disconnect: (session) => session.close(),
+      isAuthFailure: isVsphereAuthFailure,
+      isConnectionFailure: isVsphereConnectionFailure,
+      retryInitialMs: config.retryInitialMs,
+      retryMaxMs: config.retryMaxMs,
+    });
+  }
+
+  start(): Promise<void> {
+    return this.connection.start();
+  }
+
+  stop(): Promise<void> {
+    return this.connection.stop();
+  }
+
+  state(): PlatformState {
+    return this.connection.state();
+  }
+
+  /** The live session, for tests that count calls or end the session from outside. */
+  withSession<T>(fn: (session: VsphereSession) => Promise<T>): Promise<T> {
+    return this.connection.use(fn);
+  }
+
+  /**
+   * Folders, datacenters, clusters and resource pools with their parents.
+   * Listings that run at the same time share one retrieval.
+   */
+  private tree(): Promise<InventoryTree> {
+    this.treeInFlight ??= this.connection
+      .use(async (s) => new InventoryTree(this.id, await s.retrieveAll(TREE_SPECS)))
+      .finally(() => {
+        this.treeInFlight = null;
+      });
+    return this.treeInFlight;
+  }
+
+  async listDatacenters(): Promise<DatacenterRecord[]> {
+    return (await this.tree()).datacenters;
+  }
+
+  async listClusters(): Promise<ClusterRecord[]> {
+    return (await this.tree()).clusters;
+  }
+
+  async listHosts(): Promise<HostRecord[]> {
+    const [hosts, tree] = await Promise.all([this.connection.use((s) => s.retrieveAll([HOST_SPEC])), this.tree()]);
+    return hosts.map((h) => hostRecord(this.id, h, tree));
+  }
+
+  listVms(): Promise<VmRecord[]> {
+    return this.connection.use(async (s) => (await s.retrieveAll([VM_LIST_SPEC])).map((o) => vmRecord(this.id, o)));
+  }
+
+  async getVmDetails(ids: readonly string[]): Promise<(VmDetails | Error)[]> {
+    const [objects, tree] = await Promise.all([this.vmObjects(ids, VM_DETAIL_SPEC.paths), this.tree()]);
+    return ids.map((id) => {
+      const o = objects.get(id);
+      return o ? vmDetails(o, tree) : notFound(id);
+    });
+  }
+
+  async getSnapshots(ids: readonly string[]): Promise<(SnapshotRecord[] | Error)[]> {
+    const objects = await this.vmObjects(ids, VM_SNAPSHOT_SPEC.paths);
+    return ids.map((id) => {
+      const o = objects.get(id);
+      return o ? snapshots(this.id, o) : notFound(id);
+    });
+  }
+
+  /** Chosen properties of many VMs in one request; a VM that is gone is simply absent. */
+  private async vmObjects(ids: readonly string[], paths: readonly string[]): Promise<Map<string, ObjectContent>> {
+    const objects = await this.connection.use((s) =>
+      s.retrieveObjects(
+        ids.map((value) => ({ type: 'VirtualMachine', value })),
+        [{ type: 'VirtualMachine', paths }],
+      ),
+    );
+    return new Map(objects.filter((o) => !o.missing.some((m) => m.fault === 'ManagedObjectNotFound')).map((o) => [o.obj.value, o]));
+  }
+
+  async listNetworks(): Promise<NetworkRecord[]> {
+    const [nets, tree] = await Promise.all([this.connection.use((s) => s.retrieveAll(NETWORK_SPECS)), this.tree()]);
+    return nets.map((n) => networkRecord(this.id, n, tree));
+  }
+
+  async listStorage(): Promise<StorageRecord[]> {
+    const [stores, tree] = await Promise.all([this.connection.use((s) => s.retrieveAll([DATASTORE_SPEC])), this.tree()]);
+    return stores.map((d) => datastoreRecord(this.id, d, tree));
+  }
+
+  /** Datastores hold files, not volumes; VMs' disks name their datastore directly. */
+  async getVolumes(ids: readonly string[]): Promise<(StorageVolumeRecord[] | Error)[]> {
+    return ids.map(() => []);
+  }
+}
+
+function notFound(id: string): Error {
+  return new Error(`no VM ${id}`);
+}
