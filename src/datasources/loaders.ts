@@ -8,6 +8,7 @@ import type { StorageRecord, StorageVolumeRecord } from '../model/storage.js';
 import type { VmDetails, VmRecord } from '../model/vm.js';
 import type { Provider } from './provider.js';
 import type { PlatformRegistry } from './registry.js';
+import { createRequestScope } from './request-scope.js';
 import { type VolumeIndex, indexVolumes } from './volume-index.js';
 
 /** An object of one platform, by its native ID. */
@@ -85,16 +86,17 @@ function perPlatformLoader<V>(
  * cached across requests (or across callers).
  */
 export function createLoaders(registry: PlatformRegistry) {
-  const storage = perPlatformLoader<StorageRecord[]>(registry, (p) => p.listStorage());
-  const volumes = perObjectLoader<StorageVolumeRecord[]>(registry, (p, ids) => p.getVolumes(ids));
+  const scope = createRequestScope();
+  const storage = perPlatformLoader<StorageRecord[]>(registry, (p) => p.listStorage(scope));
+  const volumes = perObjectLoader<StorageVolumeRecord[]>(registry, (p, ids) => p.getVolumes(ids, scope));
   return {
-    datacenters: perPlatformLoader<DatacenterRecord[]>(registry, (p) => p.listDatacenters()),
-    clusters: perPlatformLoader<ClusterRecord[]>(registry, (p) => p.listClusters()),
-    hosts: perPlatformLoader<HostRecord[]>(registry, (p) => p.listHosts()),
-    vms: perPlatformLoader<VmRecord[]>(registry, (p) => p.listVms()),
-    vmDetails: perObjectLoader<VmDetails>(registry, (p, ids) => p.getVmDetails(ids)),
-    snapshots: perObjectLoader<SnapshotRecord[]>(registry, (p, ids) => p.getSnapshots(ids)),
-    networks: perPlatformLoader<NetworkRecord[]>(registry, (p) => p.listNetworks()),
+    datacenters: perPlatformLoader<DatacenterRecord[]>(registry, (p) => p.listDatacenters(scope)),
+    clusters: perPlatformLoader<ClusterRecord[]>(registry, (p) => p.listClusters(scope)),
+    hosts: perPlatformLoader<HostRecord[]>(registry, (p) => p.listHosts(scope)),
+    vms: perPlatformLoader<VmRecord[]>(registry, (p) => p.listVms(scope)),
+    vmDetails: perObjectLoader<VmDetails>(registry, (p, ids) => p.getVmDetails(ids, scope)),
+    snapshots: perObjectLoader<SnapshotRecord[]>(registry, (p, ids) => p.getSnapshots(ids, scope)),
+    networks: perPlatformLoader<NetworkRecord[]>(registry, (p) => p.listNetworks(scope)),
     storage,
     volumes,
     /** Every volume of a platform, indexed once per request (disks look their volume up in it). */

@@ -5,13 +5,15 @@ import type { PlatformKind, PlatformState } from '../model/platform.js';
 import type { SnapshotRecord } from '../model/snapshot.js';
 import type { StorageRecord, StorageVolumeRecord } from '../model/storage.js';
 import type { VmDetails, VmRecord } from '../model/vm.js';
+import type { RequestScope } from './request-scope.js';
 
 /**
  * What every platform implements. Methods that take a list of native IDs are
  * batch functions in DataLoader's sense: they return one entry per ID, in
  * order, with an Error at the index of an ID that failed (only that ID fails).
  * List methods return the whole inventory of the platform in a number of
- * upstream calls that does not depend on its size.
+ * upstream calls that does not depend on its size. `scope` lets the reads of
+ * one request share intermediate results.
  */
 export interface Provider {
   readonly id: string;
@@ -25,13 +27,13 @@ export interface Provider {
   state(): PlatformState;
 
   /** Datacenters and clusters: vSphere's; empty elsewhere. */
-  listDatacenters(): Promise<DatacenterRecord[]>;
-  listClusters(): Promise<ClusterRecord[]>;
-  listHosts(): Promise<HostRecord[]>;
-  listVms(): Promise<VmRecord[]>;
-  getVmDetails(vmNativeIds: readonly string[]): Promise<(VmDetails | Error)[]>;
-  getSnapshots(vmNativeIds: readonly string[]): Promise<(SnapshotRecord[] | Error)[]>;
-  listNetworks(): Promise<NetworkRecord[]>;
-  listStorage(): Promise<StorageRecord[]>;
-  getVolumes(poolNativeIds: readonly string[]): Promise<(StorageVolumeRecord[] | Error)[]>;
+  listDatacenters(scope: RequestScope): Promise<DatacenterRecord[]>;
+  listClusters(scope: RequestScope): Promise<ClusterRecord[]>;
+  listHosts(scope: RequestScope): Promise<HostRecord[]>;
+  listVms(scope: RequestScope): Promise<VmRecord[]>;
+  getVmDetails(vmNativeIds: readonly string[], scope: RequestScope): Promise<(VmDetails | Error)[]>;
+  getSnapshots(vmNativeIds: readonly string[], scope: RequestScope): Promise<(SnapshotRecord[] | Error)[]>;
+  listNetworks(scope: RequestScope): Promise<NetworkRecord[]>;
+  listStorage(scope: RequestScope): Promise<StorageRecord[]>;
+  getVolumes(poolNativeIds: readonly string[], scope: RequestScope): Promise<(StorageVolumeRecord[] | Error)[]>;
 }

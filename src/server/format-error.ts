@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 
 import { PlatformUnavailableError } from '../datasources/platform-connection.js';
 import { isLibvirtError } from '../datasources/libvirt/errors.js';
+import { VimFault, VsphereTransportError } from '../datasources/vsphere/errors.js';
 import { ErrorCode, GatewayError, isClientFacingCode } from '../errors.js';
 import { isTokenLimitError } from './limits.js';
 
@@ -50,6 +51,17 @@ export function formatError(formatted: GraphQLFormattedError, error: unknown, lo
       ...where,
       extensions: { code: ErrorCode.UPSTREAM_ERROR, libvirtCode: libvirt.code },
     };
+  }
+
+  const vim = chain.find((e): e is VimFault => e instanceof VimFault);
+  if (vim) {
+    logger.warn({ err: vim, path: formatted.path }, 'vSphere fault in a response');
+    return { message: `vSphere: ${vim.message}`, ...where, extensions: { code: ErrorCode.UPSTREAM_ERROR, vimFault: vim.faultType } };
+  }
+  const transport = chain.find((e): e is VsphereTransportError => e instanceof VsphereTransportError);
+  if (transport) {
+    logger.warn({ err: transport, path: formatted.path }, 'vSphere transport error in a response');
+    return { message: `vSphere: ${transport.message}`, ...where, extensions: { code: ErrorCode.UPSTREAM_ERROR, transport: transport.failure } };
   }
 
   const code = formatted.extensions?.['code'];

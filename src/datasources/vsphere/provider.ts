@@ -10,6 +10,7 @@ import type { StorageRecord, StorageVolumeRecord } from '../../model/storage.js'
 import type { VmDetails, VmRecord } from '../../model/vm.js';
 import { PlatformConnection } from '../platform-connection.js';
 import type { Provider } from '../provider.js';
+import type { RequestScope } from '../request-scope.js';
 import { isVsphereAuthFailure, isVsphereConnectionFailure } from './errors.js';
 import {
   DATASTORE_SPEC,
@@ -36,7 +37,6 @@ export class VsphereProvider implements Provider {
   readonly id: string;
   readonly uri: string;
   private readonly connection: PlatformConnection<VsphereSession>;
-  private treeInFlight: Promise<InventoryTree> | null = null;
 
   constructor(config: VspherePlatformConfig, logger: Logger) {
     this.id = config.id;
@@ -88,29 +88,23 @@ export class VsphereProvider implements Provider {
     return this.connection.use(fn);
   }
 
-  /**
-   * Folders, datacenters, clusters and resource pools with their parents.
-   * Listings that run at the same time share one retrieval.
-   */
-  private tree(): Promise<InventoryTree> {
-    this.treeInFlight ??= this.connection
-      .use(async (s) => new InventoryTree(this.id, await s.retrieveAll(TREE_SPECS)))
-      .finally(() => {
-        this.treeInFlight = null;
-      });
-    return this.treeInFlight;
+  /** Folders, datacenters, clusters and resource pools with their parents: read once per request. */
+  private tree(scope: RequestScope): Promise<InventoryTree> {
+    return scope.memo(`${this.id}:tree`, () =>
+      this.connection.use(async (s) => new InventoryTree(this.id, await s.retrieveAll(TREE_SPECS))),
+    );
   }
 
-  async listDatacenters(): Promise<DatacenterRecord[]> {
-    return (await this.tree()).datacenters;
+  async listDatacenters(scope: RequestScope): Promise<DatacenterRecord[]> {
+    return (await this.tree(scope)).datacenters;
   }
 
-  async listClusters(): Promise<ClusterRecord[]> {
-    return (await this.tree()).clusters;
+  async listClusters(scope: RequestScope): Promise<ClusterRecord[]> {
+    return (await this.tree(scope)).clusters;
   }
 
-  async listHosts(): Promise<HostRecord[]> {
-    const [hosts, tree] = await Promise.all([this.connection.use((s) => s.retrieveAll([HOST_SPEC])), this.tree()]);
+  async listHosts(scope: RequestScope): Promise<HostRecord[]> {
+    const [hosts, tree] = await Promise.all([this.connection.use((s) => s.retrieveAll([HOST_SPEC])), this.tree(scope)]);
     return hosts.map((h) => hostRecord(this.id, h, tree));
   }
 
@@ -118,8 +112,8 @@ export class VsphereProvider implements Provider {
     return this.connection.use(async (s) => (await s.retrieveAll([VM_LIST_SPEC])).map((o) => vmRecord(this.id, o)));
   }
 
-  async getVmDetails(ids: readonly string[]): Promise<(VmDetails | Error)[]> {
-    const [objects, tree] = await Promise.all([this.vmObjects(ids, VM_DETAIL_SPEC.paths), this.tree()]);
+  async getVmDetails(ids: readonly string[], scope: RequestScope): Promise<(VmDetails | Error)[]> {
+    const [objects, tree] = await Promise.all([this.vmObjects(ids, VM_DETAIL_SPEC.paths), this.tree(scope)]);
     return ids.map((id) => {
       const o = objects.get(id);
       return o ? vmDetails(o, tree) : notFound(id);
@@ -145,13 +139,13 @@ export class VsphereProvider implements Provider {
     return new Map(objects.filter((o) => !o.missing.some((m) => m.fault === 'ManagedObjectNotFound')).map((o) => [o.obj.value, o]));
   }
 
-  async listNetworks(): Promise<NetworkRecord[]> {
-    const [nets, tree] = await Promise.all([this.connection.use((s) => s.retrieveAll(NETWORK_SPECS)), this.tree()]);
+  async listNetworks(scope: RequestScope): Promise<NetworkRecord[]> {
+    const [nets, tree] = await Promise.all([this.connection.use((s) => s.retrieveAll(NETWORK_SPECS)), this.tree(scope)]);
     return nets.map((n) => networkRecord(this.id, n, tree));
   }
 
-  async listStorage(): Promise<StorageRecord[]> {
-    const [stores, tree] = await Promise.all([this.connection.use((s) => s.retrieveAll([DATASTORE_SPEC])), this.tree()]);
+  async listStorage(scope: RequestScope): Promise<StorageRecord[]> {
+    const [stores, tree] = await Promise.all([this.connection.use((s) => s.retrieveAll([DATASTORE_SPEC])), this.tree(scope)]);
     return stores.map((d) => datastoreRecord(this.id, d, tree));
   }
 

@@ -81,8 +81,8 @@ export class SoapClient {
     return { total: [...this.counts.values()].reduce((a, b) => a + b, 0), byMethod: Object.fromEntries(this.counts) };
   }
 
-  /** Requests in flight and waiting. */
-  load(): { active: number; waiting: number } {
+  /** Requests in flight, their peak, and requests waiting. */
+  load(): { active: number; peak: number; waiting: number } {
     return this.gate.load();
   }
 
