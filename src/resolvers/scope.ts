@@ -1,6 +1,7 @@
 import type DataLoader from 'dataloader';
 
-import { PlatformUnavailableError, errorMessage } from '../datasources/platform-connection.js';
+import { GraphQLError } from 'graphql';
+
 import { ErrorCode, GatewayError } from '../errors.js';
 import { decodeIdOf } from '../model/ids.js';
 import { type Page, type PageArgs, paginate } from './pagination.js';
@@ -24,16 +25,17 @@ export function platformsInScope(ctx: GatewayContext, platformIds: readonly stri
   });
 }
 
-/** Records that a platform could not answer, once per platform and request. */
+/**
+ * Records that a platform could not answer, once per platform and request.
+ * The entry keeps its cause's code (PLATFORM_UNAVAILABLE, UPSTREAM_ERROR, ...)
+ * and names the platform in `extensions.platformId`.
+ */
 export function reportUnavailable(ctx: GatewayContext, platformId: string, error: unknown): void {
   const already = ctx.partialErrors.some((e) => e.extensions['platformId'] === platformId);
   if (already) return;
-  const message =
-    error instanceof PlatformUnavailableError
-      ? error.message
-      : `Platform "${platformId}" could not answer: ${errorMessage(error)}`;
   ctx.logger.warn({ platform: platformId, err: error }, 'platform left out of a response');
-  ctx.partialErrors.push(new GatewayError(ErrorCode.PLATFORM_UNAVAILABLE, message, { platformId }));
+  const cause = error instanceof Error ? error : new Error(String(error));
+  ctx.partialErrors.push(new GraphQLError(cause.message, { originalError: cause, extensions: { platformId } }));
 }
 
 /**

@@ -25,6 +25,13 @@ function causes(error: unknown): unknown[] {
  * with INTERNAL_SERVER_ERROR, and is logged in full.
  */
 export function formatError(formatted: GraphQLFormattedError, error: unknown, logger: Logger): GraphQLFormattedError {
+  const out = classify(formatted, error, logger);
+  // Errors about one platform (partial data) name it, whatever their code.
+  const platformId = formatted.extensions?.['platformId'];
+  return typeof platformId === 'string' ? { ...out, extensions: { ...out.extensions, platformId } } : out;
+}
+
+function classify(formatted: GraphQLFormattedError, error: unknown, logger: Logger): GraphQLFormattedError {
   const where = { locations: formatted.locations, path: formatted.path };
   const chain = causes(error);
 
