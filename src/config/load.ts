@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 
 import { type Config, configSchema } from './schema.js';
+import { SecretError, decryptSecret, secretKeysFrom } from './secrets.js';
 
 /** A configuration that cannot be used; the message names the key and why. */
 export class ConfigError extends Error {
@@ -45,8 +46,23 @@ export function loadConfig(opts: LoadOptions = {}): { config: Config; source: st
     raw = structuredClone(EMBEDDED_DEFAULT);
     source = 'embedded default';
   }
-  const config = validateConfig(applyEnv(raw, env), source);
+  const config = decryptPasswords(validateConfig(applyEnv(raw, env), source), env, source);
   return { config, source };
+}
+
+/** Replaces encrypted passwords (enc:v1:...) by their plain text, in memory only. */
+export function decryptPasswords(config: Config, env: NodeJS.ProcessEnv, source = 'config'): Config {
+  const keys = secretKeysFrom(env);
+  const platforms = config.platforms.map((p, i) => {
+    if (p.password === undefined) return p;
+    try {
+      return { ...p, password: decryptSecret(p.password, keys) };
+    } catch (e) {
+      if (e instanceof SecretError) throw new ConfigError(`invalid configuration (${source}):\n  platforms[${i}].password: ${e.message}`);
+      throw e;
+    }
+  });
+  return { ...config, platforms };
 }
 
 export function validateConfig(raw: unknown, source = 'config'): Config {
