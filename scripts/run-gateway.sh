@@ -1,8 +1,30 @@
 #!/usr/bin/env bash
-# Sets everything up, then runs the gateway (embedded default: the libvirt
-# test driver on http://127.0.0.1:4000/graphql). Arguments go to the gateway,
-# for example: --config gateway.yaml
+# Sets everything up, then runs the gateway. Arguments go to the gateway, for
+# example: --config gateway.yaml. Without a configuration it serves the
+# embedded default: libvirt's test driver and VMware's vCenter simulator,
+# which this script starts on 127.0.0.1:8989 and which exits with the gateway.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
+
+if [ "$#" -eq 0 ] && [ -z "${VIRT_GRAPH_CONFIG:-}" ]; then
+  mkdir -p .cache/vcsim
+  rm -f .cache/vcsim/ready
+  .cache/bin/vcsim-fixture -listen 127.0.0.1:8989 -username user -password pass \
+    -cert .cache/vcsim/cert.pem -exit-with $$ -exit-on-stdin-close=false \
+    -dc 1 -cluster 1 -cluster-host 3 -host 1 -vm 2 -ds 2 -pg 2 \
+    > .cache/vcsim/ready 2> .cache/vcsim/vcsim.log < /dev/null &
+  for _ in $(seq 1 100); do
+    [ -s .cache/vcsim/ready ] && break
+    kill -0 $! 2>/dev/null || break
+    sleep 0.1
+  done
+  if [ -s .cache/vcsim/ready ]; then
+    echo "[run-gateway] vCenter simulator on https://127.0.0.1:8989/sdk" >&2
+  else
+    echo "[run-gateway] the vCenter simulator did not start (see .cache/vcsim/vcsim.log); its platform will show as UNREACHABLE" >&2
+  fi
+fi
+
+# exec keeps this PID, so the simulator (-exit-with) stops with the gateway.
 exec node_modules/.bin/tsx src/main.ts "$@"

@@ -28,6 +28,7 @@ describe('configuration', () => {
     expect(source).toBe('embedded default');
     expect(config.platforms).toEqual([
       expect.objectContaining({ id: 'libvirt-test', kind: 'libvirt', uri: 'test:///default', readOnly: false }),
+      expect.objectContaining({ id: 'vcsim', kind: 'vsphere', url: 'https://127.0.0.1:8989/sdk', insecure: false }),
     ]);
     expect(config.server).toMatchObject({ host: '127.0.0.1', port: 4000, path: '/graphql' });
     expect(config.limits).toMatchObject({ maxDepth: 12, maxAliases: 30, maxTokens: 5000, maxCost: 50000, defaultPageSize: 50 });

@@ -7,11 +7,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { closedPort } from './helpers/gateway.js';
 
-// The gateway as a user runs it: `npm start` with the embedded default.
-const TSX = join(process.cwd(), 'node_modules/.bin/tsx');
-
+// The gateway as a user runs it: README command 1 (scripts/run-gateway.sh),
+// which serves the embedded default with a local vCenter simulator.
 function run(args: string[], env: Record<string, string>): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {
-  const child = spawn(TSX, ['src/main.ts', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn('bash', ['scripts/run-gateway.sh', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
@@ -46,16 +45,26 @@ describe('the gateway process', () => {
     if (gateway.child.exitCode === null) gateway.child.kill('SIGKILL');
   });
 
-  it('answers the README query with the test driver domains', async () => {
+  it('connects the libvirt test driver and the local vCenter simulator', async () => {
+    const ready = (await (await fetch(`${base}/readyz`)).json()) as { platforms: { id: string; status: string }[] };
+    expect(ready.platforms).toEqual([
+      { id: 'libvirt-test', status: 'CONNECTED' },
+      { id: 'vcsim', status: 'CONNECTED' },
+    ]);
+  });
+
+  it('answers the README query with the domains and VMs of both', async () => {
     const res = await fetch(`${base}/graphql`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ query: '{ virtualMachines(first: 5) { totalCount edges { node { name powerState host { name } } } } }' }),
     });
     expect(res.status).toBe(200);
-    const body = (await res.json()) as { data: { virtualMachines: { totalCount: number; edges: { node: { name: string; powerState: string } }[] } } };
-    expect(body.data.virtualMachines.totalCount).toBe(1);
-    expect(body.data.virtualMachines.edges[0]!.node).toMatchObject({ name: 'test', powerState: 'ON' });
+    const body = (await res.json()) as { errors?: unknown; data: { virtualMachines: { totalCount: number; edges: { node: { name: string; powerState: string } }[] } } };
+    expect(body.errors).toBeUndefined();
+    // The test driver's one domain and the simulator's four VMs.
+    expect(body.data.virtualMachines.totalCount).toBe(5);
+    expect(body.data.virtualMachines.edges.map((e) => e.node.name)).toContain('test');
   });
 
   it('serves the explorer page and its assets from local files', async () => {
@@ -74,7 +83,7 @@ describe('the gateway process', () => {
   it('answers health probes', async () => {
     expect(await (await fetch(`${base}/healthz`)).json()).toEqual({ status: 'ok' });
     const ready = (await (await fetch(`${base}/readyz`)).json()) as { status: string; platforms: unknown[] };
-    expect(ready).toMatchObject({ status: 'ready', platforms: [{ id: 'libvirt-test', status: 'CONNECTED' }] });
+    expect(ready).toMatchObject({ status: 'ready', phase: 'serving' });
     expect((await fetch(`${base}/nothing-here`)).status).toBe(404);
   });
 
@@ -85,10 +94,20 @@ describe('the gateway process', () => {
     expect(listening).toMatchObject({ level: 30, service: 'virt-graph', url: `${base}/graphql` });
   });
 
-  it('shuts down gracefully on SIGTERM', async () => {
+  it('shuts down gracefully on SIGTERM, and the simulator with it', async () => {
     gateway.child.kill('SIGTERM');
     expect(await gateway.exited).toBe(0);
     expect(gateway.output()).toContain('gateway stopped');
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const open = await fetch('https://127.0.0.1:8989/sdk').then(
+        () => true,
+        (e: { cause?: { code?: string } }) => e.cause?.code !== 'ECONNREFUSED',
+      );
+      if (!open) break;
+      if (Date.now() > deadline) throw new Error('the simulator outlived the gateway');
+      await new Promise((r) => setTimeout(r, 200));
+    }
   });
 });
 

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 
 import { parse as parseYaml } from 'yaml';
 
@@ -13,10 +14,25 @@ export class ConfigError extends Error {
   }
 }
 
-/** Used when no file is given: the libvirt test driver, so a newcomer sees a working graph. */
+/** Where scripts/run-gateway.sh serves VMware's vCenter simulator for the embedded default. */
+export const DEMO_VCSIM = {
+  url: 'https://127.0.0.1:8989/sdk',
+  username: 'user',
+  password: 'pass',
+  caFile: fileURLToPath(new URL('../../.cache/vcsim/cert.pem', import.meta.url)),
+};
+
+/**
+ * Used when no file is given, so a newcomer sees a working graph: libvirt's
+ * test driver, and the local vCenter simulator that scripts/run-gateway.sh
+ * starts (without it, that platform shows as UNREACHABLE and the rest serves).
+ */
 export const EMBEDDED_DEFAULT = {
-  platforms: [{ id: 'libvirt-test', kind: 'libvirt', uri: 'test:///default' }],
-} as const;
+  platforms: [
+    { id: 'libvirt-test', kind: 'libvirt', uri: 'test:///default' },
+    { id: 'vcsim', kind: 'vsphere', ...DEMO_VCSIM },
+  ],
+};
 
 export interface LoadOptions {
   /** Path from `--config`; falls back to VIRT_GRAPH_CONFIG. */
