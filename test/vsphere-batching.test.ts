@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import type { VsphereProvider } from '../src/datasources/vsphere/provider.js';
 import { type TestGateway, startTestGateway } from './helpers/gateway.js';
+import { startSoapProxy } from './helpers/soap-proxy.js';
 import { type Vcsim, startVcsim } from './helpers/vcsim.js';
 
 // Listing N VMs with their host, cluster, datacenter, datastores and networks
@@ -24,6 +25,7 @@ const QUERY = `query($n: Int) {
 }`;
 
 const running: { gw: TestGateway; sim: Vcsim }[] = [];
+const cleanupProxies: { close(): Promise<void> }[] = [];
 
 async function soapCallsFor(vmsPerPool: number): Promise<{ vms: number; total: number; byMethod: Record<string, number> }> {
   // One cluster and one standalone host: two resource pools of vmsPerPool VMs each.
@@ -50,6 +52,7 @@ afterAll(async () => {
     await gw.close();
     await sim.stop();
   }
+  for (const p of cleanupProxies) await p.close();
 });
 
 describe('SOAP calls do not grow with the number of VMs', () => {
@@ -71,5 +74,27 @@ describe('SOAP calls do not grow with the number of VMs', () => {
     // each over a container view created once per session.
     expect(small.byMethod['RetrievePropertiesEx']).toBeLessThanOrEqual(7);
     expect(small.byMethod['ContinueRetrievePropertiesEx'] ?? 0).toBe(0);
+  });
+});
+
+describe('paging through the property collector', () => {
+  it('continues with ContinueRetrievePropertiesEx until every object is read', async () => {
+    const sim = await startVcsim({ dc: 1, cluster: 1, clusterHost: 1, host: 1, vm: 10 });
+    // vcsim answers in one piece; the proxy pages its real answer as vCenter would.
+    const proxy = await startSoapProxy(sim.url, sim.certFile, 3);
+    proxy.setMode('page');
+    const gw = await startTestGateway({
+      platforms: [{ id: 'vc', kind: 'vsphere', url: proxy.url, username: sim.username, password: sim.password, pageSize: 3 }],
+    });
+    running.push({ gw, sim });
+    cleanupProxies.push(proxy);
+    const res = await gw.query<{ virtualMachines: { totalCount: number; nodes: { name: string }[] } }>(
+      '{ virtualMachines(first: 100) { totalCount nodes { name } } }',
+    );
+    expect(res.errors).toBeUndefined();
+    expect(res.data!.virtualMachines.nodes.map((n) => n.name).sort()).toEqual(Object.values(sim.oracle.vms).map((v) => v.name).sort());
+    const counts = await (gw.registry.get('vc') as VsphereProvider).withSession(async (s) => s.client.callCounts().byMethod);
+    // 20 VMs in pages of 3: one RetrievePropertiesEx and six continuations.
+    expect(counts['ContinueRetrievePropertiesEx']).toBe(6);
   });
 });

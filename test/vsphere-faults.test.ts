@@ -167,6 +167,16 @@ describe('vSphere faults', () => {
     await until(async () => (await status(gw)).status === 'CONNECTED', 'the platform to reconnect');
   });
 
+  it('keeps the session alive with CurrentTime while idle', async () => {
+    const sim = await simulator();
+    const gw = await gateway([vc(sim, { keepAliveMs: 1_000 })]);
+    const provider = gw.registry.get('vc') as VsphereProvider;
+    await new Promise((r) => setTimeout(r, 2_300));
+    const counts = await provider.withSession(async (s) => s.client.callCounts().byMethod);
+    expect(counts['CurrentTime']).toBeGreaterThanOrEqual(2);
+    expect(counts['Login']).toBe(1);
+  });
+
   it('shares one session across requests and caps SOAP requests in flight without refusing any', async () => {
     const sim = await simulator({ vm: 3 });
     const gw = await gateway([vc(sim, { maxConcurrentRequests: 2 })]);

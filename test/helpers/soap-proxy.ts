@@ -4,20 +4,52 @@ import type { AddressInfo } from 'node:net';
 
 import { Agent, request } from 'undici';
 
-export type ProxyMode = 'pass' | 'truncate' | 'html';
+const ENVELOPE_HEAD =
+  '<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">';
+
+export type ProxyMode = 'pass' | 'truncate' | 'html' | 'page';
 
 /**
  * A plain-HTTP loopback proxy in front of a real simulator that can spoil
- * its answers on demand: the one failure vcsim cannot produce by itself.
+ * its answers on demand, a failure vcsim cannot produce by itself. In 'page'
+ * mode it splits RetrievePropertiesEx results into pages of `pageSize`
+ * objects with continuation tokens, as vCenter does and vcsim 0.24 does not.
  */
-export async function startSoapProxy(target: string, caFile: string): Promise<{ url: string; setMode(m: ProxyMode, method?: string): void; close(): Promise<void> }> {
+export async function startSoapProxy(
+  target: string,
+  caFile: string,
+  pageSize = 3,
+): Promise<{ url: string; setMode(m: ProxyMode, method?: string): void; pagesServed(): number; close(): Promise<void> }> {
   const dispatcher = new Agent({ connect: { ca: readFileSync(caFile, 'utf8') } });
   let mode: ProxyMode = 'pass';
   let onlyMethod: string | undefined;
+  const pending = new Map<string, string[]>();
+  let tokens = 0;
+  let served = 0;
+  const page = (envelopeHead: string, method: string, objects: string[]): string => {
+    const now = objects.slice(0, pageSize);
+    const rest = objects.slice(pageSize);
+    let token = '';
+    if (rest.length > 0) {
+      tokens += 1;
+      pending.set(String(tokens), rest);
+      token = `<token>${tokens}</token>`;
+    }
+    served += 1;
+    return `${envelopeHead}<soapenv:Body><${method}Response xmlns="urn:vim25"><returnval>${token}${now.join('')}</returnval></${method}Response></soapenv:Body></soapenv:Envelope>`;
+  };
   const server: Server = createServer(async (req, res) => {
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);
     const body = Buffer.concat(chunks).toString('utf8');
+    if (mode === 'page' && body.includes('<ContinueRetrievePropertiesEx ')) {
+      const token = /<token>([^<]*)<\/token>/.exec(body)?.[1] ?? '';
+      const rest = pending.get(token) ?? [];
+      pending.delete(token);
+      res.writeHead(200, { 'content-type': 'text/xml; charset=utf-8' });
+      res.end(page(ENVELOPE_HEAD, 'ContinueRetrievePropertiesEx', rest));
+      return;
+    }
     const headers: Record<string, string> = {};
     for (const [k, v] of Object.entries(req.headers)) if (typeof v === 'string' && k !== 'host') headers[k] = v;
     const upstream = await request(target, { method: 'POST', headers, body, dispatcher });
@@ -25,7 +57,15 @@ export async function startSoapProxy(target: string, caFile: string): Promise<{ 
     const cookie = upstream.headers['set-cookie'];
     if (cookie) res.setHeader('set-cookie', cookie);
     const spoil = mode !== 'pass' && (!onlyMethod || body.includes(`<${onlyMethod} `));
-    if (spoil && mode === 'html') {
+    if (mode === 'page' && body.includes('<RetrievePropertiesEx ') && upstream.statusCode === 200) {
+      const objects = text.match(/<objects>[\s\S]*?<\/objects>/g) ?? [];
+      const head = /^[\s\S]*?<soapenv:Envelope[^>]*>/.exec(text)?.[0] ?? ENVELOPE_HEAD;
+      res.writeHead(200, { 'content-type': 'text/xml; charset=utf-8' });
+      res.end(page(head, 'RetrievePropertiesEx', objects));
+    } else if (spoil && mode === 'page') {
+      res.writeHead(upstream.statusCode, { 'content-type': 'text/xml; charset=utf-8' });
+      res.end(text);
+    } else if (spoil && mode === 'html') {
       res.writeHead(200, { 'content-type': 'text/html' });
       res.end('<html><body>Service Unavailable</body></html>');
     } else if (spoil) {
@@ -44,6 +84,7 @@ export async function startSoapProxy(target: string, caFile: string): Promise<{ 
       mode = m;
       onlyMethod = method;
     },
+    pagesServed: () => served,
     close: async () => {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
