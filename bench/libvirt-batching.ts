@@ -4,6 +4,8 @@
 // are for orientation only.
 import { pino } from 'pino';
 
+import { median } from './median.js';
+
 import { validateConfig } from '../src/config/load.js';
 import { LibvirtClient } from '../src/datasources/libvirt/client.js';
 import type { LibvirtProvider } from '../src/datasources/libvirt/provider.js';
@@ -12,17 +14,6 @@ import { writeEstate } from '../test/fixtures/libvirt-estate.js';
 
 const ROUNDS = 5;
 
-async function median(fn: () => Promise<unknown>): Promise<number> {
-  await fn(); // warm-up
-  const times: number[] = [];
-  for (let i = 0; i < ROUNDS; i++) {
-    const t = process.hrtime.bigint();
-    await fn();
-    times.push(Number(process.hrtime.bigint() - t) / 1e6);
-  }
-  times.sort((a, b) => a - b);
-  return times[Math.floor(times.length / 2)] as number;
-}
 
 const fmt = (ms: number) => `${ms.toFixed(1)} ms`;
 

@@ -3,6 +3,8 @@
 // the whole GraphQL listing. Ratios are against the baseline of the same run.
 import { pino } from 'pino';
 
+import { median } from './median.js';
+
 import { validateConfig } from '../src/config/load.js';
 import type { VsphereProvider } from '../src/datasources/vsphere/provider.js';
 import { VM_DETAIL_SPEC } from '../src/datasources/vsphere/mapping.js';
@@ -12,17 +14,6 @@ import { startVcsim } from '../test/helpers/vcsim.js';
 
 const ROUNDS = 5;
 
-async function median(fn: () => Promise<unknown>): Promise<number> {
-  await fn();
-  const times: number[] = [];
-  for (let i = 0; i < ROUNDS; i++) {
-    const t = process.hrtime.bigint();
-    await fn();
-    times.push(Number(process.hrtime.bigint() - t) / 1e6);
-  }
-  times.sort((a, b) => a - b);
-  return times[Math.floor(times.length / 2)] as number;
-}
 
 const sim = await startVcsim({ dc: 1, cluster: 1, clusterHost: 2, host: 1, vm: 250 });
 try {
@@ -55,9 +46,9 @@ try {
   };
   const provider = gw.registry.get('vc') as VsphereProvider;
   await run();
-  const before = await provider.withSession(async (s) => s.client.callCounts().total);
+  const before = await provider.withClient(async (s) => s.client.callCounts().total);
   const ms = await median(run);
-  const after = await provider.withSession(async (s) => s.client.callCounts().total);
+  const after = await provider.withClient(async (s) => s.client.callCounts().total);
   console.log(
     `GraphQL listing of ${refs.length} VMs with host, cluster, datastores, networks, disks, snapshots: ${ms.toFixed(1)} ms ` +
       `(${(ms / refs.length).toFixed(3)} ms/VM); ${(after - before) / (ROUNDS + 1)} SOAP calls per query`,

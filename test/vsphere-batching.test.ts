@@ -36,7 +36,7 @@ async function soapCallsFor(vmsPerPool: number): Promise<{ vms: number; total: n
   });
   running.push({ gw, sim });
   const provider = gw.registry.get('vc') as VsphereProvider;
-  const counts = () => provider.withSession(async (s) => s.client.callCounts());
+  const counts = () => provider.withClient(async (s) => s.client.callCounts());
   const before = await counts();
   const res = await gw.query<{ virtualMachines: { totalCount: number; edges: unknown[] } }>(QUERY, { n: 1000 });
   const after = await counts();
@@ -93,7 +93,7 @@ describe('paging through the property collector', () => {
     );
     expect(res.errors).toBeUndefined();
     expect(res.data!.virtualMachines.nodes.map((n) => n.name).sort()).toEqual(Object.values(sim.oracle.vms).map((v) => v.name).sort());
-    const counts = await (gw.registry.get('vc') as VsphereProvider).withSession(async (s) => s.client.callCounts().byMethod);
+    const counts = await (gw.registry.get('vc') as VsphereProvider).withClient(async (s) => s.client.callCounts().byMethod);
     // 20 VMs in pages of 3: one RetrievePropertiesEx and six continuations.
     expect(counts['ContinueRetrievePropertiesEx']).toBe(6);
   });

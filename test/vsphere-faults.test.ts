@@ -58,7 +58,7 @@ async function until(check: () => Promise<boolean>, what: string, ms = 15_000): 
 }
 
 const loginsOf = (gw: TestGateway) =>
-  (gw.registry.get('vc') as VsphereProvider).withSession(async (s) => s.client.callCounts().byMethod['Login'] ?? 0);
+  (gw.registry.get('vc') as VsphereProvider).withClient(async (s) => s.client.callCounts().byMethod['Login'] ?? 0);
 
 describe('vSphere faults', () => {
   it('shows refused credentials as AUTH_FAILED and does not retry them', async () => {
@@ -114,7 +114,7 @@ describe('vSphere faults', () => {
     const gw = await gateway([vc(sim)]);
     expect(await loginsOf(gw)).toBe(1);
     const provider = gw.registry.get('vc') as VsphereProvider;
-    const key = await provider.withSession(async (s) => s.sessionKey);
+    const key = await provider.withClient(async (s) => s.sessionKey);
     const admin = await VsphereSession.open({ url: sim.url, username: sim.username, password: sim.password, caFile: sim.certFile, logger: pino({ level: 'silent' }) });
     await terminateSession(admin.client, admin.content, [key]);
     await admin.close();
@@ -172,7 +172,7 @@ describe('vSphere faults', () => {
     const gw = await gateway([vc(sim, { keepAliveMs: 1_000 })]);
     const provider = gw.registry.get('vc') as VsphereProvider;
     await new Promise((r) => setTimeout(r, 2_300));
-    const counts = await provider.withSession(async (s) => s.client.callCounts().byMethod);
+    const counts = await provider.withClient(async (s) => s.client.callCounts().byMethod);
     expect(counts['CurrentTime']).toBeGreaterThanOrEqual(2);
     expect(counts['Login']).toBe(1);
   });
@@ -187,7 +187,7 @@ describe('vSphere faults', () => {
     );
     expect(results.every((r) => r.errors === undefined)).toBe(true);
     const provider = gw.registry.get('vc') as VsphereProvider;
-    const load = await provider.withSession(async (s) => s.client.load());
+    const load = await provider.withClient(async (s) => s.client.load());
     expect(load.peak).toBe(2);
     expect(load.waiting).toBe(0);
     expect(await loginsOf(gw)).toBe(1);

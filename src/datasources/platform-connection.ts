@@ -157,3 +157,29 @@ export class PlatformConnection<C> {
 export function errorMessage(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
+
+/**
+ * What every provider shares: a platform ID, an endpoint, and a connection
+ * whose life cycle (start, stop, state) it exposes as the Provider interface
+ * asks. Subclasses read through `connection.use`.
+ */
+export abstract class ConnectedProvider<C> {
+  protected abstract readonly connection: PlatformConnection<C>;
+
+  start(): Promise<void> {
+    return this.connection.start();
+  }
+
+  stop(): Promise<void> {
+    return this.connection.stop();
+  }
+
+  state(): PlatformState {
+    return this.connection.state();
+  }
+
+  /** The live client (a libvirt connection, a vSphere session), for tests that count calls. */
+  withClient<T>(fn: (client: C) => Promise<T>): Promise<T> {
+    return this.connection.use(fn);
+  }
+}

@@ -5,11 +5,10 @@ import type { HostRecord } from '../../model/host.js';
 import type { ClusterRecord, DatacenterRecord } from '../../model/inventory.js';
 import { childNativeId } from '../../model/ids.js';
 import type { NetworkRecord } from '../../model/network.js';
-import type { PlatformState } from '../../model/platform.js';
 import type { SnapshotRecord } from '../../model/snapshot.js';
 import type { StoragePoolRecord, StorageVolumeRecord } from '../../model/storage.js';
 import type { VmDetails, VmRecord } from '../../model/vm.js';
-import { PlatformConnection } from '../platform-connection.js';
+import { ConnectedProvider, PlatformConnection } from '../platform-connection.js';
 import type { Provider } from '../provider.js';
 import { DomainStats, ListDomainsFlags } from './addon.js';
 import { LibvirtClient } from './client.js';
@@ -18,15 +17,16 @@ import { domainState, formatVersion, poolState, snapshotPowerState, volumeType }
 import { parseDomainXml, parseNetworkXml, parsePoolXml, parseSnapshotXml, parseVolumeXml } from './xml.js';
 
 /** One libvirt connection (one host) as a platform. */
-export class LibvirtProvider implements Provider {
+export class LibvirtProvider extends ConnectedProvider<LibvirtClient> implements Provider {
   readonly kind = 'LIBVIRT' as const;
   readonly id: string;
   readonly uri: string;
-  private readonly connection: PlatformConnection<LibvirtClient>;
+  protected readonly connection: PlatformConnection<LibvirtClient>;
   /** The host's name as read at connect; the native ID of the platform's single host. */
   private hostName = '';
 
   constructor(config: LibvirtPlatformConfig, logger: Logger) {
+    super();
     this.id = config.id;
     this.uri = config.uri;
     this.connection = new PlatformConnection({
@@ -59,22 +59,7 @@ export class LibvirtProvider implements Provider {
     });
   }
 
-  start(): Promise<void> {
-    return this.connection.start();
-  }
 
-  stop(): Promise<void> {
-    return this.connection.stop();
-  }
-
-  state(): PlatformState {
-    return this.connection.state();
-  }
-
-  /** The live client, for tests that count calls. */
-  withClient<T>(fn: (client: LibvirtClient) => Promise<T>): Promise<T> {
-    return this.connection.use(fn);
-  }
 
   /** libvirt has no datacenters or clusters. */
   async listDatacenters(): Promise<DatacenterRecord[]> {

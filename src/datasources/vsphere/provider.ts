@@ -4,11 +4,10 @@ import type { VspherePlatformConfig } from '../../config/schema.js';
 import type { HostRecord } from '../../model/host.js';
 import type { ClusterRecord, DatacenterRecord } from '../../model/inventory.js';
 import type { NetworkRecord } from '../../model/network.js';
-import type { PlatformState } from '../../model/platform.js';
 import type { SnapshotRecord } from '../../model/snapshot.js';
 import type { StorageRecord, StorageVolumeRecord } from '../../model/storage.js';
 import type { VmDetails, VmRecord } from '../../model/vm.js';
-import { PlatformConnection } from '../platform-connection.js';
+import { ConnectedProvider, PlatformConnection } from '../platform-connection.js';
 import type { Provider } from '../provider.js';
 import type { RequestScope } from '../request-scope.js';
 import { isVsphereAuthFailure, isVsphereConnectionFailure } from './errors.js';
@@ -32,13 +31,14 @@ import { VsphereSession } from './session.js';
 import type { ObjectContent } from './vim.js';
 
 /** A vCenter or standalone ESXi host, through the vim25 SOAP API. */
-export class VsphereProvider implements Provider {
+export class VsphereProvider extends ConnectedProvider<VsphereSession> implements Provider {
   readonly kind = 'VSPHERE' as const;
   readonly id: string;
   readonly uri: string;
-  private readonly connection: PlatformConnection<VsphereSession>;
+  protected readonly connection: PlatformConnection<VsphereSession>;
 
   constructor(config: VspherePlatformConfig, logger: Logger) {
+    super();
     this.id = config.id;
     this.uri = config.url;
     this.connection = new PlatformConnection({
@@ -71,22 +71,7 @@ export class VsphereProvider implements Provider {
     });
   }
 
-  start(): Promise<void> {
-    return this.connection.start();
-  }
 
-  stop(): Promise<void> {
-    return this.connection.stop();
-  }
-
-  state(): PlatformState {
-    return this.connection.state();
-  }
-
-  /** The live session, for tests that count calls or end the session from outside. */
-  withSession<T>(fn: (session: VsphereSession) => Promise<T>): Promise<T> {
-    return this.connection.use(fn);
-  }
 
   /** Folders, datacenters, clusters and resource pools with their parents: read once per request. */
   private tree(scope: RequestScope): Promise<InventoryTree> {
