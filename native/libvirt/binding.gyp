@@ -11,6 +11,7 @@
         "src/host_ops.cc",
         "src/domain_ops.cc",
         "src/snapshot_ops.cc",
+        "src/lifecycle_ops.cc",
         "src/network_ops.cc",
         "src/storage_ops.cc"
       ],

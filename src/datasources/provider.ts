@@ -5,6 +5,7 @@ import type { PlatformKind, PlatformState } from '../model/platform.js';
 import type { SnapshotRecord } from '../model/snapshot.js';
 import type { StorageRecord, StorageVolumeRecord } from '../model/storage.js';
 import type { VmDetails, VmRecord } from '../model/vm.js';
+import type { OperationReporter, OperationResult, Unsupported, VmOperation } from './operations.js';
 import type { RequestScope } from './request-scope.js';
 
 /**
@@ -36,4 +37,12 @@ export interface Provider {
   listNetworks(scope: RequestScope): Promise<NetworkRecord[]>;
   listStorage(scope: RequestScope): Promise<StorageRecord[]>;
   getVolumes(poolNativeIds: readonly string[], scope: RequestScope): Promise<(StorageVolumeRecord[] | Error)[]>;
+
+  /** Operations this platform cannot do, each with the reason. */
+  readonly unsupported: Unsupported;
+  /**
+   * Does one operation on one VM and resolves when it is done (throws when it
+   * failed). State checks happen before; this only acts.
+   */
+  runOperation(vmNativeId: string, op: VmOperation, reporter: OperationReporter): Promise<OperationResult>;
 }

@@ -196,6 +196,10 @@ Napi::Object Connection::Init(Napi::Env env, Napi::Object exports) {
           InstanceMethod<&Connection::ListAllNetworks>("listAllNetworks"),
           InstanceMethod<&Connection::ListAllStoragePools>("listAllStoragePools"),
           InstanceMethod<&Connection::ListStorageVolumes>("listStorageVolumes"),
+          InstanceMethod<&Connection::DomainLifecycle>("domainLifecycle"),
+          InstanceMethod<&Connection::SnapshotCreate>("snapshotCreate"),
+          InstanceMethod<&Connection::SnapshotRevert>("snapshotRevert"),
+          InstanceMethod<&Connection::SnapshotDelete>("snapshotDelete"),
       });
   constructor_ = Napi::Persistent(ctor);
   constructor_.SuppressDestruct();
@@ -335,6 +339,34 @@ Napi::Value Connection::ListStorageVolumes(const Napi::CallbackInfo& info) {
   return Schedule(info.Env(), [pools = std::move(pools)](ConnState& st) {
     return vg::ListStorageVolumes(st, pools);
   });
+}
+
+Napi::Value Connection::DomainLifecycle(const Napi::CallbackInfo& info) {
+  std::string uuid = StringArg(info, 0, "uuid");
+  std::string op = StringArg(info, 1, "operation");
+  unsigned int flags = FlagsArg(info, 2);
+  return Schedule(info.Env(), [uuid, op, flags](ConnState& st) { return vg::DomainLifecycle(st, uuid, op, flags); });
+}
+
+Napi::Value Connection::SnapshotCreate(const Napi::CallbackInfo& info) {
+  std::string uuid = StringArg(info, 0, "uuid");
+  std::string xml = StringArg(info, 1, "xml");
+  unsigned int flags = FlagsArg(info, 2);
+  return Schedule(info.Env(), [uuid, xml, flags](ConnState& st) { return vg::SnapshotCreate(st, uuid, xml, flags); });
+}
+
+Napi::Value Connection::SnapshotRevert(const Napi::CallbackInfo& info) {
+  std::string uuid = StringArg(info, 0, "uuid");
+  std::string name = StringArg(info, 1, "name");
+  unsigned int flags = FlagsArg(info, 2);
+  return Schedule(info.Env(), [uuid, name, flags](ConnState& st) { return vg::SnapshotRevert(st, uuid, name, flags); });
+}
+
+Napi::Value Connection::SnapshotDelete(const Napi::CallbackInfo& info) {
+  std::string uuid = StringArg(info, 0, "uuid");
+  std::string name = StringArg(info, 1, "name");
+  unsigned int flags = FlagsArg(info, 2);
+  return Schedule(info.Env(), [uuid, name, flags](ConnState& st) { return vg::SnapshotDelete(st, uuid, name, flags); });
 }
 
 }  // namespace vg

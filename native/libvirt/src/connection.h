@@ -71,6 +71,10 @@ class Connection : public Napi::ObjectWrap<Connection> {
   Napi::Value ListAllNetworks(const Napi::CallbackInfo& info);
   Napi::Value ListAllStoragePools(const Napi::CallbackInfo& info);
   Napi::Value ListStorageVolumes(const Napi::CallbackInfo& info);
+  Napi::Value DomainLifecycle(const Napi::CallbackInfo& info);
+  Napi::Value SnapshotCreate(const Napi::CallbackInfo& info);
+  Napi::Value SnapshotRevert(const Napi::CallbackInfo& info);
+  Napi::Value SnapshotDelete(const Napi::CallbackInfo& info);
 
   std::shared_ptr<ConnState> state_;
 };

@@ -24,6 +24,12 @@ Value GetDomainXmlDescs(ConnState& st, const std::vector<std::string>& uuids, un
 // snapshot_ops.cc
 Value ListDomainSnapshots(ConnState& st, const std::vector<std::string>& uuids);
 
+// lifecycle_ops.cc
+Value DomainLifecycle(ConnState& st, const std::string& uuid, const std::string& op, unsigned int flags);
+Value SnapshotCreate(ConnState& st, const std::string& uuid, const std::string& xml, unsigned int flags);
+Value SnapshotRevert(ConnState& st, const std::string& uuid, const std::string& name, unsigned int flags);
+Value SnapshotDelete(ConnState& st, const std::string& uuid, const std::string& name, unsigned int flags);
+
 // network_ops.cc
 Value ListAllNetworks(ConnState& st, unsigned int flags);
 

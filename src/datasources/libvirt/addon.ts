@@ -80,7 +80,24 @@ export interface NativeConnection {
   listAllNetworks(flags?: number): Promise<NativeNetwork[]>;
   listAllStoragePools(flags?: number): Promise<NativeStoragePool[]>;
   listStorageVolumes(poolUuids: readonly string[]): Promise<(NativeStorageVolume[] | Error)[]>;
+  domainLifecycle(uuid: string, operation: DomainOperation, flags?: number): Promise<true>;
+  /** Resolves with the new snapshot's name. */
+  snapshotCreate(uuid: string, xml: string, flags?: number): Promise<string>;
+  snapshotRevert(uuid: string, name: string, flags?: number): Promise<true>;
+  snapshotDelete(uuid: string, name: string, flags?: number): Promise<true>;
 }
+
+/** The libvirt call behind each name: virDomainCreateWithFlags, virDomainShutdownFlags, ... */
+export type DomainOperation =
+  | 'create'
+  | 'shutdown'
+  | 'destroy'
+  | 'reboot'
+  | 'reset'
+  | 'suspend'
+  | 'resume'
+  | 'managedSave'
+  | 'undefine';
 
 export interface OpenOptions {
   readOnly?: boolean;
@@ -120,4 +137,8 @@ export const ListDomainsFlags = {
   AUTOSTART: 256,
   HAS_SNAPSHOT: 4096,
 } as const;
+// virDomainUndefineFlagsValues: also drop managed save, snapshot metadata, NVRAM.
+export const UndefineFlags = { MANAGED_SAVE: 1, SNAPSHOTS_METADATA: 2, NVRAM: 4, CHECKPOINTS_METADATA: 16 } as const;
+export const SnapshotCreateFlags = { DISK_ONLY: 16, QUIESCE: 64, ATOMIC: 128 } as const;
+export const SnapshotDeleteFlags = { CHILDREN: 1 } as const;
 export const DomainStats = { STATE: 1, CPU_TOTAL: 2, BALLOON: 4, VCPU: 8, INTERFACE: 16, BLOCK: 32 } as const;

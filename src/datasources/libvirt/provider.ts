@@ -10,7 +10,9 @@ import type { StoragePoolRecord, StorageVolumeRecord } from '../../model/storage
 import type { VmDetails, VmRecord } from '../../model/vm.js';
 import { ConnectedProvider, PlatformConnection } from '../platform-connection.js';
 import type { Provider } from '../provider.js';
-import { DomainStats, ListDomainsFlags } from './addon.js';
+import type { OperationReporter, OperationResult, Unsupported, VmOperation } from '../operations.js';
+import { OperationFailedError } from '../operations.js';
+import { type DomainOperation, DomainStats, ListDomainsFlags, SnapshotCreateFlags, SnapshotDeleteFlags, UndefineFlags } from './addon.js';
 import { LibvirtClient } from './client.js';
 import { VirErr, isAuthFailure, isConnectionFailure, isLibvirtCode } from './errors.js';
 import { domainState, formatVersion, poolState, snapshotPowerState, volumeType } from './states.js';
@@ -60,6 +62,80 @@ export class LibvirtProvider extends ConnectedProvider<LibvirtClient> implements
   }
 
 
+
+  /** Every operation maps to a libvirt call; a driver that lacks one fails the task with libvirt's reason. */
+  readonly unsupported: Unsupported = {};
+
+  runOperation(uuid: string, op: VmOperation, reporter: OperationReporter): Promise<OperationResult> {
+    return this.connection.use(async (c) => {
+      const lifecycle = (operation: DomainOperation, flags = 0) => c.call('domainLifecycle', uuid, operation, flags);
+      switch (op.kind) {
+        case 'START_VM':
+        case 'RESUME_VM': // a managed save is restored by starting the domain
+          await lifecycle('create');
+          return {};
+        case 'STOP_VM':
+          if (op.force) {
+            await lifecycle('destroy');
+          } else {
+            await lifecycle('shutdown');
+            await this.waitUntilOff(c, uuid, reporter);
+          }
+          return {};
+        case 'REBOOT_VM':
+          await lifecycle('reboot');
+          return {};
+        case 'RESET_VM':
+          await lifecycle('reset');
+          return {};
+        case 'SUSPEND_VM':
+          await lifecycle('managedSave');
+          return {};
+        case 'PAUSE_VM':
+          await lifecycle('suspend');
+          return {};
+        case 'UNPAUSE_VM':
+          await lifecycle('resume');
+          return {};
+        case 'DELETE_VM': {
+          const [state] = (await c.call('getAllDomainStats', DomainStats.STATE, 0)).filter((d) => d.uuid === uuid);
+          if (state && state.id >= 0) await lifecycle('destroy');
+          const persistent = (await c.call('listAllDomains', ListDomainsFlags.PERSISTENT)).some((d) => d.uuid === uuid);
+          // A transient domain is gone once destroyed; a persistent one is undefined with everything it owns.
+          if (persistent) {
+            await lifecycle(
+              'undefine',
+              UndefineFlags.MANAGED_SAVE | UndefineFlags.SNAPSHOTS_METADATA | UndefineFlags.NVRAM | UndefineFlags.CHECKPOINTS_METADATA,
+            );
+          }
+          return {};
+        }
+        case 'CREATE_SNAPSHOT': {
+          const flags = SnapshotCreateFlags.ATOMIC | (op.quiesce ? SnapshotCreateFlags.QUIESCE : 0);
+          return { snapshotKey: await c.call('snapshotCreate', uuid, snapshotXml(op), flags) };
+        }
+        case 'REVERT_TO_SNAPSHOT':
+          await c.call('snapshotRevert', uuid, op.snapshotKey, 0);
+          return {};
+        case 'DELETE_SNAPSHOT':
+          await c.call('snapshotDelete', uuid, op.snapshotKey, op.withChildren ? SnapshotDeleteFlags.CHILDREN : 0);
+          return {};
+      }
+    });
+  }
+
+  /** A graceful shutdown returns at once; the task lasts until the guest is off. */
+  private async waitUntilOff(c: LibvirtClient, uuid: string, reporter: OperationReporter): Promise<void> {
+    const started = Date.now();
+    for (;;) {
+      const stats = (await c.call('getAllDomainStats', DomainStats.STATE, 0)).find((d) => d.uuid === uuid);
+      if (!stats || stats.id < 0) return;
+      const elapsed = Date.now() - started;
+      if (elapsed > SHUTDOWN_TIMEOUT_MS) throw new OperationFailedError('the guest did not shut down in time; stop it with force', 'TIMEOUT');
+      reporter.progress(10 + Math.floor((elapsed / SHUTDOWN_TIMEOUT_MS) * 80));
+      await new Promise((r) => setTimeout(r, STATE_POLL_MS));
+    }
+  }
 
   /** libvirt has no datacenters or clusters. */
   async listDatacenters(): Promise<DatacenterRecord[]> {
@@ -272,6 +348,18 @@ function hostUuid(capabilities: string): string | null {
 function hostCpuModel(capabilities: string): string | null {
   const hostCpu = /<host>\s*(?:<uuid>[^<]*<\/uuid>\s*)?<cpu>([\s\S]*?)<\/cpu>/.exec(capabilities)?.[1];
   return hostCpu ? (/<model[^>]*>([^<]+)<\/model>/.exec(hostCpu)?.[1] ?? null) : null;
+}
+
+/** How long a graceful shutdown may take before its task fails. @default 300_000 // 5 minutes */
+const SHUTDOWN_TIMEOUT_MS = 300_000;
+const STATE_POLL_MS = 250;
+
+const escapeXml = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+
+function snapshotXml(op: Extract<VmOperation, { kind: 'CREATE_SNAPSHOT' }>): string {
+  const description = op.description ? `<description>${escapeXml(op.description)}</description>` : '';
+  const memory = op.includeMemory ? '' : "<memory snapshot='no'/>";
+  return `<domainsnapshot><name>${escapeXml(op.name)}</name>${description}${memory}</domainsnapshot>`;
 }
 
 function num(v: number | string | boolean | undefined): number | undefined {

@@ -55,6 +55,11 @@ export function domainState(state: number | undefined, reason: number | undefine
   const reasons = REASONS[rawState];
   const rawStateReason =
     reason === undefined ? null : (reasons?.[reason] ?? `reason-${reason}`);
+  // A managed save (suspendVm) leaves the domain shut off with reason "saved":
+  // it resumes where it was, so it reads as suspended.
+  if (rawState === 'shutoff' && rawStateReason === 'saved') {
+    return { rawState, rawStateReason, powerState: 'SUSPENDED', phase: 'PAUSED' };
+  }
   return { rawState, rawStateReason, powerState: powerStateOf(rawState), phase: phaseOf(rawState, rawStateReason) };
 }
 

@@ -28,7 +28,10 @@ import {
   vmRecord,
 } from './mapping.js';
 import { VsphereSession } from './session.js';
-import type { ObjectContent } from './vim.js';
+import { resultRef } from './task-watcher.js';
+import { type ObjectContent, invokeTask, invokeVoid } from './vim.js';
+import { type MoRef, elementXml } from './xml.js';
+import { OperationFailedError, type OperationReporter, type OperationResult, type Unsupported, type VmOperation } from '../operations.js';
 
 /** A vCenter or standalone ESXi host, through the vim25 SOAP API. */
 export class VsphereProvider extends ConnectedProvider<VsphereSession> implements Provider {
@@ -134,11 +137,89 @@ export class VsphereProvider extends ConnectedProvider<VsphereSession> implement
     return stores.map((d) => datastoreRecord(this.id, d, tree));
   }
 
+  readonly unsupported: Unsupported = {
+    PAUSE_VM: 'vSphere cannot pause a VM with its memory kept in place; use suspendVm.',
+    UNPAUSE_VM: 'vSphere cannot pause a VM with its memory kept in place; use resumeVm.',
+  };
+
+  runOperation(vmId: string, op: VmOperation, reporter: OperationReporter): Promise<OperationResult> {
+    const vm: MoRef = { type: 'VirtualMachine', value: vmId };
+    return this.connection.use(async (s) => {
+      const task = async (method: string, target: MoRef = vm, args = '') =>
+        s.tasks.wait(await s.call(() => invokeTask(s.client, method, target, args)), reporter);
+      const snapshot = (key: string): MoRef => ({ type: 'VirtualMachineSnapshot', value: key });
+      switch (op.kind) {
+        case 'START_VM':
+        case 'RESUME_VM':
+          await task('PowerOnVM_Task');
+          return {};
+        case 'STOP_VM':
+          if (op.force) {
+            await task('PowerOffVM_Task');
+          } else {
+            await s.call(() => invokeVoid(s.client, 'ShutdownGuest', vm));
+            await this.waitUntilOff(s, vm, reporter);
+          }
+          return {};
+        case 'REBOOT_VM':
+          await s.call(() => invokeVoid(s.client, 'RebootGuest', vm));
+          return {};
+        case 'RESET_VM':
+          await task('ResetVM_Task');
+          return {};
+        case 'SUSPEND_VM':
+          await task('SuspendVM_Task');
+          return {};
+        case 'DELETE_VM':
+          if (op.force && (await this.powerState(s, vm)) !== 'poweredOff') await task('PowerOffVM_Task');
+          await task('Destroy_Task');
+          return {};
+        case 'CREATE_SNAPSHOT': {
+          const args =
+            elementXml('name', op.name) +
+            (op.description ? elementXml('description', op.description) : '') +
+            elementXml('memory', op.includeMemory) +
+            elementXml('quiesce', op.quiesce);
+          const created = resultRef(await task('CreateSnapshot_Task', vm, args));
+          return created ? { snapshotKey: created.value } : {};
+        }
+        case 'REVERT_TO_SNAPSHOT':
+          await task('RevertToSnapshot_Task', snapshot(op.snapshotKey));
+          return {};
+        case 'DELETE_SNAPSHOT':
+          await task('RemoveSnapshot_Task', snapshot(op.snapshotKey), elementXml('removeChildren', op.withChildren));
+          return {};
+        case 'PAUSE_VM':
+        case 'UNPAUSE_VM':
+          throw new OperationFailedError(this.unsupported[op.kind] ?? 'unsupported', 'UNSUPPORTED');
+      }
+    });
+  }
+
+  private async powerState(s: VsphereSession, vm: MoRef): Promise<string | null> {
+    const [o] = await s.retrieveObjects([vm], [{ type: 'VirtualMachine', paths: ['runtime.powerState'] }]);
+    return o?.props.get('runtime.powerState')?.text ?? null;
+  }
+
+  /** ShutdownGuest only asks the guest; the task lasts until the VM is off. */
+  private async waitUntilOff(s: VsphereSession, vm: MoRef, reporter: OperationReporter): Promise<void> {
+    const started = Date.now();
+    while ((await this.powerState(s, vm)) === 'poweredOn') {
+      const elapsed = Date.now() - started;
+      if (elapsed > SHUTDOWN_TIMEOUT_MS) throw new OperationFailedError('the guest did not shut down in time; stop it with force', 'TIMEOUT');
+      reporter.progress(10 + Math.floor((elapsed / SHUTDOWN_TIMEOUT_MS) * 80));
+      await new Promise((r) => setTimeout(r, 300));
+    }
+  }
+
   /** Datastores hold files, not volumes; VMs' disks name their datastore directly. */
   async getVolumes(ids: readonly string[]): Promise<(StorageVolumeRecord[] | Error)[]> {
     return ids.map(() => []);
   }
 }
+
+/** How long a guest shutdown may take before its task fails. @default 300_000 // 5 minutes */
+const SHUTDOWN_TIMEOUT_MS = 300_000;
 
 function notFound(id: string): Error {
   return new Error(`no VM ${id}`);

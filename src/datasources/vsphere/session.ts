@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 
 import { isVimFault } from './errors.js';
 import { SoapClient, type SoapClientOptions } from './soap-client.js';
+import { TaskWatcher } from './task-watcher.js';
 import {
   type PropertySpec,
   type ServiceContent,
@@ -40,6 +41,8 @@ export class VsphereSession {
   private keepAlive: NodeJS.Timeout | null = null;
   /** The server's session key, for tests that terminate it from outside. */
   sessionKey = '';
+  /** Follows the upstream tasks this session starts. */
+  readonly tasks = new TaskWatcher(this);
 
   private constructor(
     readonly client: SoapClient,
@@ -133,6 +136,7 @@ export class VsphereSession {
 
   async close(): Promise<void> {
     if (this.keepAlive) clearInterval(this.keepAlive);
+    this.tasks.stop();
     await logout(this.client, this.content).catch(() => undefined);
     await this.client.close();
   }

@@ -162,3 +162,14 @@ export async function continueRetrievePropertiesEx(client: SoapClient, sc: Servi
   const res = await client.invoke('ContinueRetrievePropertiesEx', moRefXml('_this', sc.propertyCollector) + elementXml('token', token));
   return parseRetrieveResult(res);
 }
+
+/** Calls a `*_Task` method; resolves with the Task it started. */
+export async function invokeTask(client: SoapClient, method: string, target: MoRef, argsXml = ''): Promise<MoRef> {
+  const res = await client.invoke(method, moRefXml('_this', target) + argsXml);
+  return requireRef(child(res, 'returnval'), 'task');
+}
+
+/** Calls a method that answers nothing (ShutdownGuest, RebootGuest). */
+export async function invokeVoid(client: SoapClient, method: string, target: MoRef, argsXml = ''): Promise<void> {
+  await client.invoke(method, moRefXml('_this', target) + argsXml);
+}

@@ -1,0 +1,44 @@
+/** A change to a VM, as every platform receives it. */
+export type VmOperation =
+  | { kind: 'START_VM' }
+  | { kind: 'STOP_VM'; force: boolean }
+  | { kind: 'REBOOT_VM' }
+  | { kind: 'RESET_VM' }
+  | { kind: 'SUSPEND_VM' }
+  | { kind: 'RESUME_VM' }
+  | { kind: 'PAUSE_VM' }
+  | { kind: 'UNPAUSE_VM' }
+  | { kind: 'DELETE_VM'; force: boolean }
+  | { kind: 'CREATE_SNAPSHOT'; name: string; description: string | null; includeMemory: boolean; quiesce: boolean }
+  | { kind: 'REVERT_TO_SNAPSHOT'; snapshotKey: string }
+  | { kind: 'DELETE_SNAPSHOT'; snapshotKey: string; withChildren: boolean };
+
+export type VmOperationKind = VmOperation['kind'];
+
+/** How a running operation reports back to its task. */
+export interface OperationReporter {
+  /** 0 to 100. */
+  progress(percent: number): void;
+  /** The platform's own task, when it has one (vSphere `task-123`). */
+  upstreamTask(id: string): void;
+}
+
+/** What an operation produced, when it produced something. */
+export interface OperationResult {
+  /** Key of a snapshot it created. */
+  snapshotKey?: string;
+}
+
+/** Operations a platform cannot do, with the reason shown to the caller. */
+export type Unsupported = Partial<Record<VmOperationKind, string>>;
+
+/** A failure the platform reported while doing the operation. */
+export class OperationFailedError extends Error {
+  constructor(
+    message: string,
+    readonly code: string = 'UPSTREAM_FAILED',
+  ) {
+    super(message);
+    this.name = 'OperationFailedError';
+  }
+}
