@@ -114,6 +114,24 @@ export const configSchema = z
       .strict()
       .prefault({}),
     limits: limitsSchema.prefault({}),
+    tasks: z
+      .object({
+        /** Tasks running at once per platform; more wait QUEUED. */
+        maxPerPlatform: z.number().int().min(1).max(10_000).default(64),
+        /** Tasks running at once per host (power-ons, snapshots). */
+        maxPerHost: z.number().int().min(1).max(1_000).default(8),
+        /** Finished tasks kept for queries. */
+        retain: z.number().int().min(10).max(1_000_000).default(10_000),
+      })
+      .strict()
+      .prefault({}),
+    audit: z
+      .object({
+        /** Append-only JSON-lines file of every mutation; without it the log lives in memory only. */
+        file: z.string().min(1).nullable().default(null),
+      })
+      .strict()
+      .prefault({}),
     platforms: z
       .array(platformSchema)
       .min(1, 'configure at least one platform')

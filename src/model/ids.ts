@@ -12,6 +12,8 @@ export const NODE_KINDS = [
   'Datacenter',
   'Cluster',
   'Datastore',
+  'Task',
+  'AuditEntry',
 ] as const;
 export type NodeKind = (typeof NODE_KINDS)[number];
 

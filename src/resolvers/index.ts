@@ -1,4 +1,5 @@
 import type { Resolvers } from '../generated/graphql.js';
+import { AuditEntry, auditQueries } from './audit.js';
 import { Cluster, Datacenter, datacenterQueries } from './datacenter.js';
 import { Host, hostQueries } from './host.js';
 import { Network, networkQueries } from './network.js';
@@ -7,6 +8,8 @@ import { Platform, platformQueries } from './platform.js';
 import { DateTime, SafeInt } from './scalars.js';
 import { Snapshot } from './snapshot.js';
 import { Datastore, Storage, StoragePool, StorageVolume, storageQueries } from './storage.js';
+import { Task, taskQueries } from './task.js';
+import { Mutation } from './mutation.js';
 import { VirtualMachine, virtualMachineQueries } from './virtual-machine.js';
 import { VmDisk, VmNic } from './vm-devices.js';
 
@@ -21,7 +24,12 @@ export const resolvers: Resolvers = {
     ...virtualMachineQueries,
     ...networkQueries,
     ...storageQueries,
+    ...taskQueries,
+    ...auditQueries,
   },
+  Mutation,
+  Task,
+  AuditEntry,
   Node,
   Platform,
   Datacenter,

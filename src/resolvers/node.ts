@@ -18,6 +18,8 @@ function tagged<T extends AnyNode>(value: T | null | undefined, kind: NodeKind):
 
 async function loadNode(ctx: GatewayContext, ref: NodeRef): Promise<AnyNode | null> {
   const { platformId, nativeId } = ref;
+  if (ref.kind === 'AuditEntry') return tagged(ctx.audit.get(nativeId), 'AuditEntry');
+  if (ref.kind === 'Task') return tagged(ctx.tasks.get(nativeId), 'Task');
   if (!ctx.registry.get(platformId)) return null;
   switch (ref.kind) {
     case 'Platform':

@@ -5,6 +5,11 @@ import type { Logger } from 'pino';
 
 import type { Config } from '../config/schema.js';
 import { PlatformRegistry } from '../datasources/registry.js';
+import { AuditLog } from '../audit/audit-log.js';
+import { allowAll } from '../auth/authorizer.js';
+import { IdempotencyCache } from '../operations/idempotency.js';
+import { VmOperations } from '../operations/vm-operations.js';
+import { TaskManager } from '../tasks/task-manager.js';
 import { createApollo } from './apollo.js';
 import { createContext } from './context.js';
 import { createHttpHandler } from './http.js';
@@ -16,6 +21,7 @@ export interface RunningGateway {
   url: string;
   port: number;
   registry: PlatformRegistry;
+  tasks: TaskManager;
   /** Resolves once every platform has made its first connection attempt. */
   ready: Promise<void>;
   /** Stops accepting, lets requests in flight finish (up to the grace period), closes platforms. */
@@ -32,7 +38,10 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
   await apollo.start();
 
   let phase: Phase = 'starting';
-  const contextFor = () => createContext({ registry, limits, logger });
+  const tasks = new TaskManager(config.tasks, logger);
+  const audit = new AuditLog(config.audit.file);
+  const operations = new VmOperations({ tasks, audit, authorizer: allowAll, idempotency: new IdempotencyCache() });
+  const contextFor = () => createContext({ registry, limits, logger, operations, tasks, audit });
   const http: Server = createServer(
     createHttpHandler({
       apollo,
@@ -97,5 +106,5 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
     return closing;
   };
 
-  return { url, port, registry, ready, close };
+  return { url, port, registry, tasks, ready, close };
 }

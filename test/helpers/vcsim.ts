@@ -37,6 +37,8 @@ export interface VcsimOptions {
   password?: string;
   /** Serve on this loopback port (to come back where a killed simulator was). */
   port?: number;
+  /** Slow methods down, in ms: { PowerOnVM_Task: 1500 }. */
+  methodDelay?: Record<string, number>;
 }
 
 export interface Vcsim {
@@ -77,6 +79,7 @@ export async function startVcsim(opts: VcsimOptions = {}): Promise<Vcsim> {
     `-ds=${opts.ds ?? 1}`,
     `-pg=${opts.pg ?? 1}`,
     ...(opts.esx ? ['-esx'] : []),
+    ...(opts.methodDelay ? [`-method-delay=${Object.entries(opts.methodDelay).map(([m, ms]) => `${m}=${ms}`).join(',')}`] : []),
   ];
   const child: ChildProcess = spawn(VCSIM_BINARY, args, { stdio: ['pipe', 'pipe', 'pipe'] });
   let stderr = '';

@@ -1,0 +1,210 @@
+import type { Authorizer } from '../auth/authorizer.js';
+import type { AuditLog } from '../audit/audit-log.js';
+import { redact } from '../audit/audit-log.js';
+import type { VmOperation, VmOperationKind } from '../datasources/operations.js';
+import { PlatformUnavailableError } from '../datasources/platform-connection.js';
+import { GatewayError } from '../errors.js';
+import { type NodeKind, decodeIdOf, encodeId, splitChildNativeId } from '../model/ids.js';
+import type { PowerState, VmRecord } from '../model/vm.js';
+import type { GatewayContext } from '../server/context.js';
+import type { TaskManager, TaskRecord } from '../tasks/task-manager.js';
+import type { IdempotencyCache } from './idempotency.js';
+
+export type UserErrorCode =
+  | 'NOT_FOUND'
+  | 'WRONG_STATE'
+  | 'UNSUPPORTED'
+  | 'CONFLICT'
+  | 'FORBIDDEN'
+  | 'INVALID_INPUT'
+  | 'PLATFORM_UNAVAILABLE';
+
+export interface UserError {
+  field: string[] | null;
+  message: string;
+  code: UserErrorCode;
+}
+
+export interface OperationPayload {
+  clientMutationId: string | null;
+  vm: VmRecord | null;
+  task: TaskRecord | null;
+  userErrors: UserError[];
+}
+
+/** The power states each operation may start from; the rest are WRONG_STATE. */
+const ALLOWED_FROM: Record<VmOperationKind, readonly PowerState[]> = {
+  START_VM: ['OFF'],
+  STOP_VM: ['ON', 'PAUSED'],
+  REBOOT_VM: ['ON'],
+  RESET_VM: ['ON'],
+  SUSPEND_VM: ['ON'],
+  RESUME_VM: ['SUSPENDED'],
+  PAUSE_VM: ['ON'],
+  UNPAUSE_VM: ['PAUSED'],
+  DELETE_VM: ['OFF', 'SUSPENDED'],
+  CREATE_SNAPSHOT: ['ON', 'OFF', 'PAUSED', 'SUSPENDED'],
+  REVERT_TO_SNAPSHOT: ['ON', 'OFF', 'PAUSED', 'SUSPENDED'],
+  DELETE_SNAPSHOT: ['ON', 'OFF', 'PAUSED', 'SUSPENDED'],
+};
+
+/** A mutation's input: it names a VM, or a snapshot (which names its VM). */
+export interface OperationInput {
+  vmId?: string;
+  snapshotId?: string;
+  idempotencyKey?: string | null;
+  clientMutationId?: string | null;
+  [field: string]: unknown;
+}
+
+export interface OperationRequest {
+  /** The mutation's name, as audited (`stopVm`). */
+  mutation: string;
+  input: OperationInput;
+  /** Builds the platform operation once the target is known (snapshotKey for snapshot targets). */
+  build: (snapshotKey: string | null) => VmOperation;
+  /** Skips the power-state check (deleteVm with force). */
+  anyState?: boolean;
+}
+
+class Refusal extends Error {
+  constructor(readonly userError: UserError) {
+    super(userError.message);
+  }
+}
+
+const refuse = (code: UserErrorCode, message: string, field: string[] | null = null): never => {
+  throw new Refusal({ code, message, field });
+};
+
+export interface VmOperationsDeps {
+  tasks: TaskManager;
+  audit: AuditLog;
+  authorizer: Authorizer;
+  idempotency: IdempotencyCache<OperationPayload>;
+}
+
+/**
+ * The mutation path: validate, find the target fresh from the platform,
+ * check permission, support, state and conflicts, then start a task and
+ * return at once. Every outcome is audited.
+ */
+export class VmOperations {
+  constructor(private readonly deps: VmOperationsDeps) {}
+
+  async run(ctx: GatewayContext, req: OperationRequest): Promise<OperationPayload> {
+    const { input } = req;
+    const caller = ctx.caller.id;
+    const targetId = input.vmId ?? input.snapshotId ?? '';
+    if (input.idempotencyKey) {
+      const earlier = this.deps.idempotency.find(caller, input.idempotencyKey);
+      if (earlier) {
+        if (earlier.operation !== req.mutation) {
+          return this.refused(ctx, req, targetId, {
+            code: 'INVALID_INPUT',
+            field: ['idempotencyKey'],
+            message: `This idempotency key was used for ${earlier.operation}; use a new key for ${req.mutation}.`,
+          });
+        }
+        const payload = await earlier.value;
+        this.audit(ctx, req, targetId, 'REPLAYED', [], payload.task?.id ?? null);
+        return { ...payload, clientMutationId: input.clientMutationId ?? null };
+      }
+    }
+    const attempt = this.attempt(ctx, req, targetId);
+    if (input.idempotencyKey) this.deps.idempotency.remember(caller, input.idempotencyKey, req.mutation, attempt);
+    return attempt;
+  }
+
+  private async attempt(ctx: GatewayContext, req: OperationRequest, targetId: string): Promise<OperationPayload> {
+    try {
+      const { vm, snapshotKey } = await this.resolveTarget(ctx, req.input);
+      const decision = this.deps.authorizer.authorize(ctx.caller, req.mutation, targetId);
+      if (!decision.allowed) refuse('FORBIDDEN', decision.reason);
+
+      const op = req.build(snapshotKey);
+      const provider = ctx.registry.get(vm.platformId);
+      const unsupported = provider?.unsupported[op.kind];
+      if (!provider || unsupported) refuse('UNSUPPORTED', unsupported ?? 'The platform cannot do this.');
+
+      if (!req.anyState && !ALLOWED_FROM[op.kind].includes(vm.powerState)) {
+        refuse(
+          'WRONG_STATE',
+          `${vm.name} is ${vm.powerState} (${vm.rawState}${vm.rawStateReason ? `, ${vm.rawStateReason}` : ''}); ` +
+            `${req.mutation} needs it ${ALLOWED_FROM[op.kind].join(' or ')}.`,
+        );
+      }
+      const busy = this.deps.tasks.active(vm.platformId, vm.nativeId);
+      if (busy) {
+        refuse(
+          'CONFLICT',
+          `${vm.name} has a ${busy.operation} task ${busy.state} (${encodeId({ kind: 'Task', platformId: busy.platformId, nativeId: busy.id })}); try again when it has finished.`,
+        );
+      }
+      const task = this.deps.tasks.submit({
+        platformId: vm.platformId,
+        hostNativeId: vm.hostNativeId,
+        operation: op.kind,
+        targetNativeId: vm.nativeId,
+        targetName: vm.name,
+        caller: ctx.caller.id,
+        run: (reporter) => (provider as NonNullable<typeof provider>).runOperation(vm.nativeId, op, reporter),
+      });
+      this.audit(ctx, req, targetId, 'ACCEPTED', [], task.id);
+      return { clientMutationId: req.input.clientMutationId ?? null, vm, task, userErrors: [] };
+    } catch (e) {
+      if (e instanceof Refusal) return this.refused(ctx, req, targetId, e.userError);
+      throw e;
+    }
+  }
+
+  /** The VM (and snapshot key) a request names, read fresh from its platform. */
+  private async resolveTarget(ctx: GatewayContext, input: OperationInput): Promise<{ vm: VmRecord; snapshotKey: string | null }> {
+    const field = input.vmId !== undefined ? 'vmId' : 'snapshotId';
+    const kind: NodeKind = input.vmId !== undefined ? 'VirtualMachine' : 'Snapshot';
+    let ref;
+    try {
+      ref = decodeIdOf(input.vmId ?? input.snapshotId ?? '', kind);
+    } catch (e) {
+      return refuse('INVALID_INPUT', e instanceof GatewayError ? e.message : 'Not a valid ID.', [field]);
+    }
+    if (!ctx.registry.get(ref.platformId)) refuse('NOT_FOUND', `No platform "${ref.platformId}" is configured.`, [field]);
+    let vmNativeId = ref.nativeId;
+    let snapshotKey: string | null = null;
+    if (kind === 'Snapshot') {
+      const parts = splitChildNativeId(ref.nativeId);
+      if (!parts) return refuse('INVALID_INPUT', 'Not a valid snapshot ID.', [field]);
+      vmNativeId = parts.parent;
+      snapshotKey = parts.child;
+    }
+    try {
+      const vm = (await ctx.loaders.vms.load(ref.platformId)).find((v) => v.nativeId === vmNativeId);
+      if (!vm) return refuse('NOT_FOUND', `No VM with that ID exists on platform "${ref.platformId}".`, [field]);
+      if (snapshotKey !== null) {
+        const snapshots = await ctx.loaders.snapshots.load({ platformId: ref.platformId, nativeId: vmNativeId });
+        if (!snapshots.some((s) => s.key === snapshotKey)) refuse('NOT_FOUND', `${vm.name} has no such snapshot.`, [field]);
+      }
+      return { vm, snapshotKey };
+    } catch (e) {
+      if (e instanceof PlatformUnavailableError) return refuse('PLATFORM_UNAVAILABLE', e.message);
+      throw e;
+    }
+  }
+
+  private refused(ctx: GatewayContext, req: OperationRequest, targetId: string, error: UserError): OperationPayload {
+    this.audit(ctx, req, targetId, 'REFUSED', [error.code], null);
+    return { clientMutationId: req.input.clientMutationId ?? null, vm: null, task: null, userErrors: [error] };
+  }
+
+  private audit(ctx: GatewayContext, req: OperationRequest, targetId: string, outcome: 'REFUSED' | 'ACCEPTED' | 'REPLAYED', codes: string[], taskId: string | null): void {
+    this.deps.audit.append({
+      caller: ctx.caller.id,
+      operation: req.mutation,
+      targetId,
+      input: redact(req.input),
+      outcome,
+      userErrorCodes: codes,
+      taskId,
+    });
+  }
+}

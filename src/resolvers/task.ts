@@ -1,0 +1,44 @@
+import type { QueryResolvers, TaskResolvers } from '../generated/graphql.js';
+import { decodeIdOf, encodeId } from '../model/ids.js';
+import type { TaskRecord } from '../tasks/task-manager.js';
+import { findVm, snapshotsOf } from './lookups.js';
+import { paginate } from './pagination.js';
+import { platformOf, platformsInScope } from './scope.js';
+
+export const taskId = (t: TaskRecord) => encodeId({ kind: 'Task', platformId: t.platformId, nativeId: t.id });
+
+export const Task: TaskResolvers = {
+  id: (t) => taskId(t),
+  platform: (t, _a, ctx) => platformOf(ctx, t.platformId),
+  queuePosition: (t, _a, ctx) => ctx.tasks.queuePosition(t),
+  target: async (t, _a, ctx) => {
+    try {
+      return await findVm(ctx, t.platformId, t.targetNativeId);
+    } catch {
+      return null; // the platform is down; the task still answers
+    }
+  },
+  resultSnapshot: async (t, _a, ctx) => {
+    if (!t.resultSnapshotKey) return null;
+    const snaps = await snapshotsOf(ctx, { platformId: t.platformId, nativeId: t.targetNativeId }).catch(() => []);
+    return snaps.find((s) => s.key === t.resultSnapshotKey) ?? null;
+  },
+};
+
+export const taskQueries: Pick<QueryResolvers, 'task' | 'tasks'> = {
+  task: (_root, { id }, ctx) => ctx.tasks.get(decodeIdOf(id, 'Task').nativeId) ?? null,
+  tasks: (_root, args, ctx) => {
+    const filter = args.filter ?? {};
+    const platforms = new Set(platformsInScope(ctx, filter.platformIds));
+    const states = filter.states ? new Set(filter.states) : null;
+    const targets = filter.targetIds
+      ? new Set(filter.targetIds.map((id) => { const r = decodeIdOf(id, 'VirtualMachine'); return `${r.platformId}\u0000${r.nativeId}`; }))
+      : null;
+    const tasks = ctx.tasks
+      .list()
+      .filter((t) => platforms.has(t.platformId))
+      .filter((t) => !states || states.has(t.state))
+      .filter((t) => !targets || targets.has(`${t.platformId}\u0000${t.targetNativeId}`));
+    return paginate(tasks, args, { name: 'task:CREATED', direction: 'DESC', value: (t) => t.createdAt.getTime(), id: taskId }, ctx.limits);
+  },
+};
