@@ -127,18 +127,19 @@ export class VmOperations {
       const unsupported = provider?.unsupported[op.kind];
       if (!provider || unsupported) refuse('UNSUPPORTED', unsupported ?? 'The platform cannot do this.');
 
-      if (!req.anyState && !ALLOWED_FROM[op.kind].includes(vm.powerState)) {
-        refuse(
-          'WRONG_STATE',
-          `${vm.name} is ${vm.powerState} (${vm.rawState}${vm.rawStateReason ? `, ${vm.rawStateReason}` : ''}); ` +
-            `${req.mutation} needs it ${ALLOWED_FROM[op.kind].join(' or ')}.`,
-        );
-      }
+      // A VM with an operation in flight is in no settled state: conflicts first.
       const busy = this.deps.tasks.active(vm.platformId, vm.nativeId);
       if (busy) {
         refuse(
           'CONFLICT',
           `${vm.name} has a ${busy.operation} task ${busy.state} (${encodeId({ kind: 'Task', platformId: busy.platformId, nativeId: busy.id })}); try again when it has finished.`,
+        );
+      }
+      if (!req.anyState && !ALLOWED_FROM[op.kind].includes(vm.powerState)) {
+        refuse(
+          'WRONG_STATE',
+          `${vm.name} is ${vm.powerState} (${vm.rawState}${vm.rawStateReason ? `, ${vm.rawStateReason}` : ''}); ` +
+            `${req.mutation} needs it ${ALLOWED_FROM[op.kind].join(' or ')}.`,
         );
       }
       const task = this.deps.tasks.submit({

@@ -10,7 +10,7 @@ export interface Oracle {
     name: string; uuid: string; instanceUuid: string; powerState: string; numCpu: number; coresPerSocket: number;
     memoryMB: number; guestId: string; guestFullName: string; hardwareVersion: string; template: boolean; host: string;
     resourcePool: string; datastores: string[]; networks: string[]; toolsStatus: string; ipAddress: string; hostName: string;
-    disks: number; nics: number;
+    disks: number; nics: number; snapshots: string[] | null; currentSnapshot: string;
   }>;
   hosts: Record<string, {
     name: string; parent: string; connectionState: string; powerState: string; inMaintenanceMode: boolean; cpuModel: string;
@@ -51,6 +51,8 @@ export interface Vcsim {
   oracle: Oracle;
   /** Stops the simulator and waits for it to exit. */
   stop(): Promise<void>;
+  /** Asks govmomi to read the inventory again (after mutations) and returns it. */
+  refreshOracle(): Promise<Oracle>;
   /** SIGSTOP / SIGCONT: a simulator that accepts connections but never answers. */
   pause(): void;
   resume(): void;
@@ -85,9 +87,9 @@ export async function startVcsim(opts: VcsimOptions = {}): Promise<Vcsim> {
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const lines = createInterface({ input: child.stdout! });
   const line = await new Promise<string>((resolve, reject) => {
-    const rl = createInterface({ input: child.stdout! });
-    rl.once('line', (l) => resolve(l));
+    lines.once('line', (l) => resolve(l));
     child.once('exit', (code) => reject(new Error(`vcsim exited with ${code}: ${stderr}`)));
   });
   const { url } = JSON.parse(line) as { url: string };
@@ -98,6 +100,20 @@ export async function startVcsim(opts: VcsimOptions = {}): Promise<Vcsim> {
     username,
     password,
     oracle: JSON.parse(readFileSync(oracleFile, 'utf8')) as Oracle,
+    refreshOracle: async () => {
+      const written = new Promise<void>((resolve) => {
+        const onLine = (l: string) => {
+          if (l.includes('"oracle"')) {
+            lines.off('line', onLine);
+            resolve();
+          }
+        };
+        lines.on('line', onLine);
+      });
+      child.kill('SIGUSR1');
+      await written;
+      return JSON.parse(readFileSync(oracleFile, 'utf8')) as Oracle;
+    },
     stop: async () => {
       if (child.exitCode === null && child.signalCode === null) {
         child.kill('SIGCONT');
