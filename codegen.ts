@@ -33,6 +33,7 @@ const config: CodegenConfig = {
           Task: '../tasks/task-manager.js#TaskRecord',
           AuditEntry: '../audit/audit-log.js#AuditRecord',
           VmOperationPayload: '../operations/vm-operations.js#OperationPayload',
+          BatchPayload: '../operations/vm-operations.js#BatchOutcome',
         },
       },
     },

@@ -11,7 +11,15 @@ export type VmOperation =
   | { kind: 'DELETE_VM'; force: boolean }
   | { kind: 'CREATE_SNAPSHOT'; name: string; description: string | null; includeMemory: boolean; quiesce: boolean }
   | { kind: 'REVERT_TO_SNAPSHOT'; snapshotKey: string }
-  | { kind: 'DELETE_SNAPSHOT'; snapshotKey: string; withChildren: boolean };
+  | { kind: 'DELETE_SNAPSHOT'; snapshotKey: string; withChildren: boolean }
+  | { kind: 'CLONE_VM'; name: string; placement: Placement; powerOn: boolean };
+
+/** Where a new VM goes; what is not given stays as the source VM has it. Native IDs of the VM's platform. */
+export interface Placement {
+  hostNativeId: string | null;
+  clusterNativeId: string | null;
+  storageNativeId: string | null;
+}
 
 export type VmOperationKind = VmOperation['kind'];
 
@@ -27,6 +35,8 @@ export interface OperationReporter {
 export interface OperationResult {
   /** Key of a snapshot it created. */
   snapshotKey?: string;
+  /** Native ID of a VM it created. */
+  vmNativeId?: string;
 }
 
 /** Operations a platform cannot do, with the reason shown to the caller. */

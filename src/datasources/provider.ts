@@ -4,8 +4,8 @@ import type { NetworkRecord } from '../model/network.js';
 import type { PlatformKind, PlatformState } from '../model/platform.js';
 import type { SnapshotRecord } from '../model/snapshot.js';
 import type { StorageRecord, StorageVolumeRecord } from '../model/storage.js';
-import type { VmDetails, VmRecord } from '../model/vm.js';
-import type { OperationReporter, OperationResult, Unsupported, VmOperation } from './operations.js';
+import type { PowerState, VmDetails, VmRecord } from '../model/vm.js';
+import type { OperationReporter, OperationResult, Unsupported, VmOperation, VmOperationKind } from './operations.js';
 import type { RequestScope } from './request-scope.js';
 
 /**
@@ -40,6 +40,8 @@ export interface Provider {
 
   /** Operations this platform cannot do, each with the reason. */
   readonly unsupported: Unsupported;
+  /** Power states an operation needs on this platform, where they differ from the usual ones. */
+  readonly allowedStates?: Partial<Record<VmOperationKind, readonly PowerState[]>>;
   /**
    * Does one operation on one VM and resolves when it is done (throws when it
    * failed). State checks happen before; this only acts.

@@ -8,7 +8,7 @@ import { type NodeKind, decodeIdOf, encodeId, splitChildNativeId } from '../mode
 import type { PowerState, VmRecord } from '../model/vm.js';
 import type { GatewayContext } from '../server/context.js';
 import type { TaskManager, TaskRecord } from '../tasks/task-manager.js';
-import type { IdempotencyCache } from './idempotency.js';
+import { IdempotencyCache } from './idempotency.js';
 
 export type UserErrorCode =
   | 'NOT_FOUND'
@@ -32,6 +32,21 @@ export interface OperationPayload {
   userErrors: UserError[];
 }
 
+export interface BatchOutcome {
+  clientMutationId: string | null;
+  items: OperationPayload[];
+  tasks: TaskRecord[];
+  userErrors: UserError[];
+}
+
+/** A batch mutation: one request per VM, tried in order. */
+export interface BatchRequest {
+  mutation: string;
+  input: { idempotencyKey?: string | null; clientMutationId?: string | null; [field: string]: unknown };
+  /** The per-VM requests; a thrown GatewayError refuses the whole batch as INVALID_INPUT. */
+  items: () => OperationRequest[];
+}
+
 /** The power states each operation may start from; the rest are WRONG_STATE. */
 const ALLOWED_FROM: Record<VmOperationKind, readonly PowerState[]> = {
   START_VM: ['OFF'],
@@ -46,6 +61,7 @@ const ALLOWED_FROM: Record<VmOperationKind, readonly PowerState[]> = {
   CREATE_SNAPSHOT: ['ON', 'OFF', 'PAUSED', 'SUSPENDED'],
   REVERT_TO_SNAPSHOT: ['ON', 'OFF', 'PAUSED', 'SUSPENDED'],
   DELETE_SNAPSHOT: ['ON', 'OFF', 'PAUSED', 'SUSPENDED'],
+  CLONE_VM: ['ON', 'OFF', 'PAUSED', 'SUSPENDED'],
 };
 
 /** A mutation's input: it names a VM, or a snapshot (which names its VM). */
@@ -62,7 +78,7 @@ export interface OperationRequest {
   mutation: string;
   input: OperationInput;
   /** Builds the platform operation once the target is known (snapshotKey for snapshot targets). */
-  build: (snapshotKey: string | null) => VmOperation;
+  build: (snapshotKey: string | null, vm: VmRecord) => VmOperation;
   /** Skips the power-state check (deleteVm with force). */
   anyState?: boolean;
 }
@@ -81,7 +97,6 @@ export interface VmOperationsDeps {
   tasks: TaskManager;
   audit: AuditLog;
   authorizer: Authorizer;
-  idempotency: IdempotencyCache<OperationPayload>;
 }
 
 /**
@@ -90,14 +105,49 @@ export interface VmOperationsDeps {
  * return at once. Every outcome is audited.
  */
 export class VmOperations {
+  private readonly single = new IdempotencyCache<OperationPayload>();
+  private readonly batches = new IdempotencyCache<BatchOutcome>();
+
   constructor(private readonly deps: VmOperationsDeps) {}
+
+  /** Runs a batch: each item as its own operation (audited, checked, tasked); the batch as one idempotent unit. */
+  async runBatch(ctx: GatewayContext, req: BatchRequest): Promise<BatchOutcome> {
+    const caller = ctx.caller.id;
+    const key = req.input.idempotencyKey;
+    const clientMutationId = req.input.clientMutationId ?? null;
+    if (key) {
+      const earlier = this.batches.find(caller, key);
+      if (earlier && earlier.operation === req.mutation) return { ...(await earlier.value), clientMutationId };
+      if (earlier) {
+        const userErrors = [{ code: 'INVALID_INPUT' as const, field: ['idempotencyKey'], message: `This idempotency key was used for ${earlier.operation}.` }];
+        return { clientMutationId, items: [], tasks: [], userErrors };
+      }
+    }
+    const attempt = (async (): Promise<BatchOutcome> => {
+      let requests: OperationRequest[];
+      try {
+        requests = req.items();
+      } catch (e) {
+        if (!(e instanceof GatewayError)) throw e;
+        const error: UserError = { code: 'INVALID_INPUT', field: (e.extensions['field'] as string[] | undefined) ?? null, message: e.message };
+        this.audit(ctx, { mutation: req.mutation, input: req.input, build: () => { throw e; } }, '', 'REFUSED', [error.code], null);
+        return { clientMutationId, items: [], tasks: [], userErrors: [error] };
+      }
+      const items: OperationPayload[] = [];
+      // One after another, so each sees the tasks and names of the ones before it.
+      for (const r of requests) items.push(await this.attempt(ctx, r, r.input.vmId ?? r.input.snapshotId ?? ''));
+      return { clientMutationId, items, tasks: items.flatMap((i) => (i.task ? [i.task] : [])), userErrors: [] };
+    })();
+    if (key) this.batches.remember(caller, key, req.mutation, attempt);
+    return attempt;
+  }
 
   async run(ctx: GatewayContext, req: OperationRequest): Promise<OperationPayload> {
     const { input } = req;
     const caller = ctx.caller.id;
     const targetId = input.vmId ?? input.snapshotId ?? '';
     if (input.idempotencyKey) {
-      const earlier = this.deps.idempotency.find(caller, input.idempotencyKey);
+      const earlier = this.single.find(caller, input.idempotencyKey);
       if (earlier) {
         if (earlier.operation !== req.mutation) {
           return this.refused(ctx, req, targetId, {
@@ -112,7 +162,7 @@ export class VmOperations {
       }
     }
     const attempt = this.attempt(ctx, req, targetId);
-    if (input.idempotencyKey) this.deps.idempotency.remember(caller, input.idempotencyKey, req.mutation, attempt);
+    if (input.idempotencyKey) this.single.remember(caller, input.idempotencyKey, req.mutation, attempt);
     return attempt;
   }
 
@@ -122,24 +172,27 @@ export class VmOperations {
       const decision = this.deps.authorizer.authorize(ctx.caller, req.mutation, targetId);
       if (!decision.allowed) refuse('FORBIDDEN', decision.reason);
 
-      const op = req.build(snapshotKey);
+      const op = this.buildOperation(req, snapshotKey, vm);
       const provider = ctx.registry.get(vm.platformId);
       const unsupported = provider?.unsupported[op.kind];
-      if (!provider || unsupported) refuse('UNSUPPORTED', unsupported ?? 'The platform cannot do this.');
+      if (!provider || unsupported) return refuse('UNSUPPORTED', unsupported ?? 'The platform cannot do this.');
 
+      if (op.kind === 'CLONE_VM') await this.checkClone(ctx, vm, op);
       // A VM with an operation in flight is in no settled state: conflicts first.
-      const busy = this.deps.tasks.active(vm.platformId, vm.nativeId);
+      const shared = op.kind === 'CLONE_VM';
+      const busy = this.deps.tasks.conflicting(vm.platformId, vm.nativeId, shared);
       if (busy) {
         refuse(
           'CONFLICT',
           `${vm.name} has a ${busy.operation} task ${busy.state} (${encodeId({ kind: 'Task', platformId: busy.platformId, nativeId: busy.id })}); try again when it has finished.`,
         );
       }
-      if (!req.anyState && !ALLOWED_FROM[op.kind].includes(vm.powerState)) {
+      const allowed = provider.allowedStates?.[op.kind] ?? ALLOWED_FROM[op.kind];
+      if (!req.anyState && !allowed.includes(vm.powerState)) {
         refuse(
           'WRONG_STATE',
           `${vm.name} is ${vm.powerState} (${vm.rawState}${vm.rawStateReason ? `, ${vm.rawStateReason}` : ''}); ` +
-            `${req.mutation} needs it ${ALLOWED_FROM[op.kind].join(' or ')}.`,
+            `${req.mutation} needs it ${allowed.join(' or ')}${provider.allowedStates?.[op.kind] ? ' on this platform' : ''}.`,
         );
       }
       const task = this.deps.tasks.submit({
@@ -147,9 +200,10 @@ export class VmOperations {
         hostNativeId: vm.hostNativeId,
         operation: op.kind,
         targetNativeId: vm.nativeId,
-        targetName: vm.name,
+        targetName: op.kind === 'CLONE_VM' ? `${vm.name} -> ${op.name}` : vm.name,
         caller: ctx.caller.id,
-        run: (reporter) => (provider as NonNullable<typeof provider>).runOperation(vm.nativeId, op, reporter),
+        shared,
+        run: (reporter) => provider.runOperation(vm.nativeId, op, reporter),
       });
       this.audit(ctx, req, targetId, 'ACCEPTED', [], task.id);
       return { clientMutationId: req.input.clientMutationId ?? null, vm, task, userErrors: [] };
@@ -159,7 +213,27 @@ export class VmOperations {
     }
   }
 
+  /** A clone needs a free name on its platform. */
+  private async checkClone(ctx: GatewayContext, vm: VmRecord, op: Extract<VmOperation, { kind: 'CLONE_VM' }>): Promise<void> {
+    if (!/^[A-Za-z0-9][A-Za-z0-9._ -]{0,79}$/.test(op.name)) {
+      refuse('INVALID_INPUT', 'A VM name is 1 to 80 letters, digits, spaces, ".", "_" or "-", starting with a letter or digit.', ['name']);
+    }
+    const taken = (await ctx.loaders.vms.load(vm.platformId)).some((v) => v.name === op.name);
+    const pending = this.deps.tasks.list().some((t) => t.operation === 'CLONE_VM' && t.platformId === vm.platformId && t.state !== 'FAILED' && t.targetName === `${vm.name} -> ${op.name}`);
+    if (taken || pending) refuse('INVALID_INPUT', `A VM named "${op.name}" already exists on this platform.`, ['name']);
+  }
+
   /** The VM (and snapshot key) a request names, read fresh from its platform. */
+  /** Builds the operation; input it cannot use becomes an INVALID_INPUT refusal. */
+  private buildOperation(req: OperationRequest, snapshotKey: string | null, vm: VmRecord): VmOperation {
+    try {
+      return req.build(snapshotKey, vm);
+    } catch (e) {
+      if (e instanceof GatewayError) return refuse('INVALID_INPUT', e.message, e.extensions['field'] as string[] | null ?? null);
+      throw e;
+    }
+  }
+
   private async resolveTarget(ctx: GatewayContext, input: OperationInput): Promise<{ vm: VmRecord; snapshotKey: string | null }> {
     const field = input.vmId !== undefined ? 'vmId' : 'snapshotId';
     const kind: NodeKind = input.vmId !== undefined ? 'VirtualMachine' : 'Snapshot';

@@ -8,8 +8,8 @@ import { Platform, platformQueries } from './platform.js';
 import { DateTime, SafeInt } from './scalars.js';
 import { Snapshot } from './snapshot.js';
 import { Datastore, Storage, StoragePool, StorageVolume, storageQueries } from './storage.js';
-import { Task, taskQueries } from './task.js';
-import { Mutation } from './mutation.js';
+import { BatchPayload, Task, taskQueries } from './task.js';
+import { batchMutations, vmMutations } from './mutation.js';
 import { VirtualMachine, virtualMachineQueries } from './virtual-machine.js';
 import { VmDisk, VmNic } from './vm-devices.js';
 
@@ -27,7 +27,9 @@ export const resolvers: Resolvers = {
     ...taskQueries,
     ...auditQueries,
   },
-  Mutation,
+  Mutation: { ...vmMutations, ...batchMutations },
+  BatchPayload,
+  TaskAggregate: {},
   Task,
   AuditEntry,
   Node,

@@ -1,4 +1,4 @@
-import type { QueryResolvers, TaskResolvers } from '../generated/graphql.js';
+import type { BatchPayloadResolvers, QueryResolvers, TaskResolvers } from '../generated/graphql.js';
 import { decodeIdOf, encodeId } from '../model/ids.js';
 import type { TaskRecord } from '../tasks/task-manager.js';
 import { findVm, snapshotsOf } from './lookups.js';
@@ -18,6 +18,7 @@ export const Task: TaskResolvers = {
       return null; // the platform is down; the task still answers
     }
   },
+  resultVm: async (t, _a, ctx) => (t.resultVmNativeId ? findVm(ctx, t.platformId, t.resultVmNativeId).catch(() => null) : null),
   resultSnapshot: async (t, _a, ctx) => {
     if (!t.resultSnapshotKey) return null;
     const snaps = await snapshotsOf(ctx, { platformId: t.platformId, nativeId: t.targetNativeId }).catch(() => []);
@@ -25,7 +26,24 @@ export const Task: TaskResolvers = {
   },
 };
 
-export const taskQueries: Pick<QueryResolvers, 'task' | 'tasks'> = {
+/** Counts by state; a batch is RUNNING until every task has finished. */
+export function aggregate(tasks: readonly TaskRecord[]) {
+  const count = (s: TaskRecord['state']) => tasks.filter((t) => t.state === s).length;
+  const counts = { total: tasks.length, queued: count('QUEUED'), running: count('RUNNING'), succeeded: count('SUCCEEDED'), failed: count('FAILED'), cancelled: count('CANCELLED') };
+  const state: TaskRecord['state'] = counts.queued + counts.running > 0 ? 'RUNNING' : counts.succeeded === counts.total ? 'SUCCEEDED' : 'FAILED';
+  return { ...counts, state };
+}
+
+export const BatchPayload: BatchPayloadResolvers = {
+  aggregate: (p) => aggregate(p.tasks),
+};
+
+export const taskQueries: Pick<QueryResolvers, 'task' | 'tasks' | 'taskAggregate'> = {
+  taskAggregate: (_root, { ids }, ctx) =>
+    aggregate(ids.flatMap((id) => {
+      const t = ctx.tasks.get(decodeIdOf(id, 'Task').nativeId);
+      return t ? [t] : [];
+    })),
   task: (_root, { id }, ctx) => ctx.tasks.get(decodeIdOf(id, 'Task').nativeId) ?? null,
   tasks: (_root, args, ctx) => {
     const filter = args.filter ?? {};

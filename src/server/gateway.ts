@@ -7,7 +7,6 @@ import type { Config } from '../config/schema.js';
 import { PlatformRegistry } from '../datasources/registry.js';
 import { AuditLog } from '../audit/audit-log.js';
 import { allowAll } from '../auth/authorizer.js';
-import { IdempotencyCache } from '../operations/idempotency.js';
 import { VmOperations } from '../operations/vm-operations.js';
 import { TaskManager } from '../tasks/task-manager.js';
 import { createApollo } from './apollo.js';
@@ -40,7 +39,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
   let phase: Phase = 'starting';
   const tasks = new TaskManager(config.tasks, logger);
   const audit = new AuditLog(config.audit.file);
-  const operations = new VmOperations({ tasks, audit, authorizer: allowAll, idempotency: new IdempotencyCache() });
+  const operations = new VmOperations({ tasks, audit, authorizer: allowAll });
   const contextFor = () => createContext({ registry, limits, logger, operations, tasks, audit });
   const http: Server = createServer(
     createHttpHandler({

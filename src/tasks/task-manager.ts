@@ -23,6 +23,9 @@ export interface TaskRecord {
   error: { code: string; message: string } | null;
   upstreamTaskId: string | null;
   resultSnapshotKey: string | null;
+  resultVmNativeId: string | null;
+  /** Reads its target without changing it (a clone): other shared tasks may run beside it. */
+  shared: boolean;
 }
 
 export interface TaskBudget {
@@ -41,6 +44,7 @@ export interface TaskSpec {
   targetNativeId: string;
   targetName: string;
   caller: string;
+  shared?: boolean;
   run: (reporter: OperationReporter) => Promise<OperationResult>;
 }
 
@@ -86,6 +90,8 @@ export class TaskManager {
       error: null,
       upstreamTaskId: null,
       resultSnapshotKey: null,
+      resultVmNativeId: null,
+      shared: spec.shared ?? false,
     };
     this.tasks.set(task.id, task);
     this.queue.push({ task, run: spec.run });
@@ -102,10 +108,14 @@ export class TaskManager {
     return [...this.tasks.values()].reverse();
   }
 
-  /** The queued or running task on a target, if any. */
-  active(platformId: string, targetNativeId: string): TaskRecord | undefined {
+  /**
+   * A queued or running task that a new task on the same target would
+   * conflict with: any, unless both only read the target (clones).
+   */
+  conflicting(platformId: string, targetNativeId: string, shared: boolean): TaskRecord | undefined {
     for (const t of this.tasks.values()) {
-      if (t.platformId === platformId && t.targetNativeId === targetNativeId && !FINISHED.has(t.state)) return t;
+      if (t.platformId !== platformId || t.targetNativeId !== targetNativeId || FINISHED.has(t.state)) continue;
+      if (!(shared && t.shared)) return t;
     }
     return undefined;
   }
@@ -159,6 +169,7 @@ export class TaskManager {
         },
       });
       task.resultSnapshotKey = result.snapshotKey ?? null;
+      task.resultVmNativeId = result.vmNativeId ?? null;
       task.progress = 100;
       task.state = 'SUCCEEDED';
     } catch (e) {

@@ -200,6 +200,8 @@ Napi::Object Connection::Init(Napi::Env env, Napi::Object exports) {
           InstanceMethod<&Connection::SnapshotCreate>("snapshotCreate"),
           InstanceMethod<&Connection::SnapshotRevert>("snapshotRevert"),
           InstanceMethod<&Connection::SnapshotDelete>("snapshotDelete"),
+          InstanceMethod<&Connection::DefineXml>("defineXml"),
+          InstanceMethod<&Connection::CloneVolume>("cloneVolume"),
       });
   constructor_ = Napi::Persistent(ctor);
   constructor_.SuppressDestruct();
@@ -367,6 +369,17 @@ Napi::Value Connection::SnapshotDelete(const Napi::CallbackInfo& info) {
   std::string name = StringArg(info, 1, "name");
   unsigned int flags = FlagsArg(info, 2);
   return Schedule(info.Env(), [uuid, name, flags](ConnState& st) { return vg::SnapshotDelete(st, uuid, name, flags); });
+}
+
+Napi::Value Connection::DefineXml(const Napi::CallbackInfo& info) {
+  std::string xml = StringArg(info, 0, "xml");
+  return Schedule(info.Env(), [xml](ConnState& st) { return vg::DefineXml(st, xml); });
+}
+
+Napi::Value Connection::CloneVolume(const Napi::CallbackInfo& info) {
+  std::string path = StringArg(info, 0, "sourcePath");
+  std::string name = StringArg(info, 1, "newName");
+  return Schedule(info.Env(), [path, name](ConnState& st) { return vg::CloneVolume(st, path, name); });
 }
 
 }  // namespace vg

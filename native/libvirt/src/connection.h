@@ -75,6 +75,8 @@ class Connection : public Napi::ObjectWrap<Connection> {
   Napi::Value SnapshotCreate(const Napi::CallbackInfo& info);
   Napi::Value SnapshotRevert(const Napi::CallbackInfo& info);
   Napi::Value SnapshotDelete(const Napi::CallbackInfo& info);
+  Napi::Value DefineXml(const Napi::CallbackInfo& info);
+  Napi::Value CloneVolume(const Napi::CallbackInfo& info);
 
   std::shared_ptr<ConnState> state_;
 };

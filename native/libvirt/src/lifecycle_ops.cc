@@ -104,3 +104,61 @@ Value SnapshotDelete(ConnState& st, const std::string& uuid, const std::string& 
 }
 
 }  // namespace vg
+
+namespace vg {
+
+Value DefineXml(ConnState& st, const std::string& xml) {
+  st.Count();
+  virDomainPtr dom = virDomainDefineXML(st.conn(), xml.c_str());
+  if (dom == nullptr) ThrowLast("virDomainDefineXML");
+  Value ref = DomainRef(dom);
+  virDomainFree(dom);
+  return ref;
+}
+
+// Copies a volume (found by path) into a new volume of the same pool; the
+// copy's path is returned. Drivers copy the data (qemu-img for qcow2).
+Value CloneVolume(ConnState& st, const std::string& sourcePath, const std::string& newName) {
+  st.Count();
+  virStorageVolPtr source = virStorageVolLookupByPath(st.conn(), sourcePath.c_str());
+  if (source == nullptr) ThrowLast("virStorageVolLookupByPath");
+  st.Count();
+  virStoragePoolPtr pool = virStoragePoolLookupByVolume(source);
+  if (pool == nullptr) {
+    LibvirtFailure f = LastFailure("virStoragePoolLookupByVolume");
+    virStorageVolFree(source);
+    throw LibvirtException(f);
+  }
+  st.Count();
+  char* xml = virStorageVolGetXMLDesc(source, 0);
+  std::string sourceXml = TakeString(xml);
+  // The new volume is the source's definition under a new name, without its key and path.
+  std::string out;
+  size_t start = sourceXml.find("<name>");
+  size_t end = sourceXml.find("</name>");
+  if (xml == nullptr || start == std::string::npos || end == std::string::npos) {
+    virStoragePoolFree(pool);
+    virStorageVolFree(source);
+    throw LibvirtException(LibvirtFailure{VIR_ERR_XML_ERROR, VIR_FROM_STORAGE, "cannot read the source volume's XML"});
+  }
+  out = sourceXml.substr(0, start + 6) + newName + sourceXml.substr(end);
+  for (const char* tag : {"key", "path"}) {
+    std::string open = std::string("<") + tag + ">";
+    std::string close = std::string("</") + tag + ">";
+    size_t a = out.find(open);
+    size_t b = out.find(close);
+    if (a != std::string::npos && b != std::string::npos && b > a) out.erase(a, b + close.size() - a);
+  }
+  st.Count();
+  virStorageVolPtr copy = virStorageVolCreateXMLFrom(pool, out.c_str(), source, 0);
+  virStoragePoolFree(pool);
+  virStorageVolFree(source);
+  if (copy == nullptr) ThrowLast("virStorageVolCreateXMLFrom");
+  st.Count();
+  char* path = virStorageVolGetPath(copy);
+  virStorageVolFree(copy);
+  if (path == nullptr) ThrowLast("virStorageVolGetPath");
+  return Value::String(TakeString(path));
+}
+
+}  // namespace vg

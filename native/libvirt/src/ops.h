@@ -29,6 +29,8 @@ Value DomainLifecycle(ConnState& st, const std::string& uuid, const std::string&
 Value SnapshotCreate(ConnState& st, const std::string& uuid, const std::string& xml, unsigned int flags);
 Value SnapshotRevert(ConnState& st, const std::string& uuid, const std::string& name, unsigned int flags);
 Value SnapshotDelete(ConnState& st, const std::string& uuid, const std::string& name, unsigned int flags);
+Value DefineXml(ConnState& st, const std::string& xml);
+Value CloneVolume(ConnState& st, const std::string& sourcePath, const std::string& newName);
 
 // network_ops.cc
 Value ListAllNetworks(ConnState& st, unsigned int flags);

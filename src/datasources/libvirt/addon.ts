@@ -85,6 +85,10 @@ export interface NativeConnection {
   snapshotCreate(uuid: string, xml: string, flags?: number): Promise<string>;
   snapshotRevert(uuid: string, name: string, flags?: number): Promise<true>;
   snapshotDelete(uuid: string, name: string, flags?: number): Promise<true>;
+  /** Defines (or redefines) a persistent domain. */
+  defineXml(xml: string): Promise<NativeDomainRef>;
+  /** Copies the volume at sourcePath into a new volume of the same pool; resolves with the copy's path. */
+  cloneVolume(sourcePath: string, newName: string): Promise<string>;
 }
 
 /** The libvirt call behind each name: virDomainCreateWithFlags, virDomainShutdownFlags, ... */
@@ -141,4 +145,5 @@ export const ListDomainsFlags = {
 export const UndefineFlags = { MANAGED_SAVE: 1, SNAPSHOTS_METADATA: 2, NVRAM: 4, CHECKPOINTS_METADATA: 16 } as const;
 export const SnapshotCreateFlags = { DISK_ONLY: 16, QUIESCE: 64, ATOMIC: 128 } as const;
 export const SnapshotDeleteFlags = { CHILDREN: 1 } as const;
+export const DomainXmlFlags = { SECURE: 1, INACTIVE: 2 } as const;
 export const DomainStats = { STATE: 1, CPU_TOTAL: 2, BALLOON: 4, VCPU: 8, INTERFACE: 16, BLOCK: 32 } as const;

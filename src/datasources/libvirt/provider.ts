@@ -12,7 +12,15 @@ import { ConnectedProvider, PlatformConnection } from '../platform-connection.js
 import type { Provider } from '../provider.js';
 import type { OperationReporter, OperationResult, Unsupported, VmOperation } from '../operations.js';
 import { OperationFailedError } from '../operations.js';
-import { type DomainOperation, DomainStats, ListDomainsFlags, SnapshotCreateFlags, SnapshotDeleteFlags, UndefineFlags } from './addon.js';
+import {
+  type DomainOperation,
+  DomainStats,
+  DomainXmlFlags,
+  ListDomainsFlags,
+  SnapshotCreateFlags,
+  SnapshotDeleteFlags,
+  UndefineFlags,
+} from './addon.js';
 import { LibvirtClient } from './client.js';
 import { VirErr, isAuthFailure, isConnectionFailure, isLibvirtCode } from './errors.js';
 import { domainState, formatVersion, poolState, snapshotPowerState, volumeType } from './states.js';
@@ -65,6 +73,8 @@ export class LibvirtProvider extends ConnectedProvider<LibvirtClient> implements
 
   /** Every operation maps to a libvirt call; a driver that lacks one fails the task with libvirt's reason. */
   readonly unsupported: Unsupported = {};
+  /** Copying the disks of a running domain would copy them mid-write. */
+  readonly allowedStates = { CLONE_VM: ['OFF'] } as const;
 
   runOperation(uuid: string, op: VmOperation, reporter: OperationReporter): Promise<OperationResult> {
     return this.connection.use(async (c) => {
@@ -115,8 +125,64 @@ export class LibvirtProvider extends ConnectedProvider<LibvirtClient> implements
         case 'DELETE_SNAPSHOT':
           await c.call('snapshotDelete', uuid, op.snapshotKey, op.withChildren ? SnapshotDeleteFlags.CHILDREN : 0);
           return {};
+        case 'CLONE_VM':
+          return this.clone(c, uuid, op, reporter);
       }
     });
+  }
+
+  /**
+   * A clone is the source's inactive definition under a new name, without
+   * its UUID and MAC addresses (libvirt makes new ones), with every disk
+   * image copied into a new volume of the same pool; CD-ROMs stay shared.
+   */
+  private async clone(
+    c: LibvirtClient,
+    uuid: string,
+    op: Extract<VmOperation, { kind: 'CLONE_VM' }>,
+    reporter: OperationReporter,
+  ): Promise<OperationResult> {
+    if (op.placement.storageNativeId) {
+      throw new OperationFailedError('libvirt clones copy disks within their own pool; leave storage out of the placement', 'UNSUPPORTED');
+    }
+    const [source] = await c.call('getDomainXmlDescs', [uuid], DomainXmlFlags.INACTIVE | DomainXmlFlags.SECURE);
+    if (source === undefined || source instanceof Error) throw source ?? new OperationFailedError('the source VM has gone');
+    let xml = source
+      .replace(/<test:[a-z]+[\s\S]*?<\/test:[a-z]+>|<test:[a-z]+[^>]*\/>/g, '') // test-driver metadata (run state, snapshots)
+      .replace(/<uuid>[^<]*<\/uuid>\s*/, '')
+      .replace(/<mac address=['"][^'"]*['"]\s*\/>\s*/g, '')
+      .replace(/<name>[^<]*<\/name>/, `<name>${escapeXml(op.name)}</name>`);
+    const disks = [...xml.matchAll(/<disk type=['"](file|volume)['"] device=['"]disk['"][\s\S]*?<\/disk>/g)];
+    const volumes = await this.volumeIndex(c);
+    for (const [i, [disk]] of disks.entries()) {
+      const file = /<source file=['"]([^'"]+)['"]/.exec(disk)?.[1];
+      const poolVolume = /<source pool=['"]([^'"]+)['"] volume=['"]([^'"]+)['"]/.exec(disk);
+      const sourcePath = file ?? (poolVolume ? volumes.byPoolAndName.get(`${poolVolume[1]}/${poolVolume[2]}`) : undefined);
+      if (!sourcePath) throw new OperationFailedError(`disk ${i + 1} of the source is not a volume of a storage pool; the gateway cannot copy it`, 'UNSUPPORTED');
+      const extension = /\.[a-z0-9]+$/i.exec(sourcePath)?.[0] ?? '';
+      const newPath = await c.call('cloneVolume', sourcePath, `${op.name}-disk${i + 1}${extension}`);
+      const newName = newPath.slice(newPath.lastIndexOf('/') + 1);
+      const copied = file
+        ? disk.replace(/<source file=['"][^'"]+['"]/, `<source file='${escapeXml(newPath)}'`)
+        : disk.replace(/volume=['"][^'"]+['"]/, `volume='${escapeXml(newName)}'`);
+      xml = xml.replace(disk, copied);
+      reporter.progress(10 + ((i + 1) / disks.length) * 70);
+    }
+    const created = await c.call('defineXml', xml);
+    if (op.powerOn) await c.call('domainLifecycle', created.uuid, 'create', 0);
+    return { vmNativeId: created.uuid };
+  }
+
+  /** Paths of every volume by `pool/name`, for disks that name a pool volume. */
+  private async volumeIndex(c: LibvirtClient): Promise<{ byPoolAndName: Map<string, string> }> {
+    const pools = await c.call('listAllStoragePools', 0);
+    const perPool = await c.call('listStorageVolumes', pools.map((p) => p.uuid));
+    const byPoolAndName = new Map<string, string>();
+    perPool.forEach((vols, i) => {
+      if (vols instanceof Error) return;
+      for (const v of vols) byPoolAndName.set(`${pools[i]!.name}/${v.name}`, parseVolumeXml(v.xml).path ?? v.key);
+    });
+    return { byPoolAndName };
   }
 
   /**

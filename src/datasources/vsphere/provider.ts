@@ -30,7 +30,7 @@ import {
 import { VsphereSession } from './session.js';
 import { resultRef } from './task-watcher.js';
 import { type ObjectContent, invokeTask, invokeVoid } from './vim.js';
-import { type MoRef, elementXml } from './xml.js';
+import { type MoRef, elementXml, moRefOf, moRefXml } from './xml.js';
 import { OperationFailedError, type OperationReporter, type OperationResult, type Unsupported, type VmOperation } from '../operations.js';
 
 /** A vCenter or standalone ESXi host, through the vim25 SOAP API. */
@@ -189,11 +189,46 @@ export class VsphereProvider extends ConnectedProvider<VsphereSession> implement
         case 'DELETE_SNAPSHOT':
           await task('RemoveSnapshot_Task', snapshot(op.snapshotKey), elementXml('removeChildren', op.withChildren));
           return {};
+        case 'CLONE_VM': {
+          const spec = await this.cloneSpec(s, vm, op);
+          const created = resultRef(await task('CloneVM_Task', vm, spec));
+          if (!created) throw new OperationFailedError('CloneVM_Task succeeded without naming the new VM');
+          // spec.powerOn is a request some servers ignore (vcsim does): the task ends with the VM running.
+          if (op.powerOn && (await this.powerState(s, created)) !== 'poweredOn') await task('PowerOnVM_Task', created);
+          return { vmNativeId: created.value };
+        }
         case 'PAUSE_VM':
         case 'UNPAUSE_VM':
           throw new OperationFailedError(this.unsupported[op.kind] ?? 'unsupported', 'UNSUPPORTED');
       }
     });
+  }
+
+  /** CloneVM_Task's folder, name and spec: into the source's folder, placed as asked. */
+  private async cloneSpec(s: VsphereSession, vm: MoRef, op: Extract<VmOperation, { kind: 'CLONE_VM' }>): Promise<string> {
+    const [source] = await s.retrieveObjects([vm], [{ type: 'VirtualMachine', paths: ['parent', 'resourcePool'] }]);
+    const folder = moRefOf(source?.props.get('parent'));
+    if (!folder) throw new OperationFailedError('the source VM is not in a folder (vApp members cannot be cloned here)', 'UNSUPPORTED');
+    const { hostNativeId, clusterNativeId, storageNativeId } = op.placement;
+    let pool: MoRef | null = null;
+    if (clusterNativeId) {
+      const [cluster] = await s.retrieveObjects([{ type: 'ClusterComputeResource', value: clusterNativeId }], [{ type: 'ClusterComputeResource', paths: ['resourcePool'] }]);
+      pool = moRefOf(cluster?.props.get('resourcePool'));
+    } else if (hostNativeId) {
+      const [host] = await s.retrieveObjects([{ type: 'HostSystem', value: hostNativeId }], [{ type: 'HostSystem', paths: ['parent'] }]);
+      const compute = moRefOf(host?.props.get('parent'));
+      const [cr] = compute ? await s.retrieveObjects([compute], [{ type: compute.type, paths: ['resourcePool'] }]) : [];
+      pool = moRefOf(cr?.props.get('resourcePool'));
+    }
+    const location =
+      (storageNativeId ? moRefXml('datastore', { type: 'Datastore', value: storageNativeId }) : '') +
+      (pool ? moRefXml('pool', pool) : '') +
+      (hostNativeId ? moRefXml('host', { type: 'HostSystem', value: hostNativeId }) : '');
+    return (
+      moRefXml('folder', folder) +
+      elementXml('name', op.name) +
+      `<spec><location>${location}</location>${elementXml('template', false)}${elementXml('powerOn', op.powerOn)}</spec>`
+    );
   }
 
   private async powerState(s: VsphereSession, vm: MoRef): Promise<string | null> {
