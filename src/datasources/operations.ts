@@ -12,7 +12,23 @@ export type VmOperation =
   | { kind: 'CREATE_SNAPSHOT'; name: string; description: string | null; includeMemory: boolean; quiesce: boolean }
   | { kind: 'REVERT_TO_SNAPSHOT'; snapshotKey: string }
   | { kind: 'DELETE_SNAPSHOT'; snapshotKey: string; withChildren: boolean }
-  | { kind: 'CLONE_VM'; name: string; placement: Placement; powerOn: boolean };
+  | { kind: 'CLONE_VM'; name: string; placement: Placement; powerOn: boolean }
+  | ({ kind: 'RECONFIGURE_VM' } & Reconfiguration);
+
+/** Changes to a VM's hardware; what is null or empty stays as it is. */
+export interface Reconfiguration {
+  vcpus: number | null;
+  coresPerSocket: number | null;
+  memoryMiB: number | null;
+  /** New disks of this size, on this storage (null: where the VM's first disk is). */
+  addDisks: { capacityBytes: number; storageNativeId: string | null }[];
+  /** Disks to detach, by target (`vdb`, `scsi0:1`); their data stays on the storage. */
+  removeDiskTargets: string[];
+  /** New NICs on these networks. */
+  addNics: { networkNativeId: string }[];
+  /** NICs to remove, by MAC address. */
+  removeNicMacs: string[];
+}
 
 /** Where a new VM goes; what is not given stays as the source VM has it. Native IDs of the VM's platform. */
 export interface Placement {

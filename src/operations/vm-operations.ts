@@ -62,6 +62,7 @@ const ALLOWED_FROM: Record<VmOperationKind, readonly PowerState[]> = {
   REVERT_TO_SNAPSHOT: ['ON', 'OFF', 'PAUSED', 'SUSPENDED'],
   DELETE_SNAPSHOT: ['ON', 'OFF', 'PAUSED', 'SUSPENDED'],
   CLONE_VM: ['ON', 'OFF', 'PAUSED', 'SUSPENDED'],
+  RECONFIGURE_VM: ['ON', 'OFF', 'PAUSED', 'SUSPENDED'],
 };
 
 /** A mutation's input: it names a VM, or a snapshot (which names its VM). */

@@ -1,6 +1,7 @@
-import type { VmOperation } from '../datasources/operations.js';
+import type { Reconfiguration, VmOperation } from '../datasources/operations.js';
+import { decodeIdOf } from '../model/ids.js';
 import { ErrorCode, GatewayError } from '../errors.js';
-import type { MutationResolvers, PowerAction } from '../generated/graphql.js';
+import type { MutationResolvers, PowerAction, ReconfigureVmInput } from '../generated/graphql.js';
 import { placementOn } from './placement.js';
 
 // Thin: each mutation names its operation; VmOperations does the rest.
@@ -70,7 +71,46 @@ function checkBatchSize(n: number, field: string): void {
   }
 }
 
-export const batchMutations: Pick<MutationResolvers, 'cloneVm' | 'deployVms' | 'snapshotVms' | 'powerVms'> = {
+function reconfiguration(platformId: string, input: ReconfigureVmInput): Reconfiguration {
+  const bad = (field: string, message: string): never => {
+    throw new GatewayError(ErrorCode.BAD_USER_INPUT, message, { field: [field] });
+  };
+  if (input.vcpus != null && !(input.vcpus >= 1 && input.vcpus <= 768)) bad('vcpus', 'vcpus must be 1 to 768.');
+  if (input.coresPerSocket != null && !(input.coresPerSocket >= 1 && input.coresPerSocket <= 768)) bad('coresPerSocket', 'coresPerSocket must be 1 to 768.');
+  if (input.memoryMiB != null && !(input.memoryMiB >= 4 && input.memoryMiB <= 24 * 1024 * 1024)) bad('memoryMiB', 'memoryMiB must be 4 MiB to 24 TiB.');
+  if (input.vcpus != null && input.coresPerSocket != null && input.vcpus % input.coresPerSocket !== 0) {
+    bad('coresPerSocket', `${input.vcpus} vCPUs do not divide into sockets of ${input.coresPerSocket} cores.`);
+  }
+  for (const d of input.addDisks ?? []) if (d.capacityBytes < 1024 ** 2) bad('addDisks', 'A new disk needs at least 1 MiB.');
+  const onPlatform = (id: string, field: string, ...kinds: Parameters<typeof decodeIdOf>[1][]) => {
+    const ref = decodeIdOf(id, ...kinds);
+    if (ref.platformId !== platformId) bad(field, `${field} names an object of platform "${ref.platformId}", not the VM's "${platformId}".`);
+    return ref.nativeId;
+  };
+  const change: Reconfiguration = {
+    vcpus: input.vcpus ?? null,
+    coresPerSocket: input.coresPerSocket ?? null,
+    memoryMiB: input.memoryMiB ?? null,
+    addDisks: (input.addDisks ?? []).map((d) => ({
+      capacityBytes: d.capacityBytes,
+      storageNativeId: d.storageId ? onPlatform(d.storageId, 'addDisks', 'Datastore', 'StoragePool') : null,
+    })),
+    removeDiskTargets: input.removeDiskTargets ?? [],
+    addNics: (input.addNics ?? []).map((n) => ({ networkNativeId: onPlatform(n.networkId, 'addNics', 'Network') })),
+    removeNicMacs: input.removeNicMacs ?? [],
+  };
+  const empty = Object.values(change).every((v) => v === null || (Array.isArray(v) && v.length === 0));
+  if (empty) bad('vmId', 'Nothing to change: give vcpus, memoryMiB, disks or NICs.');
+  return change;
+}
+
+export const batchMutations: Pick<MutationResolvers, 'cloneVm' | 'reconfigureVm' | 'deployVms' | 'snapshotVms' | 'powerVms'> = {
+  reconfigureVm: (_r, { input }, ctx) =>
+    ctx.operations.run(ctx, {
+      mutation: 'reconfigureVm',
+      input,
+      build: (_s, vm) => ({ kind: 'RECONFIGURE_VM', ...reconfiguration(vm.platformId, input) }),
+    }),
   cloneVm: (_r, { input }, ctx) =>
     ctx.operations.run(ctx, {
       mutation: 'cloneVm',

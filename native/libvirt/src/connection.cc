@@ -202,6 +202,7 @@ Napi::Object Connection::Init(Napi::Env env, Napi::Object exports) {
           InstanceMethod<&Connection::SnapshotDelete>("snapshotDelete"),
           InstanceMethod<&Connection::DefineXml>("defineXml"),
           InstanceMethod<&Connection::CloneVolume>("cloneVolume"),
+          InstanceMethod<&Connection::CreateVolume>("createVolume"),
       });
   constructor_ = Napi::Persistent(ctor);
   constructor_.SuppressDestruct();
@@ -380,6 +381,12 @@ Napi::Value Connection::CloneVolume(const Napi::CallbackInfo& info) {
   std::string path = StringArg(info, 0, "sourcePath");
   std::string name = StringArg(info, 1, "newName");
   return Schedule(info.Env(), [path, name](ConnState& st) { return vg::CloneVolume(st, path, name); });
+}
+
+Napi::Value Connection::CreateVolume(const Napi::CallbackInfo& info) {
+  std::string pool = StringArg(info, 0, "poolUuid");
+  std::string xml = StringArg(info, 1, "xml");
+  return Schedule(info.Env(), [pool, xml](ConnState& st) { return vg::CreateVolume(st, pool, xml); });
 }
 
 }  // namespace vg

@@ -77,6 +77,7 @@ class Connection : public Napi::ObjectWrap<Connection> {
   Napi::Value SnapshotDelete(const Napi::CallbackInfo& info);
   Napi::Value DefineXml(const Napi::CallbackInfo& info);
   Napi::Value CloneVolume(const Napi::CallbackInfo& info);
+  Napi::Value CreateVolume(const Napi::CallbackInfo& info);
 
   std::shared_ptr<ConnState> state_;
 };

@@ -38,6 +38,7 @@ Value ListAllNetworks(ConnState& st, unsigned int flags);
 // storage_ops.cc
 Value ListAllStoragePools(ConnState& st, unsigned int flags);
 Value ListStorageVolumes(ConnState& st, const std::vector<std::string>& poolUuids);
+Value CreateVolume(ConnState& st, const std::string& poolUuid, const std::string& xml);
 
 // Helpers shared by the *_ops.cc files.
 

@@ -112,3 +112,23 @@ Value ListStorageVolumes(ConnState& st, const std::vector<std::string>& poolUuid
 }
 
 }  // namespace vg
+
+namespace vg {
+
+// Creates a volume in a pool from its XML; resolves with the new volume's path.
+Value CreateVolume(ConnState& st, const std::string& poolUuid, const std::string& xml) {
+  st.Count();
+  virStoragePoolPtr pool = virStoragePoolLookupByUUIDString(st.conn(), poolUuid.c_str());
+  if (pool == nullptr) ThrowLast("virStoragePoolLookupByUUIDString");
+  st.Count();
+  virStorageVolPtr vol = virStorageVolCreateXML(pool, xml.c_str(), 0);
+  virStoragePoolFree(pool);
+  if (vol == nullptr) ThrowLast("virStorageVolCreateXML");
+  st.Count();
+  char* path = virStorageVolGetPath(vol);
+  virStorageVolFree(vol);
+  if (path == nullptr) ThrowLast("virStorageVolGetPath");
+  return Value::String(TakeString(path));
+}
+
+}  // namespace vg

@@ -89,6 +89,8 @@ export interface NativeConnection {
   defineXml(xml: string): Promise<NativeDomainRef>;
   /** Copies the volume at sourcePath into a new volume of the same pool; resolves with the copy's path. */
   cloneVolume(sourcePath: string, newName: string): Promise<string>;
+  /** Creates a volume in a pool from its XML; resolves with its path. */
+  createVolume(poolUuid: string, xml: string): Promise<string>;
 }
 
 /** The libvirt call behind each name: virDomainCreateWithFlags, virDomainShutdownFlags, ... */

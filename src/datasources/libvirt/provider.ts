@@ -10,7 +10,8 @@ import type { StoragePoolRecord, StorageVolumeRecord } from '../../model/storage
 import type { VmDetails, VmRecord } from '../../model/vm.js';
 import { ConnectedProvider, PlatformConnection } from '../platform-connection.js';
 import type { Provider } from '../provider.js';
-import type { OperationReporter, OperationResult, Unsupported, VmOperation } from '../operations.js';
+import type { OperationReporter, OperationResult, Reconfiguration, Unsupported, VmOperation } from '../operations.js';
+import { editDomainXml } from './domain-edit.js';
 import { OperationFailedError } from '../operations.js';
 import {
   type DomainOperation,
@@ -127,6 +128,9 @@ export class LibvirtProvider extends ConnectedProvider<LibvirtClient> implements
           return {};
         case 'CLONE_VM':
           return this.clone(c, uuid, op, reporter);
+        case 'RECONFIGURE_VM':
+          await this.reconfigure(c, uuid, op);
+          return {};
       }
     });
   }
@@ -171,6 +175,45 @@ export class LibvirtProvider extends ConnectedProvider<LibvirtClient> implements
     const created = await c.call('defineXml', xml);
     if (op.powerOn) await c.call('domainLifecycle', created.uuid, 'create', 0);
     return { vmNativeId: created.uuid };
+  }
+
+  /**
+   * Changes the persistent definition: a running domain takes the changes
+   * at its next start. New disks are new qcow2 volumes in the named pool, or
+   * in the pool of the VM's first disk.
+   */
+  private async reconfigure(c: LibvirtClient, uuid: string, change: Reconfiguration): Promise<void> {
+    const [source] = await c.call('getDomainXmlDescs', [uuid], DomainXmlFlags.INACTIVE | DomainXmlFlags.SECURE);
+    if (source === undefined || source instanceof Error) throw source ?? new OperationFailedError('the VM has gone');
+    const networks = await c.call('listAllNetworks', 0);
+    const addNetworks = change.addNics.map((n) => {
+      const net = networks.find((x) => x.uuid === n.networkNativeId);
+      if (!net) throw new OperationFailedError(`no network ${n.networkNativeId} on this platform`, 'INVALID_INPUT');
+      return net.name;
+    });
+    const addDiskPaths: { path: string; format: string }[] = [];
+    if (change.addDisks.length > 0) {
+      const pools = await c.call('listAllStoragePools', 0);
+      const firstDisk = /<source file=['"]([^'"]+)['"]/.exec(source)?.[1];
+      const home = pools.find((p) => firstDisk && parsePoolXml(p.xml).targetPath && firstDisk.startsWith(`${parsePoolXml(p.xml).targetPath}/`));
+      const name = /<name>([^<]+)<\/name>/.exec(source)?.[1] ?? uuid;
+      for (const [i, disk] of change.addDisks.entries()) {
+        const pool = disk.storageNativeId ? pools.find((p) => p.uuid === disk.storageNativeId) : home;
+        if (!pool) throw new OperationFailedError('name the storage pool for the new disk (the VM has no disk in a pool)', 'INVALID_INPUT');
+        const volume = `<volume><name>${escapeXml(`${name}-${Date.now().toString(36)}-${i + 1}.qcow2`)}</name><capacity unit='bytes'>${disk.capacityBytes}</capacity><target><format type='qcow2'/></target></volume>`;
+        addDiskPaths.push({ path: await c.call('createVolume', pool.uuid, volume), format: 'qcow2' });
+      }
+    }
+    const xml = editDomainXml(source, {
+      vcpus: change.vcpus,
+      coresPerSocket: change.coresPerSocket,
+      memoryMiB: change.memoryMiB,
+      addDiskPaths,
+      removeDiskTargets: change.removeDiskTargets,
+      addNetworks,
+      removeNicMacs: change.removeNicMacs,
+    });
+    await c.call('defineXml', xml);
   }
 
   /** Paths of every volume by `pool/name`, for disks that name a pool volume. */

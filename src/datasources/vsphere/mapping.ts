@@ -175,14 +175,30 @@ const NIC_TYPES = new Set([
 
 const DISK_DEVICES: Record<string, DiskDevice> = { VirtualDisk: 'DISK', VirtualCdrom: 'CDROM', VirtualFloppy: 'FLOPPY' };
 
-function devices(o: ObjectContent): { disks: VmDiskRecord[]; nics: VmNicRecord[] } {
-  const all = children(prop(o, 'config.hardware.device'), 'VirtualDevice');
+/**
+ * The gateway's name for each disk-like device: `<bus><busNumber>:<unit>`
+ * (scsi0:1), as vSphere's own UI shows it, or the device label.
+ */
+export function diskTargets(all: XNode[]): Map<XNode, string> {
   const controllers = new Map(
     all.flatMap((d) => {
       const bus = busOf(xsiType(d));
       return bus ? [[textOf(child(d, 'key')) ?? '', { bus, number: intOf(child(d, 'busNumber')) ?? 0 }] as const] : [];
     }),
   );
+  return new Map(
+    all.map((d) => {
+      const controller = controllers.get(textOf(child(d, 'controllerKey')) ?? '');
+      const unit = intOf(child(d, 'unitNumber'));
+      return [d, controller ? `${controller.bus}${controller.number}:${unit ?? 0}` : (textOf(path(d, 'deviceInfo', 'label')) ?? '')];
+    }),
+  );
+}
+
+function devices(o: ObjectContent): { disks: VmDiskRecord[]; nics: VmNicRecord[] } {
+  const all = children(prop(o, 'config.hardware.device'), 'VirtualDevice');
+  const targets = diskTargets(all);
+  const busOfDevice = (d: XNode) => /^([a-z]+)\d/.exec(targets.get(d) ?? '')?.[1] ?? null;
   const disks: VmDiskRecord[] = [];
   const nics: VmNicRecord[] = [];
   for (const d of all) {
@@ -190,14 +206,12 @@ function devices(o: ObjectContent): { disks: VmDiskRecord[]; nics: VmNicRecord[]
     const backing = child(d, 'backing');
     const device = DISK_DEVICES[type];
     if (device) {
-      const controller = controllers.get(textOf(child(d, 'controllerKey')) ?? '');
-      const unit = intOf(child(d, 'unitNumber'));
       const capacity = intOf(child(d, 'capacityInBytes')) ?? ((intOf(child(d, 'capacityInKB')) ?? 0) * 1024 || null);
       const fileName = textOf(child(backing, 'fileName')) || null;
       disks.push({
         device,
-        target: controller ? `${controller.bus}${controller.number}:${unit ?? 0}` : (textOf(path(d, 'deviceInfo', 'label')) ?? ''),
-        bus: controller?.bus ?? null,
+        target: targets.get(d) ?? '',
+        bus: busOfDevice(d),
         sourceType: fileName ? 'file' : (xsiType(backing)?.replace(/BackingInfo$/, '') ?? 'none'),
         source: fileName,
         sourcePool: null,

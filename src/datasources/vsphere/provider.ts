@@ -27,6 +27,7 @@ import {
   vmDetails,
   vmRecord,
 } from './mapping.js';
+import { reconfigureSpec } from './reconfigure.js';
 import { VsphereSession } from './session.js';
 import { resultRef } from './task-watcher.js';
 import { type ObjectContent, invokeTask, invokeVoid } from './vim.js';
@@ -197,6 +198,9 @@ export class VsphereProvider extends ConnectedProvider<VsphereSession> implement
           if (op.powerOn && (await this.powerState(s, created)) !== 'poweredOn') await task('PowerOnVM_Task', created);
           return { vmNativeId: created.value };
         }
+        case 'RECONFIGURE_VM':
+          await task('ReconfigVM_Task', vm, await reconfigureSpec(s, vm, op));
+          return {};
         case 'PAUSE_VM':
         case 'UNPAUSE_VM':
           throw new OperationFailedError(this.unsupported[op.kind] ?? 'unsupported', 'UNSUPPORTED');

@@ -116,3 +116,13 @@ export function moRefXml(name: string, ref: MoRef): string {
 export function elementXml(name: string, value: string | number | boolean): string {
   return `<${name}>${escapeXml(String(value))}</${name}>`;
 }
+
+/** Serializes an element as received (for sending a device back, as ReconfigVM_Task's remove needs). */
+export function nodeXml(node: XNode, name = node.name): string {
+  const attrs = Object.entries(node.attrs)
+    .filter(([k]) => !k.startsWith('xmlns'))
+    .map(([k, v]) => ` ${k}="${escapeXml(v)}"`)
+    .join('');
+  const body = node.children.length > 0 ? node.children.map((c) => nodeXml(c)).join('') : escapeXml(node.text);
+  return `<${name}${attrs}>${body}</${name}>`;
+}

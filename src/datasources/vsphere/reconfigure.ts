@@ -1,0 +1,91 @@
+import { OperationFailedError, type Reconfiguration } from '../operations.js';
+import { NETWORK_SPECS, diskTargets } from './mapping.js';
+import type { VsphereSession } from './session.js';
+import { type MoRef, type XNode, child, children, elementXml, intOf, moRefOf, moRefXml, nodeXml, textOf, xsiType } from './xml.js';
+
+// ReconfigVM_Task's spec for a neutral Reconfiguration: CPU and memory
+// fields, then one deviceChange per disk or NIC added or removed. Element
+// order follows the vim25 schema, which vCenter enforces.
+
+const SCSI_RESERVED_UNIT = 7;
+
+function change(operation: 'add' | 'remove', device: string, fileOperation?: 'create'): string {
+  return `<deviceChange>${elementXml('operation', operation)}${fileOperation ? elementXml('fileOperation', fileOperation) : ''}${device}</deviceChange>`;
+}
+
+export async function reconfigureSpec(s: VsphereSession, vm: MoRef, c: Reconfiguration): Promise<string> {
+  const [o] = await s.retrieveObjects([vm], [{ type: 'VirtualMachine', paths: ['config.hardware.device', 'datastore'] }]);
+  if (!o) throw new OperationFailedError('the VM has gone');
+  const devices = children(o.props.get('config.hardware.device'), 'VirtualDevice');
+  const targets = diskTargets(devices);
+  const changes: string[] = [];
+
+  for (const target of c.removeDiskTargets) {
+    const disk = devices.find((d) => xsiType(d) === 'VirtualDisk' && targets.get(d) === target);
+    if (!disk) throw new OperationFailedError(`the VM has no disk ${target}`, 'INVALID_INPUT');
+    changes.push(change('remove', nodeXml(disk, 'device')));
+  }
+  for (const mac of c.removeNicMacs) {
+    const nic = devices.find((d) => textOf(child(d, 'macAddress'))?.toLowerCase() === mac.toLowerCase());
+    if (!nic) throw new OperationFailedError(`the VM has no NIC with MAC ${mac}`, 'INVALID_INPUT');
+    changes.push(change('remove', nodeXml(nic, 'device')));
+  }
+
+  let key = -100;
+  if (c.addDisks.length > 0) {
+    const controller = devices.find((d) => /SCSIController|LsiLogic|BusLogic/.test(xsiType(d) ?? ''));
+    if (!controller) throw new OperationFailedError('the VM has no SCSI controller to attach a disk to', 'UNSUPPORTED');
+    const controllerKey = textOf(child(controller, 'key')) ?? '';
+    const used = new Set(devices.filter((d) => textOf(child(d, 'controllerKey')) === controllerKey).map((d) => intOf(child(d, 'unitNumber'))));
+    const vmStores = children(o.props.get('datastore'), 'ManagedObjectReference').map((r) => r.text);
+    for (const disk of c.addDisks) {
+      const store = disk.storageNativeId ?? vmStores[0];
+      if (!store) throw new OperationFailedError('name the datastore for the new disk (the VM has none)', 'INVALID_INPUT');
+      const [ds] = await s.retrieveObjects([{ type: 'Datastore', value: store }], [{ type: 'Datastore', paths: ['summary.name'] }]);
+      const dsName = ds?.props.get('summary.name')?.text;
+      if (!dsName) throw new OperationFailedError(`no datastore ${store}`, 'INVALID_INPUT');
+      let unit = 0;
+      while (used.has(unit) || unit === SCSI_RESERVED_UNIT) unit += 1;
+      used.add(unit);
+      const device =
+        `<device xsi:type="VirtualDisk">${elementXml('key', key--)}` +
+        `<backing xsi:type="VirtualDiskFlatVer2BackingInfo">${elementXml('fileName', `[${dsName}]`)}${moRefXml('datastore', { type: 'Datastore', value: store })}` +
+        `${elementXml('diskMode', 'persistent')}${elementXml('thinProvisioned', true)}</backing>` +
+        `${elementXml('controllerKey', controllerKey)}${elementXml('unitNumber', unit)}${elementXml('capacityInKB', Math.ceil(disk.capacityBytes / 1024))}</device>`;
+      changes.push(change('add', device, 'create'));
+    }
+  }
+  if (c.addNics.length > 0) {
+    const networks = await s.retrieveAll(NETWORK_SPECS);
+    for (const nic of c.addNics) {
+      const net = networks.find((n) => n.obj.value === nic.networkNativeId);
+      if (!net) throw new OperationFailedError(`no network ${nic.networkNativeId} on this platform`, 'INVALID_INPUT');
+      const backing = net.obj.type === 'DistributedVirtualPortgroup' ? await dvPortBacking(s, net.obj) : networkBacking(net.obj, net.props.get('name'));
+      changes.push(change('add', `<device xsi:type="VirtualVmxnet3">${elementXml('key', key--)}${backing}${elementXml('addressType', 'generated')}</device>`));
+    }
+  }
+  return (
+    '<spec>' +
+    (c.vcpus !== null ? elementXml('numCPUs', c.vcpus) : '') +
+    (c.coresPerSocket !== null ? elementXml('numCoresPerSocket', c.coresPerSocket) : '') +
+    (c.memoryMiB !== null ? elementXml('memoryMB', c.memoryMiB) : '') +
+    changes.join('') +
+    '</spec>'
+  );
+}
+
+function networkBacking(net: MoRef, name: XNode | undefined): string {
+  return `<backing xsi:type="VirtualEthernetCardNetworkBackingInfo">${elementXml('deviceName', name?.text ?? '')}${moRefXml('network', net)}</backing>`;
+}
+
+async function dvPortBacking(s: VsphereSession, portgroup: MoRef): Promise<string> {
+  const [pg] = await s.retrieveObjects([portgroup], [{ type: 'DistributedVirtualPortgroup', paths: ['config.distributedVirtualSwitch', 'key'] }]);
+  const dvs = moRefOf(pg?.props.get('config.distributedVirtualSwitch'));
+  const [sw] = dvs ? await s.retrieveObjects([dvs], [{ type: dvs.type, paths: ['uuid'] }]) : [];
+  const uuid = sw?.props.get('uuid')?.text;
+  if (!uuid) throw new OperationFailedError(`cannot find the distributed switch of ${portgroup.value}`);
+  return (
+    `<backing xsi:type="VirtualEthernetCardDistributedVirtualPortBackingInfo"><port>${elementXml('switchUuid', uuid)}` +
+    `${elementXml('portgroupKey', pg?.props.get('key')?.text ?? portgroup.value)}</port></backing>`
+  );
+}
