@@ -15,6 +15,20 @@ export type VmOperation =
   | { kind: 'CLONE_VM'; name: string; placement: Placement; powerOn: boolean }
   | ({ kind: 'RECONFIGURE_VM' } & Reconfiguration);
 
+/** A new VM, neutrally. Native IDs of the platform it is created on. */
+export interface VmSpec {
+  name: string;
+  vcpus: number;
+  coresPerSocket: number | null;
+  memoryMiB: number;
+  /** libosinfo ID (libvirt) or guestId (vSphere). */
+  guestOs: string | null;
+  disks: { capacityBytes: number; storageNativeId: string | null }[];
+  nics: { networkNativeId: string }[];
+  placement: Placement;
+  powerOn: boolean;
+}
+
 /** Changes to a VM's hardware; what is null or empty stays as it is. */
 export interface Reconfiguration {
   vcpus: number | null;

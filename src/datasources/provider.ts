@@ -5,7 +5,7 @@ import type { PlatformKind, PlatformState } from '../model/platform.js';
 import type { SnapshotRecord } from '../model/snapshot.js';
 import type { StorageRecord, StorageVolumeRecord } from '../model/storage.js';
 import type { PowerState, VmDetails, VmRecord } from '../model/vm.js';
-import type { OperationReporter, OperationResult, Unsupported, VmOperation, VmOperationKind } from './operations.js';
+import type { OperationReporter, OperationResult, Unsupported, VmOperation, VmOperationKind, VmSpec } from './operations.js';
 import type { RequestScope } from './request-scope.js';
 
 /**
@@ -47,4 +47,8 @@ export interface Provider {
    * failed). State checks happen before; this only acts.
    */
   runOperation(vmNativeId: string, op: VmOperation, reporter: OperationReporter): Promise<OperationResult>;
+  /** Why a spec cannot be placed on this platform (vSphere needs a cluster or host), or null. */
+  placementProblem(spec: VmSpec): string | null;
+  /** Creates a VM; resolves with its native ID once it exists (and runs, when asked). */
+  createVm(spec: VmSpec, reporter: OperationReporter): Promise<OperationResult>;
 }

@@ -1,7 +1,7 @@
 import type { Authorizer } from '../auth/authorizer.js';
 import type { AuditLog } from '../audit/audit-log.js';
 import { redact } from '../audit/audit-log.js';
-import type { VmOperation, VmOperationKind } from '../datasources/operations.js';
+import type { VmOperation, VmOperationKind, VmSpec } from '../datasources/operations.js';
 import { PlatformUnavailableError } from '../datasources/platform-connection.js';
 import { GatewayError } from '../errors.js';
 import { type NodeKind, decodeIdOf, encodeId, splitChildNativeId } from '../model/ids.js';
@@ -83,6 +83,16 @@ export interface OperationRequest {
   /** Skips the power-state check (deleteVm with force). */
   anyState?: boolean;
 }
+
+export interface CreateRequest {
+  input: { platformId: string; idempotencyKey?: string | null; clientMutationId?: string | null; [field: string]: unknown };
+  /** The spec on the named platform; a thrown GatewayError is an INVALID_INPUT refusal. */
+  build: (platformId: string) => VmSpec;
+}
+
+const noOperation = (): never => {
+  throw new Error('createVm builds a spec, not an operation');
+};
 
 class Refusal extends Error {
   constructor(readonly userError: UserError) {
@@ -178,7 +188,7 @@ export class VmOperations {
       const unsupported = provider?.unsupported[op.kind];
       if (!provider || unsupported) return refuse('UNSUPPORTED', unsupported ?? 'The platform cannot do this.');
 
-      if (op.kind === 'CLONE_VM') await this.checkClone(ctx, vm, op);
+      if (op.kind === 'CLONE_VM') await this.checkNewName(ctx, vm.platformId, op.name);
       // A VM with an operation in flight is in no settled state: conflicts first.
       const shared = op.kind === 'CLONE_VM';
       const busy = this.deps.tasks.conflicting(vm.platformId, vm.nativeId, shared);
@@ -201,7 +211,8 @@ export class VmOperations {
         hostNativeId: vm.hostNativeId,
         operation: op.kind,
         targetNativeId: vm.nativeId,
-        targetName: op.kind === 'CLONE_VM' ? `${vm.name} -> ${op.name}` : vm.name,
+        targetName: vm.name,
+        newVmName: op.kind === 'CLONE_VM' ? op.name : undefined,
         caller: ctx.caller.id,
         shared,
         run: (reporter) => provider.runOperation(vm.nativeId, op, reporter),
@@ -214,14 +225,74 @@ export class VmOperations {
     }
   }
 
-  /** A clone needs a free name on its platform. */
-  private async checkClone(ctx: GatewayContext, vm: VmRecord, op: Extract<VmOperation, { kind: 'CLONE_VM' }>): Promise<void> {
-    if (!/^[A-Za-z0-9][A-Za-z0-9._ -]{0,79}$/.test(op.name)) {
+  /** A new VM (clone, create) needs a valid name that no VM, and no task creating one, has on its platform. */
+  private async checkNewName(ctx: GatewayContext, platformId: string, name: string): Promise<void> {
+    if (!/^[A-Za-z0-9][A-Za-z0-9._ -]{0,79}$/.test(name)) {
       refuse('INVALID_INPUT', 'A VM name is 1 to 80 letters, digits, spaces, ".", "_" or "-", starting with a letter or digit.', ['name']);
     }
-    const taken = (await ctx.loaders.vms.load(vm.platformId)).some((v) => v.name === op.name);
-    const pending = this.deps.tasks.list().some((t) => t.operation === 'CLONE_VM' && t.platformId === vm.platformId && t.state !== 'FAILED' && t.targetName === `${vm.name} -> ${op.name}`);
-    if (taken || pending) refuse('INVALID_INPUT', `A VM named "${op.name}" already exists on this platform.`, ['name']);
+    const taken = (await ctx.loaders.vms.load(platformId)).some((v) => v.name === name) || this.deps.tasks.creating(platformId, name);
+    if (taken) refuse('INVALID_INPUT', `A VM named "${name}" already exists on this platform.`, ['name']);
+  }
+
+  /** createVm: like an operation, but its target is a platform and a name. */
+  async runCreate(ctx: GatewayContext, req: CreateRequest): Promise<OperationPayload> {
+    const { input } = req;
+    const caller = ctx.caller.id;
+    if (input.idempotencyKey) {
+      const earlier = this.single.find(caller, input.idempotencyKey);
+      if (earlier?.operation === 'createVm') {
+        const payload = await earlier.value;
+        this.audit(ctx, { mutation: 'createVm', input, build: noOperation }, input.platformId, 'REPLAYED', [], payload.task?.id ?? null);
+        return { ...payload, clientMutationId: input.clientMutationId ?? null };
+      }
+    }
+    const attempt = (async (): Promise<OperationPayload> => {
+      const audited: OperationRequest = { mutation: 'createVm', input, build: noOperation };
+      try {
+        let platformId: string;
+        try {
+          platformId = decodeIdOf(input.platformId, 'Platform').platformId;
+        } catch (e) {
+          return refuse('INVALID_INPUT', e instanceof GatewayError ? e.message : 'Not a valid ID.', ['platformId']);
+        }
+        const provider = ctx.registry.get(platformId);
+        if (!provider) return refuse('NOT_FOUND', `No platform "${platformId}" is configured.`, ['platformId']);
+        const decision = this.deps.authorizer.authorize(ctx.caller, 'createVm', input.platformId);
+        if (!decision.allowed) refuse('FORBIDDEN', decision.reason);
+        let spec: VmSpec;
+        try {
+          spec = req.build(platformId);
+        } catch (e) {
+          if (e instanceof GatewayError) return refuse('INVALID_INPUT', e.message, (e.extensions['field'] as string[] | undefined) ?? null);
+          throw e;
+        }
+        const problem = provider.placementProblem(spec);
+        if (problem) refuse('INVALID_INPUT', problem, ['placement']);
+        try {
+          await this.checkNewName(ctx, platformId, spec.name);
+        } catch (e) {
+          if (e instanceof PlatformUnavailableError) return refuse('PLATFORM_UNAVAILABLE', e.message);
+          throw e;
+        }
+        const task = this.deps.tasks.submit({
+          platformId,
+          hostNativeId: spec.placement.hostNativeId,
+          operation: 'CREATE_VM',
+          targetNativeId: `new/${spec.name}`,
+          targetName: spec.name,
+          caller,
+          newVmName: spec.name,
+          run: (reporter) => provider.createVm(spec, reporter),
+        });
+        this.audit(ctx, audited, input.platformId, 'ACCEPTED', [], task.id);
+        return { clientMutationId: input.clientMutationId ?? null, vm: null, task, userErrors: [] };
+      } catch (e) {
+        if (e instanceof Refusal) return this.refused(ctx, audited, input.platformId, e.userError);
+        throw e;
+      }
+    })();
+    if (input.idempotencyKey) this.single.remember(caller, input.idempotencyKey, 'createVm', attempt);
+    return attempt;
   }
 
   /** The VM (and snapshot key) a request names, read fresh from its platform. */

@@ -1,7 +1,7 @@
-import type { Reconfiguration, VmOperation } from '../datasources/operations.js';
+import type { Reconfiguration, VmOperation, VmSpec } from '../datasources/operations.js';
 import { decodeIdOf } from '../model/ids.js';
 import { ErrorCode, GatewayError } from '../errors.js';
-import type { MutationResolvers, PowerAction, ReconfigureVmInput } from '../generated/graphql.js';
+import type { CreateVmInput, MutationResolvers, PowerAction, ReconfigureVmInput } from '../generated/graphql.js';
 import { placementOn } from './placement.js';
 
 // Thin: each mutation names its operation; VmOperations does the rest.
@@ -71,32 +71,58 @@ function checkBatchSize(n: number, field: string): void {
   }
 }
 
-function reconfiguration(platformId: string, input: ReconfigureVmInput): Reconfiguration {
-  const bad = (field: string, message: string): never => {
-    throw new GatewayError(ErrorCode.BAD_USER_INPUT, message, { field: [field] });
-  };
+const bad = (field: string, message: string): never => {
+  throw new GatewayError(ErrorCode.BAD_USER_INPUT, message, { field: [field] });
+};
+
+/** Range checks every VM shape shares (create and reconfigure). */
+function checkShape(input: { vcpus?: number | null; coresPerSocket?: number | null; memoryMiB?: number | null; disks?: readonly { capacityBytes: number }[] | null }, disksField: string): void {
   if (input.vcpus != null && !(input.vcpus >= 1 && input.vcpus <= 768)) bad('vcpus', 'vcpus must be 1 to 768.');
   if (input.coresPerSocket != null && !(input.coresPerSocket >= 1 && input.coresPerSocket <= 768)) bad('coresPerSocket', 'coresPerSocket must be 1 to 768.');
   if (input.memoryMiB != null && !(input.memoryMiB >= 4 && input.memoryMiB <= 24 * 1024 * 1024)) bad('memoryMiB', 'memoryMiB must be 4 MiB to 24 TiB.');
   if (input.vcpus != null && input.coresPerSocket != null && input.vcpus % input.coresPerSocket !== 0) {
     bad('coresPerSocket', `${input.vcpus} vCPUs do not divide into sockets of ${input.coresPerSocket} cores.`);
   }
-  for (const d of input.addDisks ?? []) if (d.capacityBytes < 1024 ** 2) bad('addDisks', 'A new disk needs at least 1 MiB.');
-  const onPlatform = (id: string, field: string, ...kinds: Parameters<typeof decodeIdOf>[1][]) => {
-    const ref = decodeIdOf(id, ...kinds);
-    if (ref.platformId !== platformId) bad(field, `${field} names an object of platform "${ref.platformId}", not the VM's "${platformId}".`);
-    return ref.nativeId;
+  for (const d of input.disks ?? []) if (d.capacityBytes < 1024 ** 2) bad(disksField, 'A new disk needs at least 1 MiB.');
+}
+
+/** The native ID of an object that must be on the given platform. */
+function onPlatform(platformId: string, id: string, field: string, ...kinds: Parameters<typeof decodeIdOf>[1][]): string {
+  const ref = decodeIdOf(id, ...kinds);
+  if (ref.platformId !== platformId) bad(field, `${field} names an object of platform "${ref.platformId}", not "${platformId}".`);
+  return ref.nativeId;
+}
+
+function vmSpec(platformId: string, input: CreateVmInput): VmSpec {
+  checkShape({ ...input, disks: input.disks }, 'disks');
+  return {
+    name: input.name,
+    vcpus: input.vcpus ?? 1,
+    coresPerSocket: input.coresPerSocket ?? null,
+    memoryMiB: input.memoryMiB,
+    guestOs: input.guestOs ?? null,
+    disks: (input.disks ?? []).map((d) => ({
+      capacityBytes: d.capacityBytes,
+      storageNativeId: d.storageId ? onPlatform(platformId, d.storageId, 'disks', 'Datastore', 'StoragePool') : null,
+    })),
+    nics: (input.nics ?? []).map((n) => ({ networkNativeId: onPlatform(platformId, n.networkId, 'nics', 'Network') })),
+    placement: placementOn(platformId, input.placement),
+    powerOn: input.powerOn ?? false,
   };
+}
+
+function reconfiguration(platformId: string, input: ReconfigureVmInput): Reconfiguration {
+  checkShape({ ...input, disks: input.addDisks }, 'addDisks');
   const change: Reconfiguration = {
     vcpus: input.vcpus ?? null,
     coresPerSocket: input.coresPerSocket ?? null,
     memoryMiB: input.memoryMiB ?? null,
     addDisks: (input.addDisks ?? []).map((d) => ({
       capacityBytes: d.capacityBytes,
-      storageNativeId: d.storageId ? onPlatform(d.storageId, 'addDisks', 'Datastore', 'StoragePool') : null,
+      storageNativeId: d.storageId ? onPlatform(platformId, d.storageId, 'addDisks', 'Datastore', 'StoragePool') : null,
     })),
     removeDiskTargets: input.removeDiskTargets ?? [],
-    addNics: (input.addNics ?? []).map((n) => ({ networkNativeId: onPlatform(n.networkId, 'addNics', 'Network') })),
+    addNics: (input.addNics ?? []).map((n) => ({ networkNativeId: onPlatform(platformId, n.networkId, 'addNics', 'Network') })),
     removeNicMacs: input.removeNicMacs ?? [],
   };
   const empty = Object.values(change).every((v) => v === null || (Array.isArray(v) && v.length === 0));
@@ -104,7 +130,8 @@ function reconfiguration(platformId: string, input: ReconfigureVmInput): Reconfi
   return change;
 }
 
-export const batchMutations: Pick<MutationResolvers, 'cloneVm' | 'reconfigureVm' | 'deployVms' | 'snapshotVms' | 'powerVms'> = {
+export const batchMutations: Pick<MutationResolvers, 'cloneVm' | 'reconfigureVm' | 'createVm' | 'deployVms' | 'snapshotVms' | 'powerVms'> = {
+  createVm: (_r, { input }, ctx) => ctx.operations.runCreate(ctx, { input, build: (platformId) => vmSpec(platformId, input) }),
   reconfigureVm: (_r, { input }, ctx) =>
     ctx.operations.run(ctx, {
       mutation: 'reconfigureVm',

@@ -6,11 +6,13 @@ import { OperationFailedError, type OperationReporter, type OperationResult, typ
 import { errorMessage } from '../datasources/platform-connection.js';
 
 export type TaskState = 'QUEUED' | 'RUNNING' | 'SUCCEEDED' | 'FAILED' | 'CANCELLED';
+/** What a task does: an operation on a VM, or the creation of one. */
+export type TaskOperation = VmOperationKind | 'CREATE_VM';
 
 export interface TaskRecord {
   id: string;
   platformId: string;
-  operation: VmOperationKind;
+  operation: TaskOperation;
   state: TaskState;
   progress: number;
   targetNativeId: string;
@@ -26,6 +28,8 @@ export interface TaskRecord {
   resultVmNativeId: string | null;
   /** Reads its target without changing it (a clone): other shared tasks may run beside it. */
   shared: boolean;
+  /** The name of the VM the task creates (clone, create): taken until the task fails. */
+  newVmName: string | null;
 }
 
 export interface TaskBudget {
@@ -40,11 +44,12 @@ export interface TaskBudget {
 export interface TaskSpec {
   platformId: string;
   hostNativeId: string | null;
-  operation: VmOperationKind;
+  operation: TaskOperation;
   targetNativeId: string;
   targetName: string;
   caller: string;
   shared?: boolean;
+  newVmName?: string;
   run: (reporter: OperationReporter) => Promise<OperationResult>;
 }
 
@@ -92,6 +97,7 @@ export class TaskManager {
       resultSnapshotKey: null,
       resultVmNativeId: null,
       shared: spec.shared ?? false,
+      newVmName: spec.newVmName ?? null,
     };
     this.tasks.set(task.id, task);
     this.queue.push({ task, run: spec.run });
@@ -118,6 +124,14 @@ export class TaskManager {
       if (!(shared && t.shared)) return t;
     }
     return undefined;
+  }
+
+  /** Whether a task that has not failed is creating a VM of this name on the platform. */
+  creating(platformId: string, name: string): boolean {
+    for (const t of this.tasks.values()) {
+      if (t.platformId === platformId && t.newVmName === name && t.state !== 'FAILED' && t.state !== 'CANCELLED') return true;
+    }
+    return false;
   }
 
   /** 1 for the next task of its platform to start; null unless QUEUED. */

@@ -10,7 +10,7 @@ import type { StoragePoolRecord, StorageVolumeRecord } from '../../model/storage
 import type { VmDetails, VmRecord } from '../../model/vm.js';
 import { ConnectedProvider, PlatformConnection } from '../platform-connection.js';
 import type { Provider } from '../provider.js';
-import type { OperationReporter, OperationResult, Reconfiguration, Unsupported, VmOperation } from '../operations.js';
+import type { OperationReporter, OperationResult, Reconfiguration, Unsupported, VmOperation, VmSpec } from '../operations.js';
 import { editDomainXml } from './domain-edit.js';
 import { OperationFailedError } from '../operations.js';
 import {
@@ -214,6 +214,58 @@ export class LibvirtProvider extends ConnectedProvider<LibvirtClient> implements
       removeNicMacs: change.removeNicMacs,
     });
     await c.call('defineXml', xml);
+  }
+
+  /** libvirt places a VM on the host of its connection; nothing to choose. */
+  placementProblem(spec: VmSpec): string | null {
+    if (spec.placement.clusterNativeId) return 'libvirt has no clusters; leave clusterId out.';
+    return null;
+  }
+
+  /**
+   * Defines a domain of the connection's preferred guest type (kvm where
+   * available), with new qcow2 volumes for its disks and virtio devices.
+   */
+  createVm(spec: VmSpec, reporter: OperationReporter): Promise<OperationResult> {
+    return this.connection.use(async (c) => {
+      const caps = await c.call('getCapabilities');
+      const guest = preferredGuest(caps);
+      if (!guest) throw new OperationFailedError('the hypervisor offers no hvm guest type', 'UNSUPPORTED');
+      const [pools, networks] = await Promise.all([c.call('listAllStoragePools', 0), c.call('listAllNetworks', 0)]);
+      const nets = spec.nics.map((n) => {
+        const net = networks.find((x) => x.uuid === n.networkNativeId);
+        if (!net) throw new OperationFailedError(`no network ${n.networkNativeId} on this platform`, 'INVALID_INPUT');
+        return net.name;
+      });
+      const disks: { path: string; format: string }[] = [];
+      for (const [i, disk] of spec.disks.entries()) {
+        const pool = pools.find((p) => p.uuid === (disk.storageNativeId ?? spec.placement.storageNativeId)) ?? pools.find((p) => p.state === 2);
+        if (!pool) throw new OperationFailedError('no running storage pool for the new disks', 'INVALID_INPUT');
+        const volume = `<volume><name>${escapeXml(`${spec.name}-disk${i + 1}.qcow2`)}</name><capacity unit='bytes'>${disk.capacityBytes}</capacity><target><format type='qcow2'/></target></volume>`;
+        disks.push({ path: await c.call('createVolume', pool.uuid, volume), format: 'qcow2' });
+        reporter.progress(10 + ((i + 1) / spec.disks.length) * 60);
+      }
+      const skeleton =
+        `<domain type='${guest.domainType}'><name>${escapeXml(spec.name)}</name>` +
+        (spec.guestOs
+          ? `<metadata><libosinfo:libosinfo xmlns:libosinfo="http://libosinfo.org/xmlns/libvirt/domain/1.0"><libosinfo:os id="${escapeXml(spec.guestOs)}"/></libosinfo:libosinfo></metadata>`
+          : '') +
+        `<memory unit='KiB'>0</memory><currentMemory unit='KiB'>0</currentMemory><vcpu placement='static'>1</vcpu>` +
+        `<os><type arch='${guest.arch}'>hvm</type><boot dev='hd'/></os>` +
+        `<devices><graphics type='vnc' port='-1' autoport='yes' listen='127.0.0.1'/></devices></domain>`;
+      const xml = editDomainXml(skeleton, {
+        vcpus: spec.vcpus,
+        coresPerSocket: spec.coresPerSocket,
+        memoryMiB: spec.memoryMiB,
+        addDiskPaths: disks,
+        removeDiskTargets: [],
+        addNetworks: nets,
+        removeNicMacs: [],
+      });
+      const created = await c.call('defineXml', xml);
+      if (spec.powerOn) await c.call('domainLifecycle', created.uuid, 'create', 0);
+      return { vmNativeId: created.uuid };
+    });
   }
 
   /** Paths of every volume by `pool/name`, for disks that name a pool volume. */
@@ -462,6 +514,18 @@ export class LibvirtProvider extends ConnectedProvider<LibvirtClient> implements
  */
 export function availableBytes(capacity: number, allocation: number, available: number): number {
   return available <= capacity ? available : Math.max(0, capacity - allocation);
+}
+
+/** The hvm guest to create: the host's own architecture first, kvm before other domain types. */
+export function preferredGuest(capabilities: string): { arch: string; domainType: string } | null {
+  const hostArch = /<host>[\s\S]*?<arch>([^<]+)<\/arch>/.exec(capabilities)?.[1];
+  const guests = [...capabilities.matchAll(/<guest>([\s\S]*?)<\/guest>/g)].flatMap(([, g]) => {
+    if (!/<os_type>hvm<\/os_type>/.test(g ?? '')) return [];
+    const arch = /<arch name=['"]([^'"]+)['"]/.exec(g ?? '')?.[1];
+    const types = [...(g ?? '').matchAll(/<domain type=['"]([^'"]+)['"]/g)].map((m) => m[1] as string);
+    return arch && types.length > 0 ? [{ arch, domainType: types.includes('kvm') ? 'kvm' : (types[0] as string) }] : [];
+  });
+  return guests.find((g) => g.arch === hostArch) ?? guests[0] ?? null;
 }
 
 /** The host's UUID from capabilities XML (`<host><uuid>`), absent on some drivers. */

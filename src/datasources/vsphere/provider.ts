@@ -27,12 +27,19 @@ import {
   vmDetails,
   vmRecord,
 } from './mapping.js';
-import { reconfigureSpec } from './reconfigure.js';
+import { freeUnit, newDiskChange, newKeys, newNicChanges, newScsiControllerChange, reconfigureSpec } from './reconfigure.js';
 import { VsphereSession } from './session.js';
 import { resultRef } from './task-watcher.js';
 import { type ObjectContent, invokeTask, invokeVoid } from './vim.js';
-import { type MoRef, elementXml, moRefOf, moRefXml } from './xml.js';
-import { OperationFailedError, type OperationReporter, type OperationResult, type Unsupported, type VmOperation } from '../operations.js';
+import { type MoRef, children, elementXml, moRefOf, moRefXml } from './xml.js';
+import {
+  OperationFailedError,
+  type OperationReporter,
+  type OperationResult,
+  type Unsupported,
+  type VmOperation,
+  type VmSpec,
+} from '../operations.js';
 
 /** A vCenter or standalone ESXi host, through the vim25 SOAP API. */
 export class VsphereProvider extends ConnectedProvider<VsphereSession> implements Provider {
@@ -233,6 +240,64 @@ export class VsphereProvider extends ConnectedProvider<VsphereSession> implement
       elementXml('name', op.name) +
       `<spec><location>${location}</location>${elementXml('template', false)}${elementXml('powerOn', op.powerOn)}</spec>`
     );
+  }
+
+  placementProblem(spec: VmSpec): string | null {
+    return spec.placement.clusterNativeId || spec.placement.hostNativeId
+      ? null
+      : 'vSphere needs placement.clusterId or placement.hostId for a new VM.';
+  }
+
+  /**
+   * CreateVM_Task in the datacenter's VM folder, in the resource pool of the
+   * chosen cluster or host, with a paravirtual SCSI controller, thin disks
+   * and VMXNET3 NICs.
+   */
+  createVm(spec: VmSpec, reporter: OperationReporter): Promise<OperationResult> {
+    return this.connection.use(async (s) => {
+      const { clusterNativeId, hostNativeId } = spec.placement;
+      const compute = clusterNativeId
+        ? ({ type: 'ClusterComputeResource', value: clusterNativeId } as MoRef)
+        : await this.parentOf(s, { type: 'HostSystem', value: hostNativeId ?? '' });
+      const [cr] = compute ? await s.retrieveObjects([compute], [{ type: compute.type, paths: ['resourcePool', 'datastore'] }]) : [];
+      const pool = moRefOf(cr?.props.get('resourcePool'));
+      if (!compute || !pool) throw new OperationFailedError('the placement names no cluster or host this platform has', 'INVALID_INPUT');
+      const tree = new InventoryTree(this.id, await s.retrieveAll(TREE_SPECS));
+      const datacenter = tree.datacenterOf(compute);
+      const [dc] = datacenter ? await s.retrieveObjects([{ type: 'Datacenter', value: datacenter }], [{ type: 'Datacenter', paths: ['vmFolder'] }]) : [];
+      const folder = moRefOf(dc?.props.get('vmFolder'));
+      if (!folder) throw new OperationFailedError('cannot find the datacenter VM folder of the placement');
+      const store =
+        spec.placement.storageNativeId ??
+        spec.disks.find((d) => d.storageNativeId)?.storageNativeId ??
+        children(cr?.props.get('datastore'), 'ManagedObjectReference')[0]?.text;
+      if (!store) throw new OperationFailedError('the placement has no datastore; give placement.storageId', 'INVALID_INPUT');
+
+      const keys = newKeys();
+      const controllerKey = keys();
+      const units = new Set<number | null>();
+      const changes = [newScsiControllerChange(controllerKey)];
+      for (const disk of spec.disks) {
+        changes.push(await newDiskChange(s, keys(), controllerKey, freeUnit(units), disk.storageNativeId ?? store, disk.capacityBytes));
+      }
+      changes.push(...(await newNicChanges(s, keys, spec.nics.map((n) => n.networkNativeId))));
+      const [ds] = await s.retrieveObjects([{ type: 'Datastore', value: store }], [{ type: 'Datastore', paths: ['summary.name'] }]);
+      const config =
+        `<config>${elementXml('name', spec.name)}${elementXml('guestId', spec.guestOs ?? 'otherGuest64')}` +
+        `<files>${elementXml('vmPathName', `[${ds?.props.get('summary.name')?.text ?? ''}]`)}</files>` +
+        `${elementXml('numCPUs', spec.vcpus)}${spec.coresPerSocket ? elementXml('numCoresPerSocket', spec.coresPerSocket) : ''}` +
+        `${elementXml('memoryMB', spec.memoryMiB)}${changes.join('')}</config>`;
+      const args = config + moRefXml('pool', pool) + (hostNativeId ? moRefXml('host', { type: 'HostSystem', value: hostNativeId }) : '');
+      const created = resultRef(await s.tasks.wait(await s.call(() => invokeTask(s.client, 'CreateVM_Task', folder, args)), reporter));
+      if (!created) throw new OperationFailedError('CreateVM_Task succeeded without naming the new VM');
+      if (spec.powerOn) await s.tasks.wait(await s.call(() => invokeTask(s.client, 'PowerOnVM_Task', created)), reporter);
+      return { vmNativeId: created.value };
+    });
+  }
+
+  private async parentOf(s: VsphereSession, ref: MoRef): Promise<MoRef | null> {
+    const [o] = await s.retrieveObjects([ref], [{ type: ref.type, paths: ['parent'] }]);
+    return moRefOf(o?.props.get('parent'));
   }
 
   private async powerState(s: VsphereSession, vm: MoRef): Promise<string | null> {

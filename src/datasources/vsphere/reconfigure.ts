@@ -31,7 +31,7 @@ export async function reconfigureSpec(s: VsphereSession, vm: MoRef, c: Reconfigu
     changes.push(change('remove', nodeXml(nic, 'device')));
   }
 
-  let key = -100;
+  const keys = newKeys();
   if (c.addDisks.length > 0) {
     const controller = devices.find((d) => /SCSIController|LsiLogic|BusLogic/.test(xsiType(d) ?? ''));
     if (!controller) throw new OperationFailedError('the VM has no SCSI controller to attach a disk to', 'UNSUPPORTED');
@@ -41,29 +41,10 @@ export async function reconfigureSpec(s: VsphereSession, vm: MoRef, c: Reconfigu
     for (const disk of c.addDisks) {
       const store = disk.storageNativeId ?? vmStores[0];
       if (!store) throw new OperationFailedError('name the datastore for the new disk (the VM has none)', 'INVALID_INPUT');
-      const [ds] = await s.retrieveObjects([{ type: 'Datastore', value: store }], [{ type: 'Datastore', paths: ['summary.name'] }]);
-      const dsName = ds?.props.get('summary.name')?.text;
-      if (!dsName) throw new OperationFailedError(`no datastore ${store}`, 'INVALID_INPUT');
-      let unit = 0;
-      while (used.has(unit) || unit === SCSI_RESERVED_UNIT) unit += 1;
-      used.add(unit);
-      const device =
-        `<device xsi:type="VirtualDisk">${elementXml('key', key--)}` +
-        `<backing xsi:type="VirtualDiskFlatVer2BackingInfo">${elementXml('fileName', `[${dsName}]`)}${moRefXml('datastore', { type: 'Datastore', value: store })}` +
-        `${elementXml('diskMode', 'persistent')}${elementXml('thinProvisioned', true)}</backing>` +
-        `${elementXml('controllerKey', controllerKey)}${elementXml('unitNumber', unit)}${elementXml('capacityInKB', Math.ceil(disk.capacityBytes / 1024))}</device>`;
-      changes.push(change('add', device, 'create'));
+      changes.push(await newDiskChange(s, keys(), controllerKey, freeUnit(used), store, disk.capacityBytes));
     }
   }
-  if (c.addNics.length > 0) {
-    const networks = await s.retrieveAll(NETWORK_SPECS);
-    for (const nic of c.addNics) {
-      const net = networks.find((n) => n.obj.value === nic.networkNativeId);
-      if (!net) throw new OperationFailedError(`no network ${nic.networkNativeId} on this platform`, 'INVALID_INPUT');
-      const backing = net.obj.type === 'DistributedVirtualPortgroup' ? await dvPortBacking(s, net.obj) : networkBacking(net.obj, net.props.get('name'));
-      changes.push(change('add', `<device xsi:type="VirtualVmxnet3">${elementXml('key', key--)}${backing}${elementXml('addressType', 'generated')}</device>`));
-    }
-  }
+  changes.push(...(await newNicChanges(s, keys, c.addNics.map((n) => n.networkNativeId))));
   return (
     '<spec>' +
     (c.vcpus !== null ? elementXml('numCPUs', c.vcpus) : '') +
@@ -71,6 +52,66 @@ export async function reconfigureSpec(s: VsphereSession, vm: MoRef, c: Reconfigu
     (c.memoryMiB !== null ? elementXml('memoryMB', c.memoryMiB) : '') +
     changes.join('') +
     '</spec>'
+  );
+}
+
+/** Negative keys for devices being added, as vSphere asks. */
+export function newKeys(): () => number {
+  let key = -100;
+  return () => key--;
+}
+
+/** The lowest free unit number on a SCSI controller (7 is the controller's own). */
+export function freeUnit(used: Set<number | null>): number {
+  let unit = 0;
+  while (used.has(unit) || unit === SCSI_RESERVED_UNIT) unit += 1;
+  used.add(unit);
+  return unit;
+}
+
+async function datastoreName(s: VsphereSession, store: string): Promise<string> {
+  const [ds] = await s.retrieveObjects([{ type: 'Datastore', value: store }], [{ type: 'Datastore', paths: ['summary.name'] }]);
+  const name = ds?.props.get('summary.name')?.text;
+  if (!name) throw new OperationFailedError(`no datastore ${store}`, 'INVALID_INPUT');
+  return name;
+}
+
+/** A deviceChange creating a thin disk on a datastore. */
+export async function newDiskChange(
+  s: VsphereSession,
+  key: number,
+  controllerKey: string | number,
+  unit: number,
+  store: string,
+  capacityBytes: number,
+): Promise<string> {
+  const device =
+    `<device xsi:type="VirtualDisk">${elementXml('key', key)}` +
+    `<backing xsi:type="VirtualDiskFlatVer2BackingInfo">${elementXml('fileName', `[${await datastoreName(s, store)}]`)}` +
+    `${moRefXml('datastore', { type: 'Datastore', value: store })}${elementXml('diskMode', 'persistent')}${elementXml('thinProvisioned', true)}</backing>` +
+    `${elementXml('controllerKey', controllerKey)}${elementXml('unitNumber', unit)}${elementXml('capacityInKB', Math.ceil(capacityBytes / 1024))}</device>`;
+  return change('add', device, 'create');
+}
+
+/** deviceChanges adding a VMXNET3 NIC on each network (standard or distributed port group). */
+export async function newNicChanges(s: VsphereSession, keys: () => number, networkIds: string[]): Promise<string[]> {
+  if (networkIds.length === 0) return [];
+  const networks = await s.retrieveAll(NETWORK_SPECS);
+  const out: string[] = [];
+  for (const id of networkIds) {
+    const net = networks.find((n) => n.obj.value === id);
+    if (!net) throw new OperationFailedError(`no network ${id} on this platform`, 'INVALID_INPUT');
+    const backing = net.obj.type === 'DistributedVirtualPortgroup' ? await dvPortBacking(s, net.obj) : networkBacking(net.obj, net.props.get('name'));
+    out.push(change('add', `<device xsi:type="VirtualVmxnet3">${elementXml('key', keys())}${backing}${elementXml('addressType', 'generated')}</device>`));
+  }
+  return out;
+}
+
+/** A deviceChange adding a paravirtual SCSI controller on bus 0. */
+export function newScsiControllerChange(key: number): string {
+  return change(
+    'add',
+    `<device xsi:type="ParaVirtualSCSIController">${elementXml('key', key)}${elementXml('busNumber', 0)}${elementXml('sharedBus', 'noSharing')}</device>`,
   );
 }
 
