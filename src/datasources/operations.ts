@@ -13,7 +13,14 @@ export type VmOperation =
   | { kind: 'REVERT_TO_SNAPSHOT'; snapshotKey: string }
   | { kind: 'DELETE_SNAPSHOT'; snapshotKey: string; withChildren: boolean }
   | { kind: 'CLONE_VM'; name: string; placement: Placement; powerOn: boolean }
-  | ({ kind: 'RECONFIGURE_VM' } & Reconfiguration);
+  | ({ kind: 'RECONFIGURE_VM' } & Reconfiguration)
+  | { kind: 'MIGRATE_VM'; hostNativeId: string; storageNativeId: string | null; destination: MigrationDestination | null };
+
+/** Where a migration to another platform goes (libvirt: one host per connection). */
+export interface MigrationDestination {
+  platformId: string;
+  uri: string;
+}
 
 /** A new VM, neutrally. Native IDs of the platform it is created on. */
 export interface VmSpec {
@@ -65,8 +72,10 @@ export interface OperationReporter {
 export interface OperationResult {
   /** Key of a snapshot it created. */
   snapshotKey?: string;
-  /** Native ID of a VM it created. */
+  /** Native ID of a VM it created (or moved). */
   vmNativeId?: string;
+  /** The platform that VM is on, when not the task's own (a migration between libvirt hosts). */
+  vmPlatformId?: string;
 }
 
 /** Operations a platform cannot do, with the reason shown to the caller. */

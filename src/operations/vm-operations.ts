@@ -63,6 +63,7 @@ const ALLOWED_FROM: Record<VmOperationKind, readonly PowerState[]> = {
   DELETE_SNAPSHOT: ['ON', 'OFF', 'PAUSED', 'SUSPENDED'],
   CLONE_VM: ['ON', 'OFF', 'PAUSED', 'SUSPENDED'],
   RECONFIGURE_VM: ['ON', 'OFF', 'PAUSED', 'SUSPENDED'],
+  MIGRATE_VM: ['ON', 'OFF'],
 };
 
 /** A mutation's input: it names a VM, or a snapshot (which names its VM). */

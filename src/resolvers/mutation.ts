@@ -1,7 +1,9 @@
 import type { Reconfiguration, VmOperation, VmSpec } from '../datasources/operations.js';
 import { decodeIdOf } from '../model/ids.js';
 import { ErrorCode, GatewayError } from '../errors.js';
-import type { CreateVmInput, MutationResolvers, PowerAction, ReconfigureVmInput } from '../generated/graphql.js';
+import type { CreateVmInput, MigrateVmInput, MutationResolvers, PowerAction, ReconfigureVmInput } from '../generated/graphql.js';
+import type { VmRecord } from '../model/vm.js';
+import type { GatewayContext } from '../server/context.js';
 import { placementOn } from './placement.js';
 
 // Thin: each mutation names its operation; VmOperations does the rest.
@@ -130,7 +132,24 @@ function reconfiguration(platformId: string, input: ReconfigureVmInput): Reconfi
   return change;
 }
 
-export const batchMutations: Pick<MutationResolvers, 'cloneVm' | 'reconfigureVm' | 'createVm' | 'deployVms' | 'snapshotVms' | 'powerVms'> = {
+/** A migration's target: a host of the VM's vCenter, or the host of another libvirt platform. */
+function migration(ctx: GatewayContext, vm: VmRecord, input: MigrateVmInput): VmOperation {
+  const host = decodeIdOf(input.hostId, 'Host');
+  const from = ctx.registry.get(vm.platformId);
+  const to = ctx.registry.get(host.platformId);
+  if (!to) return bad('hostId', `No platform "${host.platformId}" is configured.`);
+  const storageNativeId = input.storageId ? onPlatform(vm.platformId, input.storageId, 'storageId', 'Datastore') : null;
+  if (from?.kind === 'VSPHERE') {
+    if (host.platformId !== vm.platformId) bad('hostId', 'A vSphere VM moves between hosts of its own vCenter.');
+    return { kind: 'MIGRATE_VM', hostNativeId: host.nativeId, storageNativeId, destination: null };
+  }
+  if (host.platformId === vm.platformId) bad('hostId', `${vm.name} already runs on that host.`);
+  if (to.kind !== 'LIBVIRT') bad('hostId', 'A libvirt VM moves to the host of another libvirt platform.');
+  return { kind: 'MIGRATE_VM', hostNativeId: host.nativeId, storageNativeId: null, destination: { platformId: to.id, uri: to.uri } };
+}
+
+export const batchMutations: Pick<MutationResolvers, 'cloneVm' | 'reconfigureVm' | 'createVm' | 'migrateVm' | 'deployVms' | 'snapshotVms' | 'powerVms'> = {
+  migrateVm: (_r, { input }, ctx) => ctx.operations.run(ctx, { mutation: 'migrateVm', input, build: (_s, vm) => migration(ctx, vm, input) }),
   createVm: (_r, { input }, ctx) => ctx.operations.runCreate(ctx, { input, build: (platformId) => vmSpec(platformId, input) }),
   reconfigureVm: (_r, { input }, ctx) =>
     ctx.operations.run(ctx, {

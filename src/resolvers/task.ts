@@ -18,7 +18,8 @@ export const Task: TaskResolvers = {
       return null; // the platform is down; the task still answers
     }
   },
-  resultVm: async (t, _a, ctx) => (t.resultVmNativeId ? findVm(ctx, t.platformId, t.resultVmNativeId).catch(() => null) : null),
+  resultVm: async (t, _a, ctx) =>
+    t.resultVmNativeId ? findVm(ctx, t.resultVmPlatformId ?? t.platformId, t.resultVmNativeId).catch(() => null) : null,
   resultSnapshot: async (t, _a, ctx) => {
     if (!t.resultSnapshotKey) return null;
     const snaps = await snapshotsOf(ctx, { platformId: t.platformId, nativeId: t.targetNativeId }).catch(() => []);

@@ -26,6 +26,8 @@ export interface TaskRecord {
   upstreamTaskId: string | null;
   resultSnapshotKey: string | null;
   resultVmNativeId: string | null;
+  /** Where resultVmNativeId lives when it left the task's platform. */
+  resultVmPlatformId: string | null;
   /** Reads its target without changing it (a clone): other shared tasks may run beside it. */
   shared: boolean;
   /** The name of the VM the task creates (clone, create): taken until the task fails. */
@@ -96,6 +98,7 @@ export class TaskManager {
       upstreamTaskId: null,
       resultSnapshotKey: null,
       resultVmNativeId: null,
+      resultVmPlatformId: null,
       shared: spec.shared ?? false,
       newVmName: spec.newVmName ?? null,
     };
@@ -184,6 +187,7 @@ export class TaskManager {
       });
       task.resultSnapshotKey = result.snapshotKey ?? null;
       task.resultVmNativeId = result.vmNativeId ?? null;
+      task.resultVmPlatformId = result.vmPlatformId ?? null;
       task.progress = 100;
       task.state = 'SUCCEEDED';
     } catch (e) {

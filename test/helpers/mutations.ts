@@ -25,7 +25,7 @@ const TASK_FIELDS = 'id operation state progress queuePosition error { code mess
 /** Runs one mutation over real HTTP and returns its payload. */
 export async function mutate(gw: TestGateway, mutation: string, input: Record<string, unknown>): Promise<Payload> {
   const inputType = `${mutation.charAt(0).toUpperCase()}${mutation.slice(1)}Input`;
-  const known = ['StopVmInput', 'DeleteVmInput', 'CreateSnapshotInput', 'DeleteSnapshotInput', 'CloneVmInput', 'ReconfigureVmInput', 'CreateVmInput'];
+  const known = ['StopVmInput', 'DeleteVmInput', 'CreateSnapshotInput', 'DeleteSnapshotInput', 'CloneVmInput', 'ReconfigureVmInput', 'CreateVmInput', 'MigrateVmInput'];
   const type = known.includes(inputType) ? inputType : input['snapshotId'] ? 'SnapshotOperationInput' : 'VmOperationInput';
   const res = await gw.query<Record<string, Payload>>(
     `mutation($input: ${type}!) { ${mutation}(input: $input) { vm { id name powerState } task { ${TASK_FIELDS} } userErrors { field message code } } }`,

@@ -201,6 +201,7 @@ Napi::Object Connection::Init(Napi::Env env, Napi::Object exports) {
           InstanceMethod<&Connection::SnapshotRevert>("snapshotRevert"),
           InstanceMethod<&Connection::SnapshotDelete>("snapshotDelete"),
           InstanceMethod<&Connection::DefineXml>("defineXml"),
+          InstanceMethod<&Connection::MigrateToUri>("migrateToUri"),
           InstanceMethod<&Connection::CloneVolume>("cloneVolume"),
           InstanceMethod<&Connection::CreateVolume>("createVolume"),
       });
@@ -375,6 +376,13 @@ Napi::Value Connection::SnapshotDelete(const Napi::CallbackInfo& info) {
 Napi::Value Connection::DefineXml(const Napi::CallbackInfo& info) {
   std::string xml = StringArg(info, 0, "xml");
   return Schedule(info.Env(), [xml](ConnState& st) { return vg::DefineXml(st, xml); });
+}
+
+Napi::Value Connection::MigrateToUri(const Napi::CallbackInfo& info) {
+  std::string uuid = StringArg(info, 0, "uuid");
+  std::string dest = StringArg(info, 1, "destUri");
+  unsigned int flags = FlagsArg(info, 2);
+  return Schedule(info.Env(), [uuid, dest, flags](ConnState& st) { return vg::MigrateToUri(st, uuid, dest, flags); });
 }
 
 Napi::Value Connection::CloneVolume(const Napi::CallbackInfo& info) {

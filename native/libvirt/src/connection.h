@@ -76,6 +76,7 @@ class Connection : public Napi::ObjectWrap<Connection> {
   Napi::Value SnapshotRevert(const Napi::CallbackInfo& info);
   Napi::Value SnapshotDelete(const Napi::CallbackInfo& info);
   Napi::Value DefineXml(const Napi::CallbackInfo& info);
+  Napi::Value MigrateToUri(const Napi::CallbackInfo& info);
   Napi::Value CloneVolume(const Napi::CallbackInfo& info);
   Napi::Value CreateVolume(const Napi::CallbackInfo& info);
 

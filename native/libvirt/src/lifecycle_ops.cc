@@ -162,3 +162,15 @@ Value CloneVolume(ConnState& st, const std::string& sourcePath, const std::strin
 }
 
 }  // namespace vg
+
+namespace vg {
+
+// Peer-to-peer migration: the source's libvirt connects to destUri itself.
+Value MigrateToUri(ConnState& st, const std::string& uuid, const std::string& destUri, unsigned int flags) {
+  Domain d(st, uuid);
+  st.Count();
+  if (virDomainMigrateToURI3(d.dom, destUri.c_str(), nullptr, 0, flags) < 0) ThrowLast("virDomainMigrateToURI3");
+  return Value::Bool(true);
+}
+
+}  // namespace vg

@@ -30,6 +30,7 @@ Value SnapshotCreate(ConnState& st, const std::string& uuid, const std::string& 
 Value SnapshotRevert(ConnState& st, const std::string& uuid, const std::string& name, unsigned int flags);
 Value SnapshotDelete(ConnState& st, const std::string& uuid, const std::string& name, unsigned int flags);
 Value DefineXml(ConnState& st, const std::string& xml);
+Value MigrateToUri(ConnState& st, const std::string& uuid, const std::string& destUri, unsigned int flags);
 Value CloneVolume(ConnState& st, const std::string& sourcePath, const std::string& newName);
 
 // network_ops.cc

@@ -85,6 +85,8 @@ export interface NativeConnection {
   snapshotCreate(uuid: string, xml: string, flags?: number): Promise<string>;
   snapshotRevert(uuid: string, name: string, flags?: number): Promise<true>;
   snapshotDelete(uuid: string, name: string, flags?: number): Promise<true>;
+  /** Peer-to-peer migration to another libvirt URI. */
+  migrateToUri(uuid: string, destUri: string, flags?: number): Promise<true>;
   /** Defines (or redefines) a persistent domain. */
   defineXml(xml: string): Promise<NativeDomainRef>;
   /** Copies the volume at sourcePath into a new volume of the same pool; resolves with the copy's path. */
@@ -148,4 +150,6 @@ export const UndefineFlags = { MANAGED_SAVE: 1, SNAPSHOTS_METADATA: 2, NVRAM: 4,
 export const SnapshotCreateFlags = { DISK_ONLY: 16, QUIESCE: 64, ATOMIC: 128 } as const;
 export const SnapshotDeleteFlags = { CHILDREN: 1 } as const;
 export const DomainXmlFlags = { SECURE: 1, INACTIVE: 2 } as const;
+// virDomainMigrateFlags
+export const MigrateFlags = { LIVE: 1, PEER2PEER: 2, PERSIST_DEST: 8, UNDEFINE_SOURCE: 16, OFFLINE: 1024 } as const;
 export const DomainStats = { STATE: 1, CPU_TOTAL: 2, BALLOON: 4, VCPU: 8, INTERFACE: 16, BLOCK: 32 } as const;

@@ -18,6 +18,7 @@ import {
   DomainStats,
   DomainXmlFlags,
   ListDomainsFlags,
+  MigrateFlags,
   SnapshotCreateFlags,
   SnapshotDeleteFlags,
   UndefineFlags,
@@ -73,7 +74,10 @@ export class LibvirtProvider extends ConnectedProvider<LibvirtClient> implements
 
 
   /** Every operation maps to a libvirt call; a driver that lacks one fails the task with libvirt's reason. */
-  readonly unsupported: Unsupported = {};
+  /** The test driver cannot migrate; other drivers say so themselves when they cannot. */
+  get unsupported(): Unsupported {
+    return this.state().hypervisorType === 'TEST' ? { MIGRATE_VM: "libvirt's test driver cannot migrate domains." } : {};
+  }
   /** Copying the disks of a running domain would copy them mid-write. */
   readonly allowedStates = { CLONE_VM: ['OFF'] } as const;
 
@@ -131,6 +135,14 @@ export class LibvirtProvider extends ConnectedProvider<LibvirtClient> implements
         case 'RECONFIGURE_VM':
           await this.reconfigure(c, uuid, op);
           return {};
+        case 'MIGRATE_VM': {
+          if (!op.destination) throw new OperationFailedError('a libvirt VM moves to another libvirt platform (host)', 'INVALID_INPUT');
+          const running = (await c.call('getAllDomainStats', DomainStats.STATE, 0)).some((d) => d.uuid === uuid && d.id >= 0);
+          const flags =
+            MigrateFlags.PEER2PEER | MigrateFlags.PERSIST_DEST | MigrateFlags.UNDEFINE_SOURCE | (running ? MigrateFlags.LIVE : MigrateFlags.OFFLINE);
+          await c.call('migrateToUri', uuid, op.destination.uri, flags);
+          return { vmNativeId: uuid, vmPlatformId: op.destination.platformId };
+        }
       }
     });
   }

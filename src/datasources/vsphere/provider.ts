@@ -205,6 +205,20 @@ export class VsphereProvider extends ConnectedProvider<VsphereSession> implement
           if (op.powerOn && (await this.powerState(s, created)) !== 'poweredOn') await task('PowerOnVM_Task', created);
           return { vmNativeId: created.value };
         }
+        case 'MIGRATE_VM': {
+          const host: MoRef = { type: 'HostSystem', value: op.hostNativeId };
+          const compute = await this.parentOf(s, host);
+          const [cr] = compute ? await s.retrieveObjects([compute], [{ type: compute.type, paths: ['resourcePool'] }]) : [];
+          const pool = moRefOf(cr?.props.get('resourcePool'));
+          const spec =
+            '<spec>' +
+            (op.storageNativeId ? moRefXml('datastore', { type: 'Datastore', value: op.storageNativeId }) : '') +
+            (pool ? moRefXml('pool', pool) : '') +
+            moRefXml('host', host) +
+            '</spec>';
+          await task('RelocateVM_Task', vm, spec);
+          return {};
+        }
         case 'RECONFIGURE_VM':
           await task('ReconfigVM_Task', vm, await reconfigureSpec(s, vm, op));
           return {};
