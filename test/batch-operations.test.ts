@@ -7,7 +7,7 @@ import { expandName } from '../src/resolvers/mutation.js';
 import { writeEstate } from './fixtures/libvirt-estate.js';
 import { type TestGateway, startTestGateway } from './helpers/gateway.js';
 import { type TaskRow, finished, mutate, succeed } from './helpers/mutations.js';
-import { type Vcsim, startVcsim } from './helpers/vcsim.js';
+import { type Vcsim, startVcsim, vspherePlatform } from './helpers/vcsim.js';
 
 interface Batch {
   items: { task: TaskRow | null; userErrors: { code: string; message: string }[] }[];
@@ -119,7 +119,7 @@ describe('clones and batches on vSphere, checked by govmomi', () => {
   beforeAll(async () => {
     sim = await startVcsim({ dc: 1, cluster: 1, clusterHost: 2, host: 1, vm: 2 });
     gw = await startTestGateway({
-      platforms: [{ id: 'vc', kind: 'vsphere', url: sim.url, username: sim.username, password: sim.password, caFile: sim.certFile }],
+      platforms: [vspherePlatform(sim)],
     });
   });
   afterAll(async () => {

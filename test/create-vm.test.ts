@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeEstate } from './fixtures/libvirt-estate.js';
 import { type TestGateway, startTestGateway } from './helpers/gateway.js';
 import { mutate, succeed } from './helpers/mutations.js';
-import { type Vcsim, startVcsim } from './helpers/vcsim.js';
+import { type Vcsim, startVcsim, vspherePlatform } from './helpers/vcsim.js';
 
 const GiB = 1024 ** 3;
 
@@ -80,7 +80,7 @@ describe('createVm on vSphere, checked by govmomi', () => {
   beforeAll(async () => {
     sim = await startVcsim({ dc: 1, cluster: 1, clusterHost: 2, host: 0, vm: 1, ds: 1, pg: 1 });
     gw = await startTestGateway({
-      platforms: [{ id: 'vc', kind: 'vsphere', url: sim.url, username: sim.username, password: sim.password, caFile: sim.certFile }],
+      platforms: [vspherePlatform(sim)],
     });
   });
   afterAll(async () => {

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeEstate } from './fixtures/libvirt-estate.js';
 import { type TestGateway, startTestGateway } from './helpers/gateway.js';
 import { mutate, succeed } from './helpers/mutations.js';
-import { type Vcsim, startVcsim } from './helpers/vcsim.js';
+import { type Vcsim, startVcsim, vspherePlatform } from './helpers/vcsim.js';
 
 let sim: Vcsim;
 let gw: TestGateway;
@@ -13,7 +13,7 @@ beforeAll(async () => {
   const estate = writeEstate({ vms: 3 });
   gw = await startTestGateway({
     platforms: [
-      { id: 'vc', kind: 'vsphere', url: sim.url, username: sim.username, password: sim.password, caFile: sim.certFile },
+      vspherePlatform(sim),
       { id: 'kvm-a', kind: 'libvirt', uri: estate.uri },
       { id: 'kvm-b', kind: 'libvirt', uri: writeEstate({ vms: 1 }).uri },
     ],

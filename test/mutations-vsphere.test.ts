@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { type TestGateway, startTestGateway } from './helpers/gateway.js';
 import { finished, mutate, succeed } from './helpers/mutations.js';
-import { type Oracle, type Vcsim, startVcsim } from './helpers/vcsim.js';
+import { type Oracle, type Vcsim, startVcsim, vspherePlatform } from './helpers/vcsim.js';
 
 // Every operation against VMware's simulator; each effect is read back by
 // govmomi (the oracle), not only by the gateway.
@@ -12,7 +12,7 @@ let gw: TestGateway;
 beforeAll(async () => {
   sim = await startVcsim({ dc: 1, cluster: 1, clusterHost: 2, host: 1, vm: 3 });
   gw = await startTestGateway({
-    platforms: [{ id: 'vc', kind: 'vsphere', url: sim.url, username: sim.username, password: sim.password, caFile: sim.certFile }],
+    platforms: [vspherePlatform(sim)],
   });
 });
 afterAll(async () => {
@@ -121,7 +121,7 @@ describe('task budget and conflicts on vSphere', () => {
     slow = await startVcsim({ dc: 1, cluster: 0, host: 1, vm: 3, methodDelay: { PowerOnVM_Task: 1500 } });
     slowGw = await startTestGateway({
       tasks: { maxPerHost: 1 },
-      platforms: [{ id: 'vc', kind: 'vsphere', url: slow.url, username: slow.username, password: slow.password, caFile: slow.certFile }],
+      platforms: [vspherePlatform(slow)],
     });
   });
   afterAll(async () => {

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeEstate } from './fixtures/libvirt-estate.js';
 import { type TestGateway, startTestGateway } from './helpers/gateway.js';
 import { mutate, succeed } from './helpers/mutations.js';
-import { type Vcsim, startVcsim } from './helpers/vcsim.js';
+import { type Vcsim, startVcsim, vspherePlatform } from './helpers/vcsim.js';
 
 interface Hardware {
   id: string;
@@ -84,7 +84,7 @@ describe('reconfigureVm on vSphere, checked by govmomi', () => {
   beforeAll(async () => {
     sim = await startVcsim({ dc: 1, cluster: 0, host: 1, vm: 2, pg: 1 });
     gw = await startTestGateway({
-      platforms: [{ id: 'vc', kind: 'vsphere', url: sim.url, username: sim.username, password: sim.password, caFile: sim.certFile }],
+      platforms: [vspherePlatform(sim)],
     });
   });
   afterAll(async () => {

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { VsphereProvider } from '../src/datasources/vsphere/provider.js';
 import { type TestGateway, startTestGateway } from './helpers/gateway.js';
 import { startSoapProxy } from './helpers/soap-proxy.js';
-import { type Vcsim, startVcsim } from './helpers/vcsim.js';
+import { type Vcsim, startVcsim, vspherePlatform } from './helpers/vcsim.js';
 
 // Listing N VMs with their host, cluster, datacenter, datastores and networks
 // must make the same SOAP calls for 10 VMs as for 500: one
@@ -32,7 +32,7 @@ async function soapCallsFor(vmsPerPool: number): Promise<{ vms: number; total: n
   const sim = await startVcsim({ dc: 1, cluster: 1, clusterHost: 1, host: 1, vm: vmsPerPool, ds: 2, pg: 2 });
   const gw = await startTestGateway({
     limits: { maxCost: 10_000_000, maxPageSize: 1000 },
-    platforms: [{ id: 'vc', kind: 'vsphere', url: sim.url, username: sim.username, password: sim.password, caFile: sim.certFile }],
+    platforms: [vspherePlatform(sim)],
   });
   running.push({ gw, sim });
   const provider = gw.registry.get('vc') as VsphereProvider;

@@ -125,3 +125,8 @@ export async function startVcsim(opts: VcsimOptions = {}): Promise<Vcsim> {
     resume: () => child.kill('SIGCONT'),
   };
 }
+
+/** A vSphere platform entry for a gateway configuration, pointing at a simulator. */
+export function vspherePlatform(sim: Vcsim, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return { id: 'vc', kind: 'vsphere', url: sim.url, username: sim.username, password: sim.password, caFile: sim.certFile, ...extra };
+}
