@@ -129,7 +129,7 @@ describe('task budget and conflicts on vSphere', () => {
     await slow?.stop();
   });
 
-  it('queues tasks past the per-host cap with their position, and refuses a second operation on a busy VM', async () => {
+  it('queues tasks past the per-host cap with their position, refuses a second operation on a busy VM, cancels a queued task', async () => {
     const res = await slowGw.query<{ virtualMachines: { nodes: { id: string; name: string }[] } }>(
       '{ virtualMachines(first: 10, orderBy: { field: NAME }) { nodes { id name } } }',
     );
@@ -147,8 +147,17 @@ describe('task budget and conflicts on vSphere', () => {
     expect(busy.userErrors[0]!.code).toBe('CONFLICT');
     expect(busy.userErrors[0]!.message).toMatch(/has a START_VM task RUNNING/);
 
-    for (const t of [first, second, third]) expect((await finished(slowGw, t.task!.id)).state).toBe('SUCCEEDED');
+    const cancel = (taskId: string) =>
+      slowGw.query<{ cancelTask: { task: { state: string } | null; userErrors: { code: string }[] } }>(
+        'mutation($id: ID!) { cancelTask(input: { taskId: $id }) { task { state } userErrors { code } } }',
+        { id: taskId },
+      );
+    expect((await cancel(third.task!.id)).data!.cancelTask).toEqual({ task: { state: 'CANCELLED' }, userErrors: [] });
+    expect((await cancel(first.task!.id)).data!.cancelTask).toEqual({ task: null, userErrors: [{ code: 'WRONG_STATE' }] });
+
+    for (const t of [first, second]) expect((await finished(slowGw, t.task!.id)).state).toBe('SUCCEEDED');
+    expect((await finished(slowGw, third.task!.id)).state).toBe('CANCELLED');
     const o = await slow.refreshOracle();
-    expect([a, b, c].map((v) => oracleVm(o, v!.name)!.powerState)).toEqual(['poweredOn', 'poweredOn', 'poweredOn']);
+    expect([a, b, c].map((v) => oracleVm(o, v!.name)!.powerState)).toEqual(['poweredOn', 'poweredOn', 'poweredOff']);
   });
 });

@@ -226,6 +226,30 @@ export class VmOperations {
     }
   }
 
+  /** Cancels a queued task, through the same authorization check and audit as every mutation. */
+  cancel(ctx: GatewayContext, input: { taskId: string; clientMutationId?: string | null }): { clientMutationId: string | null; task: TaskRecord | null; userErrors: UserError[] } {
+    const req: OperationRequest = { mutation: 'cancelTask', input, build: noOperation };
+    const clientMutationId = input.clientMutationId ?? null;
+    const refusedWith = (error: UserError) => {
+      this.audit(ctx, req, input.taskId, 'REFUSED', [error.code], null);
+      return { clientMutationId, task: null, userErrors: [error] };
+    };
+    let nativeId: string;
+    try {
+      nativeId = decodeIdOf(input.taskId, 'Task').nativeId;
+    } catch (e) {
+      return refusedWith({ code: 'INVALID_INPUT', field: ['taskId'], message: e instanceof GatewayError ? e.message : 'Not a valid ID.' });
+    }
+    const decision = this.deps.authorizer.authorize(ctx.caller, 'cancelTask', input.taskId);
+    if (!decision.allowed) return refusedWith({ code: 'FORBIDDEN', field: null, message: decision.reason });
+    const outcome = this.deps.tasks.cancel(nativeId);
+    if ('refused' in outcome) {
+      return refusedWith({ code: this.deps.tasks.get(nativeId) ? 'WRONG_STATE' : 'NOT_FOUND', field: ['taskId'], message: outcome.refused });
+    }
+    this.audit(ctx, req, input.taskId, 'ACCEPTED', [], outcome.task.id);
+    return { clientMutationId, task: outcome.task, userErrors: [] };
+  }
+
   /** A new VM (clone, create) needs a valid name that no VM, and no task creating one, has on its platform. */
   private async checkNewName(ctx: GatewayContext, platformId: string, name: string): Promise<void> {
     if (!/^[A-Za-z0-9][A-Za-z0-9._ -]{0,79}$/.test(name)) {

@@ -148,7 +148,11 @@ function migration(ctx: GatewayContext, vm: VmRecord, input: MigrateVmInput): Vm
   return { kind: 'MIGRATE_VM', hostNativeId: host.nativeId, storageNativeId: null, destination: { platformId: to.id, uri: to.uri } };
 }
 
-export const batchMutations: Pick<MutationResolvers, 'cloneVm' | 'reconfigureVm' | 'createVm' | 'migrateVm' | 'deployVms' | 'snapshotVms' | 'powerVms'> = {
+export const batchMutations: Pick<
+  MutationResolvers,
+  'cloneVm' | 'reconfigureVm' | 'createVm' | 'migrateVm' | 'cancelTask' | 'deployVms' | 'snapshotVms' | 'powerVms'
+> = {
+  cancelTask: (_r, { input }, ctx) => ctx.operations.cancel(ctx, input),
   migrateVm: (_r, { input }, ctx) => ctx.operations.run(ctx, { mutation: 'migrateVm', input, build: (_s, vm) => migration(ctx, vm, input) }),
   createVm: (_r, { input }, ctx) => ctx.operations.runCreate(ctx, { input, build: (platformId) => vmSpec(platformId, input) }),
   reconfigureVm: (_r, { input }, ctx) =>

@@ -129,6 +129,23 @@ export class TaskManager {
     return undefined;
   }
 
+  /**
+   * Cancels a task that has not started. A running task is the platform's
+   * to finish; null when it cannot be cancelled, with the reason.
+   */
+  cancel(id: string): { task: TaskRecord } | { refused: string } {
+    const task = this.tasks.get(id);
+    if (!task) return { refused: 'No such task.' };
+    const index = this.queue.findIndex((p) => p.task === task);
+    if (index < 0) return { refused: `The task is ${task.state}; only a QUEUED task can be cancelled.` };
+    this.queue.splice(index, 1);
+    task.state = 'CANCELLED';
+    task.finishedAt = new Date();
+    for (const resolve of this.done.get(task.id) ?? []) resolve(task);
+    this.done.delete(task.id);
+    return { task };
+  }
+
   /** Whether a task that has not failed is creating a VM of this name on the platform. */
   creating(platformId: string, name: string): boolean {
     for (const t of this.tasks.values()) {
