@@ -27,6 +27,8 @@ export const ErrorCode = {
   QUERY_TOO_COSTLY: 'QUERY_TOO_COSTLY',
   /** The HTTP body is larger than `limits.maxBodyBytes`. */
   REQUEST_TOO_LARGE: 'REQUEST_TOO_LARGE',
+  /** A platform did not answer within `limits.operationTimeoutMs`; the rest of the response is still valid. */
+  DEADLINE_EXCEEDED: 'DEADLINE_EXCEEDED',
   /** A platform could not answer; the rest of the response is still valid. */
   PLATFORM_UNAVAILABLE: 'PLATFORM_UNAVAILABLE',
   /** The upstream answered with an error the gateway did not expect. */

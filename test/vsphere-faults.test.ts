@@ -167,6 +167,25 @@ describe('vSphere faults', () => {
     await until(async () => (await status(gw)).status === 'CONNECTED', 'the platform to reconnect');
   });
 
+  it('answers without a platform that is slower than the operation deadline', async () => {
+    const sim = await simulator();
+    const gw = await startTestGateway({
+      limits: { operationTimeoutMs: 700 },
+      platforms: [vc(sim, { requestTimeoutMs: 60_000 }), { id: 'kvm', kind: 'libvirt', uri: writeEstate({ vms: 2 }).uri }],
+    });
+    cleanups.push(() => gw.close());
+    sim.pause();
+    cleanups.push(async () => sim.resume());
+    const started = Date.now();
+    const res = await gw.query<{ virtualMachines: { totalCount: number } }>('{ virtualMachines(first: 0) { totalCount } }');
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect(res.data!.virtualMachines.totalCount).toBe(2);
+    expect(res.errors).toEqual([
+      expect.objectContaining({ message: 'Platform "vc" did not answer within 700 ms.', extensions: { code: 'DEADLINE_EXCEEDED', platformId: 'vc' } }),
+    ]);
+    sim.resume();
+  });
+
   it('keeps the session alive with CurrentTime while idle', async () => {
     const sim = await simulator();
     const gw = await gateway([vc(sim, { keepAliveMs: 1_000 })]);

@@ -83,6 +83,11 @@ export const limitsSchema = z
     defaultPageSize: z.number().int().min(1).max(100_000).default(50),
     /** Most IDs `nodes(ids:)` takes. */
     maxNodeIds: z.number().int().min(1).max(100_000).default(100),
+    /**
+     * How long one operation waits for a platform. A platform that has not
+     * answered by then is left out of the response with an error naming it.
+     */
+    operationTimeoutMs: z.number().int().min(100).max(600_000).default(30_000),
   })
   .strict()
   .refine((l) => l.defaultPageSize <= l.maxPageSize, {

@@ -11,6 +11,36 @@ import type { PlatformRegistry } from './registry.js';
 import { createRequestScope } from './request-scope.js';
 import { type VolumeIndex, indexVolumes } from './volume-index.js';
 
+/** Raised when a platform has not answered within the operation's deadline. */
+export class DeadlineExceededError extends Error {
+  constructor(
+    readonly platformId: string,
+    ms: number,
+  ) {
+    super(`Platform "${platformId}" did not answer within ${ms} ms.`);
+    this.name = 'DeadlineExceededError';
+  }
+}
+
+/** The read, or DeadlineExceededError once the request's deadline passes. */
+function beforeDeadline<T>(read: Promise<T>, platformId: string, deadline: Deadline): Promise<T> {
+  const left = deadline.at - Date.now();
+  if (left <= 0) return Promise.reject(new DeadlineExceededError(platformId, deadline.ms));
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new DeadlineExceededError(platformId, deadline.ms)), left);
+    timer.unref();
+  });
+  return Promise.race([read, expired]).finally(() => clearTimeout(timer));
+}
+
+export interface Deadline {
+  /** Epoch ms after which upstream reads are abandoned. */
+  at: number;
+  /** The configured length, for messages. */
+  ms: number;
+}
+
 /** An object of one platform, by its native ID. */
 export interface ObjectKey {
   platformId: string;
@@ -26,6 +56,7 @@ const objectKey = (k: ObjectKey): string => `${k.platformId}\u0000${k.nativeId}`
  */
 function perObjectLoader<V>(
   registry: PlatformRegistry,
+  deadline: Deadline,
   batch: (provider: Provider, nativeIds: readonly string[]) => Promise<(V | Error)[]>,
 ): DataLoader<ObjectKey, V, string> {
   return new DataLoader<ObjectKey, V, string>(
@@ -45,7 +76,11 @@ function perObjectLoader<V>(
             return;
           }
           try {
-            const values = await batch(provider, indexes.map((i) => (keys[i] as ObjectKey).nativeId));
+            const values = await beforeDeadline(
+              batch(provider, indexes.map((i) => (keys[i] as ObjectKey).nativeId)),
+              platformId,
+              deadline,
+            );
             indexes.forEach((keyIndex, j) => {
               results[keyIndex] = values[j] ?? new Error('provider returned too few results');
             });
@@ -64,6 +99,7 @@ function perObjectLoader<V>(
 /** A loader of one whole-platform listing per platform ID, read once per request. */
 function perPlatformLoader<V>(
   registry: PlatformRegistry,
+  deadline: Deadline,
   list: (provider: Provider) => Promise<V>,
 ): DataLoader<string, V> {
   return new DataLoader<string, V>(async (platformIds) =>
@@ -72,7 +108,7 @@ function perPlatformLoader<V>(
         const provider = registry.get(id);
         if (!provider) return new Error(`unknown platform "${id}"`);
         try {
-          return await list(provider);
+          return await beforeDeadline(list(provider), id, deadline);
         } catch (e) {
           return e instanceof Error ? e : new Error(String(e));
         }
@@ -85,22 +121,25 @@ function perPlatformLoader<V>(
  * The DataLoaders of one request. Created per request so that nothing is
  * cached across requests (or across callers).
  */
-export function createLoaders(registry: PlatformRegistry) {
+export function createLoaders(registry: PlatformRegistry, deadline: Deadline) {
   const scope = createRequestScope();
-  const storage = perPlatformLoader<StorageRecord[]>(registry, (p) => p.listStorage(scope));
-  const volumes = perObjectLoader<StorageVolumeRecord[]>(registry, (p, ids) => p.getVolumes(ids, scope));
+  const platformLoader = <V>(list: (p: Provider) => Promise<V>) => perPlatformLoader(registry, deadline, list);
+  const objectLoader = <V>(batch: (p: Provider, ids: readonly string[]) => Promise<(V | Error)[]>) =>
+    perObjectLoader(registry, deadline, batch);
+  const storage = platformLoader<StorageRecord[]>((p) => p.listStorage(scope));
+  const volumes = objectLoader<StorageVolumeRecord[]>((p, ids) => p.getVolumes(ids, scope));
   return {
-    datacenters: perPlatformLoader<DatacenterRecord[]>(registry, (p) => p.listDatacenters(scope)),
-    clusters: perPlatformLoader<ClusterRecord[]>(registry, (p) => p.listClusters(scope)),
-    hosts: perPlatformLoader<HostRecord[]>(registry, (p) => p.listHosts(scope)),
-    vms: perPlatformLoader<VmRecord[]>(registry, (p) => p.listVms(scope)),
-    vmDetails: perObjectLoader<VmDetails>(registry, (p, ids) => p.getVmDetails(ids, scope)),
-    snapshots: perObjectLoader<SnapshotRecord[]>(registry, (p, ids) => p.getSnapshots(ids, scope)),
-    networks: perPlatformLoader<NetworkRecord[]>(registry, (p) => p.listNetworks(scope)),
+    datacenters: platformLoader<DatacenterRecord[]>((p) => p.listDatacenters(scope)),
+    clusters: platformLoader<ClusterRecord[]>((p) => p.listClusters(scope)),
+    hosts: platformLoader<HostRecord[]>((p) => p.listHosts(scope)),
+    vms: platformLoader<VmRecord[]>((p) => p.listVms(scope)),
+    vmDetails: objectLoader<VmDetails>((p, ids) => p.getVmDetails(ids, scope)),
+    snapshots: objectLoader<SnapshotRecord[]>((p, ids) => p.getSnapshots(ids, scope)),
+    networks: platformLoader<NetworkRecord[]>((p) => p.listNetworks(scope)),
     storage,
     volumes,
     /** Every volume of a platform, indexed once per request (disks look their volume up in it). */
-    volumeIndex: perPlatformLoader<VolumeIndex>(registry, async (p) => {
+    volumeIndex: platformLoader<VolumeIndex>(async (p) => {
       const pools = await storage.load(p.id);
       const perPool = await volumes.loadMany(pools.map((pool) => ({ platformId: p.id, nativeId: pool.nativeId })));
       return indexVolumes(pools, perPool);

@@ -2,6 +2,7 @@ import type { Authorizer } from '../auth/authorizer.js';
 import type { AuditLog } from '../audit/audit-log.js';
 import { redact } from '../audit/audit-log.js';
 import type { VmOperation, VmOperationKind, VmSpec } from '../datasources/operations.js';
+import { DeadlineExceededError } from '../datasources/loaders.js';
 import { PlatformUnavailableError } from '../datasources/platform-connection.js';
 import { GatewayError } from '../errors.js';
 import { type NodeKind, decodeIdOf, encodeId, splitChildNativeId } from '../model/ids.js';
@@ -296,7 +297,7 @@ export class VmOperations {
         try {
           await this.checkNewName(ctx, platformId, spec.name);
         } catch (e) {
-          if (e instanceof PlatformUnavailableError) return refuse('PLATFORM_UNAVAILABLE', e.message);
+          if (e instanceof PlatformUnavailableError || e instanceof DeadlineExceededError) return refuse('PLATFORM_UNAVAILABLE', e.message);
           throw e;
         }
         const task = this.deps.tasks.submit({
@@ -358,7 +359,7 @@ export class VmOperations {
       }
       return { vm, snapshotKey };
     } catch (e) {
-      if (e instanceof PlatformUnavailableError) return refuse('PLATFORM_UNAVAILABLE', e.message);
+      if (e instanceof PlatformUnavailableError || e instanceof DeadlineExceededError) return refuse('PLATFORM_UNAVAILABLE', e.message);
       throw e;
     }
   }

@@ -40,5 +40,6 @@ export interface ContextDeps {
 }
 
 export function createContext(deps: ContextDeps, caller: Caller = { id: 'anonymous' }): GatewayContext {
-  return { ...deps, caller, loaders: createLoaders(deps.registry), partialErrors: [] };
+  const ms = deps.limits.operationTimeoutMs;
+  return { ...deps, caller, loaders: createLoaders(deps.registry, { at: Date.now() + ms, ms }), partialErrors: [] };
 }

@@ -2,6 +2,7 @@ import type { GraphQLError, GraphQLFormattedError } from 'graphql';
 
 import type { Logger } from 'pino';
 
+import { DeadlineExceededError } from '../datasources/loaders.js';
 import { PlatformUnavailableError } from '../datasources/platform-connection.js';
 import { isLibvirtError } from '../datasources/libvirt/errors.js';
 import { VimFault, VsphereTransportError } from '../datasources/vsphere/errors.js';
@@ -39,6 +40,11 @@ function classify(formatted: GraphQLFormattedError, error: unknown, logger: Logg
   if (gateway) {
     const { http: _http, ...extensions } = gateway.extensions;
     return { message: gateway.message, ...where, extensions };
+  }
+
+  const late = chain.find((e): e is DeadlineExceededError => e instanceof DeadlineExceededError);
+  if (late) {
+    return { message: late.message, ...where, extensions: { code: ErrorCode.DEADLINE_EXCEEDED, platformId: late.platformId } };
   }
 
   const unavailable = chain.find((e): e is PlatformUnavailableError => e instanceof PlatformUnavailableError);
