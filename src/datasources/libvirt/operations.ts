@@ -4,6 +4,7 @@
 
 import {
   OperationFailedError,
+  waitUntilGuestOff,
   type OperationReporter,
   type OperationResult,
   type Reconfiguration,
@@ -25,9 +26,6 @@ import { editDomainXml } from './domain-edit.js';
 import { VirErr, isLibvirtCode } from './errors.js';
 import { parsePoolXml, parseVolumeXml } from './xml.js';
 
-/** How long a graceful shutdown may take before its task fails. @default 300_000 // 5 minutes */
-const SHUTDOWN_TIMEOUT_MS = 300_000;
-const STATE_POLL_MS = 250;
 
 const escapeXml = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 
@@ -50,7 +48,7 @@ export async function runDomainOperation(c: LibvirtClient, uuid: string, op: VmO
         await lifecycle('destroy');
       } else {
         await lifecycle('shutdown');
-        await waitUntilOff(c, uuid, reporter);
+        await waitUntilGuestOff(() => isOff(c, uuid), reporter);
       }
       return {};
     case 'REBOOT_VM':
@@ -272,15 +270,8 @@ async function undefineAll(c: LibvirtClient, uuid: string): Promise<void> {
   }
 }
 
-/** A graceful shutdown returns at once; the task lasts until the guest is off. */
-async function waitUntilOff(c: LibvirtClient, uuid: string, reporter: OperationReporter): Promise<void> {
-  const started = Date.now();
-  for (;;) {
-    const stats = (await c.call('getAllDomainStats', DomainStats.STATE, 0)).find((d) => d.uuid === uuid);
-    if (!stats || stats.id < 0) return;
-    const elapsed = Date.now() - started;
-    if (elapsed > SHUTDOWN_TIMEOUT_MS) throw new OperationFailedError('the guest did not shut down in time; stop it with force', 'TIMEOUT');
-    reporter.progress(10 + Math.floor((elapsed / SHUTDOWN_TIMEOUT_MS) * 80));
-    await new Promise((r) => setTimeout(r, STATE_POLL_MS));
-  }
+/** Whether the domain has stopped (or is gone). */
+async function isOff(c: LibvirtClient, uuid: string): Promise<boolean> {
+  const stats = (await c.call('getAllDomainStats', DomainStats.STATE, 0)).find((d) => d.uuid === uuid);
+  return !stats || stats.id < 0;
 }

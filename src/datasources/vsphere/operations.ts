@@ -4,6 +4,7 @@
 
 import {
   OperationFailedError,
+  waitUntilGuestOff,
   type OperationReporter,
   type OperationResult,
   type VmOperation,
@@ -16,8 +17,6 @@ import { resultRef } from './task-watcher.js';
 import { invokeTask, invokeVoid } from './vim.js';
 import { type MoRef, children, elementXml, moRefOf, moRefXml } from './xml.js';
 
-/** How long a guest shutdown may take before its task fails. @default 300_000 // 5 minutes */
-const SHUTDOWN_TIMEOUT_MS = 300_000;
 
 /** Does one operation on one VM, following the upstream tasks it starts. */
 export async function runVmOperation(s: VsphereSession, vmId: string, op: VmOperation, reporter: OperationReporter): Promise<OperationResult> {
@@ -35,7 +34,7 @@ const vm: MoRef = { type: 'VirtualMachine', value: vmId };
         await task('PowerOffVM_Task');
       } else {
         await s.call(() => invokeVoid(s.client, 'ShutdownGuest', vm));
-        await waitUntilOff(s, vm, reporter);
+        await waitUntilGuestOff(async () => (await powerState(s, vm)) !== 'poweredOn', reporter, 300);
       }
       return {};
     case 'REBOOT_VM':
@@ -179,13 +178,3 @@ async function powerState(s: VsphereSession, vm: MoRef): Promise<string | null> 
   return o?.props.get('runtime.powerState')?.text ?? null;
 }
 
-/** ShutdownGuest only asks the guest; the task lasts until the VM is off. */
-async function waitUntilOff(s: VsphereSession, vm: MoRef, reporter: OperationReporter): Promise<void> {
-  const started = Date.now();
-  while ((await powerState(s, vm)) === 'poweredOn') {
-    const elapsed = Date.now() - started;
-    if (elapsed > SHUTDOWN_TIMEOUT_MS) throw new OperationFailedError('the guest did not shut down in time; stop it with force', 'TIMEOUT');
-    reporter.progress(10 + Math.floor((elapsed / SHUTDOWN_TIMEOUT_MS) * 80));
-    await new Promise((r) => setTimeout(r, 300));
-  }
-}
