@@ -19,13 +19,21 @@ export async function startSoapProxy(
   target: string,
   caFile: string,
   pageSize = 3,
-): Promise<{ url: string; setMode(m: ProxyMode, method?: string): void; pagesServed(): number; close(): Promise<void> }> {
+): Promise<{
+  url: string;
+  setMode(m: ProxyMode, method?: string): void;
+  pagesServed(): number;
+  /** Every response body the simulator sent through the proxy. */
+  responses(): string[];
+  close(): Promise<void>;
+}> {
   const dispatcher = new Agent({ connect: { ca: readFileSync(caFile, 'utf8') } });
   let mode: ProxyMode = 'pass';
   let onlyMethod: string | undefined;
   const pending = new Map<string, string[]>();
   let tokens = 0;
   let served = 0;
+  const seen: string[] = [];
   const page = (envelopeHead: string, method: string, objects: string[]): string => {
     const now = objects.slice(0, pageSize);
     const rest = objects.slice(pageSize);
@@ -54,6 +62,7 @@ export async function startSoapProxy(
     for (const [k, v] of Object.entries(req.headers)) if (typeof v === 'string' && k !== 'host') headers[k] = v;
     const upstream = await request(target, { method: 'POST', headers, body, dispatcher });
     const text = await upstream.body.text();
+    seen.push(text);
     const cookie = upstream.headers['set-cookie'];
     if (cookie) res.setHeader('set-cookie', cookie);
     const spoil = mode !== 'pass' && (!onlyMethod || body.includes(`<${onlyMethod} `));
@@ -85,6 +94,7 @@ export async function startSoapProxy(
       onlyMethod = method;
     },
     pagesServed: () => served,
+    responses: () => [...seen],
     close: async () => {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));

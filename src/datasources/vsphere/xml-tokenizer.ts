@@ -1,0 +1,97 @@
+import type { XNode } from './xml.js';
+
+// A small, strict XML reader for SOAP responses: elements, attributes, text,
+// CDATA, comments and processing instructions, the five named entities and
+// numeric references. No DTDs (SOAP forbids them). Builds the XNode tree in
+// one pass; malformed or truncated input throws.
+
+const NAMED: Record<string, string> = { lt: '<', gt: '>', amp: '&', quot: '"', apos: "'" };
+
+function decode(s: string): string {
+  if (!s.includes('&')) return s;
+  return s.replace(/&(#x[0-9a-fA-F]+|#[0-9]+|[a-z]+);/g, (m, ref: string) => {
+    if (ref.startsWith('#x')) return String.fromCodePoint(Number.parseInt(ref.slice(2), 16));
+    if (ref.startsWith('#')) return String.fromCodePoint(Number.parseInt(ref.slice(1), 10));
+    const named = NAMED[ref];
+    if (named === undefined) throw new Error(`unknown entity ${m}`);
+    return named;
+  });
+}
+
+function localName(qname: string): string {
+  const colon = qname.indexOf(':');
+  return colon < 0 ? qname : qname.slice(colon + 1);
+}
+
+// xsi:type keeps its prefix (it says which type a polymorphic value has);
+// other attributes lose theirs.
+function attrName(qname: string): string {
+  if (qname.startsWith('xmlns')) return qname;
+  return qname.endsWith(':type') ? 'xsi:type' : localName(qname);
+}
+
+const ATTR = /([^\s=/>]+)\s*=\s*(?:"([^"]*)"|'([^']*)')/g;
+
+export function tokenizeXml(xml: string): XNode {
+  const root: XNode = { name: '#document', attrs: {}, text: '', children: [] };
+  const stack: { node: XNode; qname: string }[] = [{ node: root, qname: '' }];
+  let i = 0;
+  const n = xml.length;
+  while (i < n) {
+    const lt = xml.indexOf('<', i);
+    const textEnd = lt < 0 ? n : lt;
+    if (textEnd > i) {
+      const text = xml.slice(i, textEnd);
+      const top = stack[stack.length - 1] as { node: XNode };
+      if (stack.length > 1) top.node.text += decode(text);
+      else if (text.trim() !== '') throw new Error('text outside the root element');
+    }
+    if (lt < 0) break;
+    if (xml.startsWith('<?', lt)) {
+      const end = xml.indexOf('?>', lt);
+      if (end < 0) throw new Error('unterminated processing instruction');
+      i = end + 2;
+    } else if (xml.startsWith('<!--', lt)) {
+      const end = xml.indexOf('-->', lt);
+      if (end < 0) throw new Error('unterminated comment');
+      i = end + 3;
+    } else if (xml.startsWith('<![CDATA[', lt)) {
+      const end = xml.indexOf(']]>', lt);
+      if (end < 0) throw new Error('unterminated CDATA section');
+      (stack[stack.length - 1] as { node: XNode }).node.text += xml.slice(lt + 9, end);
+      i = end + 3;
+    } else if (xml.startsWith('<!', lt)) {
+      throw new Error('DTDs are not accepted');
+    } else if (xml[lt + 1] === '/') {
+      const end = xml.indexOf('>', lt);
+      if (end < 0) throw new Error('unterminated end tag');
+      const qname = xml.slice(lt + 2, end).trim();
+      const open = stack.pop();
+      if (!open || stack.length === 0 || open.qname !== qname) throw new Error(`unexpected </${qname}>`);
+      i = end + 1;
+    } else {
+      const end = xml.indexOf('>', lt);
+      if (end < 0) throw new Error('unterminated start tag');
+      const selfClosing = xml[end - 1] === '/';
+      const inner = xml.slice(lt + 1, selfClosing ? end - 1 : end);
+      const space = inner.search(/\s/);
+      const qname = space < 0 ? inner : inner.slice(0, space);
+      if (qname === '') throw new Error('empty tag name');
+      const attrs: Record<string, string> = {};
+      if (space >= 0) {
+        ATTR.lastIndex = 0;
+        for (let m = ATTR.exec(inner); m; m = ATTR.exec(inner)) attrs[attrName(m[1] as string)] = decode(m[2] ?? m[3] ?? '');
+      }
+      const node: XNode = { name: localName(qname), attrs, text: '', children: [] };
+      const parent = stack[stack.length - 1] as { node: XNode };
+      if (stack.length === 1 && parent.node.children.length > 0) throw new Error('more than one root element');
+      parent.node.children.push(node);
+      if (!selfClosing) stack.push({ node, qname });
+      i = end + 1;
+    }
+  }
+  if (stack.length !== 1) throw new Error(`unclosed <${(stack[stack.length - 1] as { qname: string }).qname}>`);
+  const top = root.children[0];
+  if (!top) throw new Error('empty XML document');
+  return top;
+}
