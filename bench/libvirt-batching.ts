@@ -36,7 +36,7 @@ async function addonBatching(n: number): Promise<void> {
   );
 }
 
-const QUERY = `{ virtualMachines(first: 1000) { totalCount edges { node {
+const QUERY = `{ virtualMachines(first: 10000) { totalCount edges { node {
   name powerState memoryMiB vcpus host { name } networks { name } storage { name } disks { capacityBytes } snapshots { name }
 } } } }`;
 
@@ -46,7 +46,7 @@ async function graphqlListing(sizes: number[]): Promise<void> {
     const estate = writeEstate({ vms: n });
     const config = validateConfig({
       server: { port: 0 },
-      limits: { maxCost: 100_000_000, maxPageSize: 1000 },
+      limits: { maxCost: 100_000_000, maxPageSize: 10_000 },
       platforms: [{ id: 'bench', kind: 'libvirt', uri: estate.uri }],
     });
     const gw = await startGateway(config, pino({ level: 'silent' }));
@@ -76,4 +76,4 @@ async function graphqlListing(sizes: number[]): Promise<void> {
 }
 
 await addonBatching(1000);
-await graphqlListing([100, 1000]);
+await graphqlListing([100, 1000, 5000]);

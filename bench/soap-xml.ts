@@ -5,7 +5,7 @@ import { pino } from 'pino';
 
 import { VM_DETAIL_SPEC } from '../src/datasources/vsphere/mapping.js';
 import { VsphereSession } from '../src/datasources/vsphere/session.js';
-import { tokenizeXml } from '../src/datasources/vsphere/xml-tokenizer.js';
+import { tokenizeXml } from '../src/datasources/xml/tokenizer.js';
 import { parseXmlWithLibrary } from '../test/helpers/reference-xml.js';
 import { startSoapProxy } from '../test/helpers/soap-proxy.js';
 import { startVcsim } from '../test/helpers/vcsim.js';

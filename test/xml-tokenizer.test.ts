@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { tokenizeXml } from '../src/datasources/vsphere/xml-tokenizer.js';
+import { tokenizeXml } from '../src/datasources/xml/tokenizer.js';
 import { startTestGateway } from './helpers/gateway.js';
 import { parseXmlWithLibrary } from './helpers/reference-xml.js';
 import { startSoapProxy } from './helpers/soap-proxy.js';

@@ -1,6 +1,6 @@
 import { XMLParser } from 'fast-xml-parser';
 
-import type { XNode } from '../../src/datasources/vsphere/xml.js';
+import type { XNode } from '../../src/datasources/xml/tree.js';
 
 // The reference for src/datasources/vsphere/xml-tokenizer.ts: the same tree,
 // built through fast-xml-parser. Tests compare the two on real responses;

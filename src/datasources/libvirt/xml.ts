@@ -1,50 +1,14 @@
-import { XMLParser } from 'fast-xml-parser';
-
 import type { NetworkAddressRecord } from '../../model/network.js';
 import type { DiskDevice, VmDetails, VmDiskRecord, VmGraphicsRecord, VmNicRecord } from '../../model/vm.js';
+import { type XNode, attrOf, child, children, parseXml } from '../xml/tree.js';
 
-/** Elements that may repeat, by path; everything else parses as a single node. */
-const REPEATED = new Set([
-  'domain.devices.disk',
-  'domain.devices.interface',
-  'domain.devices.graphics',
-  'network.ip',
-  'network.ip.dhcp.range',
-]);
-
-const parser = new XMLParser({
-  ignoreAttributes: false,
-  attributeNamePrefix: '@',
-  textNodeName: '#text',
-  parseTagValue: false,
-  parseAttributeValue: false,
-  isArray: (_name, jpath) => REPEATED.has(String(jpath)),
-});
-
-type XmlNode = Record<string, unknown>;
-
-function node(v: unknown): XmlNode | undefined {
-  return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as XmlNode) : undefined;
+/** Text content of an element, trimmed; null when empty or absent. */
+function text(node: XNode | undefined): string | null {
+  const t = node?.text.trim();
+  return t ? t : null;
 }
 
-function list(v: unknown): XmlNode[] {
-  if (Array.isArray(v)) return v.map((x) => node(x) ?? {});
-  const n = node(v);
-  return n ? [n] : [];
-}
-
-/** Text content of an element, whether it parsed as a string or as a node with attributes. */
-function text(v: unknown): string | null {
-  if (typeof v === 'string') return v.trim() === '' ? null : v.trim();
-  const n = node(v);
-  const t = n?.['#text'];
-  return typeof t === 'string' && t.trim() !== '' ? t.trim() : null;
-}
-
-function attr(v: unknown, name: string): string | null {
-  const a = node(v)?.[`@${name}`];
-  return typeof a === 'string' ? a : null;
-}
+const attr = attrOf;
 
 function int(s: string | null): number | null {
   if (s === null) return null;
@@ -52,10 +16,9 @@ function int(s: string | null): number | null {
   return Number.isFinite(n) ? n : null;
 }
 
-function parseRoot(xml: string, root: string): XmlNode {
-  const doc = node(parser.parse(xml));
-  const top = node(doc?.[root]);
-  if (!top) throw new Error(`expected a <${root}> document from libvirt`);
+function parseRoot(xml: string, root: string): XNode {
+  const top = parseXml(xml);
+  if (top.name !== root) throw new Error(`expected a <${root}> document from libvirt`);
   return top;
 }
 
@@ -77,7 +40,7 @@ const UNIT_BYTES: Record<string, number> = {
 };
 
 /** A libvirt scaled integer (`<memory unit='KiB'>`) in MiB; libvirt's default unit is KiB. */
-function mib(v: unknown): number | null {
+function mib(v: XNode | undefined): number | null {
   const amount = int(text(v));
   if (amount === null) return null;
   const unit = (attr(v, 'unit') ?? 'KiB').toLowerCase();
@@ -87,9 +50,9 @@ function mib(v: unknown): number | null {
 
 const DISK_DEVICES: Record<string, DiskDevice> = { disk: 'DISK', cdrom: 'CDROM', floppy: 'FLOPPY', lun: 'LUN' };
 
-function parseDisk(d: XmlNode): VmDiskRecord {
+function parseDisk(d: XNode): VmDiskRecord {
   const sourceType = attr(d, 'type') ?? 'file';
-  const src = d['source'];
+  const src = child(d, 'source');
   const pool = attr(src, 'pool');
   const volume = attr(src, 'volume');
   let source: string | null;
@@ -117,82 +80,74 @@ function parseDisk(d: XmlNode): VmDiskRecord {
   }
   return {
     device: DISK_DEVICES[attr(d, 'device') ?? 'disk'] ?? 'DISK',
-    target: attr(d['target'], 'dev') ?? '',
-    bus: attr(d['target'], 'bus'),
+    target: attr(child(d, 'target'), 'dev') ?? '',
+    bus: attr(child(d, 'target'), 'bus'),
     sourceType,
     source,
     sourcePool: pool,
     sourceVolume: volume,
     storageNativeId: null,
-    format: attr(d['driver'], 'type'),
+    format: attr(child(d, 'driver'), 'type'),
     capacityBytes: null,
-    readOnly: d['readonly'] !== undefined,
+    readOnly: child(d, 'readonly') !== undefined,
   };
 }
 
-function parseNic(i: XmlNode): VmNicRecord {
+function parseNic(i: XNode): VmNicRecord {
   const type = attr(i, 'type') ?? 'network';
-  const src = i['source'];
+  const src = child(i, 'source');
   const networkName = type === 'network' ? attr(src, 'network') : null;
   return {
-    mac: attr(i['mac'], 'address')?.toLowerCase() ?? null,
-    model: attr(i['model'], 'type'),
+    mac: attr(child(i, 'mac'), 'address')?.toLowerCase() ?? null,
+    model: attr(child(i, 'model'), 'type'),
     type,
     source: networkName ?? attr(src, 'bridge') ?? attr(src, 'dev') ?? attr(src, 'path'),
     networkName,
     networkNativeId: null,
-    targetDevice: attr(i['target'], 'dev'),
+    targetDevice: attr(child(i, 'target'), 'dev'),
   };
 }
 
-function parseGraphics(g: XmlNode): VmGraphicsRecord {
+function parseGraphics(g: XNode): VmGraphicsRecord {
   return {
     type: attr(g, 'type') ?? 'unknown',
     port: int(attr(g, 'port')),
     autoport: attr(g, 'autoport') === 'yes',
-    listen: attr(g, 'listen') ?? attr(g['listen'], 'address'),
+    listen: attr(g, 'listen') ?? attr(child(g, 'listen'), 'address'),
   };
 }
 
 /** Reads the libosinfo OS ID that virt-install and virt-manager write into the metadata. */
-function guestOsId(metadata: unknown): string | null {
-  const md = node(metadata);
-  if (!md) return null;
-  for (const [key, value] of Object.entries(md)) {
-    if (!key.endsWith('libosinfo')) continue;
-    for (const [k, os] of Object.entries(node(value) ?? {})) {
-      if (k.endsWith(':os') || k === 'os') return attr(os, 'id');
-    }
-  }
-  return null;
+function guestOsId(metadata: XNode | undefined): string | null {
+  return attr(child(child(metadata, 'libosinfo'), 'os'), 'id');
 }
 
 export function parseDomainXml(xml: string): VmDetails {
   const d = parseRoot(xml, 'domain');
-  const vcpuNode = d['vcpu'];
+  const vcpuNode = child(d, 'vcpu');
   const vcpusMax = int(text(vcpuNode)) ?? 1;
-  const maxMemoryMiB = mib(d['memory']) ?? 0;
-  const os = node(d['os']);
-  const topology = node(node(d['cpu'])?.['topology']);
-  const devices = node(d['devices']) ?? {};
+  const maxMemoryMiB = mib(child(d, 'memory')) ?? 0;
+  const osType = child(child(d, 'os'), 'type');
+  const topology = child(child(d, 'cpu'), 'topology');
+  const devices = child(d, 'devices');
   return {
     vcpus: int(attr(vcpuNode, 'current')) ?? vcpusMax,
     vcpusMax,
     coresPerSocket: int(attr(topology, 'cores')),
-    memoryMiB: mib(d['currentMemory']) ?? maxMemoryMiB,
+    memoryMiB: mib(child(d, 'currentMemory')) ?? maxMemoryMiB,
     maxMemoryMiB,
-    guestOs: guestOsId(d['metadata']),
+    guestOs: guestOsId(child(d, 'metadata')),
     guestOsFullName: null,
     hardwareVersion: null,
     ipAddresses: [],
     guestHostName: null,
-    osType: text(os?.['type']),
-    guestArch: attr(os?.['type'], 'arch'),
-    machineType: attr(os?.['type'], 'machine'),
-    description: text(d['description']) ?? text(d['title']),
-    disks: list(devices['disk']).map(parseDisk),
-    nics: list(devices['interface']).map(parseNic),
-    graphics: list(devices['graphics']).map(parseGraphics),
+    osType: text(osType),
+    guestArch: attr(osType, 'arch'),
+    machineType: attr(osType, 'machine'),
+    description: text(child(d, 'description')) ?? text(child(d, 'title')),
+    disks: children(devices, 'disk').map(parseDisk),
+    nics: children(devices, 'interface').map(parseNic),
+    graphics: children(devices, 'graphics').map(parseGraphics),
     vsphere: null,
   };
 }
@@ -211,13 +166,13 @@ const EMBEDDED_DOMAINS = /<(domain|inactiveDomain)[\s>][\s\S]*?<\/\1>/g;
 
 export function parseSnapshotXml(xml: string): ParsedSnapshot {
   const s = parseRoot(xml.replace(EMBEDDED_DOMAINS, ''), 'domainsnapshot');
-  const created = int(text(s['creationTime']));
+  const created = int(text(child(s, 'creationTime')));
   return {
-    description: text(s['description']),
+    description: text(child(s, 'description')),
     createdAt: created === null ? null : new Date(created * 1000),
-    state: text(s['state']),
-    memory: attr(s['memory'], 'snapshot'),
-    parentName: text(node(s['parent'])?.['name']),
+    state: text(child(s, 'state')),
+    memory: attr(child(s, 'memory'), 'snapshot'),
+    parentName: text(child(child(s, 'parent'), 'name')),
   };
 }
 
@@ -236,12 +191,12 @@ function prefixFromNetmask(mask: string): number | null {
 
 export function parseNetworkXml(xml: string): ParsedNetwork {
   const n = parseRoot(xml, 'network');
-  const forward = n['forward'];
+  const forward = child(n, 'forward');
   // <forward/> without a mode means NAT; no <forward> at all means isolated.
   const forwardMode = forward === undefined ? 'isolated' : (attr(forward, 'mode') ?? 'nat');
-  const ips = list(n['ip']);
+  const ips = children(n, 'ip');
   return {
-    bridge: attr(n['bridge'], 'name'),
+    bridge: attr(child(n, 'bridge'), 'name'),
     forwardMode,
     addresses: ips.flatMap((ip) => {
       const address = attr(ip, 'address');
@@ -252,7 +207,7 @@ export function parseNetworkXml(xml: string): ParsedNetwork {
       return [{ family, address, prefix }];
     }),
     dhcpRanges: ips.flatMap((ip) =>
-      list(node(ip['dhcp'])?.['range']).flatMap((r) => {
+      children(child(ip, 'dhcp'), 'range').flatMap((r) => {
         const start = attr(r, 'start');
         const end = attr(r, 'end');
         return start && end ? [{ start, end }] : [];
@@ -263,7 +218,7 @@ export function parseNetworkXml(xml: string): ParsedNetwork {
 
 export function parsePoolXml(xml: string): { type: string; targetPath: string | null } {
   const p = parseRoot(xml, 'pool');
-  return { type: attr(p, 'type') ?? 'unknown', targetPath: text(node(p['target'])?.['path']) };
+  return { type: attr(p, 'type') ?? 'unknown', targetPath: text(child(child(p, 'target'), 'path')) };
 }
 
 export interface ParsedVolume {
@@ -276,19 +231,19 @@ export interface ParsedVolume {
 }
 
 /** A scaled integer in bytes; volume sizes default to bytes. */
-function bytes(v: unknown): number {
+function bytes(v: XNode | undefined): number {
   const amount = int(text(v)) ?? 0;
   return amount * (UNIT_BYTES[(attr(v, 'unit') ?? 'bytes').toLowerCase()] ?? 1);
 }
 
 export function parseVolumeXml(xml: string): ParsedVolume {
   const v = parseRoot(xml, 'volume');
-  const target = node(v['target']);
+  const target = child(v, 'target');
   return {
     type: attr(v, 'type') ?? 'file',
-    path: text(target?.['path']),
-    format: attr(target?.['format'], 'type'),
-    capacityBytes: bytes(v['capacity']),
-    allocationBytes: bytes(v['allocation']),
+    path: text(child(target, 'path')),
+    format: attr(child(target, 'format'), 'type'),
+    capacityBytes: bytes(child(v, 'capacity')),
+    allocationBytes: bytes(child(v, 'allocation')),
   };
 }

@@ -1,4 +1,4 @@
-import type { XNode } from './xml.js';
+import type { XNode } from './tree.js';
 
 // A small, strict XML reader for SOAP responses: elements, attributes, text,
 // CDATA, comments and processing instructions, the five named entities and

@@ -1,0 +1,59 @@
+import { tokenizeXml } from './tokenizer.js';
+
+/**
+ * An XML document as a plain element tree (SOAP responses, libvirt XML).
+ * Payloads are polymorphic (xsi:type) and repeat elements freely, so mapping
+ * code reads them through these accessors instead of guessing shapes.
+ */
+export interface XNode {
+  /** Local name, namespace prefix removed. */
+  name: string;
+  attrs: Record<string, string>;
+  text: string;
+  children: XNode[];
+}
+
+/** Parses a document; throws on malformed or truncated XML. */
+export function parseXml(xml: string): XNode {
+  return tokenizeXml(xml);
+}
+
+/** The value of an attribute, or null. */
+export function attrOf(node: XNode | undefined, name: string): string | null {
+  return node?.attrs[name] ?? null;
+}
+
+export function child(node: XNode | undefined, name: string): XNode | undefined {
+  return node?.children.find((c) => c.name === name);
+}
+
+export function children(node: XNode | undefined, name: string): XNode[] {
+  return node ? node.children.filter((c) => c.name === name) : [];
+}
+
+/** Follows a path of element names, first match at each step. */
+export function path(node: XNode | undefined, ...names: string[]): XNode | undefined {
+  let current = node;
+  for (const n of names) current = child(current, n);
+  return current;
+}
+
+export function textOf(node: XNode | undefined): string | null {
+  return node ? node.text : null;
+}
+
+export function intOf(node: XNode | undefined): number | null {
+  if (!node) return null;
+  const n = Number(node.text);
+  return Number.isFinite(n) ? n : null;
+}
+
+export function boolOf(node: XNode | undefined): boolean | null {
+  if (!node) return null;
+  return node.text === 'true';
+}
+
+export function xsiType(node: XNode | undefined): string | null {
+  return node?.attrs['xsi:type'] ?? null;
+}
+
