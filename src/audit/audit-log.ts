@@ -2,6 +2,8 @@ import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { dirname } from 'node:path';
 
+import type { UserErrorCode } from '../operations/vm-operations.js';
+
 export type AuditOutcome = 'REFUSED' | 'ACCEPTED' | 'REPLAYED';
 
 export interface AuditRecord {
@@ -13,7 +15,7 @@ export interface AuditRecord {
   /** JSON of the input, secrets redacted. */
   input: string;
   outcome: AuditOutcome;
-  userErrorCodes: string[];
+  userErrorCodes: UserErrorCode[];
   taskId: string | null;
 }
 

@@ -92,9 +92,11 @@ export interface CreateRequest {
   build: (platformId: string) => VmSpec;
 }
 
-const noOperation = (): never => {
-  throw new Error('createVm builds a spec, not an operation');
-};
+/** What the audit log records of a mutation: its name and its input. */
+interface Audited {
+  mutation: string;
+  input: { clientMutationId?: string | null; [field: string]: unknown };
+}
 
 class Refusal extends Error {
   constructor(readonly userError: UserError) {
@@ -143,7 +145,7 @@ export class VmOperations {
       } catch (e) {
         if (!(e instanceof GatewayError)) throw e;
         const error: UserError = { code: 'INVALID_INPUT', field: (e.extensions['field'] as string[] | undefined) ?? null, message: e.message };
-        this.audit(ctx, { mutation: req.mutation, input: req.input, build: () => { throw e; } }, '', 'REFUSED', [error.code], null);
+        this.audit(ctx, req, '', 'REFUSED', [error.code], null);
         return { clientMutationId, items: [], tasks: [], userErrors: [error] };
       }
       const items: OperationPayload[] = [];
@@ -229,7 +231,7 @@ export class VmOperations {
 
   /** Cancels a queued task, through the same authorization check and audit as every mutation. */
   cancel(ctx: GatewayContext, input: { taskId: string; clientMutationId?: string | null }): { clientMutationId: string | null; task: TaskRecord | null; userErrors: UserError[] } {
-    const req: OperationRequest = { mutation: 'cancelTask', input, build: noOperation };
+    const req: Audited = { mutation: 'cancelTask', input };
     const clientMutationId = input.clientMutationId ?? null;
     const refusedWith = (error: UserError) => {
       this.audit(ctx, req, input.taskId, 'REFUSED', [error.code], null);
@@ -268,12 +270,12 @@ export class VmOperations {
       const earlier = this.single.find(caller, input.idempotencyKey);
       if (earlier?.operation === 'createVm') {
         const payload = await earlier.value;
-        this.audit(ctx, { mutation: 'createVm', input, build: noOperation }, input.platformId, 'REPLAYED', [], payload.task?.id ?? null);
+        this.audit(ctx, { mutation: 'createVm', input }, input.platformId, 'REPLAYED', [], payload.task?.id ?? null);
         return { ...payload, clientMutationId: input.clientMutationId ?? null };
       }
     }
     const attempt = (async (): Promise<OperationPayload> => {
-      const audited: OperationRequest = { mutation: 'createVm', input, build: noOperation };
+      const audited: Audited = { mutation: 'createVm', input };
       try {
         let platformId: string;
         try {
@@ -364,17 +366,24 @@ export class VmOperations {
     }
   }
 
-  private refused(ctx: GatewayContext, req: OperationRequest, targetId: string, error: UserError): OperationPayload {
-    this.audit(ctx, req, targetId, 'REFUSED', [error.code], null);
-    return { clientMutationId: req.input.clientMutationId ?? null, vm: null, task: null, userErrors: [error] };
+  private refused(ctx: GatewayContext, what: Audited, targetId: string, error: UserError): OperationPayload {
+    this.audit(ctx, what, targetId, 'REFUSED', [error.code], null);
+    return { clientMutationId: what.input.clientMutationId ?? null, vm: null, task: null, userErrors: [error] };
   }
 
-  private audit(ctx: GatewayContext, req: OperationRequest, targetId: string, outcome: 'REFUSED' | 'ACCEPTED' | 'REPLAYED', codes: string[], taskId: string | null): void {
+  private audit(
+    ctx: GatewayContext,
+    what: Audited,
+    targetId: string,
+    outcome: 'REFUSED' | 'ACCEPTED' | 'REPLAYED',
+    codes: UserErrorCode[],
+    taskId: string | null,
+  ): void {
     this.deps.audit.append({
       caller: ctx.caller.id,
-      operation: req.mutation,
+      operation: what.mutation,
       targetId,
-      input: redact(req.input),
+      input: redact(what.input),
       outcome,
       userErrorCodes: codes,
       taskId,

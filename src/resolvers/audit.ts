@@ -11,7 +11,6 @@ export const auditEntryId = (e: AuditRecord) => encodeId({ kind: 'AuditEntry', p
 
 export const AuditEntry: AuditEntryResolvers = {
   id: (e) => auditEntryId(e),
-  userErrorCodes: (e) => e.userErrorCodes as never,
   taskId: (e, _a, ctx) => {
     if (!e.taskId) return null;
     const task = ctx.tasks.get(e.taskId);
