@@ -9,9 +9,17 @@ import type { GatewayContext } from '../server/context.js';
 // Lookups of one object among a platform's listings. They read through the
 // request's loaders, so any number of them costs the same upstream calls.
 
+// Each listing is read once per request; its index is built on first lookup.
+const vmIndexes = new WeakMap<readonly VmRecord[], Map<string, VmRecord>>();
+
 export async function findVm(ctx: GatewayContext, platformId: string, nativeId: string): Promise<VmRecord | null> {
   const vms = await ctx.loaders.vms.load(platformId);
-  return vms.find((v) => v.nativeId === nativeId) ?? null;
+  let index = vmIndexes.get(vms);
+  if (!index) {
+    index = new Map(vms.map((v) => [v.nativeId, v]));
+    vmIndexes.set(vms, index);
+  }
+  return index.get(nativeId) ?? null;
 }
 
 export async function findNetworkByName(

@@ -1,4 +1,9 @@
-import type { QueryResolvers, VirtualMachineResolvers } from '../generated/graphql.js';
+import type {
+  QueryResolvers,
+  VirtualMachineFilter,
+  VirtualMachineOrder,
+  VirtualMachineResolvers,
+} from '../generated/graphql.js';
 import { decodeIdOf, encodeId } from '../model/ids.js';
 import type { StorageRecord } from '../model/storage.js';
 import type { VmDetails, VmRecord } from '../model/vm.js';
@@ -15,7 +20,6 @@ import {
 } from './lookups.js';
 import { type Ordering, type SortValue, paginate } from './pagination.js';
 import { loadFromPlatforms, platformOf, platformsInScope } from './scope.js';
-import type { VirtualMachineFilter, VirtualMachineOrder } from '../generated/graphql.js';
 
 function details(ctx: GatewayContext, vm: VmRecord): Promise<VmDetails> {
   return ctx.loaders.vmDetails.load({ platformId: vm.platformId, nativeId: vm.nativeId });
