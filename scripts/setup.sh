@@ -55,7 +55,8 @@ vcsim=.cache/bin/vcsim-fixture
 if [ ! -x "$vcsim" ] || [ -n "$(find test/fixtures/vcsim -newer "$vcsim" -print -quit)" ]; then
   log "building the vCenter simulator"
   mkdir -p .cache/bin .cache/go-build
-  GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE="$PWD/.cache/go-build" \
+  # GOPATH mode over Debian's sources: no module download, no user config.
+  GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE="$PWD/.cache/go-build" GOENV=off GOPROXY=off \
     go build -o "$vcsim" ./test/fixtures/vcsim
 fi
 
