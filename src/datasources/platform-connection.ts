@@ -27,8 +27,11 @@ export interface PlatformConnectionOptions<C> {
   disconnect: (client: C) => Promise<void>;
   /** Whether an error means the credentials were refused (not retried). */
   isAuthFailure: (e: unknown) => boolean;
-  /** Whether an error means the connection is gone (reconnect), rather than one object failing. */
-  isConnectionFailure: (e: unknown) => boolean;
+  /**
+   * Whether an error means the connection is gone (reconnect), rather than
+   * one object failing; may ask the client itself.
+   */
+  isConnectionFailure: (e: unknown, client: C) => boolean | Promise<boolean>;
   /** First retry delay. @default 1_000 // 1 second */
   retryInitialMs?: number;
   /** Longest retry delay. @default 30_000 // 30 seconds */
@@ -87,8 +90,9 @@ export class PlatformConnection<C> {
     try {
       return await fn(client);
     } catch (e) {
-      if (this.opts.isConnectionFailure(e) && this.client === client) {
-        this.lose(client, e);
+      if (await this.opts.isConnectionFailure(e, client)) {
+        // Calls in flight when the connection died fail alike; the first one reconnects.
+        if (this.client === client) this.lose(client, e);
         throw new PlatformUnavailableError(this.opts.platformId, errorMessage(e));
       }
       throw e;

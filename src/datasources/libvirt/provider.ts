@@ -14,7 +14,7 @@ import type { OperationReporter, OperationResult, Unsupported, VmOperation, VmSp
 import { DomainStats, ListDomainsFlags } from './addon.js';
 import { LibvirtClient } from './client.js';
 import { createDomain, runDomainOperation } from './operations.js';
-import { VirErr, isAuthFailure, isConnectionFailure, isLibvirtCode } from './errors.js';
+import { VirErr, isAuthFailure, isConnectionFailure, isLibvirtCode, isLibvirtError } from './errors.js';
 import { domainState, formatVersion, poolState, snapshotPowerState, volumeType } from './states.js';
 import { parseDomainXml, parseNetworkXml, parsePoolXml, parseSnapshotXml, parseVolumeXml } from './xml.js';
 
@@ -55,7 +55,17 @@ export class LibvirtProvider extends ConnectedProvider<LibvirtClient> implements
       },
       disconnect: (client) => client.close(),
       isAuthFailure,
-      isConnectionFailure,
+      // A dead remote connection reports some calls as internal errors
+      // ("client socket is closed"): libvirt's own liveness check decides.
+      isConnectionFailure: async (e, client) => {
+        if (isConnectionFailure(e)) return true;
+        if (!isLibvirtError(e)) return false;
+        try {
+          return !(await client.call('isAlive'));
+        } catch {
+          return true; // closed already, by a call that failed before this one
+        }
+      },
       retryInitialMs: config.retryInitialMs,
       retryMaxMs: config.retryMaxMs,
     });
