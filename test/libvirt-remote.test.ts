@@ -49,3 +49,37 @@ describe('a remote libvirt daemon that dies and returns', () => {
     expect(healed.data!.virtualMachines!.totalCount).toBe(1);
   });
 });
+
+describe('a remote libvirt daemon that stops answering', () => {
+  let silent: Libvirtd;
+  let quiet: TestGateway;
+
+  beforeAll(async () => {
+    silent = libvirtd();
+    await silent.start();
+    quiet = await startTestGateway({
+      limits: { operationTimeoutMs: 700 },
+      platforms: [{ id: 'remote', kind: 'libvirt', uri: silent.uri }],
+    });
+  });
+  afterAll(async () => {
+    silent?.resume();
+    await quiet?.close();
+    await silent?.stop();
+  });
+
+  // libvirt's keepalive would notice the silence, but needs libvirt's event
+  // loop, and libvirt 9.0's client can crash when keepalive closes a
+  // connection under a waiting call: the deadline bounds the wait instead.
+  it('answers within the deadline while the daemon is silent, and fully once it answers again', async () => {
+    silent.pause();
+    const started = Date.now();
+    const res = await quiet.query<{ virtualMachines: { totalCount: number } }>('{ virtualMachines(first: 0) { totalCount } }');
+    expect(Date.now() - started).toBeLessThan(3_000);
+    expect(res.errors?.[0]?.extensions).toEqual({ code: 'DEADLINE_EXCEEDED', platformId: 'remote' });
+    silent.resume();
+    const healed = await quiet.query<{ virtualMachines: { totalCount: number } }>('{ virtualMachines(first: 0) { totalCount } }');
+    expect(healed.errors).toBeUndefined();
+    expect(healed.data!.virtualMachines.totalCount).toBe(1);
+  });
+});

@@ -13,6 +13,9 @@ export interface Libvirtd {
   uri: string;
   start(): Promise<void>;
   stop(): Promise<void>;
+  /** SIGSTOP / SIGCONT: a daemon that keeps its socket but stops answering. */
+  pause(): void;
+  resume(): void;
 }
 
 export function libvirtd(): Libvirtd {
@@ -46,8 +49,11 @@ export function libvirtd(): Libvirtd {
       child = null;
       if (!running || running.exitCode !== null) return;
       const exited = new Promise((r) => running.once('exit', r));
+      running.kill('SIGCONT');
       running.kill('SIGTERM');
       await exited;
     },
+    pause: () => child?.kill('SIGSTOP'),
+    resume: () => child?.kill('SIGCONT'),
   };
 }
