@@ -135,7 +135,7 @@ describe('vSphere inventory matches what govmomi sees', () => {
   it('answers datacenters, clusters, datastores and networks', async () => {
     const res = await gw.query<{ datacenters: { nodes: Row[] }; clusters: { nodes: Row[] }; storage: { nodes: Row[] }; networks: { nodes: Row[] } }>(`{
       datacenters(first: 50) { nodes { name platform { name } clusters { name } hosts { name } } }
-      clusters(first: 50) { nodes { name platform { name } datacenter { name } numHosts hosts { name } virtualMachines(first: 0) { totalCount } } }
+      clusters(first: 50) { nodes { name platform { name } datacenter { name } numHosts drsEnabled haEnabled hosts { name } virtualMachines(first: 0) { totalCount } } }
       storage(first: 50) { nodes { __typename name type capacityBytes availableBytes allocationBytes accessible platform { name }
         ... on Datastore { datastoreType uncommittedBytes url datacenter { name } virtualMachines { name } } } }
       networks(first: 50) { nodes { name kind platform { name } datacenter { name } attachedVms { name } } }
@@ -152,6 +152,7 @@ describe('vSphere inventory matches what govmomi sees', () => {
       const hosts = Object.values(o.hosts).filter((h) => h.parent === oc[0]).map((h) => h.name).sort();
       expect((c['hosts'] as { name: string }[]).map((h) => h.name).sort()).toEqual(hosts);
       expect(c['numHosts']).toBe(hosts.length);
+      expect([c['drsEnabled'], c['haEnabled']]).toEqual([oc[1].drsEnabled, oc[1].haEnabled]);
     }
     const stores = of(res.data!.storage.nodes, 'vc-big');
     expect(stores).toHaveLength(Object.keys(o.datastores).length);

@@ -18,7 +18,7 @@ export interface Oracle {
     build: string; uuid: string;
   }>;
   datastores: Record<string, { name: string; type: string; capacity: number; freeSpace: number; uncommitted: number; accessible: boolean; url: string }>;
-  clusters: Record<string, { name: string; parent: string }>;
+  clusters: Record<string, { name: string; parent: string; drsEnabled: boolean | null; haEnabled: boolean | null }>;
   datacenters: Record<string, { name: string }>;
   networks: Record<string, { name: string }>;
   networkTypes: Record<string, string>;

@@ -53,7 +53,7 @@ export const TREE_SPECS: PropertySpec[] = [
   { type: 'ComputeResource', paths: ['name', 'parent'] },
   {
     type: 'ClusterComputeResource',
-    paths: ['name', 'parent', 'summary', 'configuration.drsConfig.enabled', 'configuration.dasConfig.enabled'],
+    paths: ['name', 'parent', 'summary', 'configurationEx'],
   },
   { type: 'ResourcePool', paths: ['name', 'parent'] },
 ];
@@ -97,8 +97,9 @@ export class InventoryTree {
           numEffectiveHosts: intOf(child(summary, 'numEffectiveHosts')),
           totalCpuMhz: intOf(child(summary, 'totalCpu')),
           totalMemoryMiB: totalMemory === null ? null : Math.floor(totalMemory / 1024 ** 2),
-          drsEnabled: boolOf(prop(o, 'configuration.drsConfig.enabled')),
-          haEnabled: boolOf(prop(o, 'configuration.dasConfig.enabled')),
+          // configurationEx (ClusterConfigInfoEx) is current; `configuration` is deprecated.
+          drsEnabled: boolOf(path(prop(o, 'configurationEx'), 'drsConfig', 'enabled')),
+          haEnabled: boolOf(path(prop(o, 'configurationEx'), 'dasConfig', 'enabled')),
         });
       }
     }
