@@ -27,14 +27,18 @@ export function redact(input: unknown): string {
 }
 
 /**
- * Every mutation, allowed or refused. Entries are only ever appended: in
- * memory for queries and, when a file is configured, as JSON lines that
- * survive restarts (read back at start).
+ * Every mutation, allowed or refused. Entries are only ever appended: as
+ * JSON lines to the configured file, which keeps them all across restarts,
+ * and in memory for queries, where the newest `retain` are kept.
  */
 export class AuditLog {
   private readonly entries: AuditRecord[] = [];
 
-  constructor(private readonly file: string | null) {
+  constructor(
+    private readonly file: string | null,
+    /** Entries kept in memory for `auditLog` queries. @default 100_000 */
+    private readonly retain = 100_000,
+  ) {
     if (!file) return;
     mkdirSync(dirname(file), { recursive: true });
     if (!existsSync(file)) return;
@@ -43,6 +47,11 @@ export class AuditLog {
       const raw = JSON.parse(line) as Omit<AuditRecord, 'at'> & { at: string };
       this.entries.push({ ...raw, at: new Date(raw.at) });
     }
+    this.trim();
+  }
+
+  private trim(): void {
+    if (this.entries.length > this.retain) this.entries.splice(0, this.entries.length - this.retain);
   }
 
   append(entry: Omit<AuditRecord, 'id' | 'at'>): AuditRecord {
@@ -50,6 +59,7 @@ export class AuditLog {
     // Written before it is visible, so what a query shows is on disk.
     if (this.file) appendFileSync(this.file, `${JSON.stringify(record)}\n`, { flag: 'a' });
     this.entries.push(record);
+    this.trim();
     return record;
   }
 

@@ -134,6 +134,8 @@ export const configSchema = z
       .object({
         /** Append-only JSON-lines file of every mutation; without it the log lives in memory only. */
         file: z.string().min(1).nullable().default(null),
+        /** Newest entries kept in memory for `auditLog` queries (the file keeps all). */
+        retainInMemory: z.number().int().min(100).max(10_000_000).default(100_000),
       })
       .strict()
       .prefault({}),

@@ -38,7 +38,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
 
   let phase: Phase = 'starting';
   const tasks = new TaskManager(config.tasks, logger);
-  const audit = new AuditLog(config.audit.file);
+  const audit = new AuditLog(config.audit.file, config.audit.retainInMemory);
   const operations = new VmOperations({ tasks, audit, authorizer: allowAll });
   const contextFor = () => createContext({ registry, limits, logger, operations, tasks, audit });
   const http: Server = createServer(
