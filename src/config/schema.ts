@@ -109,6 +109,11 @@ export const configSchema = z
         introspection: z.boolean().default(true),
         /** How long SIGTERM waits for requests in flight before closing, in ms. */
         shutdownGraceMs: z.number().int().min(0).max(600_000).default(10_000),
+        /**
+         * Browser origins allowed to call the API (CORS), for example
+         * `https://portal.example`; `*` allows any. An empty list sends no CORS headers.
+         */
+        corsOrigins: z.array(z.string().min(1)).default(['*']),
       })
       .strict()
       .prefault({}),

@@ -45,6 +45,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
     createHttpHandler({
       apollo,
       path: serverConfig.path,
+      corsOrigins: serverConfig.corsOrigins,
       explorer: serverConfig.explorer,
       maxBodyBytes: limits.maxBodyBytes,
       logger,

@@ -11,6 +11,8 @@ import { EXPLORER_ASSET_PREFIX, explorerAsset, explorerPage } from './explorer.j
 export interface HttpHandlerOptions {
   apollo: ApolloServer<GatewayContext>;
   path: string;
+  /** Origins allowed by CORS; `*` for any. */
+  corsOrigins: readonly string[];
   explorer: boolean;
   maxBodyBytes: number;
   logger: Logger;
@@ -42,6 +44,16 @@ function sendJson(res: ServerResponse, status: number, body: unknown): void {
 
 function sendError(res: ServerResponse, status: number, code: string, message: string): void {
   sendJson(res, status, { errors: [{ message, extensions: { code } }] });
+}
+
+const CORS_HEADERS = 'content-type, authorization, apollo-require-preflight, x-apollo-operation-name';
+
+/** CORS headers for a request's Origin, when the origin is allowed. */
+function corsHeaders(req: IncomingMessage, allowed: readonly string[]): Record<string, string> {
+  const origin = req.headers.origin;
+  if (!origin || allowed.length === 0) return {};
+  if (allowed.includes('*')) return { 'access-control-allow-origin': '*' };
+  return allowed.includes(origin) ? { 'access-control-allow-origin': origin, vary: 'Origin' } : {};
 }
 
 function wantsHtml(req: IncomingMessage): boolean {
@@ -103,8 +115,18 @@ export function createHttpHandler(opts: HttpHandlerOptions) {
   return async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const started = process.hrtime.bigint();
     const url = new URL(req.url ?? '/', 'http://localhost');
+    const cors = corsHeaders(req, opts.corsOrigins);
+    for (const [k, v] of Object.entries(cors)) res.setHeader(k, v);
     try {
-      if (url.pathname === opts.path) {
+      if (url.pathname === opts.path && req.method === 'OPTIONS') {
+        // A browser's preflight: answer it here; Apollo never sees it.
+        res.writeHead(204, {
+          ...(cors['access-control-allow-origin']
+            ? { 'access-control-allow-methods': 'GET, POST, OPTIONS', 'access-control-allow-headers': CORS_HEADERS, 'access-control-max-age': '600' }
+            : {}),
+        });
+        res.end();
+      } else if (url.pathname === opts.path) {
         if (req.method === 'GET' && opts.explorer && wantsHtml(req) && !url.searchParams.has('query')) {
           res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
           res.end(explorerPage(opts.path));
