@@ -25,11 +25,11 @@ export class PlatformRegistry {
 
   record(id: string): PlatformRecord | undefined {
     const p = this.byId.get(id);
-    return p ? { id: p.id, kind: p.kind, uri: p.uri, ...p.state() } : undefined;
+    return p ? recordOf(p) : undefined;
   }
 
   records(): PlatformRecord[] {
-    return this.providers.map((p) => ({ id: p.id, kind: p.kind, uri: p.uri, ...p.state() }));
+    return this.providers.map(recordOf);
   }
 
   /** Starts every platform in parallel; resolves when each has made its first attempt. */
@@ -40,6 +40,11 @@ export class PlatformRegistry {
   async stop(): Promise<void> {
     await Promise.all(this.providers.map((p) => p.stop()));
   }
+}
+
+/** A platform's identity with its current connection state. */
+function recordOf(p: Provider): PlatformRecord {
+  return { id: p.id, kind: p.kind, uri: p.uri, ...p.state() };
 }
 
 function createProvider(config: PlatformConfig, logger: Logger): Provider {

@@ -5,6 +5,7 @@ import type { SnapshotRecord } from '../model/snapshot.js';
 import type { StorageRecord, StorageVolumeRecord } from '../model/storage.js';
 import type { VmRecord } from '../model/vm.js';
 import type { GatewayContext } from '../server/context.js';
+import { type DiskSource, volumeOfDisk } from '../datasources/volume-index.js';
 
 // Lookups of one object among a platform's listings. They read through the
 // request's loaders, so any number of them costs the same upstream calls.
@@ -59,14 +60,6 @@ export async function snapshotsOf(ctx: GatewayContext, vm: { platformId: string;
   return ctx.loaders.snapshots.load({ platformId: vm.platformId, nativeId: vm.nativeId });
 }
 
-type DiskSource = { source: string | null; sourcePool: string | null; sourceVolume: string | null };
-
-/** Whether a disk is backed by a volume: by pool and volume name, or by path. */
-export function diskUsesVolume(disk: DiskSource, volume: StorageVolumeRecord, poolName: string | undefined): boolean {
-  if (disk.sourcePool && disk.sourceVolume) return disk.sourcePool === poolName && disk.sourceVolume === volume.name;
-  return disk.source !== null && (disk.source === volume.path || disk.source === volume.key);
-}
-
 /** The volume behind a disk, if the platform knows it. */
 export async function findVolumeForDisk(
   ctx: GatewayContext,
@@ -74,9 +67,7 @@ export async function findVolumeForDisk(
   disk: DiskSource,
 ): Promise<StorageVolumeRecord | null> {
   if (!disk.source) return null;
-  const index = await ctx.loaders.volumeIndex.load(platformId);
-  if (disk.sourcePool && disk.sourceVolume) return index.byPoolAndName.get(`${disk.sourcePool}/${disk.sourceVolume}`) ?? null;
-  return index.byPath.get(disk.source) ?? null;
+  return volumeOfDisk(await ctx.loaders.volumeIndex.load(platformId), disk);
 }
 
 /** Details of every VM of a platform, in one batched read. */

@@ -7,7 +7,8 @@ import type {
 } from '../generated/graphql.js';
 import { encodeId } from '../model/ids.js';
 import type { StorageRecord } from '../model/storage.js';
-import { diskUsesVolume, findDatacenter, findStorage, vmsWithDetails } from './lookups.js';
+import { volumeOfDisk } from '../datasources/volume-index.js';
+import { findDatacenter, findStorage, vmsWithDetails } from './lookups.js';
 import { pageByName, platformOf } from './scope.js';
 
 export function storageId(s: StorageRecord): string {
@@ -48,8 +49,10 @@ export const StorageVolume: StorageVolumeResolvers = {
     return pool;
   },
   attachedVms: async (v, _a, ctx) => {
-    const [vms, pool] = await Promise.all([vmsWithDetails(ctx, v.platformId), findStorage(ctx, v.platformId, v.poolNativeId)]);
-    return vms.filter(({ details }) => details.disks.some((d) => diskUsesVolume(d, v, pool?.name))).map(({ vm }) => vm);
+    const [vms, index] = await Promise.all([vmsWithDetails(ctx, v.platformId), ctx.loaders.volumeIndex.load(v.platformId)]);
+    return vms
+      .filter(({ details }) => details.disks.some((d) => volumeOfDisk(index, d)?.nativeId === v.nativeId))
+      .map(({ vm }) => vm);
   },
 };
 
