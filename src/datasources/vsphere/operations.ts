@@ -74,17 +74,8 @@ const vm: MoRef = { type: 'VirtualMachine', value: vmId };
       return { vmNativeId: created.value };
     }
     case 'MIGRATE_VM': {
-      const host: MoRef = { type: 'HostSystem', value: op.hostNativeId };
-      const compute = await parentOf(s, host);
-      const [cr] = compute ? await s.retrieveObjects([compute], [{ type: compute.type, paths: ['resourcePool'] }]) : [];
-      const pool = moRefOf(cr?.props.get('resourcePool'));
-      const spec =
-        '<spec>' +
-        (op.storageNativeId ? moRefXml('datastore', { type: 'Datastore', value: op.storageNativeId }) : '') +
-        (pool ? moRefXml('pool', pool) : '') +
-        moRefXml('host', host) +
-        '</spec>';
-      await task('RelocateVM_Task', vm, spec);
+      const target = await placementTarget(s, { hostNativeId: op.hostNativeId });
+      await task('RelocateVM_Task', vm, `<spec>${relocationXml(op.storageNativeId, target?.pool ?? null, op.hostNativeId)}</spec>`);
       return {};
     }
     case 'RECONFIGURE_VM':
@@ -102,13 +93,10 @@ const vm: MoRef = { type: 'VirtualMachine', value: vmId };
  * and VMXNET3 NICs.
  */
 export async function createVirtualMachine(s: VsphereSession, platformId: string, spec: VmSpec, reporter: OperationReporter): Promise<OperationResult> {
-  const { clusterNativeId, hostNativeId } = spec.placement;
-  const compute = clusterNativeId
-    ? ({ type: 'ClusterComputeResource', value: clusterNativeId } as MoRef)
-    : await parentOf(s, { type: 'HostSystem', value: hostNativeId ?? '' });
-  const [cr] = compute ? await s.retrieveObjects([compute], [{ type: compute.type, paths: ['resourcePool', 'datastore'] }]) : [];
-  const pool = moRefOf(cr?.props.get('resourcePool'));
-  if (!compute || !pool) throw new OperationFailedError('the placement names no cluster or host this platform has', 'INVALID_INPUT');
+  const { hostNativeId } = spec.placement;
+  const target = await placementTarget(s, spec.placement);
+  if (!target?.pool) throw new OperationFailedError('the placement names no cluster or host this platform has', 'INVALID_INPUT');
+  const { compute, pool } = target;
   const tree = new InventoryTree(platformId, await s.retrieveAll(TREE_SPECS));
   const datacenter = tree.datacenterOf(compute);
   const [dc] = datacenter ? await s.retrieveObjects([{ type: 'Datacenter', value: datacenter }], [{ type: 'Datacenter', paths: ['vmFolder'] }]) : [];
@@ -117,7 +105,7 @@ export async function createVirtualMachine(s: VsphereSession, platformId: string
   const store =
     spec.placement.storageNativeId ??
     spec.disks.find((d) => d.storageNativeId)?.storageNativeId ??
-    children(cr?.props.get('datastore'), 'ManagedObjectReference')[0]?.text;
+    target.datastores[0];
   if (!store) throw new OperationFailedError('the placement has no datastore; give placement.storageId', 'INVALID_INPUT');
 
   const keys = newKeys();
@@ -143,28 +131,47 @@ export async function createVirtualMachine(s: VsphereSession, platformId: string
 
 /** CloneVM_Task's folder, name and spec: into the source's folder, placed as asked. */
 async function cloneSpec(s: VsphereSession, vm: MoRef, op: Extract<VmOperation, { kind: 'CLONE_VM' }>): Promise<string> {
-  const [source] = await s.retrieveObjects([vm], [{ type: 'VirtualMachine', paths: ['parent', 'resourcePool'] }]);
-  const folder = moRefOf(source?.props.get('parent'));
+  const folder = await parentOf(s, vm);
   if (!folder) throw new OperationFailedError('the source VM is not in a folder (vApp members cannot be cloned here)', 'UNSUPPORTED');
-  const { hostNativeId, clusterNativeId, storageNativeId } = op.placement;
-  let pool: MoRef | null = null;
-  if (clusterNativeId) {
-    const [cluster] = await s.retrieveObjects([{ type: 'ClusterComputeResource', value: clusterNativeId }], [{ type: 'ClusterComputeResource', paths: ['resourcePool'] }]);
-    pool = moRefOf(cluster?.props.get('resourcePool'));
-  } else if (hostNativeId) {
-    const [host] = await s.retrieveObjects([{ type: 'HostSystem', value: hostNativeId }], [{ type: 'HostSystem', paths: ['parent'] }]);
-    const compute = moRefOf(host?.props.get('parent'));
-    const [cr] = compute ? await s.retrieveObjects([compute], [{ type: compute.type, paths: ['resourcePool'] }]) : [];
-    pool = moRefOf(cr?.props.get('resourcePool'));
-  }
-  const location =
-    (storageNativeId ? moRefXml('datastore', { type: 'Datastore', value: storageNativeId }) : '') +
-    (pool ? moRefXml('pool', pool) : '') +
-    (hostNativeId ? moRefXml('host', { type: 'HostSystem', value: hostNativeId }) : '');
+  const { hostNativeId, storageNativeId } = op.placement;
+  const target = await placementTarget(s, op.placement);
+  const location = relocationXml(storageNativeId, target?.pool ?? null, hostNativeId);
   return (
     moRefXml('folder', folder) +
     elementXml('name', op.name) +
     `<spec><location>${location}</location>${elementXml('template', false)}${elementXml('powerOn', op.powerOn)}</spec>`
+  );
+}
+
+/**
+ * The compute resource a placement names (the cluster, or the host's own
+ * compute resource) with its root resource pool and datastores; null when
+ * the placement names neither.
+ */
+async function placementTarget(
+  s: VsphereSession,
+  placement: { clusterNativeId?: string | null; hostNativeId?: string | null },
+): Promise<{ compute: MoRef; pool: MoRef | null; datastores: string[] } | null> {
+  const compute = placement.clusterNativeId
+    ? { type: 'ClusterComputeResource', value: placement.clusterNativeId }
+    : placement.hostNativeId
+      ? await parentOf(s, { type: 'HostSystem', value: placement.hostNativeId })
+      : null;
+  if (!compute) return null;
+  const [cr] = await s.retrieveObjects([compute], [{ type: compute.type, paths: ['resourcePool', 'datastore'] }]);
+  return {
+    compute,
+    pool: moRefOf(cr?.props.get('resourcePool')),
+    datastores: children(cr?.props.get('datastore'), 'ManagedObjectReference').map((r) => r.text),
+  };
+}
+
+/** The placement part of a RelocateSpec (datastore, pool, host, in the schema's order). */
+function relocationXml(storageNativeId: string | null, pool: MoRef | null, hostNativeId: string | null): string {
+  return (
+    (storageNativeId ? moRefXml('datastore', { type: 'Datastore', value: storageNativeId }) : '') +
+    (pool ? moRefXml('pool', pool) : '') +
+    (hostNativeId ? moRefXml('host', { type: 'HostSystem', value: hostNativeId }) : '')
   );
 }
 
