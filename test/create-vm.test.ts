@@ -61,6 +61,20 @@ describe('createVm on libvirt', () => {
     });
   });
 
+  it('honors idempotency keys like every mutation: a retry replays, a key of another mutation is refused', async () => {
+    const { platform } = await ids(gw);
+    const vms = await gw.query<{ virtualMachines: { nodes: { id: string }[] } }>('{ virtualMachines(first: 1) { nodes { id } } }');
+    await mutate(gw, 'stopVm', { vmId: vms.data!.virtualMachines.nodes[0]!.id, force: true, idempotencyKey: 'key-stop-1' });
+    const reused = await mutate(gw, 'createVm', { platformId: platform, name: 'never', memoryMiB: 512, idempotencyKey: 'key-stop-1' });
+    expect(reused.userErrors[0]).toMatchObject({ code: 'INVALID_INPUT', field: ['idempotencyKey'] });
+    expect(await vmByName(gw, 'never')).toBeUndefined();
+
+    const first = await mutate(gw, 'createVm', { platformId: platform, name: 'once', memoryMiB: 512, idempotencyKey: 'key-create-1' });
+    const retry = await mutate(gw, 'createVm', { platformId: platform, name: 'once', memoryMiB: 512, idempotencyKey: 'key-create-1' });
+    expect(retry.userErrors).toEqual([]);
+    expect(retry.task!.id).toBe(first.task!.id);
+  });
+
   it('refuses a taken name, a cluster placement and an unknown platform', async () => {
     const { platform } = await ids(gw);
     const taken = await mutate(gw, 'createVm', { platformId: platform, name: 'web-001', memoryMiB: 512 });

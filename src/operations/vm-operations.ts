@@ -95,7 +95,7 @@ export interface CreateRequest {
 /** What the audit log records of a mutation: its name and its input. */
 interface Audited {
   mutation: string;
-  input: { clientMutationId?: string | null; [field: string]: unknown };
+  input: { idempotencyKey?: string | null; clientMutationId?: string | null; [field: string]: unknown };
 }
 
 class Refusal extends Error {
@@ -127,18 +127,9 @@ export class VmOperations {
 
   /** Runs a batch: each item as its own operation (audited, checked, tasked); the batch as one idempotent unit. */
   async runBatch(ctx: GatewayContext, req: BatchRequest): Promise<BatchOutcome> {
-    const caller = ctx.caller.id;
-    const key = req.input.idempotencyKey;
     const clientMutationId = req.input.clientMutationId ?? null;
-    if (key) {
-      const earlier = this.batches.find(caller, key);
-      if (earlier && earlier.operation === req.mutation) return { ...(await earlier.value), clientMutationId };
-      if (earlier) {
-        const userErrors = [{ code: 'INVALID_INPUT' as const, field: ['idempotencyKey'], message: `This idempotency key was used for ${earlier.operation}.` }];
-        return { clientMutationId, items: [], tasks: [], userErrors };
-      }
-    }
-    const attempt = (async (): Promise<BatchOutcome> => {
+    const refused = (error: UserError): BatchOutcome => ({ clientMutationId, items: [], tasks: [], userErrors: [error] });
+    return this.idempotent(ctx, this.batches, req, '', refused, () => null, async (): Promise<BatchOutcome> => {
       let requests: OperationRequest[];
       try {
         requests = req.items();
@@ -146,39 +137,56 @@ export class VmOperations {
         if (!(e instanceof GatewayError)) throw e;
         const error: UserError = { code: 'INVALID_INPUT', field: (e.extensions['field'] as string[] | undefined) ?? null, message: e.message };
         this.audit(ctx, req, '', 'REFUSED', [error.code], null);
-        return { clientMutationId, items: [], tasks: [], userErrors: [error] };
+        return refused(error);
       }
       const items: OperationPayload[] = [];
       // One after another, so each sees the tasks and names of the ones before it.
       for (const r of requests) items.push(await this.attempt(ctx, r, r.input.vmId ?? r.input.snapshotId ?? ''));
       return { clientMutationId, items, tasks: items.flatMap((i) => (i.task ? [i.task] : [])), userErrors: [] };
-    })();
-    if (key) this.batches.remember(caller, key, req.mutation, attempt);
-    return attempt;
+    });
   }
 
   async run(ctx: GatewayContext, req: OperationRequest): Promise<OperationPayload> {
-    const { input } = req;
-    const caller = ctx.caller.id;
-    const targetId = input.vmId ?? input.snapshotId ?? '';
-    if (input.idempotencyKey) {
-      const earlier = this.single.find(caller, input.idempotencyKey);
-      if (earlier) {
-        if (earlier.operation !== req.mutation) {
-          return this.refused(ctx, req, targetId, {
-            code: 'INVALID_INPUT',
-            field: ['idempotencyKey'],
-            message: `This idempotency key was used for ${earlier.operation}; use a new key for ${req.mutation}.`,
-          });
-        }
-        const payload = await earlier.value;
-        this.audit(ctx, req, targetId, 'REPLAYED', [], payload.task?.id ?? null);
-        return { ...payload, clientMutationId: input.clientMutationId ?? null };
-      }
+    const targetId = req.input.vmId ?? req.input.snapshotId ?? '';
+    return this.idempotent(ctx, this.single, req, targetId, (e) => this.payloadRefused(req, e), (p) => p.task?.id ?? null, () =>
+      this.attempt(ctx, req, targetId),
+    );
+  }
+
+  /**
+   * A mutation with an idempotency key runs once per (caller, key): a retry
+   * gets the first result (audited REPLAYED), and a key reused for another
+   * mutation is refused. Without a key, attempt just runs.
+   */
+  private async idempotent<V extends { clientMutationId: string | null }>(
+    ctx: GatewayContext,
+    cache: IdempotencyCache<V>,
+    what: Audited,
+    targetId: string,
+    refusedWith: (error: UserError) => V,
+    taskIdOf: (value: V) => string | null,
+    attempt: () => Promise<V>,
+  ): Promise<V> {
+    const key = what.input.idempotencyKey;
+    if (!key) return attempt();
+    const earlier = cache.find(ctx.caller.id, key);
+    if (earlier && earlier.operation !== what.mutation) {
+      const error: UserError = {
+        code: 'INVALID_INPUT',
+        field: ['idempotencyKey'],
+        message: `This idempotency key was used for ${earlier.operation}; use a new key for ${what.mutation}.`,
+      };
+      this.audit(ctx, what, targetId, 'REFUSED', [error.code], null);
+      return refusedWith(error);
     }
-    const attempt = this.attempt(ctx, req, targetId);
-    if (input.idempotencyKey) this.single.remember(caller, input.idempotencyKey, req.mutation, attempt);
-    return attempt;
+    if (earlier) {
+      const value = await earlier.value;
+      this.audit(ctx, what, targetId, 'REPLAYED', [], taskIdOf(value));
+      return { ...value, clientMutationId: what.input.clientMutationId ?? null };
+    }
+    const result = attempt();
+    cache.remember(ctx.caller.id, key, what.mutation, result);
+    return result;
   }
 
   private async attempt(ctx: GatewayContext, req: OperationRequest, targetId: string): Promise<OperationPayload> {
@@ -266,16 +274,9 @@ export class VmOperations {
   async runCreate(ctx: GatewayContext, req: CreateRequest): Promise<OperationPayload> {
     const { input } = req;
     const caller = ctx.caller.id;
-    if (input.idempotencyKey) {
-      const earlier = this.single.find(caller, input.idempotencyKey);
-      if (earlier?.operation === 'createVm') {
-        const payload = await earlier.value;
-        this.audit(ctx, { mutation: 'createVm', input }, input.platformId, 'REPLAYED', [], payload.task?.id ?? null);
-        return { ...payload, clientMutationId: input.clientMutationId ?? null };
-      }
-    }
-    const attempt = (async (): Promise<OperationPayload> => {
-      const audited: Audited = { mutation: 'createVm', input };
+    const audited: Audited = { mutation: 'createVm', input };
+    const refused = (e: UserError) => this.payloadRefused(audited, e);
+    return this.idempotent(ctx, this.single, audited, input.platformId, refused, (p) => p.task?.id ?? null, async () => {
       try {
         let platformId: string;
         try {
@@ -318,9 +319,7 @@ export class VmOperations {
         if (e instanceof Refusal) return this.refused(ctx, audited, input.platformId, e.userError);
         throw e;
       }
-    })();
-    if (input.idempotencyKey) this.single.remember(caller, input.idempotencyKey, 'createVm', attempt);
-    return attempt;
+    });
   }
 
   /** The VM (and snapshot key) a request names, read fresh from its platform. */
@@ -368,6 +367,11 @@ export class VmOperations {
 
   private refused(ctx: GatewayContext, what: Audited, targetId: string, error: UserError): OperationPayload {
     this.audit(ctx, what, targetId, 'REFUSED', [error.code], null);
+    return this.payloadRefused(what, error);
+  }
+
+  /** The payload of a refusal (already audited). */
+  private payloadRefused(what: Audited, error: UserError): OperationPayload {
     return { clientMutationId: what.input.clientMutationId ?? null, vm: null, task: null, userErrors: [error] };
   }
 
