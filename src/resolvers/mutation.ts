@@ -4,7 +4,7 @@ import { ErrorCode, GatewayError } from '../errors.js';
 import type { CreateVmInput, MigrateVmInput, MutationResolvers, PowerAction, ReconfigureVmInput } from '../generated/graphql.js';
 import type { VmRecord } from '../model/vm.js';
 import type { GatewayContext } from '../server/context.js';
-import { placementOn } from './placement.js';
+import { nativeIdOn, placementOn } from './placement.js';
 
 // Thin: each mutation names its operation; VmOperations does the rest.
 export const vmMutations: MutationResolvers = {
@@ -88,13 +88,6 @@ function checkShape(input: { vcpus?: number | null; coresPerSocket?: number | nu
   for (const d of input.disks ?? []) if (d.capacityBytes < 1024 ** 2) bad(disksField, 'A new disk needs at least 1 MiB.');
 }
 
-/** The native ID of an object that must be on the given platform. */
-function onPlatform(platformId: string, id: string, field: string, ...kinds: Parameters<typeof decodeIdOf>[1][]): string {
-  const ref = decodeIdOf(id, ...kinds);
-  if (ref.platformId !== platformId) bad(field, `${field} names an object of platform "${ref.platformId}", not "${platformId}".`);
-  return ref.nativeId;
-}
-
 function vmSpec(platformId: string, input: CreateVmInput): VmSpec {
   checkShape({ ...input, disks: input.disks }, 'disks');
   return {
@@ -105,9 +98,9 @@ function vmSpec(platformId: string, input: CreateVmInput): VmSpec {
     guestOs: input.guestOs ?? null,
     disks: (input.disks ?? []).map((d) => ({
       capacityBytes: d.capacityBytes,
-      storageNativeId: d.storageId ? onPlatform(platformId, d.storageId, 'disks', 'Datastore', 'StoragePool') : null,
+      storageNativeId: d.storageId ? nativeIdOn(platformId, d.storageId, ['disks'], 'Datastore', 'StoragePool') : null,
     })),
-    nics: (input.nics ?? []).map((n) => ({ networkNativeId: onPlatform(platformId, n.networkId, 'nics', 'Network') })),
+    nics: (input.nics ?? []).map((n) => ({ networkNativeId: nativeIdOn(platformId, n.networkId, ['nics'], 'Network') })),
     placement: placementOn(platformId, input.placement),
     powerOn: input.powerOn ?? false,
   };
@@ -121,10 +114,10 @@ function reconfiguration(platformId: string, input: ReconfigureVmInput): Reconfi
     memoryMiB: input.memoryMiB ?? null,
     addDisks: (input.addDisks ?? []).map((d) => ({
       capacityBytes: d.capacityBytes,
-      storageNativeId: d.storageId ? onPlatform(platformId, d.storageId, 'addDisks', 'Datastore', 'StoragePool') : null,
+      storageNativeId: d.storageId ? nativeIdOn(platformId, d.storageId, ['addDisks'], 'Datastore', 'StoragePool') : null,
     })),
     removeDiskTargets: input.removeDiskTargets ?? [],
-    addNics: (input.addNics ?? []).map((n) => ({ networkNativeId: onPlatform(platformId, n.networkId, 'addNics', 'Network') })),
+    addNics: (input.addNics ?? []).map((n) => ({ networkNativeId: nativeIdOn(platformId, n.networkId, ['addNics'], 'Network') })),
     removeNicMacs: input.removeNicMacs ?? [],
   };
   const empty = Object.values(change).every((v) => v === null || (Array.isArray(v) && v.length === 0));
@@ -138,7 +131,7 @@ function migration(ctx: GatewayContext, vm: VmRecord, input: MigrateVmInput): Vm
   const from = ctx.registry.get(vm.platformId);
   const to = ctx.registry.get(host.platformId);
   if (!to) return bad('hostId', `No platform "${host.platformId}" is configured.`);
-  const storageNativeId = input.storageId ? onPlatform(vm.platformId, input.storageId, 'storageId', 'Datastore') : null;
+  const storageNativeId = input.storageId ? nativeIdOn(vm.platformId, input.storageId, ['storageId'], 'Datastore') : null;
   if (from?.kind === 'VSPHERE') {
     if (host.platformId !== vm.platformId) bad('hostId', 'A vSphere VM moves between hosts of its own vCenter.');
     return { kind: 'MIGRATE_VM', hostNativeId: host.nativeId, storageNativeId, destination: null };

@@ -1,20 +1,29 @@
 import type { Placement as PlacementInput } from '../generated/graphql.js';
 import type { Placement } from '../datasources/operations.js';
 import { ErrorCode, GatewayError } from '../errors.js';
-import { decodeIdOf } from '../model/ids.js';
+import { type NodeKind, decodeIdOf } from '../model/ids.js';
 
-/** Native placement on the VM's own platform; IDs of another platform are refused. */
+/**
+ * The native ID behind an input ID that must name an object of the given
+ * platform (the VM's, or the one a VM is created on); anything else is a
+ * BAD_USER_INPUT naming the input field.
+ */
+export function nativeIdOn(platformId: string, id: string, field: string[], ...kinds: NodeKind[]): string {
+  const ref = decodeIdOf(id, ...kinds);
+  if (ref.platformId !== platformId) {
+    throw new GatewayError(
+      ErrorCode.BAD_USER_INPUT,
+      `${field.join('.')} names an object of platform "${ref.platformId}", not "${platformId}".`,
+      { field },
+    );
+  }
+  return ref.nativeId;
+}
+
+/** Native placement on the given platform; IDs of another platform are refused. */
 export function placementOn(platformId: string, input: PlacementInput | null | undefined): Placement {
-  const on = (id: string | null | undefined, field: string, ...kinds: Parameters<typeof decodeIdOf>[1][]) => {
-    if (!id) return null;
-    const ref = decodeIdOf(id, ...kinds);
-    if (ref.platformId !== platformId) {
-      throw new GatewayError(ErrorCode.BAD_USER_INPUT, `placement.${field} is on platform "${ref.platformId}", not the VM's "${platformId}".`, {
-        field: ['placement', field],
-      });
-    }
-    return ref.nativeId;
-  };
+  const on = (id: string | null | undefined, field: string, ...kinds: NodeKind[]) =>
+    id ? nativeIdOn(platformId, id, ['placement', field], ...kinds) : null;
   return {
     hostNativeId: on(input?.hostId, 'hostId', 'Host'),
     clusterNativeId: on(input?.clusterId, 'clusterId', 'Cluster'),
