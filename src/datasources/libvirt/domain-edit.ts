@@ -1,10 +1,10 @@
 import { OperationFailedError } from '../operations.js';
+import { escapeXml } from '../xml/tree.js';
 
 // Edits of a domain's inactive XML for reconfigureVm. libvirt's own output is
 // regular (one element per line, attributes in single quotes), which these
 // edits rely on; the result is checked by libvirt when it is defined.
 
-const escapeXml = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/'/g, '&apos;');
 
 export interface DomainEdit {
   vcpus: number | null;

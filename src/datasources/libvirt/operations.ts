@@ -25,9 +25,9 @@ import type { LibvirtClient } from './client.js';
 import { editDomainXml } from './domain-edit.js';
 import { VirErr, isLibvirtCode } from './errors.js';
 import { parsePoolXml, parseVolumeXml } from './xml.js';
+import { escapeXml } from '../xml/tree.js';
 
 
-const escapeXml = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 
 function snapshotXml(op: Extract<VmOperation, { kind: 'CREATE_SNAPSHOT' }>): string {
   const description = op.description ? `<description>${escapeXml(op.description)}</description>` : '';

@@ -1,4 +1,4 @@
-import { type XNode } from '../xml/tree.js';
+import { type XNode, escapeXml } from '../xml/tree.js';
 
 export * from '../xml/tree.js';
 
@@ -11,10 +11,6 @@ export interface MoRef {
 export function moRefOf(node: XNode | undefined): MoRef | null {
   if (!node?.attrs['type']) return null;
   return { type: node.attrs['type'], value: node.text };
-}
-
-export function escapeXml(s: string): string {
-  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/'/g, '&apos;');
 }
 
 /** `<name type="Type">value</name>` for a managed object argument. */
