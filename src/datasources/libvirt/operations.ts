@@ -108,18 +108,12 @@ export async function createDomain(c: LibvirtClient, spec: VmSpec, reporter: Ope
   const caps = await c.call('getCapabilities');
   const guest = preferredGuest(caps);
   if (!guest) throw new OperationFailedError('the hypervisor offers no hvm guest type', 'UNSUPPORTED');
-  const [pools, networks] = await Promise.all([c.call('listAllStoragePools', 0), c.call('listAllNetworks', 0)]);
-  const nets = spec.nics.map((n) => {
-    const net = networks.find((x) => x.uuid === n.networkNativeId);
-    if (!net) throw new OperationFailedError(`no network ${n.networkNativeId} on this platform`, 'INVALID_INPUT');
-    return net.name;
-  });
+  const [pools, nets] = await Promise.all([c.call('listAllStoragePools', 0), networkNames(c, spec.nics.map((n) => n.networkNativeId))]);
   const disks: { path: string; format: string }[] = [];
   for (const [i, disk] of spec.disks.entries()) {
     const pool = pools.find((p) => p.uuid === (disk.storageNativeId ?? spec.placement.storageNativeId)) ?? pools.find((p) => p.state === 2);
     if (!pool) throw new OperationFailedError('no running storage pool for the new disks', 'INVALID_INPUT');
-    const volume = `<volume><name>${escapeXml(`${spec.name}-disk${i + 1}.qcow2`)}</name><capacity unit='bytes'>${disk.capacityBytes}</capacity><target><format type='qcow2'/></target></volume>`;
-    disks.push({ path: await c.call('createVolume', pool.uuid, volume), format: 'qcow2' });
+    disks.push(await newQcow2Volume(c, pool.uuid, `${spec.name}-disk${i + 1}.qcow2`, disk.capacityBytes));
     reporter.progress(10 + ((i + 1) / spec.disks.length) * 60);
   }
   const skeleton =
@@ -206,23 +200,20 @@ async function clone(
 async function reconfigure(c: LibvirtClient, uuid: string, change: Reconfiguration): Promise<void> {
   const [source] = await c.call('getDomainXmlDescs', [uuid], DomainXmlFlags.INACTIVE | DomainXmlFlags.SECURE);
   if (source === undefined || source instanceof Error) throw source ?? new OperationFailedError('the VM has gone');
-  const networks = await c.call('listAllNetworks', 0);
-  const addNetworks = change.addNics.map((n) => {
-    const net = networks.find((x) => x.uuid === n.networkNativeId);
-    if (!net) throw new OperationFailedError(`no network ${n.networkNativeId} on this platform`, 'INVALID_INPUT');
-    return net.name;
-  });
+  const addNetworks = await networkNames(c, change.addNics.map((n) => n.networkNativeId));
   const addDiskPaths: { path: string; format: string }[] = [];
   if (change.addDisks.length > 0) {
     const pools = await c.call('listAllStoragePools', 0);
     const firstDisk = /<source file=['"]([^'"]+)['"]/.exec(source)?.[1];
-    const home = pools.find((p) => firstDisk && parsePoolXml(p.xml).targetPath && firstDisk.startsWith(`${parsePoolXml(p.xml).targetPath}/`));
+    const home = pools.find((p) => {
+      const target = parsePoolXml(p.xml).targetPath;
+      return firstDisk !== undefined && target !== null && firstDisk.startsWith(`${target}/`);
+    });
     const name = /<name>([^<]+)<\/name>/.exec(source)?.[1] ?? uuid;
     for (const [i, disk] of change.addDisks.entries()) {
       const pool = disk.storageNativeId ? pools.find((p) => p.uuid === disk.storageNativeId) : home;
       if (!pool) throw new OperationFailedError('name the storage pool for the new disk (the VM has no disk in a pool)', 'INVALID_INPUT');
-      const volume = `<volume><name>${escapeXml(`${name}-${Date.now().toString(36)}-${i + 1}.qcow2`)}</name><capacity unit='bytes'>${disk.capacityBytes}</capacity><target><format type='qcow2'/></target></volume>`;
-      addDiskPaths.push({ path: await c.call('createVolume', pool.uuid, volume), format: 'qcow2' });
+      addDiskPaths.push(await newQcow2Volume(c, pool.uuid, `${name}-${Date.now().toString(36)}-${i + 1}.qcow2`, disk.capacityBytes));
     }
   }
   const xml = editDomainXml(source, {
@@ -274,4 +265,21 @@ async function undefineAll(c: LibvirtClient, uuid: string): Promise<void> {
 async function isOff(c: LibvirtClient, uuid: string): Promise<boolean> {
   const stats = (await c.call('getAllDomainStats', DomainStats.STATE, 0)).find((d) => d.uuid === uuid);
   return !stats || stats.id < 0;
+}
+
+/** The names of the networks with these UUIDs (no call when there are none); an unknown one is INVALID_INPUT. */
+async function networkNames(c: LibvirtClient, uuids: string[]): Promise<string[]> {
+  if (uuids.length === 0) return [];
+  const networks = await c.call('listAllNetworks', 0);
+  return uuids.map((uuid) => {
+    const net = networks.find((n) => n.uuid === uuid);
+    if (!net) throw new OperationFailedError(`no network ${uuid} on this platform`, 'INVALID_INPUT');
+    return net.name;
+  });
+}
+
+/** Creates an empty qcow2 volume in a pool. */
+async function newQcow2Volume(c: LibvirtClient, poolUuid: string, name: string, capacityBytes: number): Promise<{ path: string; format: string }> {
+  const xml = `<volume><name>${escapeXml(name)}</name><capacity unit='bytes'>${capacityBytes}</capacity><target><format type='qcow2'/></target></volume>`;
+  return { path: await c.call('createVolume', poolUuid, xml), format: 'qcow2' };
 }
