@@ -8,7 +8,7 @@ const config: CodegenConfig = {
     'src/generated/graphql.ts': {
       plugins: ['typescript', 'typescript-resolvers'],
       config: {
-        contextType: '../server/context.js#GatewayContext',
+        contextType: '../resolvers/context.js#GatewayContext',
         useTypeImports: true,
         enumsAsTypes: true,
         strictScalars: true,
@@ -30,10 +30,10 @@ const config: CodegenConfig = {
           Cluster: '../model/inventory.js#ClusterRecord',
           StoragePool: '../model/storage.js#StoragePoolRecord',
           StorageVolume: '../model/storage.js#StorageVolumeRecord',
-          Task: '../tasks/task-manager.js#TaskRecord',
-          AuditEntry: '../audit/audit-log.js#AuditRecord',
-          VmOperationPayload: '../operations/vm-operations.js#OperationPayload',
-          BatchPayload: '../operations/vm-operations.js#BatchOutcome',
+          Task: '../mutations/task-manager.js#TaskRecord',
+          AuditEntry: '../mutations/audit-log.js#AuditRecord',
+          VmOperationPayload: '../mutations/pipeline.js#OperationPayload',
+          BatchPayload: '../mutations/pipeline.js#BatchOutcome',
         },
       },
     },

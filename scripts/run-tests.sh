@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Sets everything up, then runs every check: types, lint and the test suite
+# Sets everything up, then runs every check: types, lint, layer order,
+# formatting and the test suite
 # (against the real libvirt test driver, real HTTP and WebSocket clients).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -9,6 +10,10 @@ echo "== typecheck"
 npm run --silent typecheck
 echo "== lint"
 npm run --silent lint
+echo "== layers (import order and cycles, see .dependency-cruiser.cjs)"
+npm run --silent lint:deps
+echo "== format"
+npm run --silent format:check
 echo "== tests"
 report=$(mktemp)
 status=0

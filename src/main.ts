@@ -6,7 +6,7 @@ process.env['UV_THREADPOOL_SIZE'] ??= '16';
 import { parseArgs } from 'node:util';
 
 import { ConfigError, loadConfig } from './config/load.js';
-import { createLogger } from './logger.js';
+import { createLogger } from './config/logger.js';
 import { startGateway } from './server/gateway.js';
 
 const USAGE = `Usage: virt-graph [--config FILE]

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
-import { AuditLog, redact } from '../src/audit/audit-log.js';
+import { AuditLog, redact } from '../src/mutations/audit-log.js';
 
 describe('the audit log', () => {
   it('appends JSON lines and reads them back after a restart', () => {
@@ -45,7 +45,7 @@ describe('the audit log', () => {
 
 describe('the idempotency cache', () => {
   it('forgets expired keys and keeps at most its cap, oldest first', async () => {
-    const { IdempotencyCache } = await import('../src/operations/idempotency.js');
+    const { IdempotencyCache } = await import('../src/mutations/idempotency.js');
     const cache = new IdempotencyCache<number>(60_000, 3);
     for (let i = 0; i < 5; i++) cache.remember('c', `k${i}`, 'op', Promise.resolve(i));
     expect(cache.size).toBe(3);

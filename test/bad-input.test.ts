@@ -3,7 +3,8 @@ import { pino } from 'pino';
 import { GraphQLError } from 'graphql';
 
 import { encodeId } from '../src/model/ids.js';
-import { formatError } from '../src/server/format-error.js';
+import { describeLibvirtError } from '../src/datasources/libvirt/errors.js';
+import { createErrorFormatter } from '../src/server/format-error.js';
 import { writeEstate } from './fixtures/libvirt-estate.js';
 import { type TestGateway, startTestGateway } from './helpers/gateway.js';
 
@@ -165,7 +166,7 @@ describe('error masking', () => {
     const logger = pino({ level: 'debug' }, { write: (l: string) => lines.push(l) });
     const secret = new Error('connection string postgres://admin:hunter2@db/prod');
     const wrapped = new GraphQLError(secret.message, { originalError: secret, path: ['x'] });
-    const out = formatError(wrapped.toJSON(), wrapped, logger);
+    const out = createErrorFormatter(logger, () => null).formatOne(wrapped);
     expect(out).toEqual({ message: 'Unexpected error.', path: ['x'], locations: undefined, extensions: { code: 'INTERNAL_SERVER_ERROR' } });
     expect(lines.join('')).toContain('hunter2');
   });
@@ -174,6 +175,6 @@ describe('error masking', () => {
     const logger = pino({ level: 'silent' });
     const libvirt = Object.assign(new Error('Domain not found'), { name: 'LibvirtError', code: 42, domain: 10 });
     const wrapped = new GraphQLError(libvirt.message, { originalError: libvirt });
-    expect(formatError(wrapped.toJSON(), wrapped, logger).extensions).toEqual({ code: 'UPSTREAM_ERROR', libvirtCode: 42 });
+    expect(createErrorFormatter(logger, describeLibvirtError).formatOne(wrapped).extensions).toEqual({ code: 'UPSTREAM_ERROR', libvirtCode: 42 });
   });
 });

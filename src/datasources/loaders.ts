@@ -1,5 +1,6 @@
 import DataLoader from 'dataloader';
 
+import { DeadlineExceededError } from '../model/errors.js';
 import type { HostRecord } from '../model/host.js';
 import type { ClusterRecord, DatacenterRecord } from '../model/inventory.js';
 import type { NetworkRecord } from '../model/network.js';
@@ -10,17 +11,6 @@ import type { Provider } from './provider.js';
 import type { PlatformRegistry } from './registry.js';
 import { createRequestScope } from './request-scope.js';
 import { type VolumeIndex, indexVolumes } from './volume-index.js';
-
-/** Raised when a platform has not answered within the operation's deadline. */
-export class DeadlineExceededError extends Error {
-  constructor(
-    readonly platformId: string,
-    ms: number,
-  ) {
-    super(`Platform "${platformId}" did not answer within ${ms} ms.`);
-    this.name = 'DeadlineExceededError';
-  }
-}
 
 /** The read, or DeadlineExceededError once the request's deadline passes. */
 function beforeDeadline<T>(read: Promise<T>, platformId: string, deadline: Deadline): Promise<T> {

@@ -1,17 +1,7 @@
 import type { Logger } from 'pino';
 
+import { PlatformUnavailableError, errorMessage } from '../model/errors.js';
 import type { PlatformState } from '../model/platform.js';
-
-/** Raised when a platform cannot answer; resolvers turn it into a partial-data error entry. */
-export class PlatformUnavailableError extends Error {
-  constructor(
-    readonly platformId: string,
-    reason: string,
-  ) {
-    super(`Platform "${platformId}" is unavailable: ${reason}`);
-    this.name = 'PlatformUnavailableError';
-  }
-}
 
 export interface ConnectOutcome<C> {
   client: C;
@@ -156,10 +146,6 @@ export class PlatformConnection<C> {
     }, delay);
     this.retryTimer.unref();
   }
-}
-
-export function errorMessage(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
 }
 
 /**

@@ -5,7 +5,16 @@ import type { PlatformKind, PlatformState } from '../model/platform.js';
 import type { SnapshotRecord } from '../model/snapshot.js';
 import type { StorageRecord, StorageVolumeRecord } from '../model/storage.js';
 import type { PowerState, VmDetails, VmRecord } from '../model/vm.js';
-import type { OperationReporter, OperationResult, Unsupported, VmOperation, VmOperationKind, VmSpec } from './operations.js';
+import type { UpstreamErrorDescription } from '../model/errors.js';
+import type {
+  MigrationTarget,
+  OperationReporter,
+  OperationResult,
+  Unsupported,
+  VmOperation,
+  VmOperationKind,
+  VmSpec,
+} from '../model/operations.js';
 import type { RequestScope } from './request-scope.js';
 
 /**
@@ -51,4 +60,12 @@ export interface Provider {
   placementProblem(spec: VmSpec): string | null;
   /** Creates a VM; resolves with its native ID once it exists (and runs, when asked). */
   createVm(spec: VmSpec, reporter: OperationReporter): Promise<OperationResult>;
+  /**
+   * The operation that moves one of this platform's VMs to the target, by
+   * this platform's rules; throws a GatewayError naming the field when the
+   * VM cannot go there.
+   */
+  planMigration(vm: VmRecord, target: MigrationTarget): VmOperation;
+  /** How this platform words one of its own errors for clients; null when the error is not its. */
+  describeError(error: unknown): UpstreamErrorDescription | null;
 }

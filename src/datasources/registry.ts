@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 
 import type { PlatformConfig } from '../config/schema.js';
-import { UnreachableCaseError } from '../errors.js';
+import { UnreachableCaseError, type UpstreamErrorDescription } from '../model/errors.js';
 import type { PlatformRecord } from '../model/platform.js';
 import { LibvirtProvider } from './libvirt/provider.js';
 import type { Provider } from './provider.js';
@@ -30,6 +30,15 @@ export class PlatformRegistry {
 
   records(): PlatformRecord[] {
     return this.providers.map(recordOf);
+  }
+
+  /** A platform error as the platform words it for clients; null when no platform claims it. */
+  describeError(error: unknown): UpstreamErrorDescription | null {
+    for (const p of this.providers) {
+      const described = p.describeError(error);
+      if (described) return described;
+    }
+    return null;
   }
 
   /** Starts every platform in parallel; resolves when each has made its first attempt. */

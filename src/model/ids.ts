@@ -1,4 +1,4 @@
-import { ErrorCode, GatewayError } from '../errors.js';
+import { ErrorCode, GatewayError } from './errors.js';
 
 /** Every kind of object that has a global ID. */
 export const NODE_KINDS = [

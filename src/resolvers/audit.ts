@@ -1,5 +1,5 @@
 import type { AuditEntryResolvers, QueryResolvers } from '../generated/graphql.js';
-import type { AuditRecord } from '../audit/audit-log.js';
+import type { AuditRecord } from '../mutations/audit-log.js';
 import { encodeId } from '../model/ids.js';
 import { paginate } from './pagination.js';
 import { taskId } from './task.js';

@@ -4,7 +4,7 @@ import type { NetworkRecord } from '../model/network.js';
 import type { SnapshotRecord } from '../model/snapshot.js';
 import type { StorageRecord, StorageVolumeRecord } from '../model/storage.js';
 import type { VmRecord } from '../model/vm.js';
-import type { GatewayContext } from '../server/context.js';
+import type { GatewayContext } from './context.js';
 import { type DiskSource, volumeOfDisk } from '../datasources/volume-index.js';
 
 // Lookups of one object among a platform's listings. They read through the

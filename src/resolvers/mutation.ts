@@ -1,31 +1,31 @@
-import type { Reconfiguration, VmOperation, VmSpec } from '../datasources/operations.js';
+import type { Reconfiguration, VmOperation, VmSpec } from '../model/operations.js';
 import { decodeIdOf } from '../model/ids.js';
-import { ErrorCode, GatewayError } from '../errors.js';
+import { ErrorCode, GatewayError } from '../model/errors.js';
 import type { CreateVmInput, MigrateVmInput, MutationResolvers, PowerAction, ReconfigureVmInput } from '../generated/graphql.js';
 import type { VmRecord } from '../model/vm.js';
-import type { GatewayContext } from '../server/context.js';
+import type { GatewayContext } from './context.js';
 import { nativeIdOn, placementOn } from './placement.js';
 
-// Thin: each mutation names its operation; VmOperations does the rest.
+// Thin: each mutation names its operation; MutationPipeline does the rest.
 export const vmMutations: MutationResolvers = {
-  startVm: (_r, { input }, ctx) => ctx.operations.run(ctx, { mutation: 'startVm', input, build: () => ({ kind: 'START_VM' }) }),
+  startVm: (_r, { input }, ctx) => ctx.mutations.run(ctx, { mutation: 'startVm', input, build: () => ({ kind: 'START_VM' }) }),
   stopVm: (_r, { input }, ctx) =>
-    ctx.operations.run(ctx, { mutation: 'stopVm', input, build: () => ({ kind: 'STOP_VM', force: input.force ?? false }) }),
-  rebootVm: (_r, { input }, ctx) => ctx.operations.run(ctx, { mutation: 'rebootVm', input, build: () => ({ kind: 'REBOOT_VM' }) }),
-  resetVm: (_r, { input }, ctx) => ctx.operations.run(ctx, { mutation: 'resetVm', input, build: () => ({ kind: 'RESET_VM' }) }),
-  suspendVm: (_r, { input }, ctx) => ctx.operations.run(ctx, { mutation: 'suspendVm', input, build: () => ({ kind: 'SUSPEND_VM' }) }),
-  resumeVm: (_r, { input }, ctx) => ctx.operations.run(ctx, { mutation: 'resumeVm', input, build: () => ({ kind: 'RESUME_VM' }) }),
-  pauseVm: (_r, { input }, ctx) => ctx.operations.run(ctx, { mutation: 'pauseVm', input, build: () => ({ kind: 'PAUSE_VM' }) }),
-  unpauseVm: (_r, { input }, ctx) => ctx.operations.run(ctx, { mutation: 'unpauseVm', input, build: () => ({ kind: 'UNPAUSE_VM' }) }),
+    ctx.mutations.run(ctx, { mutation: 'stopVm', input, build: () => ({ kind: 'STOP_VM', force: input.force ?? false }) }),
+  rebootVm: (_r, { input }, ctx) => ctx.mutations.run(ctx, { mutation: 'rebootVm', input, build: () => ({ kind: 'REBOOT_VM' }) }),
+  resetVm: (_r, { input }, ctx) => ctx.mutations.run(ctx, { mutation: 'resetVm', input, build: () => ({ kind: 'RESET_VM' }) }),
+  suspendVm: (_r, { input }, ctx) => ctx.mutations.run(ctx, { mutation: 'suspendVm', input, build: () => ({ kind: 'SUSPEND_VM' }) }),
+  resumeVm: (_r, { input }, ctx) => ctx.mutations.run(ctx, { mutation: 'resumeVm', input, build: () => ({ kind: 'RESUME_VM' }) }),
+  pauseVm: (_r, { input }, ctx) => ctx.mutations.run(ctx, { mutation: 'pauseVm', input, build: () => ({ kind: 'PAUSE_VM' }) }),
+  unpauseVm: (_r, { input }, ctx) => ctx.mutations.run(ctx, { mutation: 'unpauseVm', input, build: () => ({ kind: 'UNPAUSE_VM' }) }),
   deleteVm: (_r, { input }, ctx) =>
-    ctx.operations.run(ctx, {
+    ctx.mutations.run(ctx, {
       mutation: 'deleteVm',
       input,
       anyState: input.force ?? false,
       build: () => ({ kind: 'DELETE_VM', force: input.force ?? false }),
     }),
   createSnapshot: (_r, { input }, ctx) =>
-    ctx.operations.run(ctx, {
+    ctx.mutations.run(ctx, {
       mutation: 'createSnapshot',
       input,
       build: () => ({
@@ -37,13 +37,13 @@ export const vmMutations: MutationResolvers = {
       }),
     }),
   revertToSnapshot: (_r, { input }, ctx) =>
-    ctx.operations.run(ctx, {
+    ctx.mutations.run(ctx, {
       mutation: 'revertToSnapshot',
       input,
       build: (snapshotKey) => ({ kind: 'REVERT_TO_SNAPSHOT', snapshotKey: snapshotKey ?? '' }),
     }),
   deleteSnapshot: (_r, { input }, ctx) =>
-    ctx.operations.run(ctx, {
+    ctx.mutations.run(ctx, {
       mutation: 'deleteSnapshot',
       input,
       build: (snapshotKey) => ({ kind: 'DELETE_SNAPSHOT', snapshotKey: snapshotKey ?? '', withChildren: input.withChildren ?? false }),
@@ -125,43 +125,43 @@ function reconfiguration(platformId: string, input: ReconfigureVmInput): Reconfi
   return change;
 }
 
-/** A migration's target: a host of the VM's vCenter, or the host of another libvirt platform. */
+/** A migration's target, by the rules of the VM's own platform. */
 function migration(ctx: GatewayContext, vm: VmRecord, input: MigrateVmInput): VmOperation {
   const host = decodeIdOf(input.hostId, 'Host');
   const from = ctx.registry.get(vm.platformId);
   const to = ctx.registry.get(host.platformId);
   if (!to) return bad('hostId', `No platform "${host.platformId}" is configured.`);
-  const storageNativeId = input.storageId ? nativeIdOn(vm.platformId, input.storageId, ['storageId'], 'Datastore') : null;
-  if (from?.kind === 'VSPHERE') {
-    if (host.platformId !== vm.platformId) bad('hostId', 'A vSphere VM moves between hosts of its own vCenter.');
-    return { kind: 'MIGRATE_VM', hostNativeId: host.nativeId, storageNativeId, destination: null };
-  }
-  if (host.platformId === vm.platformId) bad('hostId', `${vm.name} already runs on that host.`);
-  if (to.kind !== 'LIBVIRT') bad('hostId', 'A libvirt VM moves to the host of another libvirt platform.');
-  return { kind: 'MIGRATE_VM', hostNativeId: host.nativeId, storageNativeId: null, destination: { platformId: to.id, uri: to.uri } };
+  if (!from) return bad('vmId', `No platform "${vm.platformId}" is configured.`);
+  return from.planMigration(vm, {
+    platformId: to.id,
+    platformKind: to.kind,
+    platformUri: to.uri,
+    hostNativeId: host.nativeId,
+    storageNativeId: input.storageId ? nativeIdOn(vm.platformId, input.storageId, ['storageId'], 'Datastore', 'StoragePool') : null,
+  });
 }
 
 export const batchMutations: Pick<
   MutationResolvers,
   'cloneVm' | 'reconfigureVm' | 'createVm' | 'migrateVm' | 'cancelTask' | 'deployVms' | 'snapshotVms' | 'powerVms'
 > = {
-  cancelTask: (_r, { input }, ctx) => ctx.operations.cancel(ctx, input),
-  migrateVm: (_r, { input }, ctx) => ctx.operations.run(ctx, { mutation: 'migrateVm', input, build: (_s, vm) => migration(ctx, vm, input) }),
-  createVm: (_r, { input }, ctx) => ctx.operations.runCreate(ctx, { input, build: (platformId) => vmSpec(platformId, input) }),
+  cancelTask: (_r, { input }, ctx) => ctx.mutations.cancel(ctx, input),
+  migrateVm: (_r, { input }, ctx) => ctx.mutations.run(ctx, { mutation: 'migrateVm', input, build: (_s, vm) => migration(ctx, vm, input) }),
+  createVm: (_r, { input }, ctx) => ctx.mutations.runCreate(ctx, { input, build: (platformId) => vmSpec(platformId, input) }),
   reconfigureVm: (_r, { input }, ctx) =>
-    ctx.operations.run(ctx, {
+    ctx.mutations.run(ctx, {
       mutation: 'reconfigureVm',
       input,
       build: (_s, vm) => ({ kind: 'RECONFIGURE_VM', ...reconfiguration(vm.platformId, input) }),
     }),
   cloneVm: (_r, { input }, ctx) =>
-    ctx.operations.run(ctx, {
+    ctx.mutations.run(ctx, {
       mutation: 'cloneVm',
       input,
       build: (_s, vm) => ({ kind: 'CLONE_VM', name: input.name, placement: placementOn(vm.platformId, input.placement), powerOn: input.powerOn ?? false }),
     }),
   deployVms: (_r, { input }, ctx) =>
-    ctx.operations.runBatch(ctx, {
+    ctx.mutations.runBatch(ctx, {
       mutation: 'deployVms',
       input,
       items: () => {
@@ -187,7 +187,7 @@ export const batchMutations: Pick<
     }),
   snapshotVms: (_r, { input }, ctx) => {
     const name = `${input.namePrefix ?? 'backup'}-${new Date().toISOString().replace(/[:.]/g, '-')}`;
-    return ctx.operations.runBatch(ctx, {
+    return ctx.mutations.runBatch(ctx, {
       mutation: 'snapshotVms',
       input,
       items: () => {
@@ -201,7 +201,7 @@ export const batchMutations: Pick<
     });
   },
   powerVms: (_r, { input }, ctx) =>
-    ctx.operations.runBatch(ctx, {
+    ctx.mutations.runBatch(ctx, {
       mutation: 'powerVms',
       input,
       items: () => {

@@ -1,7 +1,7 @@
 import type { NodeResolvers, QueryResolvers, ResolversParentTypes } from '../generated/graphql.js';
-import { ErrorCode, GatewayError, UnreachableCaseError } from '../errors.js';
+import { ErrorCode, GatewayError, UnreachableCaseError } from '../model/errors.js';
 import { type NodeKind, type NodeRef, decodeId, splitChildNativeId } from '../model/ids.js';
-import type { GatewayContext } from '../server/context.js';
+import type { GatewayContext } from './context.js';
 import { findCluster, findDatacenter, findHost, findNetwork, findStorage, findVm, snapshotsOf } from './lookups.js';
 
 // Records carry no type tag of their own; node() remembers what it fetched so

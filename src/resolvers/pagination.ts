@@ -1,5 +1,5 @@
 import type { Limits } from '../config/schema.js';
-import { ErrorCode, GatewayError } from '../errors.js';
+import { ErrorCode, GatewayError } from '../model/errors.js';
 
 export type SortValue = string | number;
 export type Direction = 'ASC' | 'DESC';

@@ -1,6 +1,6 @@
 import type { Placement as PlacementInput } from '../generated/graphql.js';
-import type { Placement } from '../datasources/operations.js';
-import { ErrorCode, GatewayError } from '../errors.js';
+import type { Placement } from '../model/operations.js';
+import { ErrorCode, GatewayError } from '../model/errors.js';
 import { type NodeKind, decodeIdOf } from '../model/ids.js';
 
 /**

@@ -1,6 +1,6 @@
 import { GraphQLScalarType, Kind } from 'graphql';
 
-import { ErrorCode, GatewayError } from '../errors.js';
+import { ErrorCode, GatewayError } from '../model/errors.js';
 
 export const DateTime = new GraphQLScalarType<Date, string>({
   name: 'DateTime',

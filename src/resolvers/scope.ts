@@ -2,11 +2,11 @@ import type DataLoader from 'dataloader';
 
 import { GraphQLError } from 'graphql';
 
-import { ErrorCode, GatewayError } from '../errors.js';
+import { ErrorCode, GatewayError } from '../model/errors.js';
 import { decodeIdOf } from '../model/ids.js';
 import { type Page, type PageArgs, paginate } from './pagination.js';
 import type { PlatformRecord } from '../model/platform.js';
-import type { GatewayContext } from '../server/context.js';
+import type { GatewayContext } from './context.js';
 
 /**
  * The platform IDs a list query covers: all configured platforms, or the ones

@@ -1,6 +1,6 @@
 import type { BatchPayloadResolvers, QueryResolvers, TaskResolvers } from '../generated/graphql.js';
 import { decodeIdOf, encodeId } from '../model/ids.js';
-import type { TaskRecord } from '../tasks/task-manager.js';
+import type { TaskRecord } from '../mutations/task-manager.js';
 import { findVm, snapshotsOf } from './lookups.js';
 import { paginate } from './pagination.js';
 import { platformOf, platformsInScope } from './scope.js';

@@ -7,7 +7,7 @@ import type {
 import { decodeIdOf, encodeId } from '../model/ids.js';
 import type { StorageRecord } from '../model/storage.js';
 import type { VmDetails, VmRecord } from '../model/vm.js';
-import type { GatewayContext } from '../server/context.js';
+import type { GatewayContext } from './context.js';
 import {
   findCluster,
   findDatacenter,

@@ -4,14 +4,15 @@ import type { GraphQLSchema } from 'graphql';
 import type { Logger } from 'pino';
 
 import type { Limits } from '../config/schema.js';
-import type { GatewayContext } from './context.js';
-import { formatError, formatOne } from './format-error.js';
+import type { GatewayContext } from '../resolvers/context.js';
+import type { ErrorFormatter } from './format-error.js';
 import { assertCostWithin, limitRules, operationCost } from './limits.js';
 
 export interface ApolloOptions {
   schema: GraphQLSchema;
   limits: Limits;
   logger: Logger;
+  errors: ErrorFormatter;
   introspection: boolean;
 }
 
@@ -29,14 +30,14 @@ function costPlugin(limits: Limits): ApolloServerPlugin<GatewayContext> {
 }
 
 /** Adds the request's partial errors (platforms that could not answer) to the response. */
-function partialErrorsPlugin(logger: Logger): ApolloServerPlugin<GatewayContext> {
+function partialErrorsPlugin(errors: ErrorFormatter): ApolloServerPlugin<GatewayContext> {
   return {
     async requestDidStart() {
       return {
         async willSendResponse({ response, contextValue }) {
           if (response.body.kind !== 'single' || contextValue.partialErrors.length === 0) return;
           const result = response.body.singleResult;
-          result.errors = [...(result.errors ?? []), ...contextValue.partialErrors.map((e) => formatOne(e, logger))];
+          result.errors = [...(result.errors ?? []), ...contextValue.partialErrors.map((e) => errors.formatOne(e))];
         },
       };
     },
@@ -51,9 +52,9 @@ export function createApollo(opts: ApolloOptions): ApolloServer<GatewayContext> 
     includeStacktraceInErrorResponses: false,
     parseOptions: { maxTokens: limits.maxTokens },
     validationRules: limitRules(limits),
-    formatError: (formatted, error) => formatError(formatted, error, logger),
+    formatError: (formatted, error) => opts.errors.format(formatted, error),
     // The explorer is served by the HTTP layer from local files, not Apollo's CDN page.
-    plugins: [ApolloServerPluginLandingPageDisabled(), costPlugin(limits), partialErrorsPlugin(logger)],
+    plugins: [ApolloServerPluginLandingPageDisabled(), costPlugin(limits), partialErrorsPlugin(opts.errors)],
     logger: {
       debug: (m) => logger.debug(m),
       info: (m) => logger.info(m),

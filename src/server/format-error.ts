@@ -2,11 +2,14 @@ import type { GraphQLError, GraphQLFormattedError } from 'graphql';
 
 import type { Logger } from 'pino';
 
-import { DeadlineExceededError } from '../datasources/loaders.js';
-import { PlatformUnavailableError } from '../datasources/platform-connection.js';
-import { isLibvirtError } from '../datasources/libvirt/errors.js';
-import { VimFault, VsphereTransportError } from '../datasources/vsphere/errors.js';
-import { ErrorCode, GatewayError, isClientFacingCode } from '../errors.js';
+import {
+  DeadlineExceededError,
+  ErrorCode,
+  GatewayError,
+  PlatformUnavailableError,
+  type UpstreamErrorDescription,
+  isClientFacingCode,
+} from '../model/errors.js';
 import { isTokenLimitError } from './limits.js';
 
 /** Walks the `originalError` chain (Apollo wraps resolver and validation errors). */
@@ -20,19 +23,38 @@ function causes(error: unknown): unknown[] {
   return chain;
 }
 
-/**
- * What a client sees of an error. Expected errors keep their message and
- * stable `extensions.code`; anything unexpected becomes "Unexpected error."
- * with INTERNAL_SERVER_ERROR, and is logged in full.
- */
-export function formatError(formatted: GraphQLFormattedError, error: unknown, logger: Logger): GraphQLFormattedError {
-  const out = classify(formatted, error, logger);
-  // Errors about one platform (partial data) name it, whatever their code.
-  const platformId = formatted.extensions?.['platformId'];
-  return typeof platformId === 'string' ? { ...out, extensions: { ...out.extensions, platformId } } : out;
+/** Asks the platforms whether an error is one of theirs, and how they word it for clients. */
+export type DescribeUpstreamError = (error: unknown) => UpstreamErrorDescription | null;
+
+export interface ErrorFormatter {
+  /** Apollo's `formatError`: the formatted error and the error it came from. */
+  format(formatted: GraphQLFormattedError, error: unknown): GraphQLFormattedError;
+  /** An error raised outside Apollo's pipeline (WebSocket validation, partial errors). */
+  formatOne(error: GraphQLError): GraphQLFormattedError;
 }
 
-function classify(formatted: GraphQLFormattedError, error: unknown, logger: Logger): GraphQLFormattedError {
+/**
+ * What a client sees of an error. Expected errors keep their message and
+ * stable `extensions.code`; a platform's own error is worded by its platform
+ * (UPSTREAM_ERROR); anything unexpected becomes "Unexpected error." with
+ * INTERNAL_SERVER_ERROR, and is logged in full.
+ */
+export function createErrorFormatter(logger: Logger, describeUpstream: DescribeUpstreamError): ErrorFormatter {
+  const format = (formatted: GraphQLFormattedError, error: unknown): GraphQLFormattedError => {
+    const out = classify(formatted, error, logger, describeUpstream);
+    // Errors about one platform (partial data) name it, whatever their code.
+    const platformId = formatted.extensions?.['platformId'];
+    return typeof platformId === 'string' ? { ...out, extensions: { ...out.extensions, platformId } } : out;
+  };
+  return { format, formatOne: (error) => format(error.toJSON(), error) };
+}
+
+function classify(
+  formatted: GraphQLFormattedError,
+  error: unknown,
+  logger: Logger,
+  describeUpstream: DescribeUpstreamError,
+): GraphQLFormattedError {
   const where = { locations: formatted.locations, path: formatted.path };
   const chain = causes(error);
 
@@ -56,25 +78,11 @@ function classify(formatted: GraphQLFormattedError, error: unknown, logger: Logg
     };
   }
 
-  const libvirt = chain.find(isLibvirtError);
-  if (libvirt) {
-    logger.warn({ err: libvirt, path: formatted.path }, 'libvirt error in a response');
-    return {
-      message: `libvirt: ${libvirt.message}`,
-      ...where,
-      extensions: { code: ErrorCode.UPSTREAM_ERROR, libvirtCode: libvirt.code },
-    };
-  }
-
-  const vim = chain.find((e): e is VimFault => e instanceof VimFault);
-  if (vim) {
-    logger.warn({ err: vim, path: formatted.path }, 'vSphere fault in a response');
-    return { message: `vSphere: ${vim.message}`, ...where, extensions: { code: ErrorCode.UPSTREAM_ERROR, vimFault: vim.faultType } };
-  }
-  const transport = chain.find((e): e is VsphereTransportError => e instanceof VsphereTransportError);
-  if (transport) {
-    logger.warn({ err: transport, path: formatted.path }, 'vSphere transport error in a response');
-    return { message: `vSphere: ${transport.message}`, ...where, extensions: { code: ErrorCode.UPSTREAM_ERROR, transport: transport.failure } };
+  for (const e of chain) {
+    const upstream = describeUpstream(e);
+    if (!upstream) continue;
+    logger.warn({ err: e, path: formatted.path }, 'platform error in a response');
+    return { message: upstream.message, ...where, extensions: { code: ErrorCode.UPSTREAM_ERROR, ...upstream.extensions } };
   }
 
   const code = formatted.extensions?.['code'];
@@ -88,9 +96,3 @@ function classify(formatted: GraphQLFormattedError, error: unknown, logger: Logg
   logger.error({ err: chain[chain.length - 1] ?? error, path: formatted.path }, 'unexpected error in a response');
   return { message: 'Unexpected error.', ...where, extensions: { code: ErrorCode.INTERNAL_SERVER_ERROR } };
 }
-
-/** Formats an error raised outside Apollo's pipeline (WebSocket validation, partial errors). */
-export function formatOne(error: GraphQLError, logger: Logger): GraphQLFormattedError {
-  return formatError(error.toJSON(), error, logger);
-}
-

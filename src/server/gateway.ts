@@ -5,12 +5,13 @@ import type { Logger } from 'pino';
 
 import type { Config } from '../config/schema.js';
 import { PlatformRegistry } from '../datasources/registry.js';
-import { AuditLog } from '../audit/audit-log.js';
-import { allowAll } from '../auth/authorizer.js';
-import { VmOperations } from '../operations/vm-operations.js';
-import { TaskManager } from '../tasks/task-manager.js';
+import { AuditLog } from '../mutations/audit-log.js';
+import { allowAll } from '../mutations/authorizer.js';
+import { MutationPipeline } from '../mutations/pipeline.js';
+import { TaskManager } from '../mutations/task-manager.js';
 import { createApollo } from './apollo.js';
-import { createContext } from './context.js';
+import { createContext } from '../resolvers/context.js';
+import { createErrorFormatter } from './format-error.js';
 import { createHttpHandler } from './http.js';
 import { buildGatewaySchema } from './schema.js';
 import { attachWebSocket } from './websocket.js';
@@ -33,14 +34,15 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
   const { server: serverConfig, limits } = config;
   const registry = PlatformRegistry.fromConfig(config.platforms, logger);
   const schema = buildGatewaySchema();
-  const apollo = createApollo({ schema, limits, logger, introspection: serverConfig.introspection });
+  const errors = createErrorFormatter(logger, (e) => registry.describeError(e));
+  const apollo = createApollo({ schema, limits, logger, errors, introspection: serverConfig.introspection });
   await apollo.start();
 
   let phase: Phase = 'starting';
   const tasks = new TaskManager(config.tasks, logger);
   const audit = new AuditLog(config.audit.file, config.audit.retainInMemory);
-  const operations = new VmOperations({ tasks, audit, authorizer: allowAll });
-  const contextFor = () => createContext({ registry, limits, logger, operations, tasks, audit });
+  const mutations = new MutationPipeline({ tasks, audit, authorizer: allowAll });
+  const contextFor = () => createContext({ registry, limits, logger, mutations, tasks, audit });
   const http: Server = createServer(
     createHttpHandler({
       apollo,
@@ -64,7 +66,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
     path: serverConfig.path,
     schema,
     limits,
-    logger,
+    errors,
     introspection: serverConfig.introspection,
     contextFor,
   });

@@ -4,8 +4,8 @@ import type { ApolloServer } from '@apollo/server';
 import { HeaderMap } from '@apollo/server';
 import type { Logger } from 'pino';
 
-import { ErrorCode } from '../errors.js';
-import type { GatewayContext } from './context.js';
+import { ErrorCode } from '../model/errors.js';
+import type { GatewayContext } from '../resolvers/context.js';
 import { EXPLORER_ASSET_PREFIX, explorerAsset, explorerPage } from './explorer.js';
 
 export interface HttpHandlerOptions {

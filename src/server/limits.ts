@@ -22,7 +22,7 @@ import {
 } from 'graphql';
 
 import type { Limits } from '../config/schema.js';
-import { ErrorCode, GatewayError } from '../errors.js';
+import { ErrorCode, GatewayError } from '../model/errors.js';
 
 // Guards in the spirit of graphql-armor: a document is refused before any
 // resolver runs when it is too deep, too wide, too long or too costly. The

@@ -12,12 +12,11 @@ import {
 } from 'graphql';
 
 import { useServer } from 'graphql-ws/use/ws';
-import type { Logger } from 'pino';
 import { WebSocketServer } from 'ws';
 
 import type { Limits } from '../config/schema.js';
-import type { GatewayContext } from './context.js';
-import { formatError, formatOne } from './format-error.js';
+import type { GatewayContext } from '../resolvers/context.js';
+import type { ErrorFormatter } from './format-error.js';
 import { assertCostWithin, isTokenLimitError, limitRules, operationCost, tokenLimitError } from './limits.js';
 
 /** RFC 6455 close code for a server that is going down. */
@@ -28,7 +27,7 @@ export interface WebSocketOptions {
   path: string;
   schema: GraphQLSchema;
   limits: Limits;
-  logger: Logger;
+  errors: ErrorFormatter;
   introspection: boolean;
   contextFor: () => GatewayContext;
 }
@@ -60,7 +59,7 @@ function withCode(error: GraphQLError, code: 'GRAPHQL_PARSE_FAILED' | 'GRAPHQL_V
  * HTTP; a message larger than maxBodyBytes closes the socket (ws's maxPayload).
  */
 export function attachWebSocket(opts: WebSocketOptions): RunningWebSocket {
-  const { limits, logger, schema } = opts;
+  const { limits, schema } = opts;
   const rules = [
     ...specifiedRules,
     ...limitRules(limits),
@@ -98,9 +97,9 @@ export function attachWebSocket(opts: WebSocketOptions): RunningWebSocket {
         const context = args.contextValue as GatewayContext;
         const errors = [...(result.errors ?? []), ...context.partialErrors];
         if (errors.length === 0) return undefined;
-        return { ...result, errors: errors.map((e) => formatError(e.toJSON(), e, logger)) };
+        return { ...result, errors: errors.map((e) => opts.errors.formatOne(e)) };
       },
-      onError: (_ctx, _id, _payload, errors) => errors.map((e) => formatOne(e, logger)),
+      onError: (_ctx, _id, _payload, errors) => errors.map((e) => opts.errors.formatOne(e)),
     },
     wss,
   );

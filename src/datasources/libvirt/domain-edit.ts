@@ -1,4 +1,4 @@
-import { OperationFailedError } from '../operations.js';
+import { OperationFailedError } from '../../model/operations.js';
 import { escapeXml } from '../xml/tree.js';
 
 // Edits of a domain's inactive XML for reconfigureVm. libvirt's own output is

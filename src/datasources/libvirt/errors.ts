@@ -1,3 +1,5 @@
+import type { UpstreamErrorDescription } from '../../model/errors.js';
+
 /** A libvirt error as the addon raises it: libvirt's own code, domain and message. */
 export interface LibvirtError extends Error {
   name: 'LibvirtError';
@@ -51,4 +53,9 @@ export function isAuthFailure(e: unknown): boolean {
 /** Errors that mean the connection itself is gone, not that one object failed. */
 export function isConnectionFailure(e: unknown): boolean {
   return isLibvirtError(e) && CONNECTION_CODES.has(e.code);
+}
+
+/** A libvirt error as clients see it: libvirt's own message and code. */
+export function describeLibvirtError(e: unknown): UpstreamErrorDescription | null {
+  return isLibvirtError(e) ? { message: `libvirt: ${e.message}`, extensions: { libvirtCode: e.code } } : null;
 }

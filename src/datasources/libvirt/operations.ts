@@ -4,13 +4,13 @@
 
 import {
   OperationFailedError,
-  waitUntilGuestOff,
   type OperationReporter,
   type OperationResult,
   type Reconfiguration,
   type VmOperation,
   type VmSpec,
-} from '../operations.js';
+} from '../../model/operations.js';
+import { waitUntilGuestOff } from '../guest-shutdown.js';
 import {
   type DomainOperation,
   DomainStats,

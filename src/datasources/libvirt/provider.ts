@@ -10,11 +10,13 @@ import type { StoragePoolRecord, StorageVolumeRecord } from '../../model/storage
 import type { VmDetails, VmRecord } from '../../model/vm.js';
 import { ConnectedProvider, PlatformConnection } from '../platform-connection.js';
 import type { Provider } from '../provider.js';
-import type { OperationReporter, OperationResult, Unsupported, VmOperation, VmSpec } from '../operations.js';
+import type { UpstreamErrorDescription } from '../../model/errors.js';
+import type { MigrationTarget, OperationReporter, OperationResult, Unsupported, VmOperation, VmSpec } from '../../model/operations.js';
 import { DomainStats, ListDomainsFlags } from './addon.js';
 import { LibvirtClient } from './client.js';
 import { createDomain, runDomainOperation } from './operations.js';
-import { VirErr, isAuthFailure, isConnectionFailure, isLibvirtCode, isLibvirtError } from './errors.js';
+import { planLibvirtMigration } from './migration.js';
+import { VirErr, describeLibvirtError, isAuthFailure, isConnectionFailure, isLibvirtCode, isLibvirtError } from './errors.js';
 import { domainState, formatVersion, poolState, snapshotPowerState, volumeType } from './states.js';
 import { parseDomainXml, parseNetworkXml, parsePoolXml, parseSnapshotXml, parseVolumeXml } from './xml.js';
 
@@ -91,6 +93,14 @@ export class LibvirtProvider extends ConnectedProvider<LibvirtClient> implements
 
 
 
+
+  planMigration(vm: VmRecord, target: MigrationTarget): VmOperation {
+    return planLibvirtMigration(vm, target);
+  }
+
+  describeError(error: unknown): UpstreamErrorDescription | null {
+    return describeLibvirtError(error);
+  }
 
   /** libvirt places a VM on the host of its connection; nothing to choose. */
   placementProblem(spec: VmSpec): string | null {

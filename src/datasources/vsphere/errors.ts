@@ -1,3 +1,5 @@
+import type { UpstreamErrorDescription } from '../../model/errors.js';
+
 /**
  * A vSphere fault (`<soapenv:Fault>` with a typed detail): InvalidLogin,
  * NotAuthenticated, ManagedObjectNotFound, InvalidState, InvalidArgument, ...
@@ -49,4 +51,11 @@ export function isVsphereAuthFailure(e: unknown): boolean {
 /** Failures that mean the endpoint is gone, as opposed to one request failing. */
 export function isVsphereConnectionFailure(e: unknown): boolean {
   return e instanceof VsphereTransportError && e.failure !== 'PROTOCOL';
+}
+
+/** A vSphere fault or transport failure as clients see it: the fault type or the kind of failure. */
+export function describeVsphereError(e: unknown): UpstreamErrorDescription | null {
+  if (e instanceof VimFault) return { message: `vSphere: ${e.message}`, extensions: { vimFault: e.faultType } };
+  if (e instanceof VsphereTransportError) return { message: `vSphere: ${e.message}`, extensions: { transport: e.failure } };
+  return null;
 }

@@ -4,12 +4,12 @@
 
 import {
   OperationFailedError,
-  waitUntilGuestOff,
   type OperationReporter,
   type OperationResult,
   type VmOperation,
   type VmSpec,
-} from '../operations.js';
+} from '../../model/operations.js';
+import { waitUntilGuestOff } from '../guest-shutdown.js';
 import { InventoryTree, TREE_SPECS } from './mapping.js';
 import { freeUnit, newDiskChange, newKeys, newNicChanges, newScsiControllerChange, reconfigureSpec } from './reconfigure.js';
 import type { VsphereSession } from './session.js';

@@ -10,7 +10,7 @@ import type { VmDetails, VmRecord } from '../../model/vm.js';
 import { ConnectedProvider, PlatformConnection } from '../platform-connection.js';
 import type { Provider } from '../provider.js';
 import type { RequestScope } from '../request-scope.js';
-import { isVsphereAuthFailure, isVsphereConnectionFailure } from './errors.js';
+import { describeVsphereError, isVsphereAuthFailure, isVsphereConnectionFailure } from './errors.js';
 import {
   DATASTORE_SPEC,
   HOST_SPEC,
@@ -30,7 +30,9 @@ import {
 import { createVirtualMachine, runVmOperation } from './operations.js';
 import { VsphereSession } from './session.js';
 import type { ObjectContent } from './vim.js';
-import type { OperationReporter, OperationResult, Unsupported, VmOperation, VmSpec } from '../operations.js';
+import type { UpstreamErrorDescription } from '../../model/errors.js';
+import type { MigrationTarget, OperationReporter, OperationResult, Unsupported, VmOperation, VmSpec } from '../../model/operations.js';
+import { planVsphereMigration } from './migration.js';
 
 /** A vCenter or standalone ESXi host, through the vim25 SOAP API. */
 export class VsphereProvider extends ConnectedProvider<VsphereSession> implements Provider {
@@ -149,6 +151,14 @@ export class VsphereProvider extends ConnectedProvider<VsphereSession> implement
 
   createVm(spec: VmSpec, reporter: OperationReporter): Promise<OperationResult> {
     return this.connection.use((s) => createVirtualMachine(s, this.id, spec, reporter));
+  }
+
+  planMigration(vm: VmRecord, target: MigrationTarget): VmOperation {
+    return planVsphereMigration(vm, target);
+  }
+
+  describeError(error: unknown): UpstreamErrorDescription | null {
+    return describeVsphereError(error);
   }
 
   placementProblem(spec: VmSpec): string | null {

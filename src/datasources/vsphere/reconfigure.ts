@@ -1,4 +1,4 @@
-import { OperationFailedError, type Reconfiguration } from '../operations.js';
+import { OperationFailedError, type Reconfiguration } from '../../model/operations.js';
 import { NETWORK_SPECS, diskTargets } from './mapping.js';
 import type { VsphereSession } from './session.js';
 import { type MoRef, type XNode, child, children, elementXml, intOf, moRefOf, moRefXml, nodeXml, textOf, xsiType } from './xml.js';

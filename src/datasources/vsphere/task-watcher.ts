@@ -1,6 +1,11 @@
-import { OperationFailedError, type OperationReporter } from '../operations.js';
-import type { VsphereSession } from './session.js';
+import { OperationFailedError, type OperationReporter } from '../../model/operations.js';
+import type { ObjectContent, PropertySpec } from './vim.js';
 import { type MoRef, type XNode, child, intOf, moRefOf, path, textOf, xsiType } from './xml.js';
+
+/** What the watcher needs of a session: one read of chosen properties of many objects. */
+export interface ObjectReader {
+  retrieveObjects(objects: readonly MoRef[], specs: readonly PropertySpec[]): Promise<ObjectContent[]>;
+}
 
 interface Waiter {
   task: MoRef;
@@ -19,7 +24,7 @@ export class TaskWatcher {
   private timer: NodeJS.Timeout | null = null;
 
   constructor(
-    private readonly session: VsphereSession,
+    private readonly session: ObjectReader,
     /** @default 300 // milliseconds */
     private readonly pollMs = 300,
   ) {}

@@ -1,9 +1,20 @@
-import type { XNode } from './tree.js';
-
 // A small, strict XML reader for SOAP responses: elements, attributes, text,
 // CDATA, comments and processing instructions, the five named entities and
 // numeric references. No DTDs (SOAP forbids them). Builds the XNode tree in
 // one pass; malformed or truncated input throws.
+
+/**
+ * An XML document as a plain element tree (SOAP responses, libvirt XML).
+ * Payloads are polymorphic (xsi:type) and repeat elements freely, so mapping
+ * code reads them through these accessors instead of guessing shapes.
+ */
+export interface XNode {
+  /** Local name, namespace prefix removed. */
+  name: string;
+  attrs: Record<string, string>;
+  text: string;
+  children: XNode[];
+}
 
 const NAMED: Record<string, string> = { lt: '<', gt: '>', amp: '&', quot: '"', apos: "'" };
 

@@ -1,17 +1,6 @@
-import { tokenizeXml } from './tokenizer.js';
+import { type XNode, tokenizeXml } from './tokenizer.js';
 
-/**
- * An XML document as a plain element tree (SOAP responses, libvirt XML).
- * Payloads are polymorphic (xsi:type) and repeat elements freely, so mapping
- * code reads them through these accessors instead of guessing shapes.
- */
-export interface XNode {
-  /** Local name, namespace prefix removed. */
-  name: string;
-  attrs: Record<string, string>;
-  text: string;
-  children: XNode[];
-}
+export type { XNode };
 
 /** Parses a document; throws on malformed or truncated XML. */
 export function parseXml(xml: string): XNode {

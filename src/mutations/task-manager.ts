@@ -2,8 +2,8 @@ import { randomUUID } from 'node:crypto';
 
 import type { Logger } from 'pino';
 
-import { OperationFailedError, type OperationReporter, type OperationResult, type VmOperationKind } from '../datasources/operations.js';
-import { errorMessage } from '../datasources/platform-connection.js';
+import { OperationFailedError, type OperationReporter, type OperationResult, type VmOperationKind } from '../model/operations.js';
+import { errorMessage } from '../model/errors.js';
 
 export type TaskState = 'QUEUED' | 'RUNNING' | 'SUCCEEDED' | 'FAILED' | 'CANCELLED';
 /** What a task does: an operation on a VM, or the creation of one. */

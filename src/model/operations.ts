@@ -16,6 +16,17 @@ export type VmOperation =
   | ({ kind: 'RECONFIGURE_VM' } & Reconfiguration)
   | { kind: 'MIGRATE_VM'; hostNativeId: string; storageNativeId: string | null; destination: MigrationDestination | null };
 
+/** Where a caller asks a VM to move: a host, on the VM's platform or another, and optionally a storage. */
+export interface MigrationTarget {
+  platformId: string;
+  platformKind: string;
+  /** The target platform's endpoint (libvirt migrates peer to peer to it). */
+  platformUri: string;
+  hostNativeId: string;
+  /** Native ID on the VM's own platform. */
+  storageNativeId: string | null;
+}
+
 /** Where a migration to another platform goes (libvirt: one host per connection). */
 export interface MigrationDestination {
   platformId: string;
@@ -89,25 +100,5 @@ export class OperationFailedError extends Error {
   ) {
     super(message);
     this.name = 'OperationFailedError';
-  }
-}
-
-/** How long a guest's own shutdown may take before its task fails. @default 300_000 // 5 minutes */
-export const GUEST_SHUTDOWN_TIMEOUT_MS = 300_000;
-
-/**
- * Polls until `isOff` says the guest has stopped: a graceful shutdown only
- * asks the guest, so the task lasts until it is off. Progress runs from 10
- * to 90 over the timeout; past it the task fails with TIMEOUT.
- */
-export async function waitUntilGuestOff(isOff: () => Promise<boolean>, reporter: OperationReporter, pollMs = 250): Promise<void> {
-  const started = Date.now();
-  while (!(await isOff())) {
-    const elapsed = Date.now() - started;
-    if (elapsed > GUEST_SHUTDOWN_TIMEOUT_MS) {
-      throw new OperationFailedError('the guest did not shut down in time; stop it with force', 'TIMEOUT');
-    }
-    reporter.progress(10 + Math.floor((elapsed / GUEST_SHUTDOWN_TIMEOUT_MS) * 80));
-    await new Promise((r) => setTimeout(r, pollMs));
   }
 }

@@ -2,7 +2,7 @@ import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { dirname } from 'node:path';
 
-import type { UserErrorCode } from '../operations/vm-operations.js';
+import type { UserErrorCode } from '../model/user-errors.js';
 
 export type AuditOutcome = 'REFUSED' | 'ACCEPTED' | 'REPLAYED';
 

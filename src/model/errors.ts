@@ -62,6 +62,39 @@ export class GatewayError extends GraphQLError {
   }
 }
 
+/** Raised when a platform cannot answer; the response carries the rest, with an error naming the platform. */
+export class PlatformUnavailableError extends Error {
+  constructor(
+    readonly platformId: string,
+    reason: string,
+  ) {
+    super(`Platform "${platformId}" is unavailable: ${reason}`);
+    this.name = 'PlatformUnavailableError';
+  }
+}
+
+/** Raised when a platform has not answered within the operation's deadline. */
+export class DeadlineExceededError extends Error {
+  constructor(
+    readonly platformId: string,
+    ms: number,
+  ) {
+    super(`Platform "${platformId}" did not answer within ${ms} ms.`);
+    this.name = 'DeadlineExceededError';
+  }
+}
+
+/** How a platform describes one of its own errors to clients (`vSphere: ...`, `libvirt: ...`). */
+export interface UpstreamErrorDescription {
+  message: string;
+  /** Sent in `extensions` beside `code: UPSTREAM_ERROR` (`vimFault`, `libvirtCode`, ...). */
+  extensions: Record<string, unknown>;
+}
+
+export function errorMessage(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
 export class UnreachableCaseError extends Error {
   constructor(value: never) {
     super(`Unreachable case: ${JSON.stringify(value)}`);

@@ -1,29 +1,22 @@
-import type { Authorizer } from '../auth/authorizer.js';
-import type { AuditLog } from '../audit/audit-log.js';
-import { redact } from '../audit/audit-log.js';
-import type { VmOperation, VmOperationKind, VmSpec } from '../datasources/operations.js';
-import { DeadlineExceededError } from '../datasources/loaders.js';
-import { PlatformUnavailableError } from '../datasources/platform-connection.js';
-import { GatewayError } from '../errors.js';
+import type { Authorizer } from './authorizer.js';
+import type { AuditLog } from './audit-log.js';
+import { redact } from './audit-log.js';
+import type { VmOperation, VmOperationKind, VmSpec } from '../model/operations.js';
+import type { Loaders } from '../datasources/loaders.js';
+import type { PlatformRegistry } from '../datasources/registry.js';
+import type { Caller } from '../model/caller.js';
+import { DeadlineExceededError, GatewayError, PlatformUnavailableError } from '../model/errors.js';
 import { type NodeKind, decodeIdOf, encodeId, splitChildNativeId } from '../model/ids.js';
 import type { PowerState, VmRecord } from '../model/vm.js';
-import type { GatewayContext } from '../server/context.js';
-import type { TaskManager, TaskRecord } from '../tasks/task-manager.js';
+import type { UserError, UserErrorCode } from '../model/user-errors.js';
+import type { TaskManager, TaskRecord } from './task-manager.js';
 import { IdempotencyCache } from './idempotency.js';
 
-export type UserErrorCode =
-  | 'NOT_FOUND'
-  | 'WRONG_STATE'
-  | 'UNSUPPORTED'
-  | 'CONFLICT'
-  | 'FORBIDDEN'
-  | 'INVALID_INPUT'
-  | 'PLATFORM_UNAVAILABLE';
-
-export interface UserError {
-  field: string[] | null;
-  message: string;
-  code: UserErrorCode;
+/** What the mutation path needs of the request it serves: who asks, and its reads of the platforms. */
+export interface MutationCall {
+  caller: Caller;
+  loaders: Loaders;
+  registry: PlatformRegistry;
 }
 
 export interface OperationPayload {
@@ -108,7 +101,7 @@ const refuse = (code: UserErrorCode, message: string, field: string[] | null = n
   throw new Refusal({ code, message, field });
 };
 
-export interface VmOperationsDeps {
+export interface MutationPipelineDeps {
   tasks: TaskManager;
   audit: AuditLog;
   authorizer: Authorizer;
@@ -119,14 +112,14 @@ export interface VmOperationsDeps {
  * check permission, support, state and conflicts, then start a task and
  * return at once. Every outcome is audited.
  */
-export class VmOperations {
+export class MutationPipeline {
   private readonly single = new IdempotencyCache<OperationPayload>();
   private readonly batches = new IdempotencyCache<BatchOutcome>();
 
-  constructor(private readonly deps: VmOperationsDeps) {}
+  constructor(private readonly deps: MutationPipelineDeps) {}
 
   /** Runs a batch: each item as its own operation (audited, checked, tasked); the batch as one idempotent unit. */
-  async runBatch(ctx: GatewayContext, req: BatchRequest): Promise<BatchOutcome> {
+  async runBatch(ctx: MutationCall, req: BatchRequest): Promise<BatchOutcome> {
     const clientMutationId = req.input.clientMutationId ?? null;
     const refused = (error: UserError): BatchOutcome => ({ clientMutationId, items: [], tasks: [], userErrors: [error] });
     return this.idempotent(ctx, this.batches, req, '', refused, () => null, async (): Promise<BatchOutcome> => {
@@ -146,7 +139,7 @@ export class VmOperations {
     });
   }
 
-  async run(ctx: GatewayContext, req: OperationRequest): Promise<OperationPayload> {
+  async run(ctx: MutationCall, req: OperationRequest): Promise<OperationPayload> {
     const targetId = req.input.vmId ?? req.input.snapshotId ?? '';
     return this.idempotent(ctx, this.single, req, targetId, (e) => this.payloadRefused(req, e), (p) => p.task?.id ?? null, () =>
       this.attempt(ctx, req, targetId),
@@ -159,7 +152,7 @@ export class VmOperations {
    * mutation is refused. Without a key, attempt just runs.
    */
   private async idempotent<V extends { clientMutationId: string | null }>(
-    ctx: GatewayContext,
+    ctx: MutationCall,
     cache: IdempotencyCache<V>,
     what: Audited,
     targetId: string,
@@ -189,7 +182,7 @@ export class VmOperations {
     return result;
   }
 
-  private async attempt(ctx: GatewayContext, req: OperationRequest, targetId: string): Promise<OperationPayload> {
+  private async attempt(ctx: MutationCall, req: OperationRequest, targetId: string): Promise<OperationPayload> {
     try {
       const { vm, snapshotKey } = await this.resolveTarget(ctx, req.input);
       const decision = this.deps.authorizer.authorize(ctx.caller, req.mutation, targetId);
@@ -238,7 +231,7 @@ export class VmOperations {
   }
 
   /** Cancels a queued task, through the same authorization check and audit as every mutation. */
-  cancel(ctx: GatewayContext, input: { taskId: string; clientMutationId?: string | null }): { clientMutationId: string | null; task: TaskRecord | null; userErrors: UserError[] } {
+  cancel(ctx: MutationCall, input: { taskId: string; clientMutationId?: string | null }): { clientMutationId: string | null; task: TaskRecord | null; userErrors: UserError[] } {
     const req: Audited = { mutation: 'cancelTask', input };
     const clientMutationId = input.clientMutationId ?? null;
     const refusedWith = (error: UserError) => {
@@ -262,7 +255,7 @@ export class VmOperations {
   }
 
   /** A new VM (clone, create) needs a valid name that no VM, and no task creating one, has on its platform. */
-  private async checkNewName(ctx: GatewayContext, platformId: string, name: string): Promise<void> {
+  private async checkNewName(ctx: MutationCall, platformId: string, name: string): Promise<void> {
     if (!/^[A-Za-z0-9][A-Za-z0-9._ -]{0,79}$/.test(name)) {
       refuse('INVALID_INPUT', 'A VM name is 1 to 80 letters, digits, spaces, ".", "_" or "-", starting with a letter or digit.', ['name']);
     }
@@ -271,7 +264,7 @@ export class VmOperations {
   }
 
   /** createVm: like an operation, but its target is a platform and a name. */
-  async runCreate(ctx: GatewayContext, req: CreateRequest): Promise<OperationPayload> {
+  async runCreate(ctx: MutationCall, req: CreateRequest): Promise<OperationPayload> {
     const { input } = req;
     const caller = ctx.caller.id;
     const audited: Audited = { mutation: 'createVm', input };
@@ -333,7 +326,7 @@ export class VmOperations {
     }
   }
 
-  private async resolveTarget(ctx: GatewayContext, input: OperationInput): Promise<{ vm: VmRecord; snapshotKey: string | null }> {
+  private async resolveTarget(ctx: MutationCall, input: OperationInput): Promise<{ vm: VmRecord; snapshotKey: string | null }> {
     const field = input.vmId !== undefined ? 'vmId' : 'snapshotId';
     const kind: NodeKind = input.vmId !== undefined ? 'VirtualMachine' : 'Snapshot';
     let ref;
@@ -365,7 +358,7 @@ export class VmOperations {
     }
   }
 
-  private refused(ctx: GatewayContext, what: Audited, targetId: string, error: UserError): OperationPayload {
+  private refused(ctx: MutationCall, what: Audited, targetId: string, error: UserError): OperationPayload {
     this.audit(ctx, what, targetId, 'REFUSED', [error.code], null);
     return this.payloadRefused(what, error);
   }
@@ -376,7 +369,7 @@ export class VmOperations {
   }
 
   private audit(
-    ctx: GatewayContext,
+    ctx: MutationCall,
     what: Audited,
     targetId: string,
     outcome: 'REFUSED' | 'ACCEPTED' | 'REPLAYED',

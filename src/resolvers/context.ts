@@ -1,17 +1,13 @@
 import type { GraphQLError } from 'graphql';
 import type { Logger } from 'pino';
 
+import { ANONYMOUS, type Caller } from '../model/caller.js';
 import type { Limits } from '../config/schema.js';
 import { type Loaders, createLoaders } from '../datasources/loaders.js';
 import type { PlatformRegistry } from '../datasources/registry.js';
-import type { AuditLog } from '../audit/audit-log.js';
-import type { VmOperations } from '../operations/vm-operations.js';
-import type { TaskManager } from '../tasks/task-manager.js';
-
-/** Who is asking. Authentication comes later; until then everyone is anonymous. */
-export interface Caller {
-  id: string;
-}
+import type { AuditLog } from '../mutations/audit-log.js';
+import type { MutationPipeline } from '../mutations/pipeline.js';
+import type { TaskManager } from '../mutations/task-manager.js';
 
 /** Everything a resolver may use during one operation. */
 export interface GatewayContext {
@@ -25,7 +21,7 @@ export interface GatewayContext {
    * answer while others did; sent as entries of the response's `errors`.
    */
   partialErrors: GraphQLError[];
-  operations: VmOperations;
+  mutations: MutationPipeline;
   tasks: TaskManager;
   audit: AuditLog;
 }
@@ -34,12 +30,12 @@ export interface ContextDeps {
   registry: PlatformRegistry;
   limits: Limits;
   logger: Logger;
-  operations: VmOperations;
+  mutations: MutationPipeline;
   tasks: TaskManager;
   audit: AuditLog;
 }
 
-export function createContext(deps: ContextDeps, caller: Caller = { id: 'anonymous' }): GatewayContext {
+export function createContext(deps: ContextDeps, caller: Caller = ANONYMOUS): GatewayContext {
   const ms = deps.limits.operationTimeoutMs;
   return { ...deps, caller, loaders: createLoaders(deps.registry, { at: Date.now() + ms, ms }), partialErrors: [] };
 }

@@ -1,4 +1,4 @@
-import type { Caller } from '../server/context.js';
+import type { Caller } from '../model/caller.js';
 
 export type Decision = { allowed: true } | { allowed: false; reason: string };
 

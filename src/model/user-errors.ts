@@ -1,0 +1,15 @@
+/** Expected refusals of a mutation, sent in its payload's `userErrors`. */
+export type UserErrorCode =
+  | 'NOT_FOUND'
+  | 'WRONG_STATE'
+  | 'UNSUPPORTED'
+  | 'CONFLICT'
+  | 'FORBIDDEN'
+  | 'INVALID_INPUT'
+  | 'PLATFORM_UNAVAILABLE';
+
+export interface UserError {
+  field: string[] | null;
+  message: string;
+  code: UserErrorCode;
+}
