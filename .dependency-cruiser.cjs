@@ -6,7 +6,16 @@
  * (datasources/<kind>/) is reached only through the provider interface and
  * the registry, and never imports another platform.
  */
-const ROOMS = ['model', 'config', 'datasources', 'inventory', 'mutations', 'subscriptions', 'resolvers|generated', 'server'];
+const ROOMS = [
+  'model',
+  'config',
+  'datasources',
+  'inventory',
+  'mutations',
+  'subscriptions',
+  'resolvers|generated',
+  'server',
+];
 
 const layerRules = ROOMS.map((room, i) => {
   const above = ROOMS.slice(i + 1);
@@ -55,7 +64,11 @@ module.exports = {
     doNotFollow: { path: 'node_modules' },
     tsPreCompilationDeps: true,
     tsConfig: { fileName: 'tsconfig.json' },
-    enhancedResolveOptions: { exportsFields: ['exports'], conditionNames: ['import', 'require', 'node', 'default'], extensions: ['.ts', '.js'] },
+    enhancedResolveOptions: {
+      exportsFields: ['exports'],
+      conditionNames: ['import', 'require', 'node', 'default'],
+      extensions: ['.ts', '.js'],
+    },
     reporterOptions: { text: { highlightFocused: true } },
   },
 };

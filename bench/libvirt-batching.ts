@@ -14,7 +14,6 @@ import { writeEstate } from '../test/fixtures/libvirt-estate.js';
 
 const ROUNDS = 5;
 
-
 const fmt = (ms: number) => `${ms.toFixed(1)} ms`;
 
 async function addonBatching(n: number): Promise<void> {
@@ -25,10 +24,16 @@ async function addonBatching(n: number): Promise<void> {
 
   let before = calls();
   const perVm = await median(() => Promise.all(uuids.map((u) => client.call('getDomainXmlDescs', [u], 0))));
-  const perVmCalls = { addon: (calls().addon - before.addon) / (ROUNDS + 1), libvirt: (calls().libvirt - before.libvirt) / (ROUNDS + 1) };
+  const perVmCalls = {
+    addon: (calls().addon - before.addon) / (ROUNDS + 1),
+    libvirt: (calls().libvirt - before.libvirt) / (ROUNDS + 1),
+  };
   before = calls();
   const batched = await median(() => client.call('getDomainXmlDescs', uuids, 0));
-  const batchedCalls = { addon: (calls().addon - before.addon) / (ROUNDS + 1), libvirt: (calls().libvirt - before.libvirt) / (ROUNDS + 1) };
+  const batchedCalls = {
+    addon: (calls().addon - before.addon) / (ROUNDS + 1),
+    libvirt: (calls().libvirt - before.libvirt) / (ROUNDS + 1),
+  };
   await client.close();
   console.log(
     `domain XML of ${n} VMs: one call per VM (baseline) ${fmt(perVm)} [${perVmCalls.addon} addon / ${perVmCalls.libvirt} libvirt calls]; ` +
@@ -53,7 +58,11 @@ async function graphqlListing(sizes: number[]): Promise<void> {
     await gw.ready;
     const provider = gw.registry.get('bench') as LibvirtProvider;
     const run = async () => {
-      const res = await fetch(gw.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query: QUERY }) });
+      const res = await fetch(gw.url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ query: QUERY }),
+      });
       const body = (await res.json()) as { errors?: unknown };
       if (body.errors) throw new Error(JSON.stringify(body.errors));
     };

@@ -14,7 +14,12 @@ import { median } from './median.js';
 const sim = await startVcsim({ dc: 1, cluster: 1, clusterHost: 2, host: 1, vm: 250 });
 const proxy = await startSoapProxy(sim.url, sim.certFile);
 try {
-  const session = await VsphereSession.open({ url: proxy.url, username: sim.username, password: sim.password, logger: pino({ level: 'silent' }) });
+  const session = await VsphereSession.open({
+    url: proxy.url,
+    username: sim.username,
+    password: sim.password,
+    logger: pino({ level: 'silent' }),
+  });
   const refs = Object.keys(sim.oracle.vms).map((value) => ({ type: 'VirtualMachine', value }));
   await session.retrieveObjects(refs, [VM_DETAIL_SPEC]);
   await session.close();

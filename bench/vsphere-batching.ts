@@ -14,11 +14,16 @@ import { startVcsim } from '../test/helpers/vcsim.js';
 
 const ROUNDS = 5;
 
-
 const sim = await startVcsim({ dc: 1, cluster: 1, clusterHost: 2, host: 1, vm: 250 });
 try {
   const logger = pino({ level: 'silent' });
-  const session = await VsphereSession.open({ url: sim.url, username: sim.username, password: sim.password, caFile: sim.certFile, logger });
+  const session = await VsphereSession.open({
+    url: sim.url,
+    username: sim.username,
+    password: sim.password,
+    caFile: sim.certFile,
+    logger,
+  });
   const refs = Object.keys(sim.oracle.vms).map((value) => ({ type: 'VirtualMachine', value }));
   const specs = [VM_DETAIL_SPEC];
   const perVm = await median(() => Promise.all(refs.map((r) => session.retrieveObjects([r], specs))));
@@ -32,7 +37,9 @@ try {
   const config = validateConfig({
     server: { port: 0 },
     limits: { maxCost: 100_000_000, maxPageSize: 1000 },
-    platforms: [{ id: 'vc', kind: 'vsphere', url: sim.url, username: sim.username, password: sim.password, caFile: sim.certFile }],
+    platforms: [
+      { id: 'vc', kind: 'vsphere', url: sim.url, username: sim.username, password: sim.password, caFile: sim.certFile },
+    ],
   });
   const gw = await startGateway(config, logger);
   await gw.ready;
@@ -40,7 +47,11 @@ try {
     name powerState memoryMiB vcpus host { name cluster { name } } storage { name } networks { name } disks { capacityBytes } snapshots { name }
   } } } }`;
   const run = async () => {
-    const res = await fetch(gw.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query }) });
+    const res = await fetch(gw.url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ query }),
+    });
     const body = (await res.json()) as { errors?: unknown };
     if (body.errors) throw new Error(JSON.stringify(body.errors));
   };

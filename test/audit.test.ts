@@ -10,8 +10,24 @@ describe('the audit log', () => {
   it('appends JSON lines and reads them back after a restart', () => {
     const file = join(mkdtempSync(join(tmpdir(), 'virt-graph-audit-')), 'nested', 'audit.jsonl');
     const first = new AuditLog(file);
-    const a = first.append({ caller: 'ops', operation: 'stopVm', targetId: 'vm-1', input: '{}', outcome: 'ACCEPTED', userErrorCodes: [], taskId: 't-1' });
-    first.append({ caller: 'ops', operation: 'startVm', targetId: 'vm-1', input: '{}', outcome: 'REFUSED', userErrorCodes: ['WRONG_STATE'], taskId: null });
+    const a = first.append({
+      caller: 'ops',
+      operation: 'stopVm',
+      targetId: 'vm-1',
+      input: '{}',
+      outcome: 'ACCEPTED',
+      userErrorCodes: [],
+      taskId: 't-1',
+    });
+    first.append({
+      caller: 'ops',
+      operation: 'startVm',
+      targetId: 'vm-1',
+      input: '{}',
+      outcome: 'REFUSED',
+      userErrorCodes: ['WRONG_STATE'],
+      taskId: null,
+    });
     expect(readFileSync(file, 'utf8').trim().split('\n')).toHaveLength(2);
 
     const reopened = new AuditLog(file);
@@ -20,7 +36,15 @@ describe('the audit log', () => {
       ['startVm', 'REFUSED'],
     ]);
     expect(reopened.get(a.id)?.at).toEqual(a.at);
-    reopened.append({ caller: 'ops', operation: 'deleteVm', targetId: null, input: '{}', outcome: 'ACCEPTED', userErrorCodes: [], taskId: null });
+    reopened.append({
+      caller: 'ops',
+      operation: 'deleteVm',
+      targetId: null,
+      input: '{}',
+      outcome: 'ACCEPTED',
+      userErrorCodes: [],
+      taskId: null,
+    });
     expect(readFileSync(file, 'utf8').trim().split('\n')).toHaveLength(3);
   });
 
@@ -28,17 +52,40 @@ describe('the audit log', () => {
     const file = join(mkdtempSync(join(tmpdir(), 'virt-graph-audit-')), 'audit.jsonl');
     const log = new AuditLog(file, 100);
     for (let i = 0; i < 150; i++) {
-      log.append({ caller: 'ops', operation: `op-${i}`, targetId: null, input: '{}', outcome: 'ACCEPTED', userErrorCodes: [], taskId: null });
+      log.append({
+        caller: 'ops',
+        operation: `op-${i}`,
+        targetId: null,
+        input: '{}',
+        outcome: 'ACCEPTED',
+        userErrorCodes: [],
+        taskId: null,
+      });
     }
     expect(log.all()).toHaveLength(100);
     expect(log.all()[0]!.operation).toBe('op-50');
     expect(readFileSync(file, 'utf8').trim().split('\n')).toHaveLength(150);
-    expect(new AuditLog(file, 100).all().map((e) => e.operation).slice(-1)).toEqual(['op-149']);
+    expect(
+      new AuditLog(file, 100)
+        .all()
+        .map((e) => e.operation)
+        .slice(-1),
+    ).toEqual(['op-149']);
   });
 
   it('redacts secrets in inputs wherever they are nested', () => {
-    const json = redact({ vmId: 'x', password: 'hunter2', guest: { credentials: { user: 'a' }, token: 't' }, idempotencyKey: 'k' });
-    expect(JSON.parse(json)).toEqual({ vmId: 'x', password: '[redacted]', guest: { credentials: '[redacted]', token: '[redacted]' }, idempotencyKey: 'k' });
+    const json = redact({
+      vmId: 'x',
+      password: 'hunter2',
+      guest: { credentials: { user: 'a' }, token: 't' },
+      idempotencyKey: 'k',
+    });
+    expect(JSON.parse(json)).toEqual({
+      vmId: 'x',
+      password: '[redacted]',
+      guest: { credentials: '[redacted]', token: '[redacted]' },
+      idempotencyKey: 'k',
+    });
     expect(json).not.toContain('hunter2');
   });
 });

@@ -55,7 +55,9 @@ describe('IDs', () => {
   });
 
   it('refuses an ID of the wrong kind where a kind is required', async () => {
-    const res = await gw.query('query($h: ID!) { virtualMachines(filter: { hostIds: [$h] }) { totalCount } }', { h: vmId });
+    const res = await gw.query('query($h: ID!) { virtualMachines(filter: { hostIds: [$h] }) { totalCount } }', {
+      h: vmId,
+    });
     expect(codes(res)).toEqual(['INVALID_ID']);
     expect(res.errors![0]!.message).toBe('Expected the ID of a Host, got the ID of a VirtualMachine.');
   });
@@ -69,10 +71,14 @@ describe('IDs', () => {
 describe('filters and pagination', () => {
   it('refuses an unknown platform in a filter', async () => {
     const ghost = encodeId({ kind: 'Platform', platformId: 'ghost', nativeId: 'ghost' });
-    const res = await gw.query('query($p: ID!) { virtualMachines(filter: { platformIds: [$p] }) { totalCount } }', { p: ghost });
+    const res = await gw.query('query($p: ID!) { virtualMachines(filter: { platformIds: [$p] }) { totalCount } }', {
+      p: ghost,
+    });
     expect(codes(res)).toEqual(['UNKNOWN_PLATFORM']);
     expect(res.errors![0]!.message).toBe('No platform "ghost" is configured.');
-    const ok = await gw.query('query($p: ID!) { virtualMachines(filter: { platformIds: [$p] }) { totalCount } }', { p: platformId });
+    const ok = await gw.query('query($p: ID!) { virtualMachines(filter: { platformIds: [$p] }) { totalCount } }', {
+      p: platformId,
+    });
     expect(ok.errors).toBeUndefined();
   });
 
@@ -88,7 +94,9 @@ describe('filters and pagination', () => {
   });
 
   it('accepts first: 0 for a count', async () => {
-    const res = await gw.query<{ virtualMachines: { totalCount: number; edges: unknown[] } }>('{ virtualMachines(first: 0) { totalCount edges { cursor } } }');
+    const res = await gw.query<{ virtualMachines: { totalCount: number; edges: unknown[] } }>(
+      '{ virtualMachines(first: 0) { totalCount edges { cursor } } }',
+    );
     expect(res.data!.virtualMachines).toEqual({ totalCount: 12, edges: [] });
   });
 
@@ -98,18 +106,23 @@ describe('filters and pagination', () => {
     const page = await gw.query<{ virtualMachines: { pageInfo: { endCursor: string } } }>(
       '{ virtualMachines(first: 2) { pageInfo { endCursor } } }',
     );
-    const other = await gw.query('query($c: String) { virtualMachines(after: $c, orderBy: { field: VCPUS }) { totalCount } }', {
-      c: page.data!.virtualMachines.pageInfo.endCursor,
-    });
+    const other = await gw.query(
+      'query($c: String) { virtualMachines(after: $c, orderBy: { field: VCPUS }) { totalCount } }',
+      {
+        c: page.data!.virtualMachines.pageInfo.endCursor,
+      },
+    );
     expect(codes(other)).toEqual(['INVALID_CURSOR']);
   });
 });
 
 describe('document limits, on HTTP and on WebSocket', () => {
-  const deep = '{ virtualMachines { edges { node { snapshots { children { children { children { children { name } } } } } } } } }';
+  const deep =
+    '{ virtualMachines { edges { node { snapshots { children { children { children { children { name } } } } } } } } }';
   const wide = `{ ${Array.from({ length: 6 }, (_, i) => `a${i}: platforms { name }`).join(' ')} }`;
   const long = `{ platforms { ${Array.from({ length: 500 }, () => 'name').join(' ')} } }`;
-  const costly = '{ virtualMachines(first: 100) { nodes { snapshots { children { children { name } } } disks { source } } } }';
+  const costly =
+    '{ virtualMachines(first: 100) { nodes { snapshots { children { children { name } } } disks { source } } } }';
 
   it.each([
     ['too deep', deep, 'QUERY_TOO_DEEP'],
@@ -133,7 +146,9 @@ describe('document limits, on HTTP and on WebSocket', () => {
   });
 
   it('does not count introspection against depth', async () => {
-    const res = await gw.query('{ __schema { types { fields { type { ofType { ofType { ofType { ofType { name } } } } } } } } }');
+    const res = await gw.query(
+      '{ __schema { types { fields { type { ofType { ofType { ofType { ofType { name } } } } } } } } }',
+    );
     expect(res.errors).toBeUndefined();
   });
 
@@ -144,13 +159,21 @@ describe('document limits, on HTTP and on WebSocket', () => {
       body: JSON.stringify({ query: `{ platforms { name } } # ${'x'.repeat(40_000)}` }),
     });
     expect(res.status).toBe(413);
-    expect(((await res.json()) as { errors: { extensions: { code: string } }[] }).errors[0]!.extensions.code).toBe('REQUEST_TOO_LARGE');
+    expect(((await res.json()) as { errors: { extensions: { code: string } }[] }).errors[0]!.extensions.code).toBe(
+      'REQUEST_TOO_LARGE',
+    );
   });
 
   it('refuses a body that is not JSON', async () => {
-    const res = await fetch(gw.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"query": ' });
+    const res = await fetch(gw.url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{"query": ',
+    });
     expect(res.status).toBe(400);
-    expect(((await res.json()) as { errors: { extensions: { code: string } }[] }).errors[0]!.extensions.code).toBe('BAD_REQUEST');
+    expect(((await res.json()) as { errors: { extensions: { code: string } }[] }).errors[0]!.extensions.code).toBe(
+      'BAD_REQUEST',
+    );
   });
 
   it('refuses syntax errors and unknown fields with Apollo codes', async () => {
@@ -167,14 +190,22 @@ describe('error masking', () => {
     const secret = new Error('connection string postgres://admin:hunter2@db/prod');
     const wrapped = new GraphQLError(secret.message, { originalError: secret, path: ['x'] });
     const out = createErrorFormatter(logger, () => null).formatOne(wrapped);
-    expect(out).toEqual({ message: 'Unexpected error.', path: ['x'], locations: undefined, extensions: { code: 'INTERNAL_SERVER_ERROR' } });
+    expect(out).toEqual({
+      message: 'Unexpected error.',
+      path: ['x'],
+      locations: undefined,
+      extensions: { code: 'INTERNAL_SERVER_ERROR' },
+    });
     expect(lines.join('')).toContain('hunter2');
   });
 
-  it('keeps libvirt errors typed as UPSTREAM_ERROR with libvirt\'s code', () => {
+  it("keeps libvirt errors typed as UPSTREAM_ERROR with libvirt's code", () => {
     const logger = pino({ level: 'silent' });
     const libvirt = Object.assign(new Error('Domain not found'), { name: 'LibvirtError', code: 42, domain: 10 });
     const wrapped = new GraphQLError(libvirt.message, { originalError: libvirt });
-    expect(createErrorFormatter(logger, describeLibvirtError).formatOne(wrapped).extensions).toEqual({ code: 'UPSTREAM_ERROR', libvirtCode: 42 });
+    expect(createErrorFormatter(logger, describeLibvirtError).formatOne(wrapped).extensions).toEqual({
+      code: 'UPSTREAM_ERROR',
+      libvirtCode: 42,
+    });
   });
 });

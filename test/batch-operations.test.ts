@@ -36,7 +36,9 @@ async function aggregateOf(gw: TestGateway, ids: string[]) {
 }
 
 async function vmsNamed(gw: TestGateway, prefix: string) {
-  const res = await gw.query<{ virtualMachines: { nodes: { id: string; name: string; powerState: string; disks: { source: string | null }[] }[] } }>(
+  const res = await gw.query<{
+    virtualMachines: { nodes: { id: string; name: string; powerState: string; disks: { source: string | null }[] }[] };
+  }>(
     'query($n: String) { virtualMachines(first: 200, filter: { nameContains: $n }) { nodes { id name powerState disks { source } } } }',
     { n: prefix },
   );
@@ -59,43 +61,77 @@ describe('clones and batches on libvirt', () => {
     const task = await succeed(gw, 'cloneVm', { vmId: source!.id, name: 'db-002-copy', powerOn: true });
     expect(task.operation).toBe('CLONE_VM');
     const [copy] = await vmsNamed(gw, 'db-002-copy');
-    expect(copy).toMatchObject({ powerState: 'ON', disks: [{ source: '/var/lib/virt-graph/images/db-002-copy-disk1.qcow2' }] });
+    expect(copy).toMatchObject({
+      powerState: 'ON',
+      disks: [{ source: '/var/lib/virt-graph/images/db-002-copy-disk1.qcow2' }],
+    });
     expect((await mutate(gw, 'cloneVm', { vmId: source!.id, name: 'db-002-copy' })).userErrors[0]).toMatchObject({
       code: 'INVALID_INPUT',
       field: ['name'],
     });
     const [running] = await vmsNamed(gw, 'web-001');
     const refused = await mutate(gw, 'cloneVm', { vmId: running!.id, name: 'nope' });
-    expect(refused.userErrors[0]!.message).toBe('web-001 is ON (running, unknown); cloneVm needs it OFF on this platform.');
+    expect(refused.userErrors[0]!.message).toBe(
+      'web-001 is ON (running, unknown); cloneVm needs it OFF on this platform.',
+    );
   });
 
   it('deploys 10 VMs from a template and reports 10 succeeded tasks', async () => {
     const [template] = await vmsNamed(gw, 'batch-012'); // shut off
-    const res = await batch(gw, 'deployVms', 'DeployVmsInput', { templateId: template!.id, count: 10, namePattern: 'app-{n:2}' });
+    const res = await batch(gw, 'deployVms', 'DeployVmsInput', {
+      templateId: template!.id,
+      count: 10,
+      namePattern: 'app-{n:2}',
+    });
     expect(res.userErrors).toEqual([]);
     expect(res.tasks).toHaveLength(10);
     const done = await Promise.all(res.tasks.map((t) => finished(gw, t.id)));
     expect(done.map((t) => t.state)).toEqual(Array(10).fill('SUCCEEDED'));
-    expect(await aggregateOf(gw, res.tasks.map((t) => t.id))).toEqual({ total: 10, succeeded: 10, failed: 0, state: 'SUCCEEDED' });
+    expect(
+      await aggregateOf(
+        gw,
+        res.tasks.map((t) => t.id),
+      ),
+    ).toEqual({ total: 10, succeeded: 10, failed: 0, state: 'SUCCEEDED' });
     const apps = await vmsNamed(gw, 'app-');
-    expect(apps.map((v) => v.name).sort()).toEqual(Array.from({ length: 10 }, (_, i) => `app-${String(i + 1).padStart(2, '0')}`));
+    expect(apps.map((v) => v.name).sort()).toEqual(
+      Array.from({ length: 10 }, (_, i) => `app-${String(i + 1).padStart(2, '0')}`),
+    );
     expect(apps.every((v) => v.powerState === 'ON')).toBe(true);
   });
 
   it('refuses a whole batch whose input cannot work, and acts on nothing', async () => {
     const [template] = await vmsNamed(gw, 'batch-012');
-    const noIndex = await batch(gw, 'deployVms', 'DeployVmsInput', { templateId: template!.id, count: 3, namePattern: 'same' });
-    expect(noIndex.userErrors).toEqual([{ code: 'INVALID_INPUT', field: ['namePattern'], message: expect.stringContaining('{n}') }]);
-    const tooMany = await batch(gw, 'deployVms', 'DeployVmsInput', { templateId: template!.id, count: 101, namePattern: 'x-{n}' });
+    const noIndex = await batch(gw, 'deployVms', 'DeployVmsInput', {
+      templateId: template!.id,
+      count: 3,
+      namePattern: 'same',
+    });
+    expect(noIndex.userErrors).toEqual([
+      { code: 'INVALID_INPUT', field: ['namePattern'], message: expect.stringContaining('{n}') },
+    ]);
+    const tooMany = await batch(gw, 'deployVms', 'DeployVmsInput', {
+      templateId: template!.id,
+      count: 101,
+      namePattern: 'x-{n}',
+    });
     expect(tooMany.userErrors[0]!.field).toEqual(['count']);
     expect(await vmsNamed(gw, 'same')).toEqual([]);
   });
 
   it('snapshots many VMs with one timestamped name, and powers many', async () => {
     const vms = await vmsNamed(gw, 'app-0');
-    const snaps = await batch(gw, 'snapshotVms', 'SnapshotVmsInput', { vmIds: vms.map((v) => v.id), namePrefix: 'nightly' });
+    const snaps = await batch(gw, 'snapshotVms', 'SnapshotVmsInput', {
+      vmIds: vms.map((v) => v.id),
+      namePrefix: 'nightly',
+    });
     await Promise.all(snaps.tasks.map((t) => finished(gw, t.id)));
-    expect(await aggregateOf(gw, snaps.tasks.map((t) => t.id))).toMatchObject({ succeeded: vms.length, state: 'SUCCEEDED' });
+    expect(
+      await aggregateOf(
+        gw,
+        snaps.tasks.map((t) => t.id),
+      ),
+    ).toMatchObject({ succeeded: vms.length, state: 'SUCCEEDED' });
     const res = await gw.query<{ virtualMachines: { nodes: { snapshots: { name: string }[] }[] } }>(
       '{ virtualMachines(first: 20, filter: { nameContains: "app-0" }) { nodes { snapshots { name } } } }',
     );
@@ -130,8 +166,15 @@ describe('clones and batches on vSphere, checked by govmomi', () => {
   it('clones a standalone host VM into a cluster and starts it', async () => {
     // vcsim 0.24 honors the resource pool of a clone's placement but not its host.
     const [source] = await vmsNamed(gw, 'DC0_H0_VM0');
-    const clusters = await gw.query<{ clusters: { nodes: { id: string }[] } }>('{ clusters(first: 1) { nodes { id } } }');
-    const task = await succeed(gw, 'cloneVm', { vmId: source!.id, name: 'copy-1', powerOn: true, placement: { clusterId: clusters.data!.clusters.nodes[0]!.id } });
+    const clusters = await gw.query<{ clusters: { nodes: { id: string }[] } }>(
+      '{ clusters(first: 1) { nodes { id } } }',
+    );
+    const task = await succeed(gw, 'cloneVm', {
+      vmId: source!.id,
+      name: 'copy-1',
+      powerOn: true,
+      placement: { clusterId: clusters.data!.clusters.nodes[0]!.id },
+    });
     expect(task.upstreamTaskId).toMatch(/^task-/);
     const oracle = await sim.refreshOracle();
     const copy = Object.values(oracle.vms).find((v) => v.name === 'copy-1')!;
@@ -149,13 +192,24 @@ describe('clones and batches on vSphere, checked by govmomi', () => {
   it('deploys 10 VMs from a template into a cluster and reports 10 succeeded tasks', async () => {
     const [template] = await vmsNamed(gw, 'DC0_H0_VM1');
     // Make it a template through the API, as an administrator would.
-    const admin = await VsphereSession.open({ url: sim.url, username: sim.username, password: sim.password, caFile: sim.certFile, logger: pino({ level: 'silent' }) });
-    const moref = { type: 'VirtualMachine', value: Object.entries(sim.oracle.vms).find(([, v]) => v.name === 'DC0_H0_VM1')![0] };
+    const admin = await VsphereSession.open({
+      url: sim.url,
+      username: sim.username,
+      password: sim.password,
+      caFile: sim.certFile,
+      logger: pino({ level: 'silent' }),
+    });
+    const moref = {
+      type: 'VirtualMachine',
+      value: Object.entries(sim.oracle.vms).find(([, v]) => v.name === 'DC0_H0_VM1')![0],
+    };
     await succeed(gw, 'stopVm', { vmId: template!.id, force: true });
     await invokeVoid(admin.client, 'MarkAsTemplate', moref);
     await admin.close();
 
-    const clusters = await gw.query<{ clusters: { nodes: { id: string }[] } }>('{ clusters(first: 1) { nodes { id } } }');
+    const clusters = await gw.query<{ clusters: { nodes: { id: string }[] } }>(
+      '{ clusters(first: 1) { nodes { id } } }',
+    );
     const res = await batch(gw, 'deployVms', 'DeployVmsInput', {
       templateId: template!.id,
       count: 10,
@@ -167,7 +221,9 @@ describe('clones and batches on vSphere, checked by govmomi', () => {
     expect(done.map((t) => [t.state, t.error])).toEqual(Array(10).fill(['SUCCEEDED', null]));
     const oracle = await sim.refreshOracle();
     const webs = Object.values(oracle.vms).filter((v) => v.name.startsWith('web-'));
-    expect(webs.map((v) => v.name).sort()).toEqual(Array.from({ length: 10 }, (_, i) => `web-${String(i + 1).padStart(2, '0')}`));
+    expect(webs.map((v) => v.name).sort()).toEqual(
+      Array.from({ length: 10 }, (_, i) => `web-${String(i + 1).padStart(2, '0')}`),
+    );
     expect(webs.every((v) => v.powerState === 'poweredOn' && !v.template)).toBe(true);
   });
 });

@@ -42,15 +42,16 @@ async function countFor(n: number, query: string): Promise<Counts & { vms: numbe
   });
   gateways.push(gw);
   const provider = gw.registry.get('lab') as LibvirtProvider;
-  const snapshot = () =>
-    provider.withClient(async (c) => ({ ...c.addonCalls(), libvirt: c.libvirtCalls() }));
+  const snapshot = () => provider.withClient(async (c) => ({ ...c.addonCalls(), libvirt: c.libvirtCalls() }));
   const before = await snapshot();
   const res = await gw.query<{ virtualMachines: { totalCount: number; edges: unknown[] } }>(query);
   const after = await snapshot();
   expect(res.errors).toBeUndefined();
   expect(res.data!.virtualMachines.edges).toHaveLength(n);
   const byMethod = Object.fromEntries(
-    Object.entries(after.byMethod).map(([k, v]) => [k, v - (before.byMethod[k] ?? 0)]).filter(([, v]) => v !== 0),
+    Object.entries(after.byMethod)
+      .map(([k, v]) => [k, v - (before.byMethod[k] ?? 0)])
+      .filter(([, v]) => v !== 0),
   );
   return { vms: n, addon: after.total - before.total, libvirt: after.libvirt - before.libvirt, byMethod };
 }

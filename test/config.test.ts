@@ -31,7 +31,13 @@ describe('configuration', () => {
       expect.objectContaining({ id: 'vcsim', kind: 'vsphere', url: 'https://127.0.0.1:8989/sdk', insecure: false }),
     ]);
     expect(config.server).toMatchObject({ host: '127.0.0.1', port: 4000, path: '/graphql' });
-    expect(config.limits).toMatchObject({ maxDepth: 12, maxAliases: 30, maxTokens: 5000, maxCost: 50000, defaultPageSize: 50 });
+    expect(config.limits).toMatchObject({
+      maxDepth: 12,
+      maxAliases: 30,
+      maxTokens: 5000,
+      maxCost: 50000,
+      defaultPageSize: 50,
+    });
   });
 
   it('reads a file named by VIRT_GRAPH_CONFIG and lets PORT, HOST and LOG_LEVEL override it', () => {
@@ -42,7 +48,9 @@ platforms:
   - { id: a, kind: libvirt, uri: "test:///default" }
   - { id: b, kind: libvirt, uri: "qemu+ssh://ops@kvm1/system", readOnly: true }
 `);
-    const { config } = loadConfig({ env: { VIRT_GRAPH_CONFIG: path, PORT: '9090', HOST: '0.0.0.0', LOG_LEVEL: 'debug' } });
+    const { config } = loadConfig({
+      env: { VIRT_GRAPH_CONFIG: path, PORT: '9090', HOST: '0.0.0.0', LOG_LEVEL: 'debug' },
+    });
     expect(config.server.port).toBe(9090);
     expect(config.server.host).toBe('0.0.0.0');
     expect(config.logging.level).toBe('debug');
@@ -50,21 +58,43 @@ platforms:
   });
 
   it.each([
-    ['an unknown key', 'platforms: [{ id: a, kind: libvirt, uri: "test:///default", colour: red }]', /platforms\[0\]: Unrecognized key: "colour"/],
+    [
+      'an unknown key',
+      'platforms: [{ id: a, kind: libvirt, uri: "test:///default", colour: red }]',
+      /platforms\[0\]: Unrecognized key: "colour"/,
+    ],
     ['a missing URI', 'platforms: [{ id: a, kind: libvirt }]', /platforms\[0\]\.uri: /],
     ['an unknown platform kind', 'platforms: [{ id: a, kind: hyperv, uri: x }]', /platforms\[0\]\.kind: /],
-    ['a bad platform id', 'platforms: [{ id: "a:b", kind: libvirt, uri: x }]', /platforms\[0\]\.id: must be 1-63 letters/],
-    ['duplicate ids', 'platforms: [{ id: a, kind: libvirt, uri: x }, { id: a, kind: libvirt, uri: y }]', /platforms\[1\]\.id: duplicate platform id "a"/],
+    [
+      'a bad platform id',
+      'platforms: [{ id: "a:b", kind: libvirt, uri: x }]',
+      /platforms\[0\]\.id: must be 1-63 letters/,
+    ],
+    [
+      'duplicate ids',
+      'platforms: [{ id: a, kind: libvirt, uri: x }, { id: a, kind: libvirt, uri: y }]',
+      /platforms\[1\]\.id: duplicate platform id "a"/,
+    ],
     ['no platforms', 'platforms: []', /platforms: configure at least one platform/],
     ['a port out of range', 'server: { port: 70000 }\nplatforms: [{ id: a, kind: libvirt, uri: x }]', /server\.port: /],
-    ['a page size over the maximum', 'limits: { defaultPageSize: 500, maxPageSize: 100 }\nplatforms: [{ id: a, kind: libvirt, uri: x }]', /limits\.defaultPageSize: defaultPageSize must not exceed maxPageSize/],
-    ['a wrong type', 'limits: { maxDepth: "deep" }\nplatforms: [{ id: a, kind: libvirt, uri: x }]', /limits\.maxDepth: /],
+    [
+      'a page size over the maximum',
+      'limits: { defaultPageSize: 500, maxPageSize: 100 }\nplatforms: [{ id: a, kind: libvirt, uri: x }]',
+      /limits\.defaultPageSize: defaultPageSize must not exceed maxPageSize/,
+    ],
+    [
+      'a wrong type',
+      'limits: { maxDepth: "deep" }\nplatforms: [{ id: a, kind: libvirt, uri: x }]',
+      /limits\.maxDepth: /,
+    ],
   ])('refuses %s and names the key', (_label, text, message) => {
     expect(loadError(text)).toMatch(message);
   });
 
   it('refuses a file that is not YAML, and one that does not exist', () => {
     expect(loadError('platforms: [unclosed')).toMatch(/is not valid YAML/);
-    expect(() => loadConfig({ path: '/nonexistent/gateway.yaml', env: {} })).toThrow(/cannot read config file \/nonexistent\/gateway.yaml/);
+    expect(() => loadConfig({ path: '/nonexistent/gateway.yaml', env: {} })).toThrow(
+      /cannot read config file \/nonexistent\/gateway.yaml/,
+    );
   });
 });

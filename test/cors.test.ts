@@ -16,7 +16,10 @@ describe('CORS for browser clients', () => {
   });
 
   const preflight = (url: string, origin: string) =>
-    fetch(url, { method: 'OPTIONS', headers: { origin, 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type' } });
+    fetch(url, {
+      method: 'OPTIONS',
+      headers: { origin, 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type' },
+    });
 
   it('answers a preflight and allows any origin by default', async () => {
     const res = await preflight(open.url, 'https://anywhere.example');

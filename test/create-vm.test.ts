@@ -7,10 +7,14 @@ import { type Vcsim, startVcsim, vspherePlatform } from './helpers/vcsim.js';
 
 const GiB = 1024 ** 3;
 
-async function ids(gw: TestGateway): Promise<{ platform: string; networks: Record<string, string>; clusters: string[] }> {
-  const res = await gw.query<{ platforms: { id: string }[]; networks: { nodes: { id: string; name: string }[] }; clusters: { nodes: { id: string }[] } }>(
-    '{ platforms { id } networks(first: 50) { nodes { id name } } clusters(first: 5) { nodes { id } } }',
-  );
+async function ids(
+  gw: TestGateway,
+): Promise<{ platform: string; networks: Record<string, string>; clusters: string[] }> {
+  const res = await gw.query<{
+    platforms: { id: string }[];
+    networks: { nodes: { id: string; name: string }[] };
+    clusters: { nodes: { id: string }[] };
+  }>('{ platforms { id } networks(first: 50) { nodes { id name } } clusters(first: 5) { nodes { id } } }');
   return {
     platform: res.data!.platforms[0]!.id,
     networks: Object.fromEntries(res.data!.networks.nodes.map((n) => [n.name, n.id])),
@@ -47,7 +51,10 @@ describe('createVm on libvirt', () => {
       powerOn: true,
     });
     expect(task.operation).toBe('CREATE_VM');
-    const res = await gw.query<{ task: { resultVm: { name: string } | null } }>('query($id: ID!) { task(id: $id) { resultVm { name } } }', { id: task.id });
+    const res = await gw.query<{ task: { resultVm: { name: string } | null } }>(
+      'query($id: ID!) { task(id: $id) { resultVm { name } } }',
+      { id: task.id },
+    );
     expect(res.data!.task.resultVm).toEqual({ name: 'fresh-1' });
     expect(await vmByName(gw, 'fresh-1')).toEqual({
       name: 'fresh-1',
@@ -63,14 +70,35 @@ describe('createVm on libvirt', () => {
 
   it('honors idempotency keys like every mutation: a retry replays, a key of another mutation is refused', async () => {
     const { platform } = await ids(gw);
-    const vms = await gw.query<{ virtualMachines: { nodes: { id: string }[] } }>('{ virtualMachines(first: 1) { nodes { id } } }');
-    await mutate(gw, 'stopVm', { vmId: vms.data!.virtualMachines.nodes[0]!.id, force: true, idempotencyKey: 'key-stop-1' });
-    const reused = await mutate(gw, 'createVm', { platformId: platform, name: 'never', memoryMiB: 512, idempotencyKey: 'key-stop-1' });
+    const vms = await gw.query<{ virtualMachines: { nodes: { id: string }[] } }>(
+      '{ virtualMachines(first: 1) { nodes { id } } }',
+    );
+    await mutate(gw, 'stopVm', {
+      vmId: vms.data!.virtualMachines.nodes[0]!.id,
+      force: true,
+      idempotencyKey: 'key-stop-1',
+    });
+    const reused = await mutate(gw, 'createVm', {
+      platformId: platform,
+      name: 'never',
+      memoryMiB: 512,
+      idempotencyKey: 'key-stop-1',
+    });
     expect(reused.userErrors[0]).toMatchObject({ code: 'INVALID_INPUT', field: ['idempotencyKey'] });
     expect(await vmByName(gw, 'never')).toBeUndefined();
 
-    const first = await mutate(gw, 'createVm', { platformId: platform, name: 'once', memoryMiB: 512, idempotencyKey: 'key-create-1' });
-    const retry = await mutate(gw, 'createVm', { platformId: platform, name: 'once', memoryMiB: 512, idempotencyKey: 'key-create-1' });
+    const first = await mutate(gw, 'createVm', {
+      platformId: platform,
+      name: 'once',
+      memoryMiB: 512,
+      idempotencyKey: 'key-create-1',
+    });
+    const retry = await mutate(gw, 'createVm', {
+      platformId: platform,
+      name: 'once',
+      memoryMiB: 512,
+      idempotencyKey: 'key-create-1',
+    });
     expect(retry.userErrors).toEqual([]);
     expect(retry.task!.id).toBe(first.task!.id);
   });
@@ -80,11 +108,20 @@ describe('createVm on libvirt', () => {
     const taken = await mutate(gw, 'createVm', { platformId: platform, name: 'web-001', memoryMiB: 512 });
     expect(taken.userErrors[0]).toMatchObject({ code: 'INVALID_INPUT', field: ['name'] });
     const cluster = Buffer.from('v1:Cluster:kvm:c1').toString('base64url');
-    const placed = await mutate(gw, 'createVm', { platformId: platform, name: 'x', memoryMiB: 512, placement: { clusterId: cluster } });
+    const placed = await mutate(gw, 'createVm', {
+      platformId: platform,
+      name: 'x',
+      memoryMiB: 512,
+      placement: { clusterId: cluster },
+    });
     expect(placed.userErrors[0]).toMatchObject({ code: 'INVALID_INPUT', field: ['placement'] });
     const ghost = Buffer.from('v1:Platform:ghost:ghost').toString('base64url');
-    expect((await mutate(gw, 'createVm', { platformId: ghost, name: 'x', memoryMiB: 512 })).userErrors[0]).toMatchObject({ code: 'NOT_FOUND' });
-    expect((await mutate(gw, 'createVm', { platformId: platform, name: 'x', memoryMiB: 1 })).userErrors[0]).toMatchObject({ field: ['memoryMiB'] });
+    expect(
+      (await mutate(gw, 'createVm', { platformId: ghost, name: 'x', memoryMiB: 512 })).userErrors[0],
+    ).toMatchObject({ code: 'NOT_FOUND' });
+    expect(
+      (await mutate(gw, 'createVm', { platformId: platform, name: 'x', memoryMiB: 1 })).userErrors[0],
+    ).toMatchObject({ field: ['memoryMiB'] });
   });
 });
 
@@ -116,13 +153,26 @@ describe('createVm on vSphere, checked by govmomi', () => {
       powerOn: true,
     });
     const o = Object.values((await sim.refreshOracle()).vms).find((v) => v.name === 'new-web')!;
-    expect(o).toMatchObject({ powerState: 'poweredOn', numCpu: 2, memoryMB: 256, guestId: 'ubuntu64Guest', disks: 1, nics: 2 });
+    expect(o).toMatchObject({
+      powerState: 'poweredOn',
+      numCpu: 2,
+      memoryMB: 256,
+      guestId: 'ubuntu64Guest',
+      disks: 1,
+      nics: 2,
+    });
     expect(await vmByName(gw, 'new-web')).toMatchObject({ powerState: 'ON', vcpus: 2, memoryMiB: 256 });
   });
 
   it('refuses a VM without a cluster or host to place it on', async () => {
     const { platform } = await ids(gw);
     const res = await mutate(gw, 'createVm', { platformId: platform, name: 'nowhere', memoryMiB: 256 });
-    expect(res.userErrors).toEqual([{ code: 'INVALID_INPUT', field: ['placement'], message: 'vSphere needs placement.clusterId or placement.hostId for a new VM.' }]);
+    expect(res.userErrors).toEqual([
+      {
+        code: 'INVALID_INPUT',
+        field: ['placement'],
+        message: 'vSphere needs placement.clusterId or placement.hostId for a new VM.',
+      },
+    ]);
   });
 });

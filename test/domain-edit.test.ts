@@ -7,7 +7,7 @@ const BASE = `<domain type='test'><name>a</name><memory unit='KiB'>1024</memory>
 <vcpu placement='static'>1</vcpu><os><type arch='i686'>hvm</type></os><devices></devices></domain>`;
 
 describe('editing a domain definition', () => {
-  it("writes paths and names with quotes and ampersands as valid XML", () => {
+  it('writes paths and names with quotes and ampersands as valid XML', () => {
     const xml = editDomainXml(BASE, {
       vcpus: null,
       coresPerSocket: null,

@@ -14,7 +14,10 @@ const config = join(root, '.dependency-cruiser.cjs');
 /** Runs the project's layer rules over a tree; the names of the rules it broke. */
 async function violations(cwd: string): Promise<string[]> {
   // The JSON report lists violations whatever the exit code says.
-  const stdout = await run(depcruise, ['src', '--config', config, '--output-type', 'json'], { cwd, maxBuffer: 64 * 1024 * 1024 }).then(
+  const stdout = await run(depcruise, ['src', '--config', config, '--output-type', 'json'], {
+    cwd,
+    maxBuffer: 64 * 1024 * 1024,
+  }).then(
     (r) => r.stdout,
     (e: { stdout: string }) => e.stdout,
   );
@@ -27,7 +30,10 @@ const trees: string[] = [];
 function tree(files: Record<string, string>): string {
   const dir = mkdtempSync(join(tmpdir(), 'layers-'));
   trees.push(dir);
-  writeFileSync(join(dir, 'tsconfig.json'), JSON.stringify({ compilerOptions: { module: 'NodeNext', moduleResolution: 'NodeNext' } }));
+  writeFileSync(
+    join(dir, 'tsconfig.json'),
+    JSON.stringify({ compilerOptions: { module: 'NodeNext', moduleResolution: 'NodeNext' } }),
+  );
   for (const [path, source] of Object.entries(files)) {
     mkdirSync(dirname(join(dir, path)), { recursive: true });
     writeFileSync(join(dir, path), source);
@@ -44,7 +50,8 @@ const base = {
   'src/datasources/provider.ts': "import type { Id } from '../model/ids.js';\nexport interface Provider { id: Id }\n",
   'src/datasources/vsphere/errors.ts': 'export class VimFault extends Error {}\n',
   'src/datasources/libvirt/errors.ts': 'export class LibvirtError extends Error {}\n',
-  'src/datasources/registry.ts': "import { VimFault } from './vsphere/errors.js';\nimport { LibvirtError } from './libvirt/errors.js';\nexport const known = [VimFault, LibvirtError];\n",
+  'src/datasources/registry.ts':
+    "import { VimFault } from './vsphere/errors.js';\nimport { LibvirtError } from './libvirt/errors.js';\nexport const known = [VimFault, LibvirtError];\n",
   'src/resolvers/node.ts': "import type { Provider } from '../datasources/provider.js';\nexport type P = Provider;\n",
 };
 
@@ -60,9 +67,12 @@ describe('the layer rules', () => {
   it('catch an import up the order, a platform reached from outside, a platform importing another, and a cycle', async () => {
     const wrong = tree({
       ...base,
-      'src/model/ids.ts': "import type { Config } from '../config/schema.js';\nexport type Id = string;\nexport type C = Config;\n",
-      'src/resolvers/node.ts': "import { VimFault } from '../datasources/vsphere/errors.js';\nexport const f = VimFault;\n",
-      'src/datasources/libvirt/errors.ts': "import { VimFault } from '../vsphere/errors.js';\nexport class LibvirtError extends VimFault {}\n",
+      'src/model/ids.ts':
+        "import type { Config } from '../config/schema.js';\nexport type Id = string;\nexport type C = Config;\n",
+      'src/resolvers/node.ts':
+        "import { VimFault } from '../datasources/vsphere/errors.js';\nexport const f = VimFault;\n",
+      'src/datasources/libvirt/errors.ts':
+        "import { VimFault } from '../vsphere/errors.js';\nexport class LibvirtError extends VimFault {}\n",
     });
     expect(await violations(wrong)).toEqual([
       'no-circular',

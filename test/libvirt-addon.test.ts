@@ -32,7 +32,10 @@ describe('native libvirt addon', () => {
   it('lists domains and their states in bulk', async () => {
     const stats = await client.call('getAllDomainStats', DomainStats.STATE, 0);
     expect(stats).toHaveLength(20);
-    expect(stats.find((s) => s.name === 'web-001')).toMatchObject({ uuid: estate.vms[0]!.uuid, params: { 'state.state': 1 } });
+    expect(stats.find((s) => s.name === 'web-001')).toMatchObject({
+      uuid: estate.vms[0]!.uuid,
+      params: { 'state.state': 1 },
+    });
     const persistent = await client.call('listAllDomains', ListDomainsFlags.PERSISTENT);
     expect(persistent).toHaveLength(20);
     const active = await client.call('listAllDomains', ListDomainsFlags.ACTIVE);
@@ -42,10 +45,15 @@ describe('native libvirt addon', () => {
     expect(active.length + inactive.length).toBe(20);
   });
 
-  it('rejects with libvirt\'s code, domain and message', async () => {
+  it("rejects with libvirt's code, domain and message", async () => {
     const e = await rejection(client.call('lookupDomainByName', 'no-such-domain'));
     expect(isLibvirtError(e)).toBe(true);
-    expect(e).toMatchObject({ name: 'LibvirtError', code: VirErr.NO_DOMAIN, domain: expect.any(Number), message: 'Domain not found' });
+    expect(e).toMatchObject({
+      name: 'LibvirtError',
+      code: VirErr.NO_DOMAIN,
+      domain: expect.any(Number),
+      message: 'Domain not found',
+    });
   });
 
   it('puts an error at the index of a missing object in bulk results, and only there', async () => {
@@ -85,7 +93,11 @@ describe('native libvirt addon', () => {
 
   it('counts every call into the addon and every libvirt call behind it', async () => {
     const before = { addon: client.addonCalls().total, libvirt: client.libvirtCalls() };
-    await client.call('getDomainXmlDescs', estate.vms.slice(0, 5).map((v) => v.uuid), 0);
+    await client.call(
+      'getDomainXmlDescs',
+      estate.vms.slice(0, 5).map((v) => v.uuid),
+      0,
+    );
     expect(client.addonCalls().total - before.addon).toBe(1);
     // One listing resolves the five UUIDs, then one XML read each.
     expect(client.libvirtCalls() - before.libvirt).toBe(6);

@@ -61,7 +61,13 @@ describe('libvirt inventory through the graph', () => {
     );
     expect(res.data?.platforms).toHaveLength(2);
     for (const p of res.data!.platforms) {
-      expect(p).toMatchObject({ kind: 'LIBVIRT', uri: estate.uri, status: 'CONNECTED', statusMessage: null, hypervisorType: 'TEST' });
+      expect(p).toMatchObject({
+        kind: 'LIBVIRT',
+        uri: estate.uri,
+        status: 'CONNECTED',
+        statusMessage: null,
+        hypervisorType: 'TEST',
+      });
       expect(p['hosts']).toHaveLength(1);
       expect(Date.parse(p['connectedAt'] as string)).not.toBeNaN();
     }
@@ -143,7 +149,13 @@ describe('libvirt inventory through the graph', () => {
       },
     ]);
     expect(nodes[0]!['nics']).toEqual([
-      { mac: '52:54:00:00:00:01', model: 'virtio', type: 'network', source: 'default', network: { name: 'default', forwardMode: 'nat' } },
+      {
+        mac: '52:54:00:00:00:01',
+        model: 'virtio',
+        type: 'network',
+        source: 'default',
+        network: { name: 'default', forwardMode: 'nat' },
+      },
     ]);
     expect(nodes[0]!['graphics']).toEqual([]);
     expect(nodes[0]!['networks']).toEqual([{ name: 'default' }]);
@@ -151,7 +163,9 @@ describe('libvirt inventory through the graph', () => {
   });
 
   it('resolves volume-backed disks and empty CD-ROMs', async () => {
-    const res = await gw.query<{ virtualMachines: { nodes: { disks: Record<string, unknown>[]; storage: { name: string }[] }[] } }>(`{
+    const res = await gw.query<{
+      virtualMachines: { nodes: { disks: Record<string, unknown>[]; storage: { name: string }[] }[] };
+    }>(`{
       virtualMachines(first: 1, filter: { nameContains: "web-001" }) {
         nodes { disks { device target sourceType source capacityBytes readOnly volume { name } } storage { name } }
       }
@@ -161,7 +175,9 @@ describe('libvirt inventory through the graph', () => {
       ['DISK', 'vda', '/var/lib/virt-graph/images/web-001.qcow2', false],
       ['CDROM', 'sda', null, true],
     ]);
-    const withData = await gw.query<{ virtualMachines: { nodes: { disks: Record<string, unknown>[]; storage: { name: string }[] }[] } }>(`{
+    const withData = await gw.query<{
+      virtualMachines: { nodes: { disks: Record<string, unknown>[]; storage: { name: string }[] }[] };
+    }>(`{
       virtualMachines(first: 1, filter: { nameContains: "cache-003" }) {
         nodes { disks { target sourceType source capacityBytes format volume { name } } storage { name } }
       }
@@ -232,11 +248,19 @@ describe('libvirt inventory through the graph', () => {
       addresses: [{ family: 'ipv4', address: '192.168.122.1', prefix: 24 }],
       dhcpRanges: [{ start: '192.168.122.2', end: '192.168.122.254' }],
     });
-    expect(byName['isolated']).toMatchObject({ forwardMode: 'isolated', addresses: [{ address: '10.10.0.1', prefix: 24 }] });
+    expect(byName['isolated']).toMatchObject({
+      forwardMode: 'isolated',
+      addresses: [{ address: '10.10.0.1', prefix: 24 }],
+    });
     expect(byName['lan']).toMatchObject({ forwardMode: 'bridge', bridge: 'br0', dhcpRanges: [] });
     for (const name of estate.networks) {
       const attached = (byName[name]!['attachedVms'] as { name: string }[]).map((v) => v.name).sort();
-      expect(attached).toEqual(estate.vms.filter((v) => v.networks.includes(name)).map((v) => v.name).sort());
+      expect(attached).toEqual(
+        estate.vms
+          .filter((v) => v.networks.includes(name))
+          .map((v) => v.name)
+          .sort(),
+      );
     }
   });
 
@@ -255,11 +279,22 @@ describe('libvirt inventory through the graph', () => {
     const pools = res.data!.storage.nodes.filter((n) => (n['platform'] as { name: string }).name === 'lab-a');
     for (const fixture of estate.pools) {
       const pool = pools.find((p) => p['name'] === fixture.name)!;
-      expect(pool).toMatchObject({ __typename: 'StoragePool', type: 'dir', uuid: fixture.uuid, state: 'RUNNING', active: true, accessible: true, targetPath: fixture.path });
+      expect(pool).toMatchObject({
+        __typename: 'StoragePool',
+        type: 'dir',
+        uuid: fixture.uuid,
+        state: 'RUNNING',
+        active: true,
+        accessible: true,
+        targetPath: fixture.path,
+      });
       const volumes = pool['volumes'] as Record<string, unknown>[];
       expect(volumes.map((v) => v['name']).sort()).toEqual([...fixture.volumes].sort());
       expect(pool['allocationBytes']).toBe(volumes.reduce((sum, v) => sum + (v['allocationBytes'] as number), 0));
-      expect(pool['usagePercent']).toBeCloseTo(((pool['allocationBytes'] as number) / (pool['capacityBytes'] as number)) * 100, 1);
+      expect(pool['usagePercent']).toBeCloseTo(
+        ((pool['allocationBytes'] as number) / (pool['capacityBytes'] as number)) * 100,
+        1,
+      );
       for (const v of volumes) {
         expect(v['path']).toBe(`${fixture.path}/${v['name']}`);
         expect(v['pool']).toEqual({ name: fixture.name });
@@ -269,7 +304,12 @@ describe('libvirt inventory through the graph', () => {
   });
 
   it('fetches every kind of object back by its ID through node and nodes', async () => {
-    const res = await gw.query<{ virtualMachines: { nodes: Record<string, unknown>[] }; platforms: { id: string }[]; networks: { nodes: { id: string }[] }; storage: { nodes: { id: string; volumes: { id: string }[] }[] } }>(`{
+    const res = await gw.query<{
+      virtualMachines: { nodes: Record<string, unknown>[] };
+      platforms: { id: string }[];
+      networks: { nodes: { id: string }[] };
+      storage: { nodes: { id: string; volumes: { id: string }[] }[] };
+    }>(`{
       platforms { id }
       virtualMachines(first: 1, filter: { nameContains: "web-001" }) { nodes { id host { id } snapshots { id } } }
       networks(first: 1) { nodes { id } }
@@ -301,24 +341,34 @@ describe('libvirt inventory through the graph', () => {
       'StorageVolume',
     ]);
     expect(back.data!.nodes.map((n) => n?.id)).toEqual(ids);
-    const one = await gw.query<{ node: { name: string } }>('query($id: ID!) { node(id: $id) { ... on VirtualMachine { name } } }', { id: vm.id });
+    const one = await gw.query<{ node: { name: string } }>(
+      'query($id: ID!) { node(id: $id) { ... on VirtualMachine { name } } }',
+      { id: vm.id },
+    );
     expect(one.data!.node).toEqual({ name: 'web-001' });
   });
 
   it('filters by power state and host, and orders by memory with stable pages', async () => {
-    const hosts = await gw.query<{ hosts: { totalCount: number; nodes: { id: string; platform: { name: string }; virtualMachines: { totalCount: number } }[] } }>(
-      '{ hosts(first: 10) { totalCount nodes { id platform { name } virtualMachines(first: 0) { totalCount } } } }',
-    );
+    const hosts = await gw.query<{
+      hosts: {
+        totalCount: number;
+        nodes: { id: string; platform: { name: string }; virtualMachines: { totalCount: number } }[];
+      };
+    }>('{ hosts(first: 10) { totalCount nodes { id platform { name } virtualMachines(first: 0) { totalCount } } } }');
     expect(hosts.data!.hosts.totalCount).toBe(2);
     const hostA = hosts.data!.hosts.nodes.find((h) => h.platform.name === 'lab-a')!;
     expect(hostA.virtualMachines.totalCount).toBe(60);
 
-    const paused = await gw.query<{ virtualMachines: { totalCount: number; nodes: { name: string; powerState: string }[] } }>(
+    const paused = await gw.query<{
+      virtualMachines: { totalCount: number; nodes: { name: string; powerState: string }[] };
+    }>(
       `query($host: ID!) { virtualMachines(first: 100, filter: { hostIds: [$host], powerStates: [PAUSED, SUSPENDED] }) { totalCount nodes { name powerState } } }`,
       { host: hostA.id },
     );
     expect(paused.errors).toBeUndefined();
-    const expected = estate.vms.filter((v) => v.rawState === 'paused' || v.rawState === 'pmsuspended').map((v) => v.name);
+    const expected = estate.vms
+      .filter((v) => v.rawState === 'paused' || v.rawState === 'pmsuspended')
+      .map((v) => v.name);
     expect(paused.data!.virtualMachines.nodes.map((n) => n.name).sort()).toEqual(expected.sort());
 
     const ordered = await gw.query<{ virtualMachines: { nodes: { name: string; memoryMiB: number }[] } }>(
@@ -330,11 +380,19 @@ describe('libvirt inventory through the graph', () => {
     const byName = await gw.query<{ virtualMachines: { nodes: { name: string }[] } }>(
       `{ virtualMachines(first: 5, orderBy: { field: NAME, direction: ASC }) { nodes { name } } }`,
     );
-    expect(byName.data!.virtualMachines.nodes.map((n) => n.name)).toEqual(['batch-004', 'batch-004', 'batch-008', 'batch-008', 'batch-012']);
+    expect(byName.data!.virtualMachines.nodes.map((n) => n.name)).toEqual([
+      'batch-004',
+      'batch-004',
+      'batch-008',
+      'batch-008',
+      'batch-012',
+    ]);
   });
 
   it('serves the same query over WebSocket', async () => {
-    const res = await gw.wsQuery<{ virtualMachines: { totalCount: number } }>('{ virtualMachines(first: 1) { totalCount } }');
+    const res = await gw.wsQuery<{ virtualMachines: { totalCount: number } }>(
+      '{ virtualMachines(first: 1) { totalCount } }',
+    );
     expect(res.errors).toBeUndefined();
     expect(res.data!.virtualMachines.totalCount).toBe(120);
   });

@@ -11,16 +11,23 @@ let gw: TestGateway;
 beforeAll(async () => {
   daemon = libvirtd();
   await daemon.start();
-  gw = await startTestGateway({ platforms: [{ id: 'remote', kind: 'libvirt', uri: daemon.uri, retryInitialMs: 50, retryMaxMs: 200 }] });
+  gw = await startTestGateway({
+    platforms: [{ id: 'remote', kind: 'libvirt', uri: daemon.uri, retryInitialMs: 50, retryMaxMs: 200 }],
+  });
 });
 afterAll(async () => {
   await gw?.close();
   await daemon?.stop();
 });
 
-const count = () => gw.query<{ virtualMachines: { totalCount: number } | null }>('{ virtualMachines(first: 0) { totalCount } }');
+const count = () =>
+  gw.query<{ virtualMachines: { totalCount: number } | null }>('{ virtualMachines(first: 0) { totalCount } }');
 const status = async () =>
-  (await gw.query<{ platforms: { status: string; statusMessage: string | null }[] }>('{ platforms { status statusMessage } }')).data!.platforms[0]!;
+  (
+    await gw.query<{ platforms: { status: string; statusMessage: string | null }[] }>(
+      '{ platforms { status statusMessage } }',
+    )
+  ).data!.platforms[0]!;
 
 describe('a remote libvirt daemon that dies and returns', () => {
   it('serves through libvirtd', async () => {
@@ -74,11 +81,15 @@ describe('a remote libvirt daemon that stops answering', () => {
   it('answers within the deadline while the daemon is silent, and fully once it answers again', async () => {
     silent.pause();
     const started = Date.now();
-    const res = await quiet.query<{ virtualMachines: { totalCount: number } }>('{ virtualMachines(first: 0) { totalCount } }');
+    const res = await quiet.query<{ virtualMachines: { totalCount: number } }>(
+      '{ virtualMachines(first: 0) { totalCount } }',
+    );
     expect(Date.now() - started).toBeLessThan(3_000);
     expect(res.errors?.[0]?.extensions).toEqual({ code: 'DEADLINE_EXCEEDED', platformId: 'remote' });
     silent.resume();
-    const healed = await quiet.query<{ virtualMachines: { totalCount: number } }>('{ virtualMachines(first: 0) { totalCount } }');
+    const healed = await quiet.query<{ virtualMachines: { totalCount: number } }>(
+      '{ virtualMachines(first: 0) { totalCount } }',
+    );
     expect(healed.errors).toBeUndefined();
     expect(healed.data!.virtualMachines.totalCount).toBe(1);
   });

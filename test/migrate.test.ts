@@ -36,8 +36,10 @@ async function lookup() {
   }`);
   const d = res.data!;
   return {
-    vm: (name: string, platform: string) => d.virtualMachines.nodes.find((v) => v.name === name && v.platform.name === platform)!,
-    host: (name: string, platform: string) => d.hosts.nodes.find((h) => h.name === name && h.platform.name === platform)!,
+    vm: (name: string, platform: string) =>
+      d.virtualMachines.nodes.find((v) => v.name === name && v.platform.name === platform)!,
+    host: (name: string, platform: string) =>
+      d.hosts.nodes.find((h) => h.name === name && h.platform.name === platform)!,
     store: (name: string) => d.storage.nodes.find((s) => s.name === name && s.platform.name === 'vc')!,
   };
 }
@@ -48,7 +50,11 @@ describe('migrateVm', () => {
     const vm = l.vm('DC0_C0_RP0_VM0', 'vc');
     const before = Object.values(sim.oracle.vms).find((v) => v.name === 'DC0_C0_RP0_VM0')!;
     const targetStore = Object.entries(sim.oracle.datastores).find(([ref]) => !before.datastores.includes(ref))!;
-    await succeed(gw, 'migrateVm', { vmId: vm.id, hostId: l.host('DC0_H0', 'vc').id, storageId: l.store(targetStore[1].name).id });
+    await succeed(gw, 'migrateVm', {
+      vmId: vm.id,
+      hostId: l.host('DC0_H0', 'vc').id,
+      storageId: l.store(targetStore[1].name).id,
+    });
     const o = await sim.refreshOracle();
     const after = Object.values(o.vms).find((v) => v.name === 'DC0_C0_RP0_VM0')!;
     expect(o.hosts[after.host]!.name).toBe('DC0_H0');
@@ -58,14 +64,18 @@ describe('migrateVm', () => {
   it('refuses moving a vSphere VM to a host of another platform', async () => {
     const l = await lookup();
     const res = await mutate(gw, 'migrateVm', { vmId: l.vm('DC0_H0_VM0', 'vc').id, hostId: l.host('vm', 'kvm-a').id });
-    expect(res.userErrors).toEqual([{ code: 'INVALID_INPUT', field: ['hostId'], message: 'A vSphere VM moves between hosts of its own vCenter.' }]);
+    expect(res.userErrors).toEqual([
+      { code: 'INVALID_INPUT', field: ['hostId'], message: 'A vSphere VM moves between hosts of its own vCenter.' },
+    ]);
   });
 
   it("says UNSUPPORTED for libvirt's test driver, and refuses a libvirt VM's own host", async () => {
     const l = await lookup();
     const vm = l.vm('web-001', 'kvm-a');
     const other = await mutate(gw, 'migrateVm', { vmId: vm.id, hostId: l.host('vm', 'kvm-b').id });
-    expect(other.userErrors).toEqual([{ code: 'UNSUPPORTED', field: null, message: "libvirt's test driver cannot migrate domains." }]);
+    expect(other.userErrors).toEqual([
+      { code: 'UNSUPPORTED', field: null, message: "libvirt's test driver cannot migrate domains." },
+    ]);
     const same = await mutate(gw, 'migrateVm', { vmId: vm.id, hostId: l.host('vm', 'kvm-a').id });
     expect(same.userErrors[0]).toMatchObject({ code: 'INVALID_INPUT', field: ['hostId'] });
   });

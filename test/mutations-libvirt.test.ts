@@ -83,7 +83,11 @@ describe('VM lifecycle on libvirt', () => {
 
   it('takes, reverts to and deletes snapshots', async () => {
     const target = await must('web-009');
-    const created = await succeed(gw, 'createSnapshot', { vmId: target.id, name: 'before-upgrade', description: 'pre 2.0' });
+    const created = await succeed(gw, 'createSnapshot', {
+      vmId: target.id,
+      name: 'before-upgrade',
+      description: 'pre 2.0',
+    });
     expect(created.resultSnapshot).toMatchObject({ name: 'before-upgrade' });
     const withSnap = await must('web-009');
     expect(withSnap.snapshots.map((s) => [s.name, s.isCurrent])).toEqual([['before-upgrade', true]]);
@@ -93,7 +97,9 @@ describe('VM lifecycle on libvirt', () => {
     expect((await must('web-009')).snapshots).toEqual([]);
 
     const gone = await mutate(gw, 'revertToSnapshot', { snapshotId: created.resultSnapshot!.id });
-    expect(gone.userErrors).toEqual([{ field: ['snapshotId'], code: 'NOT_FOUND', message: 'web-009 has no such snapshot.' }]);
+    expect(gone.userErrors).toEqual([
+      { field: ['snapshotId'], code: 'NOT_FOUND', message: 'web-009 has no such snapshot.' },
+    ]);
   });
 
   it('deletes a snapshot with its children', async () => {
@@ -124,7 +130,10 @@ describe('VM lifecycle on libvirt', () => {
   });
 
   it('refuses malformed, foreign and unknown targets as user errors', async () => {
-    expect((await mutate(gw, 'startVm', { vmId: 'garbage!' })).userErrors[0]).toMatchObject({ code: 'INVALID_INPUT', field: ['vmId'] });
+    expect((await mutate(gw, 'startVm', { vmId: 'garbage!' })).userErrors[0]).toMatchObject({
+      code: 'INVALID_INPUT',
+      field: ['vmId'],
+    });
     const notVm = encodeId({ kind: 'Network', platformId: 'kvm', nativeId: 'x' });
     expect((await mutate(gw, 'startVm', { vmId: notVm })).userErrors[0]).toMatchObject({
       code: 'INVALID_INPUT',

@@ -72,14 +72,22 @@ describe('VM lifecycle on vSphere, checked by govmomi', () => {
   it('refuses pause with UNSUPPORTED, saying why', async () => {
     const res = await mutate(gw, 'pauseVm', { vmId: (await vm('DC0_H0_VM2')).id });
     expect(res.userErrors).toEqual([
-      { field: null, code: 'UNSUPPORTED', message: 'vSphere cannot pause a VM with its memory kept in place; use suspendVm.' },
+      {
+        field: null,
+        code: 'UNSUPPORTED',
+        message: 'vSphere cannot pause a VM with its memory kept in place; use suspendVm.',
+      },
     ]);
   });
 
   it('takes, reverts to and removes snapshots', async () => {
     const target = await vm('DC0_C0_RP0_VM0');
     const first = await succeed(gw, 'createSnapshot', { vmId: target.id, name: 'base', includeMemory: true });
-    const second = await succeed(gw, 'createSnapshot', { vmId: target.id, name: 'patched', description: 'after patching' });
+    const second = await succeed(gw, 'createSnapshot', {
+      vmId: target.id,
+      name: 'patched',
+      description: 'after patching',
+    });
     expect(first.resultSnapshot?.name).toBe('base');
     let o = oracleVm(await sim.refreshOracle(), 'DC0_C0_RP0_VM0')!;
     expect(o.snapshots).toEqual(['base', 'patched']);
@@ -153,7 +161,10 @@ describe('task budget and conflicts on vSphere', () => {
         { id: taskId },
       );
     expect((await cancel(third.task!.id)).data!.cancelTask).toEqual({ task: { state: 'CANCELLED' }, userErrors: [] });
-    expect((await cancel(first.task!.id)).data!.cancelTask).toEqual({ task: null, userErrors: [{ code: 'WRONG_STATE' }] });
+    expect((await cancel(first.task!.id)).data!.cancelTask).toEqual({
+      task: null,
+      userErrors: [{ code: 'WRONG_STATE' }],
+    });
 
     for (const t of [first, second]) expect((await finished(slowGw, t.task!.id)).state).toBe('SUCCEEDED');
     expect((await finished(slowGw, third.task!.id)).state).toBe('CANCELLED');

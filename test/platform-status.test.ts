@@ -18,8 +18,21 @@ beforeAll(async () => {
   gw = await startTestGateway({
     platforms: [
       { id: 'healthy', kind: 'libvirt', uri: healthy.uri },
-      { id: 'down', kind: 'libvirt', uri: `qemu+tcp://127.0.0.1:${await closedPort()}/system`, retryInitialMs: 50, retryMaxMs: 200 },
-      { id: 'locked', kind: 'libvirt', uri: locked.uri, username: 'ops', password: 'wrong-password', retryInitialMs: 50 },
+      {
+        id: 'down',
+        kind: 'libvirt',
+        uri: `qemu+tcp://127.0.0.1:${await closedPort()}/system`,
+        retryInitialMs: 50,
+        retryMaxMs: 200,
+      },
+      {
+        id: 'locked',
+        kind: 'libvirt',
+        uri: locked.uri,
+        username: 'ops',
+        password: 'wrong-password',
+        retryInitialMs: 50,
+      },
       { id: 'unlocked', kind: 'libvirt', uri: locked.uri, username: 'ops', password: 'right-password' },
       { id: 'late', kind: 'libvirt', uri: `test://${latePath}`, retryInitialMs: 50, retryMaxMs: 100 },
     ],
@@ -47,13 +60,21 @@ describe('platforms that cannot be reached', () => {
   });
 
   it('answers from the healthy platforms and names the others in errors', async () => {
-    const res = await gw.query<{ virtualMachines: { totalCount: number } }>('{ virtualMachines(first: 0) { totalCount } }');
+    const res = await gw.query<{ virtualMachines: { totalCount: number } }>(
+      '{ virtualMachines(first: 0) { totalCount } }',
+    );
     expect(res.status).toBe(200);
     expect(res.data!.virtualMachines.totalCount).toBe(7 + 2);
     const errors = res.errors ?? [];
-    expect(errors.map((e) => e.extensions?.['code'])).toEqual(['PLATFORM_UNAVAILABLE', 'PLATFORM_UNAVAILABLE', 'PLATFORM_UNAVAILABLE']);
+    expect(errors.map((e) => e.extensions?.['code'])).toEqual([
+      'PLATFORM_UNAVAILABLE',
+      'PLATFORM_UNAVAILABLE',
+      'PLATFORM_UNAVAILABLE',
+    ]);
     expect(errors.map((e) => e.extensions?.['platformId']).sort()).toEqual(['down', 'late', 'locked']);
-    expect(errors.find((e) => e.extensions?.['platformId'] === 'down')!.message).toMatch(/^Platform "down" is unavailable: .*Connection refused/);
+    expect(errors.find((e) => e.extensions?.['platformId'] === 'down')!.message).toMatch(
+      /^Platform "down" is unavailable: .*Connection refused/,
+    );
   });
 
   it('reports unavailable platforms over WebSocket too', async () => {
@@ -77,7 +98,9 @@ describe('platforms that cannot be reached', () => {
       if (Date.now() > deadline) throw new Error('platform "late" did not reconnect');
       await new Promise((r) => setTimeout(r, 50));
     }
-    const res = await gw.query<{ virtualMachines: { totalCount: number } }>('{ virtualMachines(first: 0) { totalCount } }');
+    const res = await gw.query<{ virtualMachines: { totalCount: number } }>(
+      '{ virtualMachines(first: 0) { totalCount } }',
+    );
     expect(res.data!.virtualMachines.totalCount).toBe(7 + 2 + 3);
   });
 

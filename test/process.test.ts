@@ -9,8 +9,14 @@ import { closedPort } from './helpers/gateway.js';
 
 // The gateway as a user runs it: README command 1 (scripts/run-gateway.sh),
 // which serves the embedded default with a local vCenter simulator.
-function run(args: string[], env: Record<string, string>): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {
-  const child = spawn('bash', ['scripts/run-gateway.sh', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+function run(
+  args: string[],
+  env: Record<string, string>,
+): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {
+  const child = spawn('bash', ['scripts/run-gateway.sh', ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
@@ -57,10 +63,15 @@ describe('the gateway process', () => {
     const res = await fetch(`${base}/graphql`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ query: '{ virtualMachines(first: 5) { totalCount edges { node { name powerState host { name } } } } }' }),
+      body: JSON.stringify({
+        query: '{ virtualMachines(first: 5) { totalCount edges { node { name powerState host { name } } } } }',
+      }),
     });
     expect(res.status).toBe(200);
-    const body = (await res.json()) as { errors?: unknown; data: { virtualMachines: { totalCount: number; edges: { node: { name: string; powerState: string } }[] } } };
+    const body = (await res.json()) as {
+      errors?: unknown;
+      data: { virtualMachines: { totalCount: number; edges: { node: { name: string; powerState: string } }[] } };
+    };
     expect(body.errors).toBeUndefined();
     // The test driver's one domain and the simulator's four VMs.
     expect(body.data.virtualMachines.totalCount).toBe(5);
@@ -88,9 +99,14 @@ describe('the gateway process', () => {
   });
 
   it('writes structured JSON logs', () => {
-    const lines = gateway.output().split('\n').filter((l) => l.startsWith('{'));
+    const lines = gateway
+      .output()
+      .split('\n')
+      .filter((l) => l.startsWith('{'));
     expect(lines.length).toBeGreaterThan(0);
-    const listening = lines.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l['msg'] === 'gateway listening');
+    const listening = lines
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .find((l) => l['msg'] === 'gateway listening');
     expect(listening).toMatchObject({ level: 30, service: 'virt-graph', url: `${base}/graphql` });
   });
 

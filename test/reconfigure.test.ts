@@ -23,7 +23,9 @@ async function hardware(gw: TestGateway, name: string): Promise<Hardware> {
 }
 
 async function networkId(gw: TestGateway, name: string): Promise<string> {
-  const res = await gw.query<{ networks: { nodes: { id: string; name: string }[] } }>('{ networks(first: 50) { nodes { id name } } }');
+  const res = await gw.query<{ networks: { nodes: { id: string; name: string }[] } }>(
+    '{ networks(first: 50) { nodes { id name } } }',
+  );
   return res.data!.networks.nodes.find((n) => n.name === name)!.id;
 }
 
@@ -109,7 +111,11 @@ describe('reconfigureVm on vSphere, checked by govmomi', () => {
     expect(after.nics.map((n) => n.network?.name).sort()).toEqual(['DC0_DVPG0', 'DC0_DVPG0', 'VM Network']);
 
     const newNics = after.nics.filter((n) => !before.nics.some((b) => b.mac === n.mac));
-    await succeed(gw, 'reconfigureVm', { vmId: before.id, removeDiskTargets: [added.target], removeNicMacs: newNics.map((n) => n.mac) });
+    await succeed(gw, 'reconfigureVm', {
+      vmId: before.id,
+      removeDiskTargets: [added.target],
+      removeNicMacs: newNics.map((n) => n.mac),
+    });
     o = Object.values((await sim.refreshOracle()).vms).find((v) => v.name === 'DC0_H0_VM0')!;
     expect(o).toMatchObject({ disks: 1, nics: 1 });
   });

@@ -13,7 +13,11 @@ import { type Vcsim, startVcsim } from './helpers/vcsim.js';
 const KEY = 'test-secret-key-0123456789';
 const OLD_KEY = 'previous-secret-key-0123456789';
 
-function encryptWithCli(secret: string, env: Record<string, string>, args: string[] = []): { out: string; err: string; code: number | null } {
+function encryptWithCli(
+  secret: string,
+  env: Record<string, string>,
+  args: string[] = [],
+): { out: string; err: string; code: number | null } {
   const res = spawnSync(join(process.cwd(), 'node_modules/.bin/tsx'), ['src/cli/encrypt-secret.ts', ...args], {
     input: secret,
     env: { ...process.env, ...env },
@@ -43,7 +47,11 @@ describe('encrypted secrets', () => {
   it('encrypts from standard input with the CLI, and rotates a value to the current key', () => {
     const first = encryptWithCli('from-stdin', { VIRT_GRAPH_SECRET_KEY: OLD_KEY });
     expect(first.code).toBe(0);
-    const rotated = encryptWithCli(first.out, { VIRT_GRAPH_SECRET_KEY: KEY, VIRT_GRAPH_PREVIOUS_SECRET_KEYS: OLD_KEY }, ['--rotate']);
+    const rotated = encryptWithCli(
+      first.out,
+      { VIRT_GRAPH_SECRET_KEY: KEY, VIRT_GRAPH_PREVIOUS_SECRET_KEYS: OLD_KEY },
+      ['--rotate'],
+    );
     expect(rotated.code).toBe(0);
     expect(decryptSecret(rotated.out, { current: KEY, previous: [] })).toBe('from-stdin');
     const noKey = encryptWithCli('x', { VIRT_GRAPH_SECRET_KEY: '' });
@@ -53,10 +61,17 @@ describe('encrypted secrets', () => {
 
   it('names the password key when a configured secret cannot be decrypted', () => {
     const path = join(mkdtempSync(join(tmpdir(), 'virt-graph-secret-')), 'gw.yaml');
-    writeFileSync(path, `platforms:\n  - { id: a, kind: libvirt, uri: "test:///default", username: u, password: "${encryptSecret('x', OLD_KEY)}" }\n`);
+    writeFileSync(
+      path,
+      `platforms:\n  - { id: a, kind: libvirt, uri: "test:///default", username: u, password: "${encryptSecret('x', OLD_KEY)}" }\n`,
+    );
     expect(() => loadConfig({ path, env: { VIRT_GRAPH_SECRET_KEY: KEY } })).toThrow(ConfigError);
-    expect(() => loadConfig({ path, env: { VIRT_GRAPH_SECRET_KEY: KEY } })).toThrow(/platforms\[0\]\.password: it cannot be decrypted/);
-    expect(loadConfig({ path, env: { VIRT_GRAPH_SECRET_KEY: OLD_KEY } }).config.platforms[0]).toMatchObject({ password: 'x' });
+    expect(() => loadConfig({ path, env: { VIRT_GRAPH_SECRET_KEY: KEY } })).toThrow(
+      /platforms\[0\]\.password: it cannot be decrypted/,
+    );
+    expect(loadConfig({ path, env: { VIRT_GRAPH_SECRET_KEY: OLD_KEY } }).config.platforms[0]).toMatchObject({
+      password: 'x',
+    });
   });
 });
 
@@ -76,7 +91,9 @@ describe('a vCenter password stored encrypted', () => {
     const { config } = loadConfig({ path, env: { VIRT_GRAPH_SECRET_KEY: KEY } });
     const gw = await startTestGateway(config as unknown as Record<string, unknown>);
     try {
-      const res = await gw.query<{ platforms: { status: string; uri: string }[] }>('{ platforms { status uri statusMessage } }');
+      const res = await gw.query<{ platforms: { status: string; uri: string }[] }>(
+        '{ platforms { status uri statusMessage } }',
+      );
       expect(res.data!.platforms[0]).toMatchObject({ status: 'CONNECTED', uri: sim.url });
       expect(JSON.stringify(res)).not.toContain(sim.password);
       expect(JSON.stringify(gw.logs())).not.toContain(sim.password);

@@ -27,7 +27,9 @@ const QUERY = `query($n: Int) {
 const running: { gw: TestGateway; sim: Vcsim }[] = [];
 const cleanupProxies: { close(): Promise<void> }[] = [];
 
-async function soapCallsFor(vmsPerPool: number): Promise<{ vms: number; total: number; byMethod: Record<string, number> }> {
+async function soapCallsFor(
+  vmsPerPool: number,
+): Promise<{ vms: number; total: number; byMethod: Record<string, number> }> {
   // One cluster and one standalone host: two resource pools of vmsPerPool VMs each.
   const sim = await startVcsim({ dc: 1, cluster: 1, clusterHost: 1, host: 1, vm: vmsPerPool, ds: 2, pg: 2 });
   const gw = await startTestGateway({
@@ -42,7 +44,9 @@ async function soapCallsFor(vmsPerPool: number): Promise<{ vms: number; total: n
   const after = await counts();
   expect(res.errors).toBeUndefined();
   const byMethod = Object.fromEntries(
-    Object.entries(after.byMethod).map(([k, v]) => [k, v - (before.byMethod[k] ?? 0)]).filter(([, v]) => v !== 0),
+    Object.entries(after.byMethod)
+      .map(([k, v]) => [k, v - (before.byMethod[k] ?? 0)])
+      .filter(([, v]) => v !== 0),
   );
   return { vms: res.data!.virtualMachines.edges.length, total: after.total - before.total, byMethod };
 }
@@ -84,7 +88,9 @@ describe('paging through the property collector', () => {
     const proxy = await startSoapProxy(sim.url, sim.certFile, 3);
     proxy.setMode('page');
     const gw = await startTestGateway({
-      platforms: [{ id: 'vc', kind: 'vsphere', url: proxy.url, username: sim.username, password: sim.password, pageSize: 3 }],
+      platforms: [
+        { id: 'vc', kind: 'vsphere', url: proxy.url, username: sim.username, password: sim.password, pageSize: 3 },
+      ],
     });
     running.push({ gw, sim });
     cleanupProxies.push(proxy);
@@ -92,8 +98,14 @@ describe('paging through the property collector', () => {
       '{ virtualMachines(first: 100) { totalCount nodes { name } } }',
     );
     expect(res.errors).toBeUndefined();
-    expect(res.data!.virtualMachines.nodes.map((n) => n.name).sort()).toEqual(Object.values(sim.oracle.vms).map((v) => v.name).sort());
-    const counts = await (gw.registry.get('vc') as VsphereProvider).withClient(async (s) => s.client.callCounts().byMethod);
+    expect(res.data!.virtualMachines.nodes.map((n) => n.name).sort()).toEqual(
+      Object.values(sim.oracle.vms)
+        .map((v) => v.name)
+        .sort(),
+    );
+    const counts = await (gw.registry.get('vc') as VsphereProvider).withClient(
+      async (s) => s.client.callCounts().byMethod,
+    );
     // 20 VMs in pages of 3: one RetrievePropertiesEx and six continuations.
     expect(counts['ContinueRetrievePropertiesEx']).toBe(6);
   });

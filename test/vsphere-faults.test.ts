@@ -88,7 +88,8 @@ describe('vSphere faults', () => {
   it('serves the other platforms while vCenter is down, and reconnects when it returns', async () => {
     const sim = await simulator({ vm: 2 });
     const gw = await gateway([vc(sim), { id: 'kvm', kind: 'libvirt', uri: writeEstate({ vms: 4 }).uri }]);
-    const count = () => gw.query<{ virtualMachines: { totalCount: number } }>('{ virtualMachines(first: 0) { totalCount } }');
+    const count = () =>
+      gw.query<{ virtualMachines: { totalCount: number } }>('{ virtualMachines(first: 0) { totalCount } }');
     const vsphereVms = Object.keys(sim.oracle.vms).length;
     expect((await count()).data!.virtualMachines.totalCount).toBe(vsphereVms + 4);
 
@@ -97,7 +98,10 @@ describe('vSphere faults', () => {
     expect(partial.status).toBe(200);
     expect(partial.data!.virtualMachines.totalCount).toBe(4);
     expect(partial.errors).toEqual([
-      expect.objectContaining({ extensions: { code: 'PLATFORM_UNAVAILABLE', platformId: 'vc' }, message: expect.stringMatching(/^Platform "vc" is unavailable: cannot reach 127\.0\.0\.1/) }),
+      expect.objectContaining({
+        extensions: { code: 'PLATFORM_UNAVAILABLE', platformId: 'vc' },
+        message: expect.stringMatching(/^Platform "vc" is unavailable: cannot reach 127\.0\.0\.1/),
+      }),
     ]);
     expect((await status(gw)).status).toBe('UNREACHABLE');
 
@@ -115,11 +119,19 @@ describe('vSphere faults', () => {
     expect(await loginsOf(gw)).toBe(1);
     const provider = gw.registry.get('vc') as VsphereProvider;
     const key = await provider.withClient(async (s) => s.sessionKey);
-    const admin = await VsphereSession.open({ url: sim.url, username: sim.username, password: sim.password, caFile: sim.certFile, logger: pino({ level: 'silent' }) });
+    const admin = await VsphereSession.open({
+      url: sim.url,
+      username: sim.username,
+      password: sim.password,
+      caFile: sim.certFile,
+      logger: pino({ level: 'silent' }),
+    });
     await terminateSession(admin.client, admin.content, [key]);
     await admin.close();
 
-    const res = await gw.query<{ virtualMachines: { totalCount: number } }>('{ virtualMachines(first: 0) { totalCount } }');
+    const res = await gw.query<{ virtualMachines: { totalCount: number } }>(
+      '{ virtualMachines(first: 0) { totalCount } }',
+    );
     expect(res.errors).toBeUndefined();
     expect(res.data!.virtualMachines.totalCount).toBe(Object.keys(sim.oracle.vms).length);
     expect(await loginsOf(gw)).toBe(2);
@@ -140,7 +152,9 @@ describe('vSphere faults', () => {
       expect(res.errors?.[0]?.extensions).toMatchObject({ code: 'UPSTREAM_ERROR', transport: 'PROTOCOL' });
     }
     proxy.setMode('pass');
-    const ok = await gw.query<{ virtualMachines: { totalCount: number } }>('{ virtualMachines(first: 1) { totalCount } }');
+    const ok = await gw.query<{ virtualMachines: { totalCount: number } }>(
+      '{ virtualMachines(first: 1) { totalCount } }',
+    );
     expect(ok.errors).toBeUndefined();
     expect(ok.data!.virtualMachines.totalCount).toBe(Object.keys(sim.oracle.vms).length);
   });
@@ -151,7 +165,10 @@ describe('vSphere faults', () => {
     cleanups.push(() => proxy.close());
     proxy.setMode('html');
     const gw = await gateway([vc(sim, { url: proxy.url, caFile: undefined })]);
-    expect(await status(gw)).toEqual({ status: 'UNREACHABLE', statusMessage: 'RetrieveServiceContent: the response is not a SOAP envelope' });
+    expect(await status(gw)).toEqual({
+      status: 'UNREACHABLE',
+      statusMessage: 'RetrieveServiceContent: the response is not a SOAP envelope',
+    });
   });
 
   it('gives up on a simulator that stops answering after the request timeout, and comes back', async () => {
@@ -171,17 +188,25 @@ describe('vSphere faults', () => {
     const sim = await simulator();
     const gw = await startTestGateway({
       limits: { operationTimeoutMs: 700 },
-      platforms: [vc(sim, { requestTimeoutMs: 60_000 }), { id: 'kvm', kind: 'libvirt', uri: writeEstate({ vms: 2 }).uri }],
+      platforms: [
+        vc(sim, { requestTimeoutMs: 60_000 }),
+        { id: 'kvm', kind: 'libvirt', uri: writeEstate({ vms: 2 }).uri },
+      ],
     });
     cleanups.push(() => gw.close());
     sim.pause();
     cleanups.push(async () => sim.resume());
     const started = Date.now();
-    const res = await gw.query<{ virtualMachines: { totalCount: number } }>('{ virtualMachines(first: 0) { totalCount } }');
+    const res = await gw.query<{ virtualMachines: { totalCount: number } }>(
+      '{ virtualMachines(first: 0) { totalCount } }',
+    );
     expect(Date.now() - started).toBeLessThan(5_000);
     expect(res.data!.virtualMachines.totalCount).toBe(2);
     expect(res.errors).toEqual([
-      expect.objectContaining({ message: 'Platform "vc" did not answer within 700 ms.', extensions: { code: 'DEADLINE_EXCEEDED', platformId: 'vc' } }),
+      expect.objectContaining({
+        message: 'Platform "vc" did not answer within 700 ms.',
+        extensions: { code: 'DEADLINE_EXCEEDED', platformId: 'vc' },
+      }),
     ]);
     sim.resume();
   });
@@ -201,7 +226,9 @@ describe('vSphere faults', () => {
     const gw = await gateway([vc(sim, { maxConcurrentRequests: 2 })]);
     const results = await Promise.all(
       Array.from({ length: 30 }, (_, i) =>
-        gw.query<{ virtualMachines: { totalCount: number } }>(`{ virtualMachines(first: ${i % 5}) { totalCount nodes { name memoryMiB host { name } } } }`),
+        gw.query<{ virtualMachines: { totalCount: number } }>(
+          `{ virtualMachines(first: ${i % 5}) { totalCount nodes { name memoryMiB host { name } } } }`,
+        ),
       ),
     );
     expect(results.every((r) => r.errors === undefined)).toBe(true);

@@ -18,8 +18,22 @@ beforeAll(async () => {
   ]);
   gw = await startTestGateway({
     platforms: [
-      { id: 'vc-big', kind: 'vsphere', url: big.url, username: big.username, password: big.password, caFile: big.certFile },
-      { id: 'esx-1', kind: 'vsphere', url: esx.url, username: esx.username, password: esx.password, caFile: esx.certFile },
+      {
+        id: 'vc-big',
+        kind: 'vsphere',
+        url: big.url,
+        username: big.username,
+        password: big.password,
+        caFile: big.certFile,
+      },
+      {
+        id: 'esx-1',
+        kind: 'vsphere',
+        url: esx.url,
+        username: esx.username,
+        password: esx.password,
+        caFile: esx.certFile,
+      },
       { id: 'kvm', kind: 'libvirt', uri: writeEstate({ vms: 5 }).uri },
     ],
   });
@@ -52,10 +66,24 @@ const POWER: Record<string, string> = { poweredOn: 'ON', poweredOff: 'OFF', susp
 
 describe('vSphere inventory matches what govmomi sees', () => {
   it('connects both simulators and the libvirt host', async () => {
-    const res = await gw.query<{ platforms: Row[] }>('{ platforms { name kind status hypervisorType hypervisorVersion } }');
+    const res = await gw.query<{ platforms: Row[] }>(
+      '{ platforms { name kind status hypervisorType hypervisorVersion } }',
+    );
     expect(res.data!.platforms).toEqual([
-      { name: 'vc-big', kind: 'VSPHERE', status: 'CONNECTED', hypervisorType: 'VirtualCenter', hypervisorVersion: expect.any(String) },
-      { name: 'esx-1', kind: 'VSPHERE', status: 'CONNECTED', hypervisorType: 'HostAgent', hypervisorVersion: expect.any(String) },
+      {
+        name: 'vc-big',
+        kind: 'VSPHERE',
+        status: 'CONNECTED',
+        hypervisorType: 'VirtualCenter',
+        hypervisorVersion: expect.any(String),
+      },
+      {
+        name: 'esx-1',
+        kind: 'VSPHERE',
+        status: 'CONNECTED',
+        hypervisorType: 'HostAgent',
+        hypervisorVersion: expect.any(String),
+      },
       { name: 'kvm', kind: 'LIBVIRT', status: 'CONNECTED', hypervisorType: 'TEST', hypervisorVersion: '0.0.2' },
     ]);
   });
@@ -133,7 +161,12 @@ describe('vSphere inventory matches what govmomi sees', () => {
   });
 
   it('answers datacenters, clusters, datastores and networks', async () => {
-    const res = await gw.query<{ datacenters: { nodes: Row[] }; clusters: { nodes: Row[] }; storage: { nodes: Row[] }; networks: { nodes: Row[] } }>(`{
+    const res = await gw.query<{
+      datacenters: { nodes: Row[] };
+      clusters: { nodes: Row[] };
+      storage: { nodes: Row[] };
+      networks: { nodes: Row[] };
+    }>(`{
       datacenters(first: 50) { nodes { name platform { name } clusters { name } hosts { name } } }
       clusters(first: 50) { nodes { name platform { name } datacenter { name } numHosts drsEnabled haEnabled hosts { name } virtualMachines(first: 0) { totalCount } } }
       storage(first: 50) { nodes { __typename name type capacityBytes availableBytes allocationBytes accessible platform { name }
@@ -143,13 +176,28 @@ describe('vSphere inventory matches what govmomi sees', () => {
     expect(res.errors).toBeUndefined();
     const of = (rows: Row[], p: string) => rows.filter((r) => (r['platform'] as { name: string }).name === p);
     const o = big.oracle;
-    expect(of(res.data!.datacenters.nodes, 'vc-big').map((d) => d['name']).sort()).toEqual(Object.values(o.datacenters).map((d) => d.name).sort());
+    expect(
+      of(res.data!.datacenters.nodes, 'vc-big')
+        .map((d) => d['name'])
+        .sort(),
+    ).toEqual(
+      Object.values(o.datacenters)
+        .map((d) => d.name)
+        .sort(),
+    );
     expect(of(res.data!.datacenters.nodes, 'kvm')).toEqual([]);
     const clusters = of(res.data!.clusters.nodes, 'vc-big');
-    expect(clusters.map((c) => c['name']).sort()).toEqual(Object.values(o.clusters).map((c) => c.name).sort());
+    expect(clusters.map((c) => c['name']).sort()).toEqual(
+      Object.values(o.clusters)
+        .map((c) => c.name)
+        .sort(),
+    );
     for (const c of clusters) {
       const oc = Object.entries(o.clusters).find(([, v]) => v.name === c['name'])!;
-      const hosts = Object.values(o.hosts).filter((h) => h.parent === oc[0]).map((h) => h.name).sort();
+      const hosts = Object.values(o.hosts)
+        .filter((h) => h.parent === oc[0])
+        .map((h) => h.name)
+        .sort();
       expect((c['hosts'] as { name: string }[]).map((h) => h.name).sort()).toEqual(hosts);
       expect(c['numHosts']).toBe(hosts.length);
       expect([c['drsEnabled'], c['haEnabled']]).toEqual([oc[1].drsEnabled, oc[1].haEnabled]);
@@ -170,37 +218,65 @@ describe('vSphere inventory matches what govmomi sees', () => {
         url: od.url,
       });
       const users = Object.values(o.vms).filter((v) => v.datastores.includes(dsRef));
-      expect((d['virtualMachines'] as { name: string }[]).map((v) => v.name).sort()).toEqual(users.map((v) => v.name).sort());
+      expect((d['virtualMachines'] as { name: string }[]).map((v) => v.name).sort()).toEqual(
+        users.map((v) => v.name).sort(),
+      );
     }
     const nets = of(res.data!.networks.nodes, 'vc-big');
-    expect(nets.map((n) => n['name']).sort()).toEqual(Object.values(o.networks).map((n) => n.name).sort());
+    expect(nets.map((n) => n['name']).sort()).toEqual(
+      Object.values(o.networks)
+        .map((n) => n.name)
+        .sort(),
+    );
     for (const n of nets) {
       const [moref] = Object.entries(o.networks).find(([, v]) => v.name === n['name'])!;
       expect(n['kind']).toBe(o.networkTypes[moref] === 'Network' ? 'STANDARD_PORTGROUP' : 'DISTRIBUTED_PORTGROUP');
-      const attached = Object.values(o.vms).filter((v) => v.networks.includes(moref)).map((v) => v.name).sort();
+      const attached = Object.values(o.vms)
+        .filter((v) => v.networks.includes(moref))
+        .map((v) => v.name)
+        .sort();
       expect((n['attachedVms'] as { name: string }[]).map((v) => v.name).sort()).toEqual(attached);
     }
   });
 
   it('gives every object of every platform its own ID, and fetches each back', async () => {
-    const res = await gw.query<{ virtualMachines: { nodes: { id: string }[] }; hosts: { nodes: { id: string }[] }; storage: { nodes: { id: string }[] }; networks: { nodes: { id: string }[] }; datacenters: { nodes: { id: string }[] }; clusters: { nodes: { id: string }[] } }>(`{
+    const res = await gw.query<{
+      virtualMachines: { nodes: { id: string }[] };
+      hosts: { nodes: { id: string }[] };
+      storage: { nodes: { id: string }[] };
+      networks: { nodes: { id: string }[] };
+      datacenters: { nodes: { id: string }[] };
+      clusters: { nodes: { id: string }[] };
+    }>(`{
       virtualMachines(first: 100) { nodes { id } } hosts(first: 100) { nodes { id } } storage(first: 100) { nodes { id } }
       networks(first: 100) { nodes { id } } datacenters(first: 100) { nodes { id } } clusters(first: 100) { nodes { id } }
     }`);
     const ids = Object.values(res.data!).flatMap((c) => c.nodes.map((n) => n.id));
     expect(new Set(ids).size).toBe(ids.length);
-    const back = await gw.query<{ nodes: ({ id: string } | null)[] }>('query($ids: [ID!]!) { nodes(ids: $ids) { id } }', { ids: ids.slice(0, 100) });
+    const back = await gw.query<{ nodes: ({ id: string } | null)[] }>(
+      'query($ids: [ID!]!) { nodes(ids: $ids) { id } }',
+      { ids: ids.slice(0, 100) },
+    );
     expect(back.data!.nodes.map((n) => n?.id)).toEqual(ids.slice(0, 100));
   });
 
   it('filters and orders across all platforms at once', async () => {
-    const res = await gw.query<{ virtualMachines: { totalCount: number; nodes: { name: string; powerState: string; platform: { name: string } }[] } }>(
+    const res = await gw.query<{
+      virtualMachines: {
+        totalCount: number;
+        nodes: { name: string; powerState: string; platform: { name: string } }[];
+      };
+    }>(
       '{ virtualMachines(first: 100, filter: { powerStates: [ON] }, orderBy: { field: NAME, direction: DESC }) { totalCount nodes { name powerState platform { name } } } }',
     );
     const names = res.data!.virtualMachines.nodes.map((n) => n.name);
-    expect(new Set(res.data!.virtualMachines.nodes.map((n) => n.platform.name))).toEqual(new Set(['vc-big', 'esx-1', 'kvm']));
+    expect(new Set(res.data!.virtualMachines.nodes.map((n) => n.platform.name))).toEqual(
+      new Set(['vc-big', 'esx-1', 'kvm']),
+    );
     expect(res.data!.virtualMachines.nodes.every((n) => n.powerState === 'ON')).toBe(true);
-    const on = [...Object.values(big.oracle.vms), ...Object.values(esx.oracle.vms)].filter((v) => v.powerState === 'poweredOn').length;
+    const on = [...Object.values(big.oracle.vms), ...Object.values(esx.oracle.vms)].filter(
+      (v) => v.powerState === 'poweredOn',
+    ).length;
     expect(res.data!.virtualMachines.totalCount).toBe(on + 2); // and the estate's two running domains
     expect(names).toEqual([...names].sort((a, b) => b.localeCompare(a, 'en', { numeric: true, sensitivity: 'base' })));
   });

@@ -12,13 +12,16 @@ import { SecretError, decryptSecret, encryptSecret, secretKeysFrom } from '../co
 async function readStdin(): Promise<string> {
   const chunks: Buffer[] = [];
   for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+  return Buffer.concat(chunks)
+    .toString('utf8')
+    .replace(/\r?\n$/, '');
 }
 
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: { rotate: { type: 'boolean' } } });
   const keys = secretKeysFrom(process.env);
-  if (!keys.current) throw new SecretError('set VIRT_GRAPH_SECRET_KEY (at least 16 characters) to the key to encrypt with');
+  if (!keys.current)
+    throw new SecretError('set VIRT_GRAPH_SECRET_KEY (at least 16 characters) to the key to encrypt with');
   const input = await readStdin();
   if (input.length === 0) throw new SecretError('nothing to encrypt: give the secret on standard input');
   const plain = values.rotate ? decryptSecret(input, keys) : input;

@@ -74,7 +74,8 @@ export function decryptPasswords(config: Config, env: NodeJS.ProcessEnv, source 
     try {
       return { ...p, password: decryptSecret(p.password, keys) };
     } catch (e) {
-      if (e instanceof SecretError) throw new ConfigError(`invalid configuration (${source}):\n  platforms[${i}].password: ${e.message}`);
+      if (e instanceof SecretError)
+        throw new ConfigError(`invalid configuration (${source}):\n  platforms[${i}].password: ${e.message}`);
       throw e;
     }
   });

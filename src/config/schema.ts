@@ -41,7 +41,10 @@ export const vspherePlatformSchema = z
         if (url.pathname === '/' || url.pathname === '') url.pathname = '/sdk';
         return url.toString();
       })
-      .refine((u) => !new URL(u).username && !new URL(u).password, 'must not contain credentials; use username and password'),
+      .refine(
+        (u) => !new URL(u).username && !new URL(u).password,
+        'must not contain credentials; use username and password',
+      ),
     username: z.string().min(1, 'must not be empty'),
     /** Plain, or encrypted with `npm run encrypt-secret` (enc:v1:...). */
     password: z.string().min(1, 'must not be empty'),
@@ -76,7 +79,12 @@ export const limitsSchema = z
     /** Estimated cost per operation (see README: query cost). */
     maxCost: z.number().int().min(1).max(100_000_000).default(50_000),
     /** Size of an HTTP request body or WebSocket message, in bytes. */
-    maxBodyBytes: z.number().int().min(1024).max(100 * 1024 * 1024).default(1024 * 1024),
+    maxBodyBytes: z
+      .number()
+      .int()
+      .min(1024)
+      .max(100 * 1024 * 1024)
+      .default(1024 * 1024),
     /** Largest `first` a connection accepts. */
     maxPageSize: z.number().int().min(1).max(100_000).default(1_000),
     /** `first` when a client gives none. */
@@ -102,7 +110,10 @@ export const configSchema = z
         host: z.string().min(1).default('127.0.0.1'),
         port: z.number().int().min(0).max(65_535).default(4000),
         /** GraphQL endpoint path, for HTTP and WebSocket. */
-        path: z.string().regex(/^\/[A-Za-z0-9/_-]*$/, 'must be an absolute URL path').default('/graphql'),
+        path: z
+          .string()
+          .regex(/^\/[A-Za-z0-9/_-]*$/, 'must be an absolute URL path')
+          .default('/graphql'),
         /** Serve the GraphiQL explorer on GET. */
         explorer: z.boolean().default(true),
         /** Allow schema introspection (the explorer needs it). */

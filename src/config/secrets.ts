@@ -40,7 +40,10 @@ export interface SecretKeys {
 export function secretKeysFrom(env: NodeJS.ProcessEnv): SecretKeys {
   return {
     current: env['VIRT_GRAPH_SECRET_KEY'] || undefined,
-    previous: (env['VIRT_GRAPH_PREVIOUS_SECRET_KEYS'] ?? '').split(',').map((k) => k.trim()).filter(Boolean),
+    previous: (env['VIRT_GRAPH_PREVIOUS_SECRET_KEYS'] ?? '')
+      .split(',')
+      .map((k) => k.trim())
+      .filter(Boolean),
   };
 }
 

@@ -8,7 +8,11 @@ export const GUEST_SHUTDOWN_TIMEOUT_MS = 300_000;
  * asks the guest, so the task lasts until it is off. Progress runs from 10
  * to 90 over the timeout; past it the task fails with TIMEOUT.
  */
-export async function waitUntilGuestOff(isOff: () => Promise<boolean>, reporter: OperationReporter, pollMs = 250): Promise<void> {
+export async function waitUntilGuestOff(
+  isOff: () => Promise<boolean>,
+  reporter: OperationReporter,
+  pollMs = 250,
+): Promise<void> {
   const started = Date.now();
   while (!(await isOff())) {
     const elapsed = Date.now() - started;

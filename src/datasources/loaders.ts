@@ -67,7 +67,10 @@ function perObjectLoader<V>(
           }
           try {
             const values = await beforeDeadline(
-              batch(provider, indexes.map((i) => (keys[i] as ObjectKey).nativeId)),
+              batch(
+                provider,
+                indexes.map((i) => (keys[i] as ObjectKey).nativeId),
+              ),
               platformId,
               deadline,
             );

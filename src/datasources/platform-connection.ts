@@ -75,7 +75,10 @@ export class PlatformConnection<C> {
   async use<T>(fn: (client: C) => Promise<T>): Promise<T> {
     const client = this.client;
     if (!client) {
-      throw new PlatformUnavailableError(this.opts.platformId, this.current.statusMessage ?? this.current.status.toLowerCase());
+      throw new PlatformUnavailableError(
+        this.opts.platformId,
+        this.current.statusMessage ?? this.current.status.toLowerCase(),
+      );
     }
     try {
       return await fn(client);

@@ -8,7 +8,10 @@ export interface VolumeIndex {
   byPoolAndName: Map<string, StorageVolumeRecord>;
 }
 
-export function indexVolumes(pools: readonly StorageRecord[], perPool: readonly (StorageVolumeRecord[] | Error)[]): VolumeIndex {
+export function indexVolumes(
+  pools: readonly StorageRecord[],
+  perPool: readonly (StorageVolumeRecord[] | Error)[],
+): VolumeIndex {
   const poolNames = new Map(pools.map((p) => [p.nativeId, p.name]));
   const byPath = new Map<string, StorageVolumeRecord>();
   const byPoolAndName = new Map<string, StorageVolumeRecord>();
@@ -30,6 +33,7 @@ export interface DiskSource {
 /** The volume backing a disk, if the platform has it. */
 export function volumeOfDisk(index: VolumeIndex, disk: DiskSource): StorageVolumeRecord | null {
   if (!disk.source) return null;
-  if (disk.sourcePool && disk.sourceVolume) return index.byPoolAndName.get(`${disk.sourcePool}/${disk.sourceVolume}`) ?? null;
+  if (disk.sourcePool && disk.sourceVolume)
+    return index.byPoolAndName.get(`${disk.sourcePool}/${disk.sourceVolume}`) ?? null;
   return index.byPath.get(disk.source) ?? null;
 }

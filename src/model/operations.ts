@@ -14,7 +14,12 @@ export type VmOperation =
   | { kind: 'DELETE_SNAPSHOT'; snapshotKey: string; withChildren: boolean }
   | { kind: 'CLONE_VM'; name: string; placement: Placement; powerOn: boolean }
   | ({ kind: 'RECONFIGURE_VM' } & Reconfiguration)
-  | { kind: 'MIGRATE_VM'; hostNativeId: string; storageNativeId: string | null; destination: MigrationDestination | null };
+  | {
+      kind: 'MIGRATE_VM';
+      hostNativeId: string;
+      storageNativeId: string | null;
+      destination: MigrationDestination | null;
+    };
 
 /** Where a caller asks a VM to move: a host, on the VM's platform or another, and optionally a storage. */
 export interface MigrationTarget {

@@ -1,14 +1,6 @@
 export type PowerState = 'ON' | 'OFF' | 'SUSPENDED' | 'PAUSED';
 export type VmPhase =
-  | 'PENDING'
-  | 'STARTING'
-  | 'RUNNING'
-  | 'PAUSED'
-  | 'STOPPING'
-  | 'STOPPED'
-  | 'MIGRATING'
-  | 'CRASHED'
-  | 'UNKNOWN';
+  'PENDING' | 'STARTING' | 'RUNNING' | 'PAUSED' | 'STOPPING' | 'STOPPED' | 'MIGRATING' | 'CRASHED' | 'UNKNOWN';
 
 /**
  * What a platform can list for every VM in one bulk call. Fields that need a

@@ -80,7 +80,12 @@ export interface OperationRequest {
 }
 
 export interface CreateRequest {
-  input: { platformId: string; idempotencyKey?: string | null; clientMutationId?: string | null; [field: string]: unknown };
+  input: {
+    platformId: string;
+    idempotencyKey?: string | null;
+    clientMutationId?: string | null;
+    [field: string]: unknown;
+  };
   /** The spec on the named platform; a thrown GatewayError is an INVALID_INPUT refusal. */
   build: (platformId: string) => VmSpec;
 }
@@ -121,28 +126,51 @@ export class MutationPipeline {
   /** Runs a batch: each item as its own operation (audited, checked, tasked); the batch as one idempotent unit. */
   async runBatch(ctx: MutationCall, req: BatchRequest): Promise<BatchOutcome> {
     const clientMutationId = req.input.clientMutationId ?? null;
-    const refused = (error: UserError): BatchOutcome => ({ clientMutationId, items: [], tasks: [], userErrors: [error] });
-    return this.idempotent(ctx, this.batches, req, '', refused, () => null, async (): Promise<BatchOutcome> => {
-      let requests: OperationRequest[];
-      try {
-        requests = req.items();
-      } catch (e) {
-        if (!(e instanceof GatewayError)) throw e;
-        const error: UserError = { code: 'INVALID_INPUT', field: (e.extensions['field'] as string[] | undefined) ?? null, message: e.message };
-        this.audit(ctx, req, '', 'REFUSED', [error.code], null);
-        return refused(error);
-      }
-      const items: OperationPayload[] = [];
-      // One after another, so each sees the tasks and names of the ones before it.
-      for (const r of requests) items.push(await this.attempt(ctx, r, r.input.vmId ?? r.input.snapshotId ?? ''));
-      return { clientMutationId, items, tasks: items.flatMap((i) => (i.task ? [i.task] : [])), userErrors: [] };
+    const refused = (error: UserError): BatchOutcome => ({
+      clientMutationId,
+      items: [],
+      tasks: [],
+      userErrors: [error],
     });
+    return this.idempotent(
+      ctx,
+      this.batches,
+      req,
+      '',
+      refused,
+      () => null,
+      async (): Promise<BatchOutcome> => {
+        let requests: OperationRequest[];
+        try {
+          requests = req.items();
+        } catch (e) {
+          if (!(e instanceof GatewayError)) throw e;
+          const error: UserError = {
+            code: 'INVALID_INPUT',
+            field: (e.extensions['field'] as string[] | undefined) ?? null,
+            message: e.message,
+          };
+          this.audit(ctx, req, '', 'REFUSED', [error.code], null);
+          return refused(error);
+        }
+        const items: OperationPayload[] = [];
+        // One after another, so each sees the tasks and names of the ones before it.
+        for (const r of requests) items.push(await this.attempt(ctx, r, r.input.vmId ?? r.input.snapshotId ?? ''));
+        return { clientMutationId, items, tasks: items.flatMap((i) => (i.task ? [i.task] : [])), userErrors: [] };
+      },
+    );
   }
 
   async run(ctx: MutationCall, req: OperationRequest): Promise<OperationPayload> {
     const targetId = req.input.vmId ?? req.input.snapshotId ?? '';
-    return this.idempotent(ctx, this.single, req, targetId, (e) => this.payloadRefused(req, e), (p) => p.task?.id ?? null, () =>
-      this.attempt(ctx, req, targetId),
+    return this.idempotent(
+      ctx,
+      this.single,
+      req,
+      targetId,
+      (e) => this.payloadRefused(req, e),
+      (p) => p.task?.id ?? null,
+      () => this.attempt(ctx, req, targetId),
     );
   }
 
@@ -231,7 +259,10 @@ export class MutationPipeline {
   }
 
   /** Cancels a queued task, through the same authorization check and audit as every mutation. */
-  cancel(ctx: MutationCall, input: { taskId: string; clientMutationId?: string | null }): { clientMutationId: string | null; task: TaskRecord | null; userErrors: UserError[] } {
+  cancel(
+    ctx: MutationCall,
+    input: { taskId: string; clientMutationId?: string | null },
+  ): { clientMutationId: string | null; task: TaskRecord | null; userErrors: UserError[] } {
     const req: Audited = { mutation: 'cancelTask', input };
     const clientMutationId = input.clientMutationId ?? null;
     const refusedWith = (error: UserError) => {
@@ -242,13 +273,21 @@ export class MutationPipeline {
     try {
       nativeId = decodeIdOf(input.taskId, 'Task').nativeId;
     } catch (e) {
-      return refusedWith({ code: 'INVALID_INPUT', field: ['taskId'], message: e instanceof GatewayError ? e.message : 'Not a valid ID.' });
+      return refusedWith({
+        code: 'INVALID_INPUT',
+        field: ['taskId'],
+        message: e instanceof GatewayError ? e.message : 'Not a valid ID.',
+      });
     }
     const decision = this.deps.authorizer.authorize(ctx.caller, 'cancelTask', input.taskId);
     if (!decision.allowed) return refusedWith({ code: 'FORBIDDEN', field: null, message: decision.reason });
     const outcome = this.deps.tasks.cancel(nativeId);
     if ('refused' in outcome) {
-      return refusedWith({ code: this.deps.tasks.get(nativeId) ? 'WRONG_STATE' : 'NOT_FOUND', field: ['taskId'], message: outcome.refused });
+      return refusedWith({
+        code: this.deps.tasks.get(nativeId) ? 'WRONG_STATE' : 'NOT_FOUND',
+        field: ['taskId'],
+        message: outcome.refused,
+      });
     }
     this.audit(ctx, req, input.taskId, 'ACCEPTED', [], outcome.task.id);
     return { clientMutationId, task: outcome.task, userErrors: [] };
@@ -257,9 +296,15 @@ export class MutationPipeline {
   /** A new VM (clone, create) needs a valid name that no VM, and no task creating one, has on its platform. */
   private async checkNewName(ctx: MutationCall, platformId: string, name: string): Promise<void> {
     if (!/^[A-Za-z0-9][A-Za-z0-9._ -]{0,79}$/.test(name)) {
-      refuse('INVALID_INPUT', 'A VM name is 1 to 80 letters, digits, spaces, ".", "_" or "-", starting with a letter or digit.', ['name']);
+      refuse(
+        'INVALID_INPUT',
+        'A VM name is 1 to 80 letters, digits, spaces, ".", "_" or "-", starting with a letter or digit.',
+        ['name'],
+      );
     }
-    const taken = (await ctx.loaders.vms.load(platformId)).some((v) => v.name === name) || this.deps.tasks.creating(platformId, name);
+    const taken =
+      (await ctx.loaders.vms.load(platformId)).some((v) => v.name === name) ||
+      this.deps.tasks.creating(platformId, name);
     if (taken) refuse('INVALID_INPUT', `A VM named "${name}" already exists on this platform.`, ['name']);
   }
 
@@ -269,50 +314,60 @@ export class MutationPipeline {
     const caller = ctx.caller.id;
     const audited: Audited = { mutation: 'createVm', input };
     const refused = (e: UserError) => this.payloadRefused(audited, e);
-    return this.idempotent(ctx, this.single, audited, input.platformId, refused, (p) => p.task?.id ?? null, async () => {
-      try {
-        let platformId: string;
+    return this.idempotent(
+      ctx,
+      this.single,
+      audited,
+      input.platformId,
+      refused,
+      (p) => p.task?.id ?? null,
+      async () => {
         try {
-          platformId = decodeIdOf(input.platformId, 'Platform').platformId;
+          let platformId: string;
+          try {
+            platformId = decodeIdOf(input.platformId, 'Platform').platformId;
+          } catch (e) {
+            return refuse('INVALID_INPUT', e instanceof GatewayError ? e.message : 'Not a valid ID.', ['platformId']);
+          }
+          const provider = ctx.registry.get(platformId);
+          if (!provider) return refuse('NOT_FOUND', `No platform "${platformId}" is configured.`, ['platformId']);
+          const decision = this.deps.authorizer.authorize(ctx.caller, 'createVm', input.platformId);
+          if (!decision.allowed) refuse('FORBIDDEN', decision.reason);
+          let spec: VmSpec;
+          try {
+            spec = req.build(platformId);
+          } catch (e) {
+            if (e instanceof GatewayError)
+              return refuse('INVALID_INPUT', e.message, (e.extensions['field'] as string[] | undefined) ?? null);
+            throw e;
+          }
+          const problem = provider.placementProblem(spec);
+          if (problem) refuse('INVALID_INPUT', problem, ['placement']);
+          try {
+            await this.checkNewName(ctx, platformId, spec.name);
+          } catch (e) {
+            if (e instanceof PlatformUnavailableError || e instanceof DeadlineExceededError)
+              return refuse('PLATFORM_UNAVAILABLE', e.message);
+            throw e;
+          }
+          const task = this.deps.tasks.submit({
+            platformId,
+            hostNativeId: spec.placement.hostNativeId,
+            operation: 'CREATE_VM',
+            targetNativeId: `new/${spec.name}`,
+            targetName: spec.name,
+            caller,
+            newVmName: spec.name,
+            run: (reporter) => provider.createVm(spec, reporter),
+          });
+          this.audit(ctx, audited, input.platformId, 'ACCEPTED', [], task.id);
+          return { clientMutationId: input.clientMutationId ?? null, vm: null, task, userErrors: [] };
         } catch (e) {
-          return refuse('INVALID_INPUT', e instanceof GatewayError ? e.message : 'Not a valid ID.', ['platformId']);
-        }
-        const provider = ctx.registry.get(platformId);
-        if (!provider) return refuse('NOT_FOUND', `No platform "${platformId}" is configured.`, ['platformId']);
-        const decision = this.deps.authorizer.authorize(ctx.caller, 'createVm', input.platformId);
-        if (!decision.allowed) refuse('FORBIDDEN', decision.reason);
-        let spec: VmSpec;
-        try {
-          spec = req.build(platformId);
-        } catch (e) {
-          if (e instanceof GatewayError) return refuse('INVALID_INPUT', e.message, (e.extensions['field'] as string[] | undefined) ?? null);
+          if (e instanceof Refusal) return this.refused(ctx, audited, input.platformId, e.userError);
           throw e;
         }
-        const problem = provider.placementProblem(spec);
-        if (problem) refuse('INVALID_INPUT', problem, ['placement']);
-        try {
-          await this.checkNewName(ctx, platformId, spec.name);
-        } catch (e) {
-          if (e instanceof PlatformUnavailableError || e instanceof DeadlineExceededError) return refuse('PLATFORM_UNAVAILABLE', e.message);
-          throw e;
-        }
-        const task = this.deps.tasks.submit({
-          platformId,
-          hostNativeId: spec.placement.hostNativeId,
-          operation: 'CREATE_VM',
-          targetNativeId: `new/${spec.name}`,
-          targetName: spec.name,
-          caller,
-          newVmName: spec.name,
-          run: (reporter) => provider.createVm(spec, reporter),
-        });
-        this.audit(ctx, audited, input.platformId, 'ACCEPTED', [], task.id);
-        return { clientMutationId: input.clientMutationId ?? null, vm: null, task, userErrors: [] };
-      } catch (e) {
-        if (e instanceof Refusal) return this.refused(ctx, audited, input.platformId, e.userError);
-        throw e;
-      }
-    });
+      },
+    );
   }
 
   /** The VM (and snapshot key) a request names, read fresh from its platform. */
@@ -321,12 +376,16 @@ export class MutationPipeline {
     try {
       return req.build(snapshotKey, vm);
     } catch (e) {
-      if (e instanceof GatewayError) return refuse('INVALID_INPUT', e.message, e.extensions['field'] as string[] | null ?? null);
+      if (e instanceof GatewayError)
+        return refuse('INVALID_INPUT', e.message, (e.extensions['field'] as string[] | null) ?? null);
       throw e;
     }
   }
 
-  private async resolveTarget(ctx: MutationCall, input: OperationInput): Promise<{ vm: VmRecord; snapshotKey: string | null }> {
+  private async resolveTarget(
+    ctx: MutationCall,
+    input: OperationInput,
+  ): Promise<{ vm: VmRecord; snapshotKey: string | null }> {
     const field = input.vmId !== undefined ? 'vmId' : 'snapshotId';
     const kind: NodeKind = input.vmId !== undefined ? 'VirtualMachine' : 'Snapshot';
     let ref;
@@ -335,7 +394,8 @@ export class MutationPipeline {
     } catch (e) {
       return refuse('INVALID_INPUT', e instanceof GatewayError ? e.message : 'Not a valid ID.', [field]);
     }
-    if (!ctx.registry.get(ref.platformId)) refuse('NOT_FOUND', `No platform "${ref.platformId}" is configured.`, [field]);
+    if (!ctx.registry.get(ref.platformId))
+      refuse('NOT_FOUND', `No platform "${ref.platformId}" is configured.`, [field]);
     let vmNativeId = ref.nativeId;
     let snapshotKey: string | null = null;
     if (kind === 'Snapshot') {
@@ -349,11 +409,13 @@ export class MutationPipeline {
       if (!vm) return refuse('NOT_FOUND', `No VM with that ID exists on platform "${ref.platformId}".`, [field]);
       if (snapshotKey !== null) {
         const snapshots = await ctx.loaders.snapshots.load({ platformId: ref.platformId, nativeId: vmNativeId });
-        if (!snapshots.some((s) => s.key === snapshotKey)) refuse('NOT_FOUND', `${vm.name} has no such snapshot.`, [field]);
+        if (!snapshots.some((s) => s.key === snapshotKey))
+          refuse('NOT_FOUND', `${vm.name} has no such snapshot.`, [field]);
       }
       return { vm, snapshotKey };
     } catch (e) {
-      if (e instanceof PlatformUnavailableError || e instanceof DeadlineExceededError) return refuse('PLATFORM_UNAVAILABLE', e.message);
+      if (e instanceof PlatformUnavailableError || e instanceof DeadlineExceededError)
+        return refuse('PLATFORM_UNAVAILABLE', e.message);
       throw e;
     }
   }

@@ -2,7 +2,12 @@ import { randomUUID } from 'node:crypto';
 
 import type { Logger } from 'pino';
 
-import { OperationFailedError, type OperationReporter, type OperationResult, type VmOperationKind } from '../model/operations.js';
+import {
+  OperationFailedError,
+  type OperationReporter,
+  type OperationResult,
+  type VmOperationKind,
+} from '../model/operations.js';
 import { errorMessage } from '../model/errors.js';
 
 export type TaskState = 'QUEUED' | 'RUNNING' | 'SUCCEEDED' | 'FAILED' | 'CANCELLED';
@@ -149,7 +154,8 @@ export class TaskManager {
   /** Whether a task that has not failed is creating a VM of this name on the platform. */
   creating(platformId: string, name: string): boolean {
     for (const t of this.tasks.values()) {
-      if (t.platformId === platformId && t.newVmName === name && t.state !== 'FAILED' && t.state !== 'CANCELLED') return true;
+      if (t.platformId === platformId && t.newVmName === name && t.state !== 'FAILED' && t.state !== 'CANCELLED')
+        return true;
     }
     return false;
   }
@@ -175,7 +181,7 @@ export class TaskManager {
   }
 
   private pump(): void {
-    for (let i = 0; i < this.queue.length; ) {
+    for (let i = 0; i < this.queue.length;) {
       const { task, run } = this.queue[i] as Pending;
       const onPlatform = this.runningPerPlatform.get(task.platformId) ?? 0;
       const onHost = this.runningPerHost.get(this.hostKey(task)) ?? 0;

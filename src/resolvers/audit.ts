@@ -7,7 +7,8 @@ import { taskId } from './task.js';
 /** Audit entries belong to the gateway, not to a platform. */
 export const GATEWAY_SCOPE = 'gateway';
 
-export const auditEntryId = (e: AuditRecord) => encodeId({ kind: 'AuditEntry', platformId: GATEWAY_SCOPE, nativeId: e.id });
+export const auditEntryId = (e: AuditRecord) =>
+  encodeId({ kind: 'AuditEntry', platformId: GATEWAY_SCOPE, nativeId: e.id });
 
 export const AuditEntry: AuditEntryResolvers = {
   id: (e) => auditEntryId(e),
@@ -26,14 +27,21 @@ export const auditQueries: Pick<QueryResolvers, 'auditLog'> = {
     const operations = f.operations ? new Set(f.operations) : null;
     const from = f.from ? new Date(f.from).getTime() : null;
     const to = f.to ? new Date(f.to).getTime() : null;
-    const entries = ctx.audit.all().filter(
-      (e) =>
-        (!targets || (e.targetId !== null && targets.has(e.targetId))) &&
-        (!callers || callers.has(e.caller)) &&
-        (!operations || operations.has(e.operation)) &&
-        (from === null || e.at.getTime() >= from) &&
-        (to === null || e.at.getTime() < to),
+    const entries = ctx.audit
+      .all()
+      .filter(
+        (e) =>
+          (!targets || (e.targetId !== null && targets.has(e.targetId))) &&
+          (!callers || callers.has(e.caller)) &&
+          (!operations || operations.has(e.operation)) &&
+          (from === null || e.at.getTime() >= from) &&
+          (to === null || e.at.getTime() < to),
+      );
+    return paginate(
+      entries,
+      args,
+      { name: 'audit:AT', direction: 'DESC', value: (e) => e.at.getTime(), id: auditEntryId },
+      ctx.limits,
     );
-    return paginate(entries, args, { name: 'audit:AT', direction: 'DESC', value: (e) => e.at.getTime(), id: auditEntryId }, ctx.limits);
   },
 };

@@ -32,31 +32,54 @@ export async function findNetworkByName(
   return nets.find((n) => n.name === name) ?? null;
 }
 
-export async function findDatacenter(ctx: GatewayContext, platformId: string, nativeId: string | null): Promise<DatacenterRecord | null> {
+export async function findDatacenter(
+  ctx: GatewayContext,
+  platformId: string,
+  nativeId: string | null,
+): Promise<DatacenterRecord | null> {
   if (!nativeId) return null;
   return (await ctx.loaders.datacenters.load(platformId)).find((d) => d.nativeId === nativeId) ?? null;
 }
 
-export async function findCluster(ctx: GatewayContext, platformId: string, nativeId: string | null): Promise<ClusterRecord | null> {
+export async function findCluster(
+  ctx: GatewayContext,
+  platformId: string,
+  nativeId: string | null,
+): Promise<ClusterRecord | null> {
   if (!nativeId) return null;
   return (await ctx.loaders.clusters.load(platformId)).find((c) => c.nativeId === nativeId) ?? null;
 }
 
-export async function findHost(ctx: GatewayContext, platformId: string, nativeId: string | null): Promise<HostRecord | null> {
+export async function findHost(
+  ctx: GatewayContext,
+  platformId: string,
+  nativeId: string | null,
+): Promise<HostRecord | null> {
   if (!nativeId) return null;
   return (await ctx.loaders.hosts.load(platformId)).find((h) => h.nativeId === nativeId) ?? null;
 }
 
-export async function findNetwork(ctx: GatewayContext, platformId: string, nativeId: string): Promise<NetworkRecord | null> {
+export async function findNetwork(
+  ctx: GatewayContext,
+  platformId: string,
+  nativeId: string,
+): Promise<NetworkRecord | null> {
   return (await ctx.loaders.networks.load(platformId)).find((n) => n.nativeId === nativeId) ?? null;
 }
 
-export async function findStorage(ctx: GatewayContext, platformId: string, nativeId: string): Promise<StorageRecord | null> {
+export async function findStorage(
+  ctx: GatewayContext,
+  platformId: string,
+  nativeId: string,
+): Promise<StorageRecord | null> {
   const all = await ctx.loaders.storage.load(platformId);
   return all.find((s) => s.nativeId === nativeId) ?? null;
 }
 
-export async function snapshotsOf(ctx: GatewayContext, vm: { platformId: string; nativeId: string }): Promise<SnapshotRecord[]> {
+export async function snapshotsOf(
+  ctx: GatewayContext,
+  vm: { platformId: string; nativeId: string },
+): Promise<SnapshotRecord[]> {
   return ctx.loaders.snapshots.load({ platformId: vm.platformId, nativeId: vm.nativeId });
 }
 

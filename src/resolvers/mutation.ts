@@ -1,22 +1,39 @@
 import type { Reconfiguration, VmOperation, VmSpec } from '../model/operations.js';
 import { decodeIdOf } from '../model/ids.js';
 import { ErrorCode, GatewayError } from '../model/errors.js';
-import type { CreateVmInput, MigrateVmInput, MutationResolvers, PowerAction, ReconfigureVmInput } from '../generated/graphql.js';
+import type {
+  CreateVmInput,
+  MigrateVmInput,
+  MutationResolvers,
+  PowerAction,
+  ReconfigureVmInput,
+} from '../generated/graphql.js';
 import type { VmRecord } from '../model/vm.js';
 import type { GatewayContext } from './context.js';
 import { nativeIdOn, placementOn } from './placement.js';
 
 // Thin: each mutation names its operation; MutationPipeline does the rest.
 export const vmMutations: MutationResolvers = {
-  startVm: (_r, { input }, ctx) => ctx.mutations.run(ctx, { mutation: 'startVm', input, build: () => ({ kind: 'START_VM' }) }),
+  startVm: (_r, { input }, ctx) =>
+    ctx.mutations.run(ctx, { mutation: 'startVm', input, build: () => ({ kind: 'START_VM' }) }),
   stopVm: (_r, { input }, ctx) =>
-    ctx.mutations.run(ctx, { mutation: 'stopVm', input, build: () => ({ kind: 'STOP_VM', force: input.force ?? false }) }),
-  rebootVm: (_r, { input }, ctx) => ctx.mutations.run(ctx, { mutation: 'rebootVm', input, build: () => ({ kind: 'REBOOT_VM' }) }),
-  resetVm: (_r, { input }, ctx) => ctx.mutations.run(ctx, { mutation: 'resetVm', input, build: () => ({ kind: 'RESET_VM' }) }),
-  suspendVm: (_r, { input }, ctx) => ctx.mutations.run(ctx, { mutation: 'suspendVm', input, build: () => ({ kind: 'SUSPEND_VM' }) }),
-  resumeVm: (_r, { input }, ctx) => ctx.mutations.run(ctx, { mutation: 'resumeVm', input, build: () => ({ kind: 'RESUME_VM' }) }),
-  pauseVm: (_r, { input }, ctx) => ctx.mutations.run(ctx, { mutation: 'pauseVm', input, build: () => ({ kind: 'PAUSE_VM' }) }),
-  unpauseVm: (_r, { input }, ctx) => ctx.mutations.run(ctx, { mutation: 'unpauseVm', input, build: () => ({ kind: 'UNPAUSE_VM' }) }),
+    ctx.mutations.run(ctx, {
+      mutation: 'stopVm',
+      input,
+      build: () => ({ kind: 'STOP_VM', force: input.force ?? false }),
+    }),
+  rebootVm: (_r, { input }, ctx) =>
+    ctx.mutations.run(ctx, { mutation: 'rebootVm', input, build: () => ({ kind: 'REBOOT_VM' }) }),
+  resetVm: (_r, { input }, ctx) =>
+    ctx.mutations.run(ctx, { mutation: 'resetVm', input, build: () => ({ kind: 'RESET_VM' }) }),
+  suspendVm: (_r, { input }, ctx) =>
+    ctx.mutations.run(ctx, { mutation: 'suspendVm', input, build: () => ({ kind: 'SUSPEND_VM' }) }),
+  resumeVm: (_r, { input }, ctx) =>
+    ctx.mutations.run(ctx, { mutation: 'resumeVm', input, build: () => ({ kind: 'RESUME_VM' }) }),
+  pauseVm: (_r, { input }, ctx) =>
+    ctx.mutations.run(ctx, { mutation: 'pauseVm', input, build: () => ({ kind: 'PAUSE_VM' }) }),
+  unpauseVm: (_r, { input }, ctx) =>
+    ctx.mutations.run(ctx, { mutation: 'unpauseVm', input, build: () => ({ kind: 'UNPAUSE_VM' }) }),
   deleteVm: (_r, { input }, ctx) =>
     ctx.mutations.run(ctx, {
       mutation: 'deleteVm',
@@ -46,7 +63,11 @@ export const vmMutations: MutationResolvers = {
     ctx.mutations.run(ctx, {
       mutation: 'deleteSnapshot',
       input,
-      build: (snapshotKey) => ({ kind: 'DELETE_SNAPSHOT', snapshotKey: snapshotKey ?? '', withChildren: input.withChildren ?? false }),
+      build: (snapshotKey) => ({
+        kind: 'DELETE_SNAPSHOT',
+        snapshotKey: snapshotKey ?? '',
+        withChildren: input.withChildren ?? false,
+      }),
     }),
 };
 
@@ -62,14 +83,18 @@ const POWER_ACTIONS: Record<PowerAction, { mutation: string; op: VmOperation }> 
 
 /** `web-{n:3}` with index 7 is `web-007`. */
 export function expandName(pattern: string, index: number): string {
-  return pattern.replace(/\{n(?::(\d+))?\}/g, (_m, width: string | undefined) => String(index).padStart(Number(width ?? 0), '0'));
+  return pattern.replace(/\{n(?::(\d+))?\}/g, (_m, width: string | undefined) =>
+    String(index).padStart(Number(width ?? 0), '0'),
+  );
 }
 
 const MAX_BATCH = 100;
 
 function checkBatchSize(n: number, field: string): void {
   if (n < 1 || n > MAX_BATCH) {
-    throw new GatewayError(ErrorCode.BAD_USER_INPUT, `${field} must name 1 to ${MAX_BATCH} VMs; got ${n}.`, { field: [field] });
+    throw new GatewayError(ErrorCode.BAD_USER_INPUT, `${field} must name 1 to ${MAX_BATCH} VMs; got ${n}.`, {
+      field: [field],
+    });
   }
 }
 
@@ -78,14 +103,25 @@ const bad = (field: string, message: string): never => {
 };
 
 /** Range checks every VM shape shares (create and reconfigure). */
-function checkShape(input: { vcpus?: number | null; coresPerSocket?: number | null; memoryMiB?: number | null; disks?: readonly { capacityBytes: number }[] | null }, disksField: string): void {
+function checkShape(
+  input: {
+    vcpus?: number | null;
+    coresPerSocket?: number | null;
+    memoryMiB?: number | null;
+    disks?: readonly { capacityBytes: number }[] | null;
+  },
+  disksField: string,
+): void {
   if (input.vcpus != null && !(input.vcpus >= 1 && input.vcpus <= 768)) bad('vcpus', 'vcpus must be 1 to 768.');
-  if (input.coresPerSocket != null && !(input.coresPerSocket >= 1 && input.coresPerSocket <= 768)) bad('coresPerSocket', 'coresPerSocket must be 1 to 768.');
-  if (input.memoryMiB != null && !(input.memoryMiB >= 4 && input.memoryMiB <= 24 * 1024 * 1024)) bad('memoryMiB', 'memoryMiB must be 4 MiB to 24 TiB.');
+  if (input.coresPerSocket != null && !(input.coresPerSocket >= 1 && input.coresPerSocket <= 768))
+    bad('coresPerSocket', 'coresPerSocket must be 1 to 768.');
+  if (input.memoryMiB != null && !(input.memoryMiB >= 4 && input.memoryMiB <= 24 * 1024 * 1024))
+    bad('memoryMiB', 'memoryMiB must be 4 MiB to 24 TiB.');
   if (input.vcpus != null && input.coresPerSocket != null && input.vcpus % input.coresPerSocket !== 0) {
     bad('coresPerSocket', `${input.vcpus} vCPUs do not divide into sockets of ${input.coresPerSocket} cores.`);
   }
-  for (const d of input.disks ?? []) if (d.capacityBytes < 1024 ** 2) bad(disksField, 'A new disk needs at least 1 MiB.');
+  for (const d of input.disks ?? [])
+    if (d.capacityBytes < 1024 ** 2) bad(disksField, 'A new disk needs at least 1 MiB.');
 }
 
 function vmSpec(platformId: string, input: CreateVmInput): VmSpec {
@@ -100,7 +136,9 @@ function vmSpec(platformId: string, input: CreateVmInput): VmSpec {
       capacityBytes: d.capacityBytes,
       storageNativeId: d.storageId ? nativeIdOn(platformId, d.storageId, ['disks'], 'Datastore', 'StoragePool') : null,
     })),
-    nics: (input.nics ?? []).map((n) => ({ networkNativeId: nativeIdOn(platformId, n.networkId, ['nics'], 'Network') })),
+    nics: (input.nics ?? []).map((n) => ({
+      networkNativeId: nativeIdOn(platformId, n.networkId, ['nics'], 'Network'),
+    })),
     placement: placementOn(platformId, input.placement),
     powerOn: input.powerOn ?? false,
   };
@@ -114,10 +152,14 @@ function reconfiguration(platformId: string, input: ReconfigureVmInput): Reconfi
     memoryMiB: input.memoryMiB ?? null,
     addDisks: (input.addDisks ?? []).map((d) => ({
       capacityBytes: d.capacityBytes,
-      storageNativeId: d.storageId ? nativeIdOn(platformId, d.storageId, ['addDisks'], 'Datastore', 'StoragePool') : null,
+      storageNativeId: d.storageId
+        ? nativeIdOn(platformId, d.storageId, ['addDisks'], 'Datastore', 'StoragePool')
+        : null,
     })),
     removeDiskTargets: input.removeDiskTargets ?? [],
-    addNics: (input.addNics ?? []).map((n) => ({ networkNativeId: nativeIdOn(platformId, n.networkId, ['addNics'], 'Network') })),
+    addNics: (input.addNics ?? []).map((n) => ({
+      networkNativeId: nativeIdOn(platformId, n.networkId, ['addNics'], 'Network'),
+    })),
     removeNicMacs: input.removeNicMacs ?? [],
   };
   const empty = Object.values(change).every((v) => v === null || (Array.isArray(v) && v.length === 0));
@@ -137,7 +179,9 @@ function migration(ctx: GatewayContext, vm: VmRecord, input: MigrateVmInput): Vm
     platformKind: to.kind,
     platformUri: to.uri,
     hostNativeId: host.nativeId,
-    storageNativeId: input.storageId ? nativeIdOn(vm.platformId, input.storageId, ['storageId'], 'Datastore', 'StoragePool') : null,
+    storageNativeId: input.storageId
+      ? nativeIdOn(vm.platformId, input.storageId, ['storageId'], 'Datastore', 'StoragePool')
+      : null,
   });
 }
 
@@ -146,8 +190,10 @@ export const batchMutations: Pick<
   'cloneVm' | 'reconfigureVm' | 'createVm' | 'migrateVm' | 'cancelTask' | 'deployVms' | 'snapshotVms' | 'powerVms'
 > = {
   cancelTask: (_r, { input }, ctx) => ctx.mutations.cancel(ctx, input),
-  migrateVm: (_r, { input }, ctx) => ctx.mutations.run(ctx, { mutation: 'migrateVm', input, build: (_s, vm) => migration(ctx, vm, input) }),
-  createVm: (_r, { input }, ctx) => ctx.mutations.runCreate(ctx, { input, build: (platformId) => vmSpec(platformId, input) }),
+  migrateVm: (_r, { input }, ctx) =>
+    ctx.mutations.run(ctx, { mutation: 'migrateVm', input, build: (_s, vm) => migration(ctx, vm, input) }),
+  createVm: (_r, { input }, ctx) =>
+    ctx.mutations.runCreate(ctx, { input, build: (platformId) => vmSpec(platformId, input) }),
   reconfigureVm: (_r, { input }, ctx) =>
     ctx.mutations.run(ctx, {
       mutation: 'reconfigureVm',
@@ -158,7 +204,12 @@ export const batchMutations: Pick<
     ctx.mutations.run(ctx, {
       mutation: 'cloneVm',
       input,
-      build: (_s, vm) => ({ kind: 'CLONE_VM', name: input.name, placement: placementOn(vm.platformId, input.placement), powerOn: input.powerOn ?? false }),
+      build: (_s, vm) => ({
+        kind: 'CLONE_VM',
+        name: input.name,
+        placement: placementOn(vm.platformId, input.placement),
+        powerOn: input.powerOn ?? false,
+      }),
     }),
   deployVms: (_r, { input }, ctx) =>
     ctx.mutations.runBatch(ctx, {
@@ -167,7 +218,11 @@ export const batchMutations: Pick<
       items: () => {
         checkBatchSize(input.count, 'count');
         if (input.count > 1 && !/\{n(:\d+)?\}/.test(input.namePattern)) {
-          throw new GatewayError(ErrorCode.BAD_USER_INPUT, 'namePattern needs {n} (or {n:3}) to give each VM its own name.', { field: ['namePattern'] });
+          throw new GatewayError(
+            ErrorCode.BAD_USER_INPUT,
+            'namePattern needs {n} (or {n:3}) to give each VM its own name.',
+            { field: ['namePattern'] },
+          );
         }
         const start = input.startIndex ?? 1;
         return Array.from({ length: input.count }, (_, i) => {
@@ -195,7 +250,13 @@ export const batchMutations: Pick<
         return input.vmIds.map((vmId) => ({
           mutation: 'snapshotVms',
           input: { vmId, name },
-          build: () => ({ kind: 'CREATE_SNAPSHOT' as const, name, description: input.description ?? null, includeMemory: input.includeMemory ?? false, quiesce: false }),
+          build: () => ({
+            kind: 'CREATE_SNAPSHOT' as const,
+            name,
+            description: input.description ?? null,
+            includeMemory: input.includeMemory ?? false,
+            quiesce: false,
+          }),
         }));
       },
     });

@@ -15,7 +15,9 @@ export const Network: NetworkResolvers = {
   attachedVms: async (n, _a, ctx) =>
     (await vmsWithDetails(ctx, n.platformId))
       .filter(({ details }) =>
-        details.nics.some((nic) => (nic.networkNativeId ? nic.networkNativeId === n.nativeId : nic.networkName === n.name)),
+        details.nics.some((nic) =>
+          nic.networkNativeId ? nic.networkNativeId === n.nativeId : nic.networkName === n.name,
+        ),
       )
       .map(({ vm }) => vm),
 };

@@ -43,13 +43,19 @@ async function loadNode(ctx: GatewayContext, ref: NodeRef): Promise<AnyNode | nu
       const parts = splitChildNativeId(nativeId);
       if (!parts || !(await findVm(ctx, platformId, parts.parent))) return null;
       const snaps = await snapshotsOf(ctx, { platformId, nativeId: parts.parent });
-      return tagged(snaps.find((s) => s.key === parts.child), 'Snapshot');
+      return tagged(
+        snaps.find((s) => s.key === parts.child),
+        'Snapshot',
+      );
     }
     case 'StorageVolume': {
       const parts = splitChildNativeId(nativeId);
       if (!parts || !(await findStorage(ctx, platformId, parts.parent))) return null;
       const vols = await ctx.loaders.volumes.load({ platformId, nativeId: parts.parent });
-      return tagged(vols.find((v) => v.name === parts.child), 'StorageVolume');
+      return tagged(
+        vols.find((v) => v.name === parts.child),
+        'StorageVolume',
+      );
     }
     default:
       throw new UnreachableCaseError(ref.kind);
@@ -68,11 +74,13 @@ export const nodeQueries: Pick<QueryResolvers, 'node' | 'nodes'> = {
   node: (_root, { id }, ctx) => loadNode(ctx, decodeId(id)),
   nodes: (_root, { ids }, ctx) => {
     if (ids.length > ctx.limits.maxNodeIds) {
-      throw new GatewayError(ErrorCode.INVALID_PAGINATION, `"ids" takes at most ${ctx.limits.maxNodeIds} IDs; got ${ids.length}.`);
+      throw new GatewayError(
+        ErrorCode.INVALID_PAGINATION,
+        `"ids" takes at most ${ctx.limits.maxNodeIds} IDs; got ${ids.length}.`,
+      );
     }
     // Decode all first, so one malformed ID fails the field before any upstream call.
     const refs = ids.map((id) => decodeId(id));
     return Promise.all(refs.map((ref) => loadNode(ctx, ref)));
   },
 };
-

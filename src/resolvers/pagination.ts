@@ -56,7 +56,12 @@ function decodeCursor(cursor: string, ordering: string): CursorBody {
     body = undefined;
   }
   const b = body as Partial<CursorBody> | undefined;
-  if (!b || typeof b.o !== 'string' || typeof b.id !== 'string' || (typeof b.v !== 'string' && typeof b.v !== 'number')) {
+  if (
+    !b ||
+    typeof b.o !== 'string' ||
+    typeof b.id !== 'string' ||
+    (typeof b.v !== 'string' && typeof b.v !== 'number')
+  ) {
     throw new GatewayError(ErrorCode.INVALID_CURSOR, `"${cursor.slice(0, 80)}" is not a valid cursor.`);
   }
   if (b.o !== ordering) {

@@ -49,7 +49,10 @@ export const StorageVolume: StorageVolumeResolvers = {
     return pool;
   },
   attachedVms: async (v, _a, ctx) => {
-    const [vms, index] = await Promise.all([vmsWithDetails(ctx, v.platformId), ctx.loaders.volumeIndex.load(v.platformId)]);
+    const [vms, index] = await Promise.all([
+      vmsWithDetails(ctx, v.platformId),
+      ctx.loaders.volumeIndex.load(v.platformId),
+    ]);
     return vms
       .filter(({ details }) => details.disks.some((d) => volumeOfDisk(index, d)?.nativeId === v.nativeId))
       .map(({ vm }) => vm);

@@ -30,8 +30,16 @@ export const Task: TaskResolvers = {
 /** Counts by state; a batch is RUNNING until every task has finished. */
 export function aggregate(tasks: readonly TaskRecord[]) {
   const count = (s: TaskRecord['state']) => tasks.filter((t) => t.state === s).length;
-  const counts = { total: tasks.length, queued: count('QUEUED'), running: count('RUNNING'), succeeded: count('SUCCEEDED'), failed: count('FAILED'), cancelled: count('CANCELLED') };
-  const state: TaskRecord['state'] = counts.queued + counts.running > 0 ? 'RUNNING' : counts.succeeded === counts.total ? 'SUCCEEDED' : 'FAILED';
+  const counts = {
+    total: tasks.length,
+    queued: count('QUEUED'),
+    running: count('RUNNING'),
+    succeeded: count('SUCCEEDED'),
+    failed: count('FAILED'),
+    cancelled: count('CANCELLED'),
+  };
+  const state: TaskRecord['state'] =
+    counts.queued + counts.running > 0 ? 'RUNNING' : counts.succeeded === counts.total ? 'SUCCEEDED' : 'FAILED';
   return { ...counts, state };
 }
 
@@ -41,23 +49,35 @@ export const BatchPayload: BatchPayloadResolvers = {
 
 export const taskQueries: Pick<QueryResolvers, 'task' | 'tasks' | 'taskAggregate'> = {
   taskAggregate: (_root, { ids }, ctx) =>
-    aggregate(ids.flatMap((id) => {
-      const t = ctx.tasks.get(decodeIdOf(id, 'Task').nativeId);
-      return t ? [t] : [];
-    })),
+    aggregate(
+      ids.flatMap((id) => {
+        const t = ctx.tasks.get(decodeIdOf(id, 'Task').nativeId);
+        return t ? [t] : [];
+      }),
+    ),
   task: (_root, { id }, ctx) => ctx.tasks.get(decodeIdOf(id, 'Task').nativeId) ?? null,
   tasks: (_root, args, ctx) => {
     const filter = args.filter ?? {};
     const platforms = new Set(platformsInScope(ctx, filter.platformIds));
     const states = filter.states ? new Set(filter.states) : null;
     const targets = filter.targetIds
-      ? new Set(filter.targetIds.map((id) => { const r = decodeIdOf(id, 'VirtualMachine'); return `${r.platformId}\u0000${r.nativeId}`; }))
+      ? new Set(
+          filter.targetIds.map((id) => {
+            const r = decodeIdOf(id, 'VirtualMachine');
+            return `${r.platformId}\u0000${r.nativeId}`;
+          }),
+        )
       : null;
     const tasks = ctx.tasks
       .list()
       .filter((t) => platforms.has(t.platformId))
       .filter((t) => !states || states.has(t.state))
       .filter((t) => !targets || targets.has(`${t.platformId}\u0000${t.targetNativeId}`));
-    return paginate(tasks, args, { name: 'task:CREATED', direction: 'DESC', value: (t) => t.createdAt.getTime(), id: taskId }, ctx.limits);
+    return paginate(
+      tasks,
+      args,
+      { name: 'task:CREATED', direction: 'DESC', value: (t) => t.createdAt.getTime(), id: taskId },
+      ctx.limits,
+    );
   },
 };

@@ -34,7 +34,12 @@ const POWER_ORDER: Record<VmRecord['powerState'], number> = { ON: 0, PAUSED: 1, 
  */
 export async function listVms(
   ctx: GatewayContext,
-  args: { first?: number | null; after?: string | null; filter?: VirtualMachineFilter | null; orderBy?: VirtualMachineOrder | null },
+  args: {
+    first?: number | null;
+    after?: string | null;
+    filter?: VirtualMachineFilter | null;
+    orderBy?: VirtualMachineOrder | null;
+  },
   onlyHosts?: { platformId: string; hostNativeIds: readonly string[] },
 ) {
   const filter = args.filter ?? {};
@@ -71,7 +76,9 @@ export async function listVms(
       break;
     case 'MEMORY_MIB':
     case 'VCPUS': {
-      const all = await ctx.loaders.vmDetails.loadMany(vms.map((v) => ({ platformId: v.platformId, nativeId: v.nativeId })));
+      const all = await ctx.loaders.vmDetails.loadMany(
+        vms.map((v) => ({ platformId: v.platformId, nativeId: v.nativeId })),
+      );
       const byVm = new Map(vms.map((v, i) => [v, all[i]]));
       value = (vm) => {
         const d = byVm.get(vm);
@@ -121,7 +128,11 @@ export const VirtualMachine: VirtualMachineResolvers = {
   cluster: async (vm, _a, ctx) =>
     findCluster(ctx, vm.platformId, (await findHost(ctx, vm.platformId, vm.hostNativeId))?.clusterNativeId ?? null),
   datacenter: async (vm, _a, ctx) =>
-    findDatacenter(ctx, vm.platformId, (await findHost(ctx, vm.platformId, vm.hostNativeId))?.datacenterNativeId ?? null),
+    findDatacenter(
+      ctx,
+      vm.platformId,
+      (await findHost(ctx, vm.platformId, vm.hostNativeId))?.datacenterNativeId ?? null,
+    ),
   networks: async (vm, _a, ctx) => {
     const nics = (await details(ctx, vm)).nics;
     const nets = await Promise.all(
@@ -133,14 +144,21 @@ export const VirtualMachine: VirtualMachineResolvers = {
             : null,
       ),
     );
-    return uniqueBy(nets.filter((n) => n !== null), (n) => n.nativeId);
+    return uniqueBy(
+      nets.filter((n) => n !== null),
+      (n) => n.nativeId,
+    );
   },
   storage: async (vm, _a, ctx) => {
     const disks = (await details(ctx, vm)).disks;
     const ids = await Promise.all(
-      disks.map(async (d) => d.storageNativeId ?? (await findVolumeForDisk(ctx, vm.platformId, d))?.poolNativeId ?? null),
+      disks.map(
+        async (d) => d.storageNativeId ?? (await findVolumeForDisk(ctx, vm.platformId, d))?.poolNativeId ?? null,
+      ),
     );
-    const storage = await Promise.all([...new Set(ids.filter((i) => i !== null))].map((id) => findStorage(ctx, vm.platformId, id)));
+    const storage = await Promise.all(
+      [...new Set(ids.filter((i) => i !== null))].map((id) => findStorage(ctx, vm.platformId, id)),
+    );
     return storage.filter((s): s is StorageRecord => s !== null);
   },
 };

@@ -4,8 +4,7 @@ import { findNetwork, findNetworkByName, findStorage, findVolumeForDisk } from '
 export const VmDisk: VmDiskResolvers = {
   capacityBytes: async (disk, _a, ctx) =>
     disk.capacityBytes ?? (await findVolumeForDisk(ctx, disk.platformId, disk))?.capacityBytes ?? null,
-  format: async (disk, _a, ctx) =>
-    disk.format ?? (await findVolumeForDisk(ctx, disk.platformId, disk))?.format ?? null,
+  format: async (disk, _a, ctx) => disk.format ?? (await findVolumeForDisk(ctx, disk.platformId, disk))?.format ?? null,
   volume: (disk, _a, ctx) => findVolumeForDisk(ctx, disk.platformId, disk),
   storage: async (disk, _a, ctx) => {
     if (disk.storageNativeId) return findStorage(ctx, disk.platformId, disk.storageNativeId);

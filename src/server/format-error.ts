@@ -66,7 +66,11 @@ function classify(
 
   const late = chain.find((e): e is DeadlineExceededError => e instanceof DeadlineExceededError);
   if (late) {
-    return { message: late.message, ...where, extensions: { code: ErrorCode.DEADLINE_EXCEEDED, platformId: late.platformId } };
+    return {
+      message: late.message,
+      ...where,
+      extensions: { code: ErrorCode.DEADLINE_EXCEEDED, platformId: late.platformId },
+    };
   }
 
   const unavailable = chain.find((e): e is PlatformUnavailableError => e instanceof PlatformUnavailableError);
@@ -82,7 +86,11 @@ function classify(
     const upstream = describeUpstream(e);
     if (!upstream) continue;
     logger.warn({ err: e, path: formatted.path }, 'platform error in a response');
-    return { message: upstream.message, ...where, extensions: { code: ErrorCode.UPSTREAM_ERROR, ...upstream.extensions } };
+    return {
+      message: upstream.message,
+      ...where,
+      extensions: { code: ErrorCode.UPSTREAM_ERROR, ...upstream.extensions },
+    };
   }
 
   const code = formatted.extensions?.['code'];

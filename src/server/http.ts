@@ -38,7 +38,10 @@ async function readBody(req: IncomingMessage, max: number): Promise<string> {
 
 function sendJson(res: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text) });
+  res.writeHead(status, {
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': Buffer.byteLength(text),
+  });
   res.end(text);
 }
 
@@ -122,7 +125,11 @@ export function createHttpHandler(opts: HttpHandlerOptions) {
         // A browser's preflight: answer it here; Apollo never sees it.
         res.writeHead(204, {
           ...(cors['access-control-allow-origin']
-            ? { 'access-control-allow-methods': 'GET, POST, OPTIONS', 'access-control-allow-headers': CORS_HEADERS, 'access-control-max-age': '600' }
+            ? {
+                'access-control-allow-methods': 'GET, POST, OPTIONS',
+                'access-control-allow-headers': CORS_HEADERS,
+                'access-control-max-age': '600',
+              }
             : {}),
         });
         res.end();
@@ -156,7 +163,10 @@ export function createHttpHandler(opts: HttpHandlerOptions) {
       else res.end();
     } finally {
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
-      logger.debug({ method: req.method, path: url.pathname, status: res.statusCode, ms: Math.round(ms * 10) / 10 }, 'http');
+      logger.debug(
+        { method: req.method, path: url.pathname, status: res.statusCode, ms: Math.round(ms * 10) / 10 },
+        'http',
+      );
     }
   };
 }

@@ -93,7 +93,9 @@ export function aliasLimitRule(maxAliases: number): ValidationRule {
     Kind.FIELD,
     maxAliases,
     () =>
-      new GatewayError(ErrorCode.TOO_MANY_ALIASES, `The document uses more than ${maxAliases} aliases.`, { maxAliases }),
+      new GatewayError(ErrorCode.TOO_MANY_ALIASES, `The document uses more than ${maxAliases} aliases.`, {
+        maxAliases,
+      }),
     (node) => node.alias !== undefined,
   );
 }
@@ -191,7 +193,11 @@ export function operationCost(
         const frag = fragments.get(sel.name.value);
         if (!frag || seen.has(frag.name.value)) continue;
         const cond = schema.getType(frag.typeCondition.name.value);
-        total += costOf(frag.selectionSet, cond && isCompositeType(cond) ? cond : parent, new Set([...seen, frag.name.value]));
+        total += costOf(
+          frag.selectionSet,
+          cond && isCompositeType(cond) ? cond : parent,
+          new Set([...seen, frag.name.value]),
+        );
       }
     }
     return total;

@@ -39,7 +39,9 @@ export interface RunningWebSocket {
 }
 
 function asGraphQLError(e: unknown): GraphQLError {
-  return e instanceof GraphQLError ? e : new GraphQLError(e instanceof Error ? e.message : String(e), { originalError: e as Error });
+  return e instanceof GraphQLError
+    ? e
+    : new GraphQLError(e instanceof Error ? e.message : String(e), { originalError: e as Error });
 }
 
 /** Gives parse and validation errors the codes Apollo Server gives them on HTTP; our own limit errors keep theirs. */
@@ -76,7 +78,9 @@ export function attachWebSocket(opts: WebSocketOptions): RunningWebSocket {
           document = parse(payload.query, { maxTokens: limits.maxTokens });
         } catch (e) {
           const error = asGraphQLError(e);
-          return [isTokenLimitError(error) ? tokenLimitError(limits.maxTokens) : withCode(error, 'GRAPHQL_PARSE_FAILED')];
+          return [
+            isTokenLimitError(error) ? tokenLimitError(limits.maxTokens) : withCode(error, 'GRAPHQL_PARSE_FAILED'),
+          ];
         }
         const errors = validate(schema, document, rules);
         if (errors.length > 0) return errors.map((e) => withCode(e, 'GRAPHQL_VALIDATION_FAILED'));

@@ -14,14 +14,20 @@ export interface TestGateway extends RunningGateway {
     variables?: Record<string, unknown>,
   ): Promise<FormattedExecutionResult<T> & { status: number }>;
   /** Runs one operation over a real graphql-ws WebSocket client. */
-  wsQuery<T = Record<string, unknown>>(query: string, variables?: Record<string, unknown>): Promise<FormattedExecutionResult<T>>;
+  wsQuery<T = Record<string, unknown>>(
+    query: string,
+    variables?: Record<string, unknown>,
+  ): Promise<FormattedExecutionResult<T>>;
   /** Log lines written so far, parsed. */
   logs(): Record<string, unknown>[];
 }
 
 /** Starts a gateway on a free loopback port with the given (partial) configuration. */
 export async function startTestGateway(raw: Record<string, unknown>): Promise<TestGateway> {
-  const config = validateConfig({ server: { host: '127.0.0.1', port: 0, ...(raw['server'] as object) }, ...without(raw, 'server') });
+  const config = validateConfig({
+    server: { host: '127.0.0.1', port: 0, ...(raw['server'] as object) },
+    ...without(raw, 'server'),
+  });
   const lines: string[] = [];
   const sink = new Writable({
     write(chunk: Buffer, _enc, done) {
@@ -44,7 +50,12 @@ export async function startTestGateway(raw: Record<string, unknown>): Promise<Te
       return { ...((await res.json()) as FormattedExecutionResult<never>), status: res.status };
     },
     async wsQuery(query, variables) {
-      const client = createClient({ url: gateway.url.replace(/^http/, 'ws'), webSocketImpl: WebSocket, retryAttempts: 0, lazy: true });
+      const client = createClient({
+        url: gateway.url.replace(/^http/, 'ws'),
+        webSocketImpl: WebSocket,
+        retryAttempts: 0,
+        lazy: true,
+      });
       try {
         return await new Promise((resolve, reject) => {
           let result: FormattedExecutionResult<never> | undefined;

@@ -20,13 +20,27 @@ export interface Payload {
   userErrors: { field: string[] | null; message: string; code: string }[];
 }
 
-const TASK_FIELDS = 'id operation state progress queuePosition error { code message } targetName upstreamTaskId resultSnapshot { id name }';
+const TASK_FIELDS =
+  'id operation state progress queuePosition error { code message } targetName upstreamTaskId resultSnapshot { id name }';
 
 /** Runs one mutation over real HTTP and returns its payload. */
 export async function mutate(gw: TestGateway, mutation: string, input: Record<string, unknown>): Promise<Payload> {
   const inputType = `${mutation.charAt(0).toUpperCase()}${mutation.slice(1)}Input`;
-  const known = ['StopVmInput', 'DeleteVmInput', 'CreateSnapshotInput', 'DeleteSnapshotInput', 'CloneVmInput', 'ReconfigureVmInput', 'CreateVmInput', 'MigrateVmInput'];
-  const type = known.includes(inputType) ? inputType : input['snapshotId'] ? 'SnapshotOperationInput' : 'VmOperationInput';
+  const known = [
+    'StopVmInput',
+    'DeleteVmInput',
+    'CreateSnapshotInput',
+    'DeleteSnapshotInput',
+    'CloneVmInput',
+    'ReconfigureVmInput',
+    'CreateVmInput',
+    'MigrateVmInput',
+  ];
+  const type = known.includes(inputType)
+    ? inputType
+    : input['snapshotId']
+      ? 'SnapshotOperationInput'
+      : 'VmOperationInput';
   const res = await gw.query<Record<string, Payload>>(
     `mutation($input: ${type}!) { ${mutation}(input: $input) { vm { id name powerState } task { ${TASK_FIELDS} } userErrors { field message code } } }`,
     { input },
@@ -39,7 +53,9 @@ export async function mutate(gw: TestGateway, mutation: string, input: Record<st
 export async function finished(gw: TestGateway, taskId: string, timeoutMs = 20_000): Promise<TaskRow> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const res = await gw.query<{ task: TaskRow }>(`query($id: ID!) { task(id: $id) { ${TASK_FIELDS} } }`, { id: taskId });
+    const res = await gw.query<{ task: TaskRow }>(`query($id: ID!) { task(id: $id) { ${TASK_FIELDS} } }`, {
+      id: taskId,
+    });
     const task = res.data!.task;
     if (['SUCCEEDED', 'FAILED', 'CANCELLED'].includes(task.state)) return task;
     if (Date.now() > deadline) throw new Error(`task ${taskId} still ${task.state}`);

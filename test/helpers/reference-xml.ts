@@ -32,7 +32,10 @@ function convert(entries: Ordered[]): XNode[] {
     const attrs: Record<string, string> = {};
     for (const [k, v] of Object.entries(rawAttrs)) attrs[k.startsWith('xmlns') ? k : localAttr(k)] = v;
     const body = (entry[key] as Ordered[]) ?? [];
-    const text = body.filter((b) => '#text' in b).map((b) => String(b['#text'])).join('');
+    const text = body
+      .filter((b) => '#text' in b)
+      .map((b) => String(b['#text']))
+      .join('');
     out.push({ name: localName(key), attrs, text, children: convert(body) });
   }
   return out;
@@ -51,4 +54,3 @@ export function parseXmlWithLibrary(xml: string): XNode {
   if (!root) throw new Error('empty XML document');
   return root;
 }
-

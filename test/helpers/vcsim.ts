@@ -6,18 +6,64 @@ import { createInterface } from 'node:readline';
 
 /** The inventory as govmomi (VMware's Go client) sees it: the tests' oracle. */
 export interface Oracle {
-  vms: Record<string, {
-    name: string; uuid: string; instanceUuid: string; powerState: string; numCpu: number; coresPerSocket: number;
-    memoryMB: number; guestId: string; guestFullName: string; hardwareVersion: string; template: boolean; host: string;
-    resourcePool: string; datastores: string[]; networks: string[]; toolsStatus: string; ipAddress: string; hostName: string;
-    disks: number; nics: number; snapshots: string[] | null; currentSnapshot: string;
-  }>;
-  hosts: Record<string, {
-    name: string; parent: string; connectionState: string; powerState: string; inMaintenanceMode: boolean; cpuModel: string;
-    cpuMhz: number; numCpuCores: number; numCpuThreads: number; numCpuPkgs: number; memorySize: number; version: string;
-    build: string; uuid: string;
-  }>;
-  datastores: Record<string, { name: string; type: string; capacity: number; freeSpace: number; uncommitted: number; accessible: boolean; url: string }>;
+  vms: Record<
+    string,
+    {
+      name: string;
+      uuid: string;
+      instanceUuid: string;
+      powerState: string;
+      numCpu: number;
+      coresPerSocket: number;
+      memoryMB: number;
+      guestId: string;
+      guestFullName: string;
+      hardwareVersion: string;
+      template: boolean;
+      host: string;
+      resourcePool: string;
+      datastores: string[];
+      networks: string[];
+      toolsStatus: string;
+      ipAddress: string;
+      hostName: string;
+      disks: number;
+      nics: number;
+      snapshots: string[] | null;
+      currentSnapshot: string;
+    }
+  >;
+  hosts: Record<
+    string,
+    {
+      name: string;
+      parent: string;
+      connectionState: string;
+      powerState: string;
+      inMaintenanceMode: boolean;
+      cpuModel: string;
+      cpuMhz: number;
+      numCpuCores: number;
+      numCpuThreads: number;
+      numCpuPkgs: number;
+      memorySize: number;
+      version: string;
+      build: string;
+      uuid: string;
+    }
+  >;
+  datastores: Record<
+    string,
+    {
+      name: string;
+      type: string;
+      capacity: number;
+      freeSpace: number;
+      uncommitted: number;
+      accessible: boolean;
+      url: string;
+    }
+  >;
   clusters: Record<string, { name: string; parent: string; drsEnabled: boolean | null; haEnabled: boolean | null }>;
   datacenters: Record<string, { name: string }>;
   networks: Record<string, { name: string }>;
@@ -81,7 +127,13 @@ export async function startVcsim(opts: VcsimOptions = {}): Promise<Vcsim> {
     `-ds=${opts.ds ?? 1}`,
     `-pg=${opts.pg ?? 1}`,
     ...(opts.esx ? ['-esx'] : []),
-    ...(opts.methodDelay ? [`-method-delay=${Object.entries(opts.methodDelay).map(([m, ms]) => `${m}=${ms}`).join(',')}`] : []),
+    ...(opts.methodDelay
+      ? [
+          `-method-delay=${Object.entries(opts.methodDelay)
+            .map(([m, ms]) => `${m}=${ms}`)
+            .join(',')}`,
+        ]
+      : []),
   ];
   const child: ChildProcess = spawn(VCSIM_BINARY, args, { stdio: ['pipe', 'pipe', 'pipe'] });
   let stderr = '';
@@ -128,5 +180,13 @@ export async function startVcsim(opts: VcsimOptions = {}): Promise<Vcsim> {
 
 /** A vSphere platform entry for a gateway configuration, pointing at a simulator. */
 export function vspherePlatform(sim: Vcsim, extra: Record<string, unknown> = {}): Record<string, unknown> {
-  return { id: 'vc', kind: 'vsphere', url: sim.url, username: sim.username, password: sim.password, caFile: sim.certFile, ...extra };
+  return {
+    id: 'vc',
+    kind: 'vsphere',
+    url: sim.url,
+    username: sim.username,
+    password: sim.password,
+    caFile: sim.certFile,
+    ...extra,
+  };
 }

@@ -97,15 +97,7 @@ export interface NativeConnection {
 
 /** The libvirt call behind each name: virDomainCreateWithFlags, virDomainShutdownFlags, ... */
 export type DomainOperation =
-  | 'create'
-  | 'shutdown'
-  | 'destroy'
-  | 'reboot'
-  | 'reset'
-  | 'suspend'
-  | 'resume'
-  | 'managedSave'
-  | 'undefine';
+  'create' | 'shutdown' | 'destroy' | 'reboot' | 'reset' | 'suspend' | 'resume' | 'managedSave' | 'undefine';
 
 export interface OpenOptions {
   readOnly?: boolean;

@@ -5,7 +5,6 @@ import { escapeXml } from '../xml/tree.js';
 // regular (one element per line, attributes in single quotes), which these
 // edits rely on; the result is checked by libvirt when it is defined.
 
-
 export interface DomainEdit {
   vcpus: number | null;
   coresPerSocket: number | null;
@@ -39,7 +38,10 @@ export function editDomainXml(xml: string, edit: DomainEdit): string {
   if (edit.coresPerSocket !== null) {
     const vcpus = edit.vcpus ?? Number(/<vcpu\b[^>]*>(\d+)<\/vcpu>/.exec(out)?.[1] ?? 1);
     if (vcpus % edit.coresPerSocket !== 0) {
-      throw new OperationFailedError(`${vcpus} vCPUs do not divide into sockets of ${edit.coresPerSocket} cores`, 'INVALID_INPUT');
+      throw new OperationFailedError(
+        `${vcpus} vCPUs do not divide into sockets of ${edit.coresPerSocket} cores`,
+        'INVALID_INPUT',
+      );
     }
     const topology = `<topology sockets='${vcpus / edit.coresPerSocket}' dies='1' cores='${edit.coresPerSocket}' threads='1'/>`;
     if (/<topology\b[^>]*\/>/.test(out)) out = out.replace(/<topology\b[^>]*\/>/, topology);

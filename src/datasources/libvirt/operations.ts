@@ -27,8 +27,6 @@ import { VirErr, isLibvirtCode } from './errors.js';
 import { parsePoolXml, parseVolumeXml } from './xml.js';
 import { escapeXml } from '../xml/tree.js';
 
-
-
 function snapshotXml(op: Extract<VmOperation, { kind: 'CREATE_SNAPSHOT' }>): string {
   const description = op.description ? `<description>${escapeXml(op.description)}</description>` : '';
   const memory = op.includeMemory ? '' : "<memory snapshot='no'/>";
@@ -36,7 +34,12 @@ function snapshotXml(op: Extract<VmOperation, { kind: 'CREATE_SNAPSHOT' }>): str
 }
 
 /** Does one operation on one domain. */
-export async function runDomainOperation(c: LibvirtClient, uuid: string, op: VmOperation, reporter: OperationReporter): Promise<OperationResult> {
+export async function runDomainOperation(
+  c: LibvirtClient,
+  uuid: string,
+  op: VmOperation,
+  reporter: OperationReporter,
+): Promise<OperationResult> {
   const lifecycle = (operation: DomainOperation, flags = 0) => c.call('domainLifecycle', uuid, operation, flags);
   switch (op.kind) {
     case 'START_VM':
@@ -90,10 +93,16 @@ export async function runDomainOperation(c: LibvirtClient, uuid: string, op: VmO
       await reconfigure(c, uuid, op);
       return {};
     case 'MIGRATE_VM': {
-      if (!op.destination) throw new OperationFailedError('a libvirt VM moves to another libvirt platform (host)', 'INVALID_INPUT');
-      const running = (await c.call('getAllDomainStats', DomainStats.STATE, 0)).some((d) => d.uuid === uuid && d.id >= 0);
+      if (!op.destination)
+        throw new OperationFailedError('a libvirt VM moves to another libvirt platform (host)', 'INVALID_INPUT');
+      const running = (await c.call('getAllDomainStats', DomainStats.STATE, 0)).some(
+        (d) => d.uuid === uuid && d.id >= 0,
+      );
       const flags =
-        MigrateFlags.PEER2PEER | MigrateFlags.PERSIST_DEST | MigrateFlags.UNDEFINE_SOURCE | (running ? MigrateFlags.LIVE : MigrateFlags.OFFLINE);
+        MigrateFlags.PEER2PEER |
+        MigrateFlags.PERSIST_DEST |
+        MigrateFlags.UNDEFINE_SOURCE |
+        (running ? MigrateFlags.LIVE : MigrateFlags.OFFLINE);
       await c.call('migrateToUri', uuid, op.destination.uri, flags);
       return { vmNativeId: uuid, vmPlatformId: op.destination.platformId };
     }
@@ -104,14 +113,26 @@ export async function runDomainOperation(c: LibvirtClient, uuid: string, op: VmO
  * Defines a domain of the connection's preferred guest type (kvm where
  * available), with new qcow2 volumes for its disks and virtio devices.
  */
-export async function createDomain(c: LibvirtClient, spec: VmSpec, reporter: OperationReporter): Promise<OperationResult> {
+export async function createDomain(
+  c: LibvirtClient,
+  spec: VmSpec,
+  reporter: OperationReporter,
+): Promise<OperationResult> {
   const caps = await c.call('getCapabilities');
   const guest = preferredGuest(caps);
   if (!guest) throw new OperationFailedError('the hypervisor offers no hvm guest type', 'UNSUPPORTED');
-  const [pools, nets] = await Promise.all([c.call('listAllStoragePools', 0), networkNames(c, spec.nics.map((n) => n.networkNativeId))]);
+  const [pools, nets] = await Promise.all([
+    c.call('listAllStoragePools', 0),
+    networkNames(
+      c,
+      spec.nics.map((n) => n.networkNativeId),
+    ),
+  ]);
   const disks: { path: string; format: string }[] = [];
   for (const [i, disk] of spec.disks.entries()) {
-    const pool = pools.find((p) => p.uuid === (disk.storageNativeId ?? spec.placement.storageNativeId)) ?? pools.find((p) => p.state === 2);
+    const pool =
+      pools.find((p) => p.uuid === (disk.storageNativeId ?? spec.placement.storageNativeId)) ??
+      pools.find((p) => p.state === 2);
     if (!pool) throw new OperationFailedError('no running storage pool for the new disks', 'INVALID_INPUT');
     disks.push(await newQcow2Volume(c, pool.uuid, `${spec.name}-disk${i + 1}.qcow2`, disk.capacityBytes));
     reporter.progress(10 + ((i + 1) / spec.disks.length) * 60);
@@ -162,10 +183,14 @@ async function clone(
   reporter: OperationReporter,
 ): Promise<OperationResult> {
   if (op.placement.storageNativeId) {
-    throw new OperationFailedError('libvirt clones copy disks within their own pool; leave storage out of the placement', 'UNSUPPORTED');
+    throw new OperationFailedError(
+      'libvirt clones copy disks within their own pool; leave storage out of the placement',
+      'UNSUPPORTED',
+    );
   }
   const [source] = await c.call('getDomainXmlDescs', [uuid], DomainXmlFlags.INACTIVE | DomainXmlFlags.SECURE);
-  if (source === undefined || source instanceof Error) throw source ?? new OperationFailedError('the source VM has gone');
+  if (source === undefined || source instanceof Error)
+    throw source ?? new OperationFailedError('the source VM has gone');
   let xml = source
     .replace(/<test:[a-z]+[\s\S]*?<\/test:[a-z]+>|<test:[a-z]+[^>]*\/>/g, '') // test-driver metadata (run state, snapshots)
     .replace(/<uuid>[^<]*<\/uuid>\s*/, '')
@@ -176,8 +201,13 @@ async function clone(
   for (const [i, [disk]] of disks.entries()) {
     const file = /<source file=['"]([^'"]+)['"]/.exec(disk)?.[1];
     const poolVolume = /<source pool=['"]([^'"]+)['"] volume=['"]([^'"]+)['"]/.exec(disk);
-    const sourcePath = file ?? (poolVolume ? volumes.byPoolAndName.get(`${poolVolume[1]}/${poolVolume[2]}`) : undefined);
-    if (!sourcePath) throw new OperationFailedError(`disk ${i + 1} of the source is not a volume of a storage pool; the gateway cannot copy it`, 'UNSUPPORTED');
+    const sourcePath =
+      file ?? (poolVolume ? volumes.byPoolAndName.get(`${poolVolume[1]}/${poolVolume[2]}`) : undefined);
+    if (!sourcePath)
+      throw new OperationFailedError(
+        `disk ${i + 1} of the source is not a volume of a storage pool; the gateway cannot copy it`,
+        'UNSUPPORTED',
+      );
     const extension = /\.[a-z0-9]+$/i.exec(sourcePath)?.[0] ?? '';
     const newPath = await c.call('cloneVolume', sourcePath, `${op.name}-disk${i + 1}${extension}`);
     const newName = newPath.slice(newPath.lastIndexOf('/') + 1);
@@ -200,7 +230,10 @@ async function clone(
 async function reconfigure(c: LibvirtClient, uuid: string, change: Reconfiguration): Promise<void> {
   const [source] = await c.call('getDomainXmlDescs', [uuid], DomainXmlFlags.INACTIVE | DomainXmlFlags.SECURE);
   if (source === undefined || source instanceof Error) throw source ?? new OperationFailedError('the VM has gone');
-  const addNetworks = await networkNames(c, change.addNics.map((n) => n.networkNativeId));
+  const addNetworks = await networkNames(
+    c,
+    change.addNics.map((n) => n.networkNativeId),
+  );
   const addDiskPaths: { path: string; format: string }[] = [];
   if (change.addDisks.length > 0) {
     const pools = await c.call('listAllStoragePools', 0);
@@ -212,8 +245,14 @@ async function reconfigure(c: LibvirtClient, uuid: string, change: Reconfigurati
     const name = /<name>([^<]+)<\/name>/.exec(source)?.[1] ?? uuid;
     for (const [i, disk] of change.addDisks.entries()) {
       const pool = disk.storageNativeId ? pools.find((p) => p.uuid === disk.storageNativeId) : home;
-      if (!pool) throw new OperationFailedError('name the storage pool for the new disk (the VM has no disk in a pool)', 'INVALID_INPUT');
-      addDiskPaths.push(await newQcow2Volume(c, pool.uuid, `${name}-${Date.now().toString(36)}-${i + 1}.qcow2`, disk.capacityBytes));
+      if (!pool)
+        throw new OperationFailedError(
+          'name the storage pool for the new disk (the VM has no disk in a pool)',
+          'INVALID_INPUT',
+        );
+      addDiskPaths.push(
+        await newQcow2Volume(c, pool.uuid, `${name}-${Date.now().toString(36)}-${i + 1}.qcow2`, disk.capacityBytes),
+      );
     }
   }
   const xml = editDomainXml(source, {
@@ -231,7 +270,10 @@ async function reconfigure(c: LibvirtClient, uuid: string, change: Reconfigurati
 /** Paths of every volume by `pool/name`, for disks that name a pool volume. */
 async function volumeIndex(c: LibvirtClient): Promise<{ byPoolAndName: Map<string, string> }> {
   const pools = await c.call('listAllStoragePools', 0);
-  const perPool = await c.call('listStorageVolumes', pools.map((p) => p.uuid));
+  const perPool = await c.call(
+    'listStorageVolumes',
+    pools.map((p) => p.uuid),
+  );
   const byPoolAndName = new Map<string, string>();
   perPool.forEach((vols, i) => {
     if (vols instanceof Error) return;
@@ -247,7 +289,10 @@ async function volumeIndex(c: LibvirtClient): Promise<{ byPoolAndName: Map<strin
  */
 async function undefineAll(c: LibvirtClient, uuid: string): Promise<void> {
   const attempts = [
-    UndefineFlags.MANAGED_SAVE | UndefineFlags.SNAPSHOTS_METADATA | UndefineFlags.NVRAM | UndefineFlags.CHECKPOINTS_METADATA,
+    UndefineFlags.MANAGED_SAVE |
+      UndefineFlags.SNAPSHOTS_METADATA |
+      UndefineFlags.NVRAM |
+      UndefineFlags.CHECKPOINTS_METADATA,
     UndefineFlags.MANAGED_SAVE | UndefineFlags.SNAPSHOTS_METADATA,
     0,
   ];
@@ -279,7 +324,12 @@ async function networkNames(c: LibvirtClient, uuids: string[]): Promise<string[]
 }
 
 /** Creates an empty qcow2 volume in a pool. */
-async function newQcow2Volume(c: LibvirtClient, poolUuid: string, name: string, capacityBytes: number): Promise<{ path: string; format: string }> {
+async function newQcow2Volume(
+  c: LibvirtClient,
+  poolUuid: string,
+  name: string,
+  capacityBytes: number,
+): Promise<{ path: string; format: string }> {
   const xml = `<volume><name>${escapeXml(name)}</name><capacity unit='bytes'>${capacityBytes}</capacity><target><format type='qcow2'/></target></volume>`;
   return { path: await c.call('createVolume', poolUuid, xml), format: 'qcow2' };
 }

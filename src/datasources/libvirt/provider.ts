@@ -11,12 +11,26 @@ import type { VmDetails, VmRecord } from '../../model/vm.js';
 import { ConnectedProvider, PlatformConnection } from '../platform-connection.js';
 import type { Provider } from '../provider.js';
 import type { UpstreamErrorDescription } from '../../model/errors.js';
-import type { MigrationTarget, OperationReporter, OperationResult, Unsupported, VmOperation, VmSpec } from '../../model/operations.js';
+import type {
+  MigrationTarget,
+  OperationReporter,
+  OperationResult,
+  Unsupported,
+  VmOperation,
+  VmSpec,
+} from '../../model/operations.js';
 import { DomainStats, ListDomainsFlags } from './addon.js';
 import { LibvirtClient } from './client.js';
 import { createDomain, runDomainOperation } from './operations.js';
 import { planLibvirtMigration } from './migration.js';
-import { VirErr, describeLibvirtError, isAuthFailure, isConnectionFailure, isLibvirtCode, isLibvirtError } from './errors.js';
+import {
+  VirErr,
+  describeLibvirtError,
+  isAuthFailure,
+  isConnectionFailure,
+  isLibvirtCode,
+  isLibvirtError,
+} from './errors.js';
 import { domainState, formatVersion, poolState, snapshotPowerState, volumeType } from './states.js';
 import { parseDomainXml, parseNetworkXml, parsePoolXml, parseSnapshotXml, parseVolumeXml } from './xml.js';
 
@@ -73,12 +87,12 @@ export class LibvirtProvider extends ConnectedProvider<LibvirtClient> implements
     });
   }
 
-
-
   /** Every operation maps to a libvirt call; a driver that lacks one fails the task with libvirt's reason. */
   /** The test driver cannot migrate; other drivers say so themselves when they cannot. */
   get unsupported(): Unsupported {
-    return this.state().hypervisorType === 'TEST' ? { MIGRATE_VM: "libvirt's test driver cannot migrate domains." } : {};
+    return this.state().hypervisorType === 'TEST'
+      ? { MIGRATE_VM: "libvirt's test driver cannot migrate domains." }
+      : {};
   }
   /** Copying the disks of a running domain would copy them mid-write. */
   readonly allowedStates = { CLONE_VM: ['OFF'] } as const;
@@ -90,9 +104,6 @@ export class LibvirtProvider extends ConnectedProvider<LibvirtClient> implements
   createVm(spec: VmSpec, reporter: OperationReporter): Promise<OperationResult> {
     return this.connection.use((c) => createDomain(c, spec, reporter));
   }
-
-
-
 
   planMigration(vm: VmRecord, target: MigrationTarget): VmOperation {
     return planLibvirtMigration(vm, target);
@@ -107,10 +118,6 @@ export class LibvirtProvider extends ConnectedProvider<LibvirtClient> implements
     if (spec.placement.clusterNativeId) return 'libvirt has no clusters; leave clusterId out.';
     return null;
   }
-
-
-
-
 
   /** libvirt has no datacenters or clusters. */
   async listDatacenters(): Promise<DatacenterRecord[]> {
@@ -198,9 +205,7 @@ export class LibvirtProvider extends ConnectedProvider<LibvirtClient> implements
   /** Reads snapshots only of the domains that have any (one filtered listing finds them). */
   getSnapshots(uuids: readonly string[]): Promise<(SnapshotRecord[] | Error)[]> {
     return this.connection.use(async (c) => {
-      const withSnapshots = new Set(
-        (await c.call('listAllDomains', ListDomainsFlags.HAS_SNAPSHOT)).map((d) => d.uuid),
-      );
+      const withSnapshots = new Set((await c.call('listAllDomains', ListDomainsFlags.HAS_SNAPSHOT)).map((d) => d.uuid));
       const toRead = uuids.filter((u) => withSnapshots.has(u));
       const read = toRead.length > 0 ? await c.call('listDomainSnapshots', toRead) : [];
       const byUuid = new Map(toRead.map((u, i) => [u, read[i]]));
@@ -219,9 +224,10 @@ export class LibvirtProvider extends ConnectedProvider<LibvirtClient> implements
               createdAt: parsed.createdAt,
               rawState: parsed.state,
               powerState: snapshotPowerState(parsed.state),
-              includesMemory: parsed.memory === 'internal' || parsed.memory === 'external'
-                ? true
-                : parsed.memory === null && (parsed.state === 'running' || parsed.state === 'paused'),
+              includesMemory:
+                parsed.memory === 'internal' || parsed.memory === 'external'
+                  ? true
+                  : parsed.memory === null && (parsed.state === 'running' || parsed.state === 'paused'),
               isCurrent: s.current,
               quiesced: null,
               key: s.name,
@@ -314,7 +320,6 @@ export function availableBytes(capacity: number, allocation: number, available: 
   return available <= capacity ? available : Math.max(0, capacity - allocation);
 }
 
-
 /** The host's UUID from capabilities XML (`<host><uuid>`), absent on some drivers. */
 function hostUuid(capabilities: string): string | null {
   return /<host>\s*<uuid>([^<]+)<\/uuid>/.exec(capabilities)?.[1] ?? null;
@@ -325,8 +330,6 @@ function hostCpuModel(capabilities: string): string | null {
   const hostCpu = /<host>\s*(?:<uuid>[^<]*<\/uuid>\s*)?<cpu>([\s\S]*?)<\/cpu>/.exec(capabilities)?.[1];
   return hostCpu ? (/<model[^>]*>([^<]+)<\/model>/.exec(hostCpu)?.[1] ?? null) : null;
 }
-
-
 
 function num(v: number | string | boolean | undefined): number | undefined {
   return typeof v === 'number' ? v : undefined;

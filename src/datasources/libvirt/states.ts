@@ -53,8 +53,7 @@ export interface DomainState {
 export function domainState(state: number | undefined, reason: number | undefined): DomainState {
   const rawState = state !== undefined ? (STATE_NAMES[state] ?? `state-${state}`) : 'nostate';
   const reasons = REASONS[rawState];
-  const rawStateReason =
-    reason === undefined ? null : (reasons?.[reason] ?? `reason-${reason}`);
+  const rawStateReason = reason === undefined ? null : (reasons?.[reason] ?? `reason-${reason}`);
   // A managed save (suspendVm) leaves the domain shut off with reason "saved":
   // it resumes where it was, so it reads as suspended.
   if (rawState === 'shutoff' && rawStateReason === 'saved') {

@@ -56,6 +56,7 @@ export function isVsphereConnectionFailure(e: unknown): boolean {
 /** A vSphere fault or transport failure as clients see it: the fault type or the kind of failure. */
 export function describeVsphereError(e: unknown): UpstreamErrorDescription | null {
   if (e instanceof VimFault) return { message: `vSphere: ${e.message}`, extensions: { vimFault: e.faultType } };
-  if (e instanceof VsphereTransportError) return { message: `vSphere: ${e.message}`, extensions: { transport: e.failure } };
+  if (e instanceof VsphereTransportError)
+    return { message: `vSphere: ${e.message}`, extensions: { transport: e.failure } };
   return null;
 }

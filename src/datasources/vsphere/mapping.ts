@@ -3,7 +3,16 @@ import type { ClusterRecord, DatacenterRecord } from '../../model/inventory.js';
 import type { NetworkKind, NetworkRecord } from '../../model/network.js';
 import type { SnapshotRecord } from '../../model/snapshot.js';
 import type { DatastoreRecord } from '../../model/storage.js';
-import type { DiskDevice, PowerState, VmDetails, VmDiskRecord, VmNicRecord, VmPhase, VmRecord, VsphereVmFacts } from '../../model/vm.js';
+import type {
+  DiskDevice,
+  PowerState,
+  VmDetails,
+  VmDiskRecord,
+  VmNicRecord,
+  VmPhase,
+  VmRecord,
+  VsphereVmFacts,
+} from '../../model/vm.js';
 import { childNativeId } from '../../model/ids.js';
 import type { ObjectContent, PropertySpec } from './vim.js';
 import { type MoRef, type XNode, boolOf, child, children, intOf, moRefOf, path, textOf, xsiType } from './xml.js';
@@ -43,7 +52,15 @@ export const VM_SNAPSHOT_SPEC: PropertySpec = { type: 'VirtualMachine', paths: [
 
 export const HOST_SPEC: PropertySpec = {
   type: 'HostSystem',
-  paths: ['name', 'parent', 'summary.hardware', 'config.product', 'runtime.connectionState', 'runtime.powerState', 'runtime.inMaintenanceMode'],
+  paths: [
+    'name',
+    'parent',
+    'summary.hardware',
+    'config.product',
+    'runtime.connectionState',
+    'runtime.powerState',
+    'runtime.inMaintenanceMode',
+  ],
 };
 
 /** Everything needed to place objects in datacenters and clusters, in one retrieval. */
@@ -174,7 +191,11 @@ const NIC_TYPES = new Set([
   'VirtualSriovEthernetCard',
 ]);
 
-const DISK_DEVICES: Record<string, DiskDevice> = { VirtualDisk: 'DISK', VirtualCdrom: 'CDROM', VirtualFloppy: 'FLOPPY' };
+const DISK_DEVICES: Record<string, DiskDevice> = {
+  VirtualDisk: 'DISK',
+  VirtualCdrom: 'CDROM',
+  VirtualFloppy: 'FLOPPY',
+};
 
 /**
  * The gateway's name for each disk-like device: `<bus><busNumber>:<unit>`
@@ -191,7 +212,12 @@ export function diskTargets(all: XNode[]): Map<XNode, string> {
     all.map((d) => {
       const controller = controllers.get(textOf(child(d, 'controllerKey')) ?? '');
       const unit = intOf(child(d, 'unitNumber'));
-      return [d, controller ? `${controller.bus}${controller.number}:${unit ?? 0}` : (textOf(path(d, 'deviceInfo', 'label')) ?? '')];
+      return [
+        d,
+        controller
+          ? `${controller.bus}${controller.number}:${unit ?? 0}`
+          : (textOf(path(d, 'deviceInfo', 'label')) ?? ''),
+      ];
     }),
   );
 }

@@ -11,16 +11,27 @@ import {
 } from '../../model/operations.js';
 import { waitUntilGuestOff } from '../guest-shutdown.js';
 import { InventoryTree, TREE_SPECS } from './mapping.js';
-import { freeUnit, newDiskChange, newKeys, newNicChanges, newScsiControllerChange, reconfigureSpec } from './reconfigure.js';
+import {
+  freeUnit,
+  newDiskChange,
+  newKeys,
+  newNicChanges,
+  newScsiControllerChange,
+  reconfigureSpec,
+} from './reconfigure.js';
 import type { VsphereSession } from './session.js';
 import { resultRef } from './task-watcher.js';
 import { invokeTask, invokeVoid } from './vim.js';
 import { type MoRef, children, elementXml, moRefOf, moRefXml } from './xml.js';
 
-
 /** Does one operation on one VM, following the upstream tasks it starts. */
-export async function runVmOperation(s: VsphereSession, vmId: string, op: VmOperation, reporter: OperationReporter): Promise<OperationResult> {
-const vm: MoRef = { type: 'VirtualMachine', value: vmId };
+export async function runVmOperation(
+  s: VsphereSession,
+  vmId: string,
+  op: VmOperation,
+  reporter: OperationReporter,
+): Promise<OperationResult> {
+  const vm: MoRef = { type: 'VirtualMachine', value: vmId };
   const task = async (method: string, target: MoRef = vm, args = '') =>
     s.tasks.wait(await s.call(() => invokeTask(s.client, method, target, args)), reporter);
   const snapshot = (key: string): MoRef => ({ type: 'VirtualMachineSnapshot', value: key });
@@ -75,7 +86,11 @@ const vm: MoRef = { type: 'VirtualMachine', value: vmId };
     }
     case 'MIGRATE_VM': {
       const target = await placementTarget(s, { hostNativeId: op.hostNativeId });
-      await task('RelocateVM_Task', vm, `<spec>${relocationXml(op.storageNativeId, target?.pool ?? null, op.hostNativeId)}</spec>`);
+      await task(
+        'RelocateVM_Task',
+        vm,
+        `<spec>${relocationXml(op.storageNativeId, target?.pool ?? null, op.hostNativeId)}</spec>`,
+      );
       return {};
     }
     case 'RECONFIGURE_VM':
@@ -92,47 +107,83 @@ const vm: MoRef = { type: 'VirtualMachine', value: vmId };
  * chosen cluster or host, with a paravirtual SCSI controller, thin disks
  * and VMXNET3 NICs.
  */
-export async function createVirtualMachine(s: VsphereSession, platformId: string, spec: VmSpec, reporter: OperationReporter): Promise<OperationResult> {
+export async function createVirtualMachine(
+  s: VsphereSession,
+  platformId: string,
+  spec: VmSpec,
+  reporter: OperationReporter,
+): Promise<OperationResult> {
   const { hostNativeId } = spec.placement;
   const target = await placementTarget(s, spec.placement);
-  if (!target?.pool) throw new OperationFailedError('the placement names no cluster or host this platform has', 'INVALID_INPUT');
+  if (!target?.pool)
+    throw new OperationFailedError('the placement names no cluster or host this platform has', 'INVALID_INPUT');
   const { compute, pool } = target;
   const tree = new InventoryTree(platformId, await s.retrieveAll(TREE_SPECS));
   const datacenter = tree.datacenterOf(compute);
-  const [dc] = datacenter ? await s.retrieveObjects([{ type: 'Datacenter', value: datacenter }], [{ type: 'Datacenter', paths: ['vmFolder'] }]) : [];
+  const [dc] = datacenter
+    ? await s.retrieveObjects(
+        [{ type: 'Datacenter', value: datacenter }],
+        [{ type: 'Datacenter', paths: ['vmFolder'] }],
+      )
+    : [];
   const folder = moRefOf(dc?.props.get('vmFolder'));
   if (!folder) throw new OperationFailedError('cannot find the datacenter VM folder of the placement');
   const store =
     spec.placement.storageNativeId ??
     spec.disks.find((d) => d.storageNativeId)?.storageNativeId ??
     target.datastores[0];
-  if (!store) throw new OperationFailedError('the placement has no datastore; give placement.storageId', 'INVALID_INPUT');
+  if (!store)
+    throw new OperationFailedError('the placement has no datastore; give placement.storageId', 'INVALID_INPUT');
 
   const keys = newKeys();
   const controllerKey = keys();
   const units = new Set<number | null>();
   const changes = [newScsiControllerChange(controllerKey)];
   for (const disk of spec.disks) {
-    changes.push(await newDiskChange(s, keys(), controllerKey, freeUnit(units), disk.storageNativeId ?? store, disk.capacityBytes));
+    changes.push(
+      await newDiskChange(s, keys(), controllerKey, freeUnit(units), disk.storageNativeId ?? store, disk.capacityBytes),
+    );
   }
-  changes.push(...(await newNicChanges(s, keys, spec.nics.map((n) => n.networkNativeId))));
-  const [ds] = await s.retrieveObjects([{ type: 'Datastore', value: store }], [{ type: 'Datastore', paths: ['summary.name'] }]);
+  changes.push(
+    ...(await newNicChanges(
+      s,
+      keys,
+      spec.nics.map((n) => n.networkNativeId),
+    )),
+  );
+  const [ds] = await s.retrieveObjects(
+    [{ type: 'Datastore', value: store }],
+    [{ type: 'Datastore', paths: ['summary.name'] }],
+  );
   const config =
     `<config>${elementXml('name', spec.name)}${elementXml('guestId', spec.guestOs ?? 'otherGuest64')}` +
     `<files>${elementXml('vmPathName', `[${ds?.props.get('summary.name')?.text ?? ''}]`)}</files>` +
     `${elementXml('numCPUs', spec.vcpus)}${spec.coresPerSocket ? elementXml('numCoresPerSocket', spec.coresPerSocket) : ''}` +
     `${elementXml('memoryMB', spec.memoryMiB)}${changes.join('')}</config>`;
-  const args = config + moRefXml('pool', pool) + (hostNativeId ? moRefXml('host', { type: 'HostSystem', value: hostNativeId }) : '');
-  const created = resultRef(await s.tasks.wait(await s.call(() => invokeTask(s.client, 'CreateVM_Task', folder, args)), reporter));
+  const args =
+    config +
+    moRefXml('pool', pool) +
+    (hostNativeId ? moRefXml('host', { type: 'HostSystem', value: hostNativeId }) : '');
+  const created = resultRef(
+    await s.tasks.wait(await s.call(() => invokeTask(s.client, 'CreateVM_Task', folder, args)), reporter),
+  );
   if (!created) throw new OperationFailedError('CreateVM_Task succeeded without naming the new VM');
   if (spec.powerOn) await s.tasks.wait(await s.call(() => invokeTask(s.client, 'PowerOnVM_Task', created)), reporter);
   return { vmNativeId: created.value };
 }
 
 /** CloneVM_Task's folder, name and spec: into the source's folder, placed as asked. */
-async function cloneSpec(s: VsphereSession, vm: MoRef, op: Extract<VmOperation, { kind: 'CLONE_VM' }>): Promise<string> {
+async function cloneSpec(
+  s: VsphereSession,
+  vm: MoRef,
+  op: Extract<VmOperation, { kind: 'CLONE_VM' }>,
+): Promise<string> {
   const folder = await parentOf(s, vm);
-  if (!folder) throw new OperationFailedError('the source VM is not in a folder (vApp members cannot be cloned here)', 'UNSUPPORTED');
+  if (!folder)
+    throw new OperationFailedError(
+      'the source VM is not in a folder (vApp members cannot be cloned here)',
+      'UNSUPPORTED',
+    );
   const { hostNativeId, storageNativeId } = op.placement;
   const target = await placementTarget(s, op.placement);
   const location = relocationXml(storageNativeId, target?.pool ?? null, hostNativeId);
@@ -184,4 +235,3 @@ async function powerState(s: VsphereSession, vm: MoRef): Promise<string | null> 
   const [o] = await s.retrieveObjects([vm], [{ type: 'VirtualMachine', paths: ['runtime.powerState'] }]);
   return o?.props.get('runtime.powerState')?.text ?? null;
 }
-

@@ -31,7 +31,14 @@ import { createVirtualMachine, runVmOperation } from './operations.js';
 import { VsphereSession } from './session.js';
 import type { ObjectContent } from './vim.js';
 import type { UpstreamErrorDescription } from '../../model/errors.js';
-import type { MigrationTarget, OperationReporter, OperationResult, Unsupported, VmOperation, VmSpec } from '../../model/operations.js';
+import type {
+  MigrationTarget,
+  OperationReporter,
+  OperationResult,
+  Unsupported,
+  VmOperation,
+  VmSpec,
+} from '../../model/operations.js';
 import { planVsphereMigration } from './migration.js';
 
 /** A vCenter or standalone ESXi host, through the vim25 SOAP API. */
@@ -74,8 +81,6 @@ export class VsphereProvider extends ConnectedProvider<VsphereSession> implement
       retryMaxMs: config.retryMaxMs,
     });
   }
-
-
 
   /** Folders, datacenters, clusters and resource pools with their parents: read once per request. */
   private tree(scope: RequestScope): Promise<InventoryTree> {
@@ -125,16 +130,24 @@ export class VsphereProvider extends ConnectedProvider<VsphereSession> implement
         [{ type: 'VirtualMachine', paths }],
       ),
     );
-    return new Map(objects.filter((o) => !o.missing.some((m) => m.fault === 'ManagedObjectNotFound')).map((o) => [o.obj.value, o]));
+    return new Map(
+      objects.filter((o) => !o.missing.some((m) => m.fault === 'ManagedObjectNotFound')).map((o) => [o.obj.value, o]),
+    );
   }
 
   async listNetworks(scope: RequestScope): Promise<NetworkRecord[]> {
-    const [nets, tree] = await Promise.all([this.connection.use((s) => s.retrieveAll(NETWORK_SPECS)), this.tree(scope)]);
+    const [nets, tree] = await Promise.all([
+      this.connection.use((s) => s.retrieveAll(NETWORK_SPECS)),
+      this.tree(scope),
+    ]);
     return nets.map((n) => networkRecord(this.id, n, tree));
   }
 
   async listStorage(scope: RequestScope): Promise<StorageRecord[]> {
-    const [stores, tree] = await Promise.all([this.connection.use((s) => s.retrieveAll([DATASTORE_SPEC])), this.tree(scope)]);
+    const [stores, tree] = await Promise.all([
+      this.connection.use((s) => s.retrieveAll([DATASTORE_SPEC])),
+      this.tree(scope),
+    ]);
     return stores.map((d) => datastoreRecord(this.id, d, tree));
   }
 
@@ -142,8 +155,6 @@ export class VsphereProvider extends ConnectedProvider<VsphereSession> implement
     PAUSE_VM: 'vSphere cannot pause a VM with its memory kept in place; use suspendVm.',
     UNPAUSE_VM: 'vSphere cannot pause a VM with its memory kept in place; use resumeVm.',
   };
-
-
 
   runOperation(vmId: string, op: VmOperation, reporter: OperationReporter): Promise<OperationResult> {
     return this.connection.use((s) => runVmOperation(s, vmId, op, reporter));
@@ -167,16 +178,11 @@ export class VsphereProvider extends ConnectedProvider<VsphereSession> implement
       : 'vSphere needs placement.clusterId or placement.hostId for a new VM.';
   }
 
-
-
-
-
   /** Datastores hold files, not volumes; VMs' disks name their datastore directly. */
   async getVolumes(ids: readonly string[]): Promise<(StorageVolumeRecord[] | Error)[]> {
     return ids.map(() => []);
   }
 }
-
 
 function notFound(id: string): Error {
   return new Error(`no VM ${id}`);

@@ -1,7 +1,19 @@
 import { OperationFailedError, type Reconfiguration } from '../../model/operations.js';
 import { NETWORK_SPECS, diskTargets } from './mapping.js';
 import type { VsphereSession } from './session.js';
-import { type MoRef, type XNode, child, children, elementXml, intOf, moRefOf, moRefXml, nodeXml, textOf, xsiType } from './xml.js';
+import {
+  type MoRef,
+  type XNode,
+  child,
+  children,
+  elementXml,
+  intOf,
+  moRefOf,
+  moRefXml,
+  nodeXml,
+  textOf,
+  xsiType,
+} from './xml.js';
 
 // ReconfigVM_Task's spec for a neutral Reconfiguration: CPU and memory
 // fields, then one deviceChange per disk or NIC added or removed. Element
@@ -14,7 +26,10 @@ function change(operation: 'add' | 'remove', device: string, fileOperation?: 'cr
 }
 
 export async function reconfigureSpec(s: VsphereSession, vm: MoRef, c: Reconfiguration): Promise<string> {
-  const [o] = await s.retrieveObjects([vm], [{ type: 'VirtualMachine', paths: ['config.hardware.device', 'datastore'] }]);
+  const [o] = await s.retrieveObjects(
+    [vm],
+    [{ type: 'VirtualMachine', paths: ['config.hardware.device', 'datastore'] }],
+  );
   if (!o) throw new OperationFailedError('the VM has gone');
   const devices = children(o.props.get('config.hardware.device'), 'VirtualDevice');
   const targets = diskTargets(devices);
@@ -36,15 +51,26 @@ export async function reconfigureSpec(s: VsphereSession, vm: MoRef, c: Reconfigu
     const controller = devices.find((d) => /SCSIController|LsiLogic|BusLogic/.test(xsiType(d) ?? ''));
     if (!controller) throw new OperationFailedError('the VM has no SCSI controller to attach a disk to', 'UNSUPPORTED');
     const controllerKey = textOf(child(controller, 'key')) ?? '';
-    const used = new Set(devices.filter((d) => textOf(child(d, 'controllerKey')) === controllerKey).map((d) => intOf(child(d, 'unitNumber'))));
+    const used = new Set(
+      devices
+        .filter((d) => textOf(child(d, 'controllerKey')) === controllerKey)
+        .map((d) => intOf(child(d, 'unitNumber'))),
+    );
     const vmStores = children(o.props.get('datastore'), 'ManagedObjectReference').map((r) => r.text);
     for (const disk of c.addDisks) {
       const store = disk.storageNativeId ?? vmStores[0];
-      if (!store) throw new OperationFailedError('name the datastore for the new disk (the VM has none)', 'INVALID_INPUT');
+      if (!store)
+        throw new OperationFailedError('name the datastore for the new disk (the VM has none)', 'INVALID_INPUT');
       changes.push(await newDiskChange(s, keys(), controllerKey, freeUnit(used), store, disk.capacityBytes));
     }
   }
-  changes.push(...(await newNicChanges(s, keys, c.addNics.map((n) => n.networkNativeId))));
+  changes.push(
+    ...(await newNicChanges(
+      s,
+      keys,
+      c.addNics.map((n) => n.networkNativeId),
+    )),
+  );
   return (
     '<spec>' +
     (c.vcpus !== null ? elementXml('numCPUs', c.vcpus) : '') +
@@ -70,7 +96,10 @@ export function freeUnit(used: Set<number | null>): number {
 }
 
 async function datastoreName(s: VsphereSession, store: string): Promise<string> {
-  const [ds] = await s.retrieveObjects([{ type: 'Datastore', value: store }], [{ type: 'Datastore', paths: ['summary.name'] }]);
+  const [ds] = await s.retrieveObjects(
+    [{ type: 'Datastore', value: store }],
+    [{ type: 'Datastore', paths: ['summary.name'] }],
+  );
   const name = ds?.props.get('summary.name')?.text;
   if (!name) throw new OperationFailedError(`no datastore ${store}`, 'INVALID_INPUT');
   return name;
@@ -101,8 +130,16 @@ export async function newNicChanges(s: VsphereSession, keys: () => number, netwo
   for (const id of networkIds) {
     const net = networks.find((n) => n.obj.value === id);
     if (!net) throw new OperationFailedError(`no network ${id} on this platform`, 'INVALID_INPUT');
-    const backing = net.obj.type === 'DistributedVirtualPortgroup' ? await dvPortBacking(s, net.obj) : networkBacking(net.obj, net.props.get('name'));
-    out.push(change('add', `<device xsi:type="VirtualVmxnet3">${elementXml('key', keys())}${backing}${elementXml('addressType', 'generated')}</device>`));
+    const backing =
+      net.obj.type === 'DistributedVirtualPortgroup'
+        ? await dvPortBacking(s, net.obj)
+        : networkBacking(net.obj, net.props.get('name'));
+    out.push(
+      change(
+        'add',
+        `<device xsi:type="VirtualVmxnet3">${elementXml('key', keys())}${backing}${elementXml('addressType', 'generated')}</device>`,
+      ),
+    );
   }
   return out;
 }
@@ -120,7 +157,10 @@ function networkBacking(net: MoRef, name: XNode | undefined): string {
 }
 
 async function dvPortBacking(s: VsphereSession, portgroup: MoRef): Promise<string> {
-  const [pg] = await s.retrieveObjects([portgroup], [{ type: 'DistributedVirtualPortgroup', paths: ['config.distributedVirtualSwitch', 'key'] }]);
+  const [pg] = await s.retrieveObjects(
+    [portgroup],
+    [{ type: 'DistributedVirtualPortgroup', paths: ['config.distributedVirtualSwitch', 'key'] }],
+  );
   const dvs = moRefOf(pg?.props.get('config.distributedVirtualSwitch'));
   const [sw] = dvs ? await s.retrieveObjects([dvs], [{ type: dvs.type, paths: ['uuid'] }]) : [];
   const uuid = sw?.props.get('uuid')?.text;

@@ -81,7 +81,8 @@ export class TaskWatcher {
       if (seen.has(ref.value)) continue;
       const list = this.waiters.get(ref.value) ?? [];
       this.waiters.delete(ref.value);
-      for (const w of list) w.reject(new OperationFailedError(`vSphere task ${ref.value} disappeared before it finished`));
+      for (const w of list)
+        w.reject(new OperationFailedError(`vSphere task ${ref.value} disappeared before it finished`));
     }
   }
 
@@ -98,7 +99,8 @@ export class TaskWatcher {
 function taskError(info: XNode | undefined): OperationFailedError {
   const error = child(info, 'error');
   const fault = xsiType(child(error, 'fault')) ?? 'MethodFault';
-  const message = textOf(child(error, 'localizedMessage')) || textOf(path(error, 'fault', 'faultMessage', 'message')) || fault;
+  const message =
+    textOf(child(error, 'localizedMessage')) || textOf(path(error, 'fault', 'faultMessage', 'message')) || fault;
   return new OperationFailedError(`${message} (${fault})`);
 }
 

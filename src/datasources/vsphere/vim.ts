@@ -10,7 +10,14 @@ export interface ServiceContent {
   propertyCollector: MoRef;
   viewManager: MoRef;
   sessionManager: MoRef;
-  about: { fullName: string; apiType: string; apiVersion: string; version: string; build: string; instanceUuid: string | null };
+  about: {
+    fullName: string;
+    apiType: string;
+    apiVersion: string;
+    version: string;
+    build: string;
+    instanceUuid: string | null;
+  };
 }
 
 const SERVICE_INSTANCE: MoRef = { type: 'ServiceInstance', value: 'ServiceInstance' };
@@ -41,7 +48,12 @@ export async function retrieveServiceContent(client: SoapClient): Promise<Servic
   };
 }
 
-export async function login(client: SoapClient, sc: ServiceContent, userName: string, password: string): Promise<{ key: string }> {
+export async function login(
+  client: SoapClient,
+  sc: ServiceContent,
+  userName: string,
+  password: string,
+): Promise<{ key: string }> {
   const res = await client.invoke(
     'Login',
     moRefXml('_this', sc.sessionManager) + elementXml('userName', userName) + elementXml('password', password),
@@ -60,7 +72,10 @@ export async function currentTime(client: SoapClient): Promise<Date> {
 }
 
 export async function terminateSession(client: SoapClient, sc: ServiceContent, sessionKeys: string[]): Promise<void> {
-  await client.invoke('TerminateSession', moRefXml('_this', sc.sessionManager) + sessionKeys.map((k) => elementXml('sessionId', k)).join(''));
+  await client.invoke(
+    'TerminateSession',
+    moRefXml('_this', sc.sessionManager) + sessionKeys.map((k) => elementXml('sessionId', k)).join(''),
+  );
 }
 
 export async function createContainerView(
@@ -158,8 +173,15 @@ export async function retrievePropertiesEx(
   return parseRetrieveResult(res);
 }
 
-export async function continueRetrievePropertiesEx(client: SoapClient, sc: ServiceContent, token: string): Promise<RetrieveResult> {
-  const res = await client.invoke('ContinueRetrievePropertiesEx', moRefXml('_this', sc.propertyCollector) + elementXml('token', token));
+export async function continueRetrievePropertiesEx(
+  client: SoapClient,
+  sc: ServiceContent,
+  token: string,
+): Promise<RetrieveResult> {
+  const res = await client.invoke(
+    'ContinueRetrievePropertiesEx',
+    moRefXml('_this', sc.propertyCollector) + elementXml('token', token),
+  );
   return parseRetrieveResult(res);
 }
 

@@ -91,7 +91,8 @@ export function tokenizeXml(xml: string): XNode {
       const attrs: Record<string, string> = {};
       if (space >= 0) {
         ATTR.lastIndex = 0;
-        for (let m = ATTR.exec(inner); m; m = ATTR.exec(inner)) attrs[attrName(m[1] as string)] = decode(m[2] ?? m[3] ?? '');
+        for (let m = ATTR.exec(inner); m; m = ATTR.exec(inner))
+          attrs[attrName(m[1] as string)] = decode(m[2] ?? m[3] ?? '');
       }
       const node: XNode = { name: localName(qname), attrs, text: '', children: [] };
       const parent = stack[stack.length - 1] as { node: XNode };

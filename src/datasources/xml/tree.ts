@@ -46,8 +46,12 @@ export function xsiType(node: XNode | undefined): string | null {
   return node?.attrs['xsi:type'] ?? null;
 }
 
-
 /** Escapes text for XML content and for attributes in either quote style. */
 export function escapeXml(s: string): string {
-  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/'/g, '&apos;');
+  return s
+    .replace(/&/g, '&amp;')
+    .replace(/</g, '&lt;')
+    .replace(/>/g, '&gt;')
+    .replace(/"/g, '&quot;')
+    .replace(/'/g, '&apos;');
 }
