@@ -1,6 +1,6 @@
 /**
  * The house's layer order, checked on every test run. Rooms, bottom first:
- *   model -> config -> datasources -> inventory -> mutations -> subscriptions
+ *   model -> config -> state -> datasources -> inventory -> mutations -> subscriptions
  *   -> resolvers (with generated/) -> server -> main.ts, cli/
  * A room imports only rooms below it (and itself). A platform folder
  * (datasources/<kind>/) is reached only through the provider interface and

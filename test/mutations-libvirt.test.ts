@@ -165,12 +165,16 @@ describe('VM lifecycle on libvirt', () => {
       'query($t: ID!) { auditLog(first: 10, filter: { targetIds: [$t] }) { totalCount nodes { operation caller outcome userErrorCodes taskId targetId input at } } }',
       { t: id },
     );
+    // Newest first: how the task ended, then its acceptance, then the refusal.
     expect(res.data!.auditLog.nodes.map((e) => [e['operation'], e['outcome'], e['userErrorCodes']])).toEqual([
+      ['pauseVm', 'SUCCEEDED', []],
       ['pauseVm', 'ACCEPTED', []],
       ['unpauseVm', 'REFUSED', ['WRONG_STATE']],
     ]);
-    expect(res.data!.auditLog.nodes[0]).toMatchObject({ caller: 'anonymous', taskId: accepted.task!.id, targetId: id });
-    expect(JSON.parse(res.data!.auditLog.nodes[1]!['input'] as string)).toEqual({ vmId: id, clientMutationId: 'c-1' });
+    for (const entry of res.data!.auditLog.nodes.slice(0, 2)) {
+      expect(entry).toMatchObject({ caller: 'anonymous', taskId: accepted.task!.id, targetId: id });
+    }
+    expect(JSON.parse(res.data!.auditLog.nodes[2]!['input'] as string)).toEqual({ vmId: id, clientMutationId: 'c-1' });
     const byOperation = await gw.query<{ auditLog: { totalCount: number } }>(
       '{ auditLog(first: 0, filter: { operations: ["deleteVm"], callers: ["anonymous"] }) { totalCount } }',
     );

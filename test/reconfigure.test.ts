@@ -78,6 +78,23 @@ describe('reconfigureVm on libvirt', () => {
     }
     expect(await hardware(gw, 'web-005')).toEqual(vm);
   });
+
+  it('refuses disks and NICs the VM does not have before any task starts, compared exactly', async () => {
+    const vm = await hardware(gw, 'web-001');
+    expect(vm.disks.map((d) => d.target)).toContain('vda');
+    const cases: [Record<string, unknown>, string[]][] = [
+      [{ removeDiskTargets: ['vd.'] }, ['removeDiskTargets']],
+      [{ removeDiskTargets: ['vd('] }, ['removeDiskTargets']],
+      [{ removeDiskTargets: ['VDA'] }, ['removeDiskTargets']],
+      [{ removeNicMacs: ['02:00:00:de:ad:00'] }, ['removeNicMacs']],
+    ];
+    for (const [input, field] of cases) {
+      const res = await mutate(gw, 'reconfigureVm', { vmId: vm.id, ...input });
+      expect(res.task, JSON.stringify(input)).toBeNull();
+      expect(res.userErrors[0], JSON.stringify(input)).toMatchObject({ code: 'INVALID_INPUT', field });
+    }
+    expect(await hardware(gw, 'web-001')).toEqual(vm);
+  });
 });
 
 describe('reconfigureVm on vSphere, checked by govmomi', () => {

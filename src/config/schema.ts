@@ -146,10 +146,21 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    state: z
+      .object({
+        /**
+         * Where the state that must survive a restart is kept: tasks,
+         * idempotency keys and (unless audit.file says otherwise) the audit
+         * trail; one journal file each. Relative to the working directory.
+         */
+        dir: z.string().min(1).default('.state'),
+      })
+      .strict()
+      .prefault({}),
     audit: z
       .object({
-        /** Append-only JSON-lines file of every mutation; without it the log lives in memory only. */
-        file: z.string().min(1).nullable().default(null),
+        /** Append-only JSON-lines file of every mutation. @default `<state.dir>/audit.jsonl` */
+        file: z.string().min(1).optional(),
         /** Newest entries kept in memory for `auditLog` queries (the file keeps all). */
         retainInMemory: z.number().int().min(100).max(10_000_000).default(100_000),
       })

@@ -10,6 +10,7 @@ import type {
   MigrationTarget,
   OperationReporter,
   OperationResult,
+  TaskOperation,
   Unsupported,
   VmOperation,
   VmOperationKind,
@@ -66,6 +67,15 @@ export interface Provider {
    * VM cannot go there.
    */
   planMigration(vm: VmRecord, target: MigrationTarget): VmOperation;
+  /**
+   * Follows, to its end, the platform's own task that a gateway task was
+   * waiting on when the gateway stopped (vSphere `task-123`); null where the
+   * platform keeps no tasks of its own to follow.
+   */
+  resumeTask(
+    task: { operation: TaskOperation; upstreamTaskId: string | null },
+    reporter: OperationReporter,
+  ): Promise<OperationResult> | null;
   /** How this platform words one of its own errors for clients; null when the error is not its. */
   describeError(error: unknown): UpstreamErrorDescription | null;
 }

@@ -75,6 +75,8 @@ export interface Placement {
 }
 
 export type VmOperationKind = VmOperation['kind'];
+/** What a task does: an operation on a VM, or the creation of one. */
+export type TaskOperation = VmOperationKind | 'CREATE_VM';
 
 /** How a running operation reports back to its task. */
 export interface OperationReporter {

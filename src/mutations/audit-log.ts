@@ -1,10 +1,12 @@
-import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
-import { dirname } from 'node:path';
+
+import type { Logger } from 'pino';
 
 import type { UserErrorCode } from '../model/user-errors.js';
+import { JsonLinesFile } from '../state/json-lines-file.js';
 
-export type AuditOutcome = 'REFUSED' | 'ACCEPTED' | 'REPLAYED';
+/** What happened to a mutation: refused, accepted, replayed, and then how its task ended. */
+export type AuditOutcome = 'REFUSED' | 'ACCEPTED' | 'REPLAYED' | 'SUCCEEDED' | 'FAILED' | 'CANCELLED';
 
 export interface AuditRecord {
   id: string;
@@ -17,6 +19,8 @@ export interface AuditRecord {
   outcome: AuditOutcome;
   userErrorCodes: UserErrorCode[];
   taskId: string | null;
+  /** The task's error code, when its task failed or was cancelled by the gateway. */
+  errorCode: string | null;
 }
 
 const SECRET_KEYS = /^(password|secret|token|apiKey|credentials?)$/i;
@@ -26,40 +30,66 @@ export function redact(input: unknown): string {
   return JSON.stringify(input, (key, value: unknown) => (SECRET_KEYS.test(key) ? '[redacted]' : value));
 }
 
+type StoredRecord = Omit<AuditRecord, 'at'> & { at: string };
+
+function isStoredRecord(v: unknown): v is StoredRecord {
+  const r = v as Partial<StoredRecord> | null;
+  return typeof r === 'object' && r !== null && typeof r.id === 'string' && typeof r.at === 'string';
+}
+
 /**
- * Every mutation, allowed or refused. Entries are only ever appended: as
- * JSON lines to the configured file, which keeps them all across restarts,
- * and in memory for queries, where the newest `retain` are kept.
+ * Every mutation, allowed or refused, and how its task ended. Entries are
+ * only ever appended: as JSON lines to the configured file, which keeps
+ * them all across restarts, and in memory for queries, where the newest
+ * `retain` are kept. An entry is on disk before it is visible (appends are
+ * group-committed: one write and sync for all made meanwhile).
  */
 export class AuditLog {
   private readonly entries: AuditRecord[] = [];
+  private readonly byId = new Map<string, AuditRecord>();
 
-  constructor(
-    private readonly file: string | null,
+  private constructor(
+    private readonly file: JsonLinesFile | null,
+    private readonly retain: number,
+  ) {}
+
+  /**
+   * Opens the log, reading back only the newest `retain` entries of its
+   * file; lines a crash tore (or that are damaged) are skipped and reported.
+   */
+  static async open(
+    path: string | null,
+    logger: Logger,
     /** Entries kept in memory for `auditLog` queries. @default 100_000 */
-    private readonly retain = 100_000,
-  ) {
-    if (!file) return;
-    mkdirSync(dirname(file), { recursive: true });
-    if (!existsSync(file)) return;
-    for (const line of readFileSync(file, 'utf8').split('\n')) {
-      if (!line.trim()) continue;
-      const raw = JSON.parse(line) as Omit<AuditRecord, 'at'> & { at: string };
-      this.entries.push({ ...raw, at: new Date(raw.at) });
+    retain = 100_000,
+  ): Promise<AuditLog> {
+    const log = new AuditLog(path ? new JsonLinesFile(path) : null, retain);
+    if (!log.file) return log;
+    const { values, corrupt } = await log.file.readTail<unknown>(retain);
+    const unusable = corrupt.length + values.filter((v) => !isStoredRecord(v)).length;
+    if (unusable > 0) {
+      logger.warn(
+        { file: path, skipped: unusable, first: corrupt.slice(0, 5) },
+        'skipped unreadable audit lines (torn by a crash or damaged); the rest was loaded',
+      );
     }
-    this.trim();
+    for (const raw of values) if (isStoredRecord(raw)) log.remember({ ...raw, at: new Date(raw.at) });
+    return log;
   }
 
-  private trim(): void {
-    if (this.entries.length > this.retain) this.entries.splice(0, this.entries.length - this.retain);
-  }
-
-  append(entry: Omit<AuditRecord, 'id' | 'at'>): AuditRecord {
-    const record: AuditRecord = { id: randomUUID(), at: new Date(), ...entry };
-    // Written before it is visible, so what a query shows is on disk.
-    if (this.file) appendFileSync(this.file, `${JSON.stringify(record)}\n`, { flag: 'a' });
+  private remember(record: AuditRecord): void {
     this.entries.push(record);
-    this.trim();
+    this.byId.set(record.id, record);
+    if (this.entries.length > this.retain) {
+      for (const old of this.entries.splice(0, this.entries.length - this.retain)) this.byId.delete(old.id);
+    }
+  }
+
+  /** Resolves with the entry once it is on disk (then it is visible). */
+  async append(entry: Omit<AuditRecord, 'id' | 'at'>): Promise<AuditRecord> {
+    const record: AuditRecord = { id: randomUUID(), at: new Date(), ...entry };
+    await this.file?.append(record);
+    this.remember(record);
     return record;
   }
 
@@ -69,6 +99,10 @@ export class AuditLog {
   }
 
   get(id: string): AuditRecord | undefined {
-    return this.entries.find((e) => e.id === id);
+    return this.byId.get(id);
+  }
+
+  close(): Promise<void> {
+    return this.file?.close() ?? Promise.resolve();
   }
 }

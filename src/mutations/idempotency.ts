@@ -1,11 +1,30 @@
+import type { Collection } from '../state/store.js';
+
+/** What is kept of a mutation run with an idempotency key. */
+export interface RememberedOutcome<S> {
+  operation: string;
+  /** Epoch ms of the first run. */
+  at: number;
+  outcome: S;
+}
+
+export type IdempotentResult<S> =
+  | { outcome: S; replayed: boolean }
+  /** The key was used for another mutation, named here. */
+  | { usedFor: string };
+
 /**
- * Remembers the first result of a mutation by (caller, idempotency key), so
- * that a retry returns it instead of acting twice.
+ * Runs a mutation once per (caller, idempotency key) and remembers its
+ * outcome, durably, before the first caller is answered: a retry, on this
+ * instance or after a restart, gets the first outcome instead of acting
+ * twice. A retry that arrives while the first run is still going waits for
+ * it. A run that throws is not remembered, so it may be retried.
  */
-export class IdempotencyCache<V> {
-  private readonly entries = new Map<string, { operation: string; value: Promise<V>; at: number }>();
+export class IdempotencyKeys<S> {
+  private readonly inFlight = new Map<string, { operation: string; outcome: Promise<S> }>();
 
   constructor(
+    private readonly store: Collection<RememberedOutcome<S>>,
     /** @default 86_400_000 // 24 hours */
     private readonly ttlMs = 86_400_000,
     /** Keys kept at most; the oldest go first. @default 100_000 */
@@ -16,34 +35,59 @@ export class IdempotencyCache<V> {
     return `${caller}\u0000${idempotencyKey}`;
   }
 
-  /** The remembered entry, if fresh. */
-  find(caller: string, idempotencyKey: string): { operation: string; value: Promise<V> } | undefined {
+  async once(
+    caller: string,
+    idempotencyKey: string,
+    operation: string,
+    run: () => Promise<S>,
+  ): Promise<IdempotentResult<S>> {
     const k = this.key(caller, idempotencyKey);
-    const entry = this.entries.get(k);
-    if (!entry) return undefined;
-    if (Date.now() - entry.at > this.ttlMs) {
-      this.entries.delete(k);
-      return undefined;
+    const running = this.inFlight.get(k);
+    if (running) {
+      return running.operation === operation
+        ? { outcome: await running.outcome, replayed: true }
+        : { usedFor: running.operation };
     }
-    return entry;
+    const stored = this.store.get(k);
+    if (stored && Date.now() - stored.at <= this.ttlMs) {
+      return stored.operation === operation
+        ? { outcome: stored.outcome, replayed: true }
+        : { usedFor: stored.operation };
+    }
+    const outcome = run();
+    this.inFlight.set(k, { operation, outcome });
+    try {
+      const value = await outcome;
+      await this.store.set(k, { operation, at: Date.now(), outcome: value });
+      if (this.store.size > this.maxEntries) await this.prune();
+      return { outcome: value, replayed: false };
+    } finally {
+      this.inFlight.delete(k);
+    }
   }
 
-  remember(caller: string, idempotencyKey: string, operation: string, value: Promise<V>): void {
-    this.entries.set(this.key(caller, idempotencyKey), { operation, value, at: Date.now() });
-    if (this.entries.size > this.maxEntries) this.prune();
-  }
-
-  /** Drops expired keys, then the oldest past the cap (a Map keeps insertion order). */
-  private prune(): void {
+  /** Drops expired keys, then the oldest past the cap (kept in the order they were written). */
+  private async prune(): Promise<void> {
     const now = Date.now();
-    for (const [k, e] of this.entries) if (now - e.at > this.ttlMs) this.entries.delete(k);
-    for (const k of this.entries.keys()) {
-      if (this.entries.size <= this.maxEntries) break;
-      this.entries.delete(k);
+    const drop: string[] = [];
+    let left = this.store.size;
+    for (const [k, e] of this.entries()) {
+      if (now - e.at > this.ttlMs || left > this.maxEntries) {
+        drop.push(k);
+        left -= 1;
+      }
+    }
+    await Promise.all(drop.map((k) => this.store.delete(k)));
+  }
+
+  private *entries(): Iterable<[string, RememberedOutcome<S>]> {
+    for (const e of this.store.keys()) {
+      const v = this.store.get(e);
+      if (v) yield [e, v];
     }
   }
 
   get size(): number {
-    return this.entries.size;
+    return this.store.size;
   }
 }

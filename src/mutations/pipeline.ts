@@ -1,7 +1,9 @@
+import type { Logger } from 'pino';
+
 import type { Authorizer } from './authorizer.js';
 import type { AuditLog } from './audit-log.js';
 import { redact } from './audit-log.js';
-import type { VmOperation, VmOperationKind, VmSpec } from '../model/operations.js';
+import type { Reconfiguration, VmOperation, VmOperationKind, VmSpec } from '../model/operations.js';
 import type { Loaders } from '../datasources/loaders.js';
 import type { PlatformRegistry } from '../datasources/registry.js';
 import type { Caller } from '../model/caller.js';
@@ -10,7 +12,7 @@ import { type NodeKind, decodeIdOf, encodeId, splitChildNativeId } from '../mode
 import type { PowerState, VmRecord } from '../model/vm.js';
 import type { UserError, UserErrorCode } from '../model/user-errors.js';
 import type { TaskManager, TaskRecord } from './task-manager.js';
-import { IdempotencyCache } from './idempotency.js';
+import type { IdempotencyKeys } from './idempotency.js';
 
 /** What the mutation path needs of the request it serves: who asks, and its reads of the platforms. */
 export interface MutationCall {
@@ -106,10 +108,23 @@ const refuse = (code: UserErrorCode, message: string, field: string[] | null = n
   throw new Refusal({ code, message, field });
 };
 
+/** A payload as its idempotency key keeps it: the task by ID, so a replay shows the task as it is now. */
+interface StoredPayload {
+  vm: VmRecord | null;
+  taskId: string | null;
+  userErrors: UserError[];
+}
+
+/** What an idempotency key keeps of a mutation's outcome. */
+export type StoredOutcome =
+  { kind: 'single'; payload: StoredPayload } | { kind: 'batch'; items: StoredPayload[]; userErrors: UserError[] };
+
 export interface MutationPipelineDeps {
   tasks: TaskManager;
   audit: AuditLog;
   authorizer: Authorizer;
+  idempotencyKeys: IdempotencyKeys<StoredOutcome>;
+  logger: Logger;
 }
 
 /**
@@ -118,10 +133,36 @@ export interface MutationPipelineDeps {
  * return at once. Every outcome is audited.
  */
 export class MutationPipeline {
-  private readonly single = new IdempotencyCache<OperationPayload>();
-  private readonly batches = new IdempotencyCache<BatchOutcome>();
+  constructor(private readonly deps: MutationPipelineDeps) {
+    // How the work ended joins the trail, whoever was waiting (or not, after a restart).
+    deps.tasks.onFinished((task) => this.auditFinished(task));
+  }
 
-  constructor(private readonly deps: MutationPipelineDeps) {}
+  private storePayload(p: OperationPayload): StoredPayload {
+    return { vm: p.vm, taskId: p.task?.id ?? null, userErrors: p.userErrors };
+  }
+
+  private restorePayload(p: StoredPayload, clientMutationId: string | null): OperationPayload {
+    const task = p.taskId === null ? null : (this.deps.tasks.get(p.taskId) ?? null);
+    return { clientMutationId, vm: p.vm, task, userErrors: p.userErrors };
+  }
+
+  private readonly singleCodec: Codec<OperationPayload> = {
+    store: (p) => ({ kind: 'single', payload: this.storePayload(p) }),
+    restore: (s, clientMutationId) =>
+      s.kind === 'single'
+        ? this.restorePayload(s.payload, clientMutationId)
+        : { clientMutationId, vm: null, task: null, userErrors: s.userErrors },
+  };
+
+  private readonly batchCodec: Codec<BatchOutcome> = {
+    store: (b) => ({ kind: 'batch', items: b.items.map((i) => this.storePayload(i)), userErrors: b.userErrors }),
+    restore: (s, clientMutationId) => {
+      const items = s.kind === 'batch' ? s.items.map((i) => this.restorePayload(i, null)) : [];
+      const tasks = items.flatMap((i) => (i.task ? [i.task] : []));
+      return { clientMutationId, items, tasks, userErrors: s.kind === 'batch' ? s.userErrors : s.payload.userErrors };
+    },
+  };
 
   /** Runs a batch: each item as its own operation (audited, checked, tasked); the batch as one idempotent unit. */
   async runBatch(ctx: MutationCall, req: BatchRequest): Promise<BatchOutcome> {
@@ -134,7 +175,7 @@ export class MutationPipeline {
     });
     return this.idempotent(
       ctx,
-      this.batches,
+      this.batchCodec,
       req,
       '',
       refused,
@@ -150,7 +191,7 @@ export class MutationPipeline {
             field: (e.extensions['field'] as string[] | undefined) ?? null,
             message: e.message,
           };
-          this.audit(ctx, req, '', 'REFUSED', [error.code], null);
+          await this.audit(ctx, req, '', 'REFUSED', [error.code], null);
           return refused(error);
         }
         const items: OperationPayload[] = [];
@@ -165,7 +206,7 @@ export class MutationPipeline {
     const targetId = req.input.vmId ?? req.input.snapshotId ?? '';
     return this.idempotent(
       ctx,
-      this.single,
+      this.singleCodec,
       req,
       targetId,
       (e) => this.payloadRefused(req, e),
@@ -176,12 +217,13 @@ export class MutationPipeline {
 
   /**
    * A mutation with an idempotency key runs once per (caller, key): a retry
-   * gets the first result (audited REPLAYED), and a key reused for another
-   * mutation is refused. Without a key, attempt just runs.
+   * gets the first result (audited REPLAYED), even after a restart, and a
+   * key reused for another mutation is refused. Without a key, attempt just
+   * runs.
    */
   private async idempotent<V extends { clientMutationId: string | null }>(
     ctx: MutationCall,
-    cache: IdempotencyCache<V>,
+    codec: Codec<V>,
     what: Audited,
     targetId: string,
     refusedWith: (error: UserError) => V,
@@ -190,24 +232,22 @@ export class MutationPipeline {
   ): Promise<V> {
     const key = what.input.idempotencyKey;
     if (!key) return attempt();
-    const earlier = cache.find(ctx.caller.id, key);
-    if (earlier && earlier.operation !== what.mutation) {
+    const clientMutationId = what.input.clientMutationId ?? null;
+    const result = await this.deps.idempotencyKeys.once(ctx.caller.id, key, what.mutation, async () =>
+      codec.store(await attempt()),
+    );
+    if ('usedFor' in result) {
       const error: UserError = {
         code: 'INVALID_INPUT',
         field: ['idempotencyKey'],
-        message: `This idempotency key was used for ${earlier.operation}; use a new key for ${what.mutation}.`,
+        message: `This idempotency key was used for ${result.usedFor}; use a new key for ${what.mutation}.`,
       };
-      this.audit(ctx, what, targetId, 'REFUSED', [error.code], null);
+      await this.audit(ctx, what, targetId, 'REFUSED', [error.code], null);
       return refusedWith(error);
     }
-    if (earlier) {
-      const value = await earlier.value;
-      this.audit(ctx, what, targetId, 'REPLAYED', [], taskIdOf(value));
-      return { ...value, clientMutationId: what.input.clientMutationId ?? null };
-    }
-    const result = attempt();
-    cache.remember(ctx.caller.id, key, what.mutation, result);
-    return result;
+    const value = codec.restore(result.outcome, clientMutationId);
+    if (result.replayed) await this.audit(ctx, what, targetId, 'REPLAYED', [], taskIdOf(value));
+    return value;
   }
 
   private async attempt(ctx: MutationCall, req: OperationRequest, targetId: string): Promise<OperationPayload> {
@@ -222,6 +262,7 @@ export class MutationPipeline {
       if (!provider || unsupported) return refuse('UNSUPPORTED', unsupported ?? 'The platform cannot do this.');
 
       if (op.kind === 'CLONE_VM') await this.checkNewName(ctx, vm.platformId, op.name);
+      if (op.kind === 'RECONFIGURE_VM') await this.checkDevicesToRemove(ctx, vm, op);
       // A VM with an operation in flight is in no settled state: conflicts first.
       const shared = op.kind === 'CLONE_VM';
       const busy = this.deps.tasks.conflicting(vm.platformId, vm.nativeId, shared);
@@ -239,7 +280,7 @@ export class MutationPipeline {
             `${req.mutation} needs it ${allowed.join(' or ')}${provider.allowedStates?.[op.kind] ? ' on this platform' : ''}.`,
         );
       }
-      const task = this.deps.tasks.submit({
+      const task = await this.deps.tasks.submit({
         platformId: vm.platformId,
         hostNativeId: vm.hostNativeId,
         operation: op.kind,
@@ -247,26 +288,31 @@ export class MutationPipeline {
         targetName: vm.name,
         newVmName: op.kind === 'CLONE_VM' ? op.name : undefined,
         caller: ctx.caller.id,
+        mutation: req.mutation,
+        auditTargetId: targetId,
         shared,
         run: (reporter) => provider.runOperation(vm.nativeId, op, reporter),
       });
-      this.audit(ctx, req, targetId, 'ACCEPTED', [], task.id);
+      await this.audit(ctx, req, targetId, 'ACCEPTED', [], task.id);
       return { clientMutationId: req.input.clientMutationId ?? null, vm, task, userErrors: [] };
     } catch (e) {
       if (e instanceof Refusal) return this.refused(ctx, req, targetId, e.userError);
+      if (e instanceof PlatformUnavailableError || e instanceof DeadlineExceededError) {
+        return this.refused(ctx, req, targetId, { code: 'PLATFORM_UNAVAILABLE', field: null, message: e.message });
+      }
       throw e;
     }
   }
 
   /** Cancels a queued task, through the same authorization check and audit as every mutation. */
-  cancel(
+  async cancel(
     ctx: MutationCall,
     input: { taskId: string; clientMutationId?: string | null },
-  ): { clientMutationId: string | null; task: TaskRecord | null; userErrors: UserError[] } {
+  ): Promise<{ clientMutationId: string | null; task: TaskRecord | null; userErrors: UserError[] }> {
     const req: Audited = { mutation: 'cancelTask', input };
     const clientMutationId = input.clientMutationId ?? null;
-    const refusedWith = (error: UserError) => {
-      this.audit(ctx, req, input.taskId, 'REFUSED', [error.code], null);
+    const refusedWith = async (error: UserError) => {
+      await this.audit(ctx, req, input.taskId, 'REFUSED', [error.code], null);
       return { clientMutationId, task: null, userErrors: [error] };
     };
     let nativeId: string;
@@ -281,7 +327,7 @@ export class MutationPipeline {
     }
     const decision = this.deps.authorizer.authorize(ctx.caller, 'cancelTask', input.taskId);
     if (!decision.allowed) return refusedWith({ code: 'FORBIDDEN', field: null, message: decision.reason });
-    const outcome = this.deps.tasks.cancel(nativeId);
+    const outcome = await this.deps.tasks.cancel(nativeId);
     if ('refused' in outcome) {
       return refusedWith({
         code: this.deps.tasks.get(nativeId) ? 'WRONG_STATE' : 'NOT_FOUND',
@@ -289,7 +335,7 @@ export class MutationPipeline {
         message: outcome.refused,
       });
     }
-    this.audit(ctx, req, input.taskId, 'ACCEPTED', [], outcome.task.id);
+    await this.audit(ctx, req, input.taskId, 'ACCEPTED', [], outcome.task.id);
     return { clientMutationId, task: outcome.task, userErrors: [] };
   }
 
@@ -308,6 +354,30 @@ export class MutationPipeline {
     if (taken) refuse('INVALID_INPUT', `A VM named "${name}" already exists on this platform.`, ['name']);
   }
 
+  /**
+   * Disks and NICs to remove must be the VM's own, compared exactly (MACs
+   * without regard to case), so a typo is refused before a task starts
+   * instead of failing it, or matching another device.
+   */
+  private async checkDevicesToRemove(ctx: MutationCall, vm: VmRecord, change: Reconfiguration): Promise<void> {
+    if (change.removeDiskTargets.length === 0 && change.removeNicMacs.length === 0) return;
+    const details = await ctx.loaders.vmDetails.load({ platformId: vm.platformId, nativeId: vm.nativeId });
+    const targets = new Set(details.disks.map((d) => d.target));
+    const missingDisk = change.removeDiskTargets.find((t) => !targets.has(t));
+    if (missingDisk !== undefined) {
+      refuse(
+        'INVALID_INPUT',
+        `${vm.name} has no disk "${missingDisk}"; its disks are ${[...targets].join(', ') || 'none'}.`,
+        ['removeDiskTargets'],
+      );
+    }
+    const macs = new Set(details.nics.flatMap((n) => (n.mac ? [n.mac.toLowerCase()] : [])));
+    const missingNic = change.removeNicMacs.find((m) => !macs.has(m.toLowerCase()));
+    if (missingNic !== undefined) {
+      refuse('INVALID_INPUT', `${vm.name} has no NIC with MAC address "${missingNic}".`, ['removeNicMacs']);
+    }
+  }
+
   /** createVm: like an operation, but its target is a platform and a name. */
   async runCreate(ctx: MutationCall, req: CreateRequest): Promise<OperationPayload> {
     const { input } = req;
@@ -316,7 +386,7 @@ export class MutationPipeline {
     const refused = (e: UserError) => this.payloadRefused(audited, e);
     return this.idempotent(
       ctx,
-      this.single,
+      this.singleCodec,
       audited,
       input.platformId,
       refused,
@@ -350,17 +420,19 @@ export class MutationPipeline {
               return refuse('PLATFORM_UNAVAILABLE', e.message);
             throw e;
           }
-          const task = this.deps.tasks.submit({
+          const task = await this.deps.tasks.submit({
             platformId,
             hostNativeId: spec.placement.hostNativeId,
             operation: 'CREATE_VM',
             targetNativeId: `new/${spec.name}`,
             targetName: spec.name,
             caller,
+            mutation: 'createVm',
+            auditTargetId: input.platformId,
             newVmName: spec.name,
             run: (reporter) => provider.createVm(spec, reporter),
           });
-          this.audit(ctx, audited, input.platformId, 'ACCEPTED', [], task.id);
+          await this.audit(ctx, audited, input.platformId, 'ACCEPTED', [], task.id);
           return { clientMutationId: input.clientMutationId ?? null, vm: null, task, userErrors: [] };
         } catch (e) {
           if (e instanceof Refusal) return this.refused(ctx, audited, input.platformId, e.userError);
@@ -420,8 +492,13 @@ export class MutationPipeline {
     }
   }
 
-  private refused(ctx: MutationCall, what: Audited, targetId: string, error: UserError): OperationPayload {
-    this.audit(ctx, what, targetId, 'REFUSED', [error.code], null);
+  private async refused(
+    ctx: MutationCall,
+    what: Audited,
+    targetId: string,
+    error: UserError,
+  ): Promise<OperationPayload> {
+    await this.audit(ctx, what, targetId, 'REFUSED', [error.code], null);
     return this.payloadRefused(what, error);
   }
 
@@ -430,15 +507,15 @@ export class MutationPipeline {
     return { clientMutationId: what.input.clientMutationId ?? null, vm: null, task: null, userErrors: [error] };
   }
 
-  private audit(
+  private async audit(
     ctx: MutationCall,
     what: Audited,
     targetId: string,
     outcome: 'REFUSED' | 'ACCEPTED' | 'REPLAYED',
     codes: UserErrorCode[],
     taskId: string | null,
-  ): void {
-    this.deps.audit.append({
+  ): Promise<void> {
+    await this.deps.audit.append({
       caller: ctx.caller.id,
       operation: what.mutation,
       targetId,
@@ -446,6 +523,31 @@ export class MutationPipeline {
       outcome,
       userErrorCodes: codes,
       taskId,
+      errorCode: null,
     });
   }
+
+  /** How a task ended, under the mutation that started it; its input is in the ACCEPTED entry. */
+  private async auditFinished(task: TaskRecord): Promise<void> {
+    try {
+      await this.deps.audit.append({
+        caller: task.caller,
+        operation: task.mutation,
+        targetId: task.auditTargetId,
+        input: '{}',
+        outcome: task.state === 'SUCCEEDED' ? 'SUCCEEDED' : task.state === 'CANCELLED' ? 'CANCELLED' : 'FAILED',
+        userErrorCodes: [],
+        taskId: task.id,
+        errorCode: task.error?.code ?? null,
+      });
+    } catch (e) {
+      this.deps.logger.error({ err: e, task: task.id }, 'could not audit how a task ended');
+    }
+  }
+}
+
+/** How a mutation's outcome is kept under its idempotency key, and shown again. */
+interface Codec<V> {
+  store(value: V): StoredOutcome;
+  restore(stored: StoredOutcome, clientMutationId: string | null): V;
 }

@@ -2,17 +2,17 @@ import { randomUUID } from 'node:crypto';
 
 import type { Logger } from 'pino';
 
+import { errorMessage } from '../model/errors.js';
 import {
   OperationFailedError,
   type OperationReporter,
   type OperationResult,
-  type VmOperationKind,
+  type TaskOperation,
 } from '../model/operations.js';
-import { errorMessage } from '../model/errors.js';
+import type { Collection } from '../state/store.js';
 
+export type { TaskOperation };
 export type TaskState = 'QUEUED' | 'RUNNING' | 'SUCCEEDED' | 'FAILED' | 'CANCELLED';
-/** What a task does: an operation on a VM, or the creation of one. */
-export type TaskOperation = VmOperationKind | 'CREATE_VM';
 
 export interface TaskRecord {
   id: string;
@@ -24,6 +24,9 @@ export interface TaskRecord {
   targetName: string;
   hostNativeId: string | null;
   caller: string;
+  /** The mutation that started it and the ID its input named, for the audit trail. */
+  mutation: string;
+  auditTargetId: string;
   createdAt: Date;
   startedAt: Date | null;
   finishedAt: Date | null;
@@ -35,9 +38,16 @@ export interface TaskRecord {
   resultVmPlatformId: string | null;
   /** Reads its target without changing it (a clone): other shared tasks may run beside it. */
   shared: boolean;
-  /** The name of the VM the task creates (clone, create): taken until the task fails. */
+  /** The name of the VM the task creates (clone, create): taken while the task is queued or running. */
   newVmName: string | null;
 }
+
+/** A task as stored: its dates as ISO strings. */
+export type StoredTask = Omit<TaskRecord, 'createdAt' | 'startedAt' | 'finishedAt'> & {
+  createdAt: string;
+  startedAt: string | null;
+  finishedAt: string | null;
+};
 
 export interface TaskBudget {
   /** Tasks running at once on one platform. */
@@ -55,10 +65,15 @@ export interface TaskSpec {
   targetNativeId: string;
   targetName: string;
   caller: string;
+  mutation: string;
+  auditTargetId: string;
   shared?: boolean;
   newVmName?: string;
   run: (reporter: OperationReporter) => Promise<OperationResult>;
 }
+
+/** Follows a platform's own task to its end (after a restart); null when the platform has none to follow. */
+export type ResumeUpstream = (task: TaskRecord, reporter: OperationReporter) => Promise<OperationResult> | null;
 
 interface Pending {
   task: TaskRecord;
@@ -67,11 +82,30 @@ interface Pending {
 
 const FINISHED: ReadonlySet<TaskState> = new Set(['SUCCEEDED', 'FAILED', 'CANCELLED']);
 
+/** The error of a task the gateway could not see to its end. */
+const INTERRUPTED = 'INTERRUPTED';
+
+function stored(t: TaskRecord): StoredTask {
+  return {
+    ...t,
+    createdAt: t.createdAt.toISOString(),
+    startedAt: t.startedAt?.toISOString() ?? null,
+    finishedAt: t.finishedAt?.toISOString() ?? null,
+  };
+}
+
+function loaded(t: StoredTask): TaskRecord {
+  const date = (s: string | null) => (s === null ? null : new Date(s));
+  return { ...t, createdAt: new Date(t.createdAt), startedAt: date(t.startedAt), finishedAt: date(t.finishedAt) };
+}
+
 /**
  * Runs operations as tasks under a budget: at most `maxPerPlatform` at once
  * per platform and `maxPerHost` per host (vCenter stalls past tens of
  * concurrent power-ons or snapshots per host). The rest wait QUEUED, in
- * arrival order, with their position shown; none is refused.
+ * arrival order, with their position shown; none is refused. Every task is
+ * stored when it is submitted and at each change of state, so a restart
+ * shows what was in flight.
  */
 export class TaskManager {
   private readonly tasks = new Map<string, TaskRecord>();
@@ -79,13 +113,29 @@ export class TaskManager {
   private readonly runningPerPlatform = new Map<string, number>();
   private readonly runningPerHost = new Map<string, number>();
   private readonly done = new Map<string, ((t: TaskRecord) => void)[]>();
+  private readonly finishedListeners: ((t: TaskRecord) => Promise<void>)[] = [];
+  /** Tasks found unfinished in the store at start, until resumeInterrupted() settles them. */
+  private interrupted: TaskRecord[] = [];
 
   constructor(
     private readonly budget: TaskBudget,
     private readonly logger: Logger,
-  ) {}
+    private readonly store: Collection<StoredTask>,
+  ) {
+    const restored = [...store.values()].map(loaded).sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime());
+    for (const t of restored) {
+      this.tasks.set(t.id, t);
+      if (!FINISHED.has(t.state)) this.interrupted.push(t);
+    }
+  }
 
-  submit(spec: TaskSpec): TaskRecord {
+  /** Calls `listener` with every task that finishes (succeeded, failed or cancelled), before it shows as finished. */
+  onFinished(listener: (t: TaskRecord) => Promise<void>): void {
+    this.finishedListeners.push(listener);
+  }
+
+  /** Stored; resolves once on disk, with the task queued (or already running). */
+  async submit(spec: TaskSpec): Promise<TaskRecord> {
     const task: TaskRecord = {
       id: randomUUID(),
       platformId: spec.platformId,
@@ -96,6 +146,8 @@ export class TaskManager {
       targetName: spec.targetName,
       hostNativeId: spec.hostNativeId,
       caller: spec.caller,
+      mutation: spec.mutation,
+      auditTargetId: spec.auditTargetId,
       createdAt: new Date(),
       startedAt: null,
       finishedAt: null,
@@ -109,8 +161,40 @@ export class TaskManager {
     };
     this.tasks.set(task.id, task);
     this.queue.push({ task, run: spec.run });
+    const saved = this.save(task);
     this.pump();
+    await saved;
     return task;
+  }
+
+  /**
+   * Settles the tasks a previous run left unfinished: a task that had not
+   * started is CANCELLED (nothing was done); a running one follows its
+   * platform's task to the end where the platform has one (vSphere), and
+   * is otherwise FAILED as INTERRUPTED, its outcome unknown.
+   */
+  async resumeInterrupted(resume: ResumeUpstream): Promise<void> {
+    const interrupted = this.interrupted;
+    this.interrupted = [];
+    await Promise.all(
+      interrupted.map(async (task) => {
+        if (task.state === 'QUEUED') {
+          return this.finish(task, 'CANCELLED', {
+            code: INTERRUPTED,
+            message: 'the gateway restarted before the task started; nothing was done',
+          });
+        }
+        const following = task.upstreamTaskId ? resume(task, this.reporterFor(task)) : null;
+        if (!following) {
+          return this.finish(task, 'FAILED', {
+            code: INTERRUPTED,
+            message: 'the gateway restarted while the task ran; what it did is unknown, check its target',
+          });
+        }
+        this.logger.info({ task: task.id, upstream: task.upstreamTaskId }, 're-attached to an upstream task');
+        return this.settle(task, following);
+      }),
+    );
   }
 
   get(id: string): TaskRecord | undefined {
@@ -136,26 +220,26 @@ export class TaskManager {
 
   /**
    * Cancels a task that has not started. A running task is the platform's
-   * to finish; null when it cannot be cancelled, with the reason.
+   * to finish; refused, with the reason, otherwise.
    */
-  cancel(id: string): { task: TaskRecord } | { refused: string } {
+  async cancel(id: string): Promise<{ task: TaskRecord } | { refused: string }> {
     const task = this.tasks.get(id);
     if (!task) return { refused: 'No such task.' };
     const index = this.queue.findIndex((p) => p.task === task);
     if (index < 0) return { refused: `The task is ${task.state}; only a QUEUED task can be cancelled.` };
     this.queue.splice(index, 1);
-    task.state = 'CANCELLED';
-    task.finishedAt = new Date();
-    for (const resolve of this.done.get(task.id) ?? []) resolve(task);
-    this.done.delete(task.id);
+    await this.finish(task, 'CANCELLED', null);
     return { task };
   }
 
-  /** Whether a task that has not failed is creating a VM of this name on the platform. */
+  /**
+   * Whether a queued or running task is creating a VM of this name on the
+   * platform. Once it has finished, the platform's own inventory says
+   * whether the name is taken (a created VM may have been deleted since).
+   */
   creating(platformId: string, name: string): boolean {
     for (const t of this.tasks.values()) {
-      if (t.platformId === platformId && t.newVmName === name && t.state !== 'FAILED' && t.state !== 'CANCELLED')
-        return true;
+      if (t.platformId === platformId && t.newVmName === name && !FINISHED.has(t.state)) return true;
     }
     return false;
   }
@@ -196,35 +280,76 @@ export class TaskManager {
     }
   }
 
+  private reporterFor(task: TaskRecord): OperationReporter {
+    return {
+      progress: (p) => {
+        task.progress = Math.max(task.progress, Math.min(99, Math.round(p)));
+      },
+      upstreamTask: (id) => {
+        task.upstreamTaskId = id;
+        // Kept at once: after a restart, this is what the task re-attaches to.
+        void this.save(task);
+      },
+    };
+  }
+
   private async execute(task: TaskRecord, run: TaskSpec['run']): Promise<void> {
     task.state = 'RUNNING';
     task.startedAt = new Date();
+    void this.save(task);
+    let result: Promise<OperationResult>;
     try {
-      const result = await run({
-        progress: (p) => {
-          task.progress = Math.max(task.progress, Math.min(99, Math.round(p)));
-        },
-        upstreamTask: (id) => {
-          task.upstreamTaskId = id;
-        },
-      });
+      result = run(this.reporterFor(task));
+    } catch (e) {
+      result = Promise.reject(e);
+    }
+    await this.settle(task, result).finally(() => {
+      this.runningPerPlatform.set(task.platformId, (this.runningPerPlatform.get(task.platformId) ?? 1) - 1);
+      this.runningPerHost.set(this.hostKey(task), (this.runningPerHost.get(this.hostKey(task)) ?? 1) - 1);
+      this.pump();
+    });
+  }
+
+  /** Waits for the work and records how it ended. */
+  private async settle(task: TaskRecord, work: Promise<OperationResult>): Promise<void> {
+    try {
+      const result = await work;
       task.resultSnapshotKey = result.snapshotKey ?? null;
       task.resultVmNativeId = result.vmNativeId ?? null;
       task.resultVmPlatformId = result.vmPlatformId ?? null;
       task.progress = 100;
-      task.state = 'SUCCEEDED';
+      await this.finish(task, 'SUCCEEDED', null);
     } catch (e) {
-      task.state = 'FAILED';
-      task.error = { code: e instanceof OperationFailedError ? e.code : 'UPSTREAM_FAILED', message: errorMessage(e) };
       this.logger.warn({ task: task.id, operation: task.operation, target: task.targetName, err: e }, 'task failed');
-    } finally {
-      task.finishedAt = new Date();
-      this.runningPerPlatform.set(task.platformId, (this.runningPerPlatform.get(task.platformId) ?? 1) - 1);
-      this.runningPerHost.set(this.hostKey(task), (this.runningPerHost.get(this.hostKey(task)) ?? 1) - 1);
-      for (const resolve of this.done.get(task.id) ?? []) resolve(task);
-      this.done.delete(task.id);
-      this.forgetOld();
-      this.pump();
+      const code = e instanceof OperationFailedError ? e.code : 'UPSTREAM_FAILED';
+      await this.finish(task, 'FAILED', { code, message: errorMessage(e) });
+    }
+  }
+
+  /**
+   * Records how a task ended: stored, and told to the finish listeners (the
+   * audit trail), before anyone can see it finished.
+   */
+  private async finish(task: TaskRecord, state: TaskState, error: TaskRecord['error']): Promise<void> {
+    const ended: TaskRecord = { ...task, state, error, finishedAt: new Date() };
+    await this.save(ended);
+    await Promise.all(
+      this.finishedListeners.map((listener) =>
+        listener(ended).catch((e: unknown) => this.logger.error({ err: e, task: task.id }, 'a task listener failed')),
+      ),
+    );
+    Object.assign(task, ended);
+    for (const resolve of this.done.get(task.id) ?? []) resolve(task);
+    this.done.delete(task.id);
+    this.forgetOld();
+  }
+
+  /** Stores the task as it is now; a failed write is logged (the task goes on). */
+  private async save(task: TaskRecord): Promise<void> {
+    try {
+      await this.store.set(task.id, stored(task));
+    } catch (e) {
+      this.logger.error({ err: e, task: task.id }, 'could not store a task');
     }
   }
 
@@ -232,7 +357,9 @@ export class TaskManager {
     if (this.tasks.size <= this.budget.retain) return;
     for (const [id, t] of this.tasks) {
       if (this.tasks.size <= this.budget.retain) break;
-      if (FINISHED.has(t.state)) this.tasks.delete(id);
+      if (!FINISHED.has(t.state)) continue;
+      this.tasks.delete(id);
+      this.store.delete(id).catch((e: unknown) => this.logger.error({ err: e, task: id }, 'could not forget a task'));
     }
   }
 }

@@ -1,5 +1,6 @@
 import { type Server, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
 
 import type { Logger } from 'pino';
 
@@ -7,8 +8,10 @@ import type { Config } from '../config/schema.js';
 import { PlatformRegistry } from '../datasources/registry.js';
 import { AuditLog } from '../mutations/audit-log.js';
 import { allowAll } from '../mutations/authorizer.js';
-import { MutationPipeline } from '../mutations/pipeline.js';
-import { TaskManager } from '../mutations/task-manager.js';
+import { IdempotencyKeys, type RememberedOutcome } from '../mutations/idempotency.js';
+import { MutationPipeline, type StoredOutcome } from '../mutations/pipeline.js';
+import { type StoredTask, TaskManager } from '../mutations/task-manager.js';
+import { openFileStore } from '../state/store.js';
 import { createApollo } from './apollo.js';
 import { createContext } from '../resolvers/context.js';
 import { createErrorFormatter } from './format-error.js';
@@ -39,9 +42,15 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
   await apollo.start();
 
   let phase: Phase = 'starting';
-  const tasks = new TaskManager(config.tasks, logger);
-  const audit = new AuditLog(config.audit.file, config.audit.retainInMemory);
-  const mutations = new MutationPipeline({ tasks, audit, authorizer: allowAll });
+  const state = openFileStore(config.state.dir, logger);
+  const tasks = new TaskManager(config.tasks, logger, await state.collection<StoredTask>('tasks'));
+  const audit = await AuditLog.open(
+    config.audit.file ?? join(config.state.dir, 'audit.jsonl'),
+    logger,
+    config.audit.retainInMemory,
+  );
+  const idempotencyKeys = new IdempotencyKeys(await state.collection<RememberedOutcome<StoredOutcome>>('idempotency'));
+  const mutations = new MutationPipeline({ tasks, audit, authorizer: allowAll, idempotencyKeys, logger });
   const contextFor = () => createContext({ registry, limits, logger, mutations, tasks, audit });
   const http: Server = createServer(
     createHttpHandler({
@@ -83,7 +92,11 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
   const url = `http://${host}:${port}${serverConfig.path}`;
   logger.info({ url, platforms: config.platforms.map((p) => p.id) }, 'gateway listening');
 
-  const ready = registry.start().then(() => {
+  const ready = registry.start().then(async () => {
+    // Tasks a previous run left unfinished follow their platform's task where it has one.
+    await tasks.resumeInterrupted(
+      (task, reporter) => registry.get(task.platformId)?.resumeTask(task, reporter) ?? null,
+    );
     if (phase === 'starting') phase = 'serving';
   });
 
@@ -102,6 +115,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
       clearTimeout(grace);
       await apollo.stop();
       await registry.stop();
+      await Promise.all([state.close(), audit.close()]);
       phase = 'stopped';
       logger.info('gateway stopped');
     })();

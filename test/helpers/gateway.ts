@@ -2,6 +2,9 @@ import type { FormattedExecutionResult } from 'graphql';
 import { createClient } from 'graphql-ws';
 import { pino } from 'pino';
 import { WebSocket } from 'ws';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Writable } from 'node:stream';
 
 import { validateConfig } from '../../src/config/load.js';
@@ -26,6 +29,8 @@ export interface TestGateway extends RunningGateway {
 export async function startTestGateway(raw: Record<string, unknown>): Promise<TestGateway> {
   const config = validateConfig({
     server: { host: '127.0.0.1', port: 0, ...(raw['server'] as object) },
+    // Each gateway keeps its state apart, unless a test shares it on purpose (a restart).
+    state: { dir: mkdtempSync(join(tmpdir(), 'virt-graph-state-')) },
     ...without(raw, 'server'),
   });
   const lines: string[] = [];

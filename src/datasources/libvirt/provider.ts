@@ -105,6 +105,11 @@ export class LibvirtProvider extends ConnectedProvider<LibvirtClient> implements
     return this.connection.use((c) => createDomain(c, spec, reporter));
   }
 
+  /** libvirt runs operations as calls, with no task of its own to follow after a restart. */
+  resumeTask(): null {
+    return null;
+  }
+
   planMigration(vm: VmRecord, target: MigrationTarget): VmOperation {
     return planLibvirtMigration(vm, target);
   }

@@ -6,6 +6,7 @@ import {
   OperationFailedError,
   type OperationReporter,
   type OperationResult,
+  type TaskOperation,
   type VmOperation,
   type VmSpec,
 } from '../../model/operations.js';
@@ -23,6 +24,25 @@ import type { VsphereSession } from './session.js';
 import { resultRef } from './task-watcher.js';
 import { invokeTask, invokeVoid } from './vim.js';
 import { type MoRef, children, elementXml, moRefOf, moRefXml } from './xml.js';
+
+/**
+ * Follows a task started before the gateway restarted to its end, and reads
+ * its result as the operation that started it would have: the new VM of a
+ * clone or create, the new snapshot. Steps the operation meant to take after
+ * that task (a clone's power-on) are not taken.
+ */
+export async function followTask(
+  s: VsphereSession,
+  taskId: string,
+  operation: TaskOperation,
+  reporter: OperationReporter,
+): Promise<OperationResult> {
+  const created = resultRef(await s.tasks.wait({ type: 'Task', value: taskId }, reporter));
+  if (!created) return {};
+  if (operation === 'CLONE_VM' || operation === 'CREATE_VM') return { vmNativeId: created.value };
+  if (operation === 'CREATE_SNAPSHOT') return { snapshotKey: created.value };
+  return {};
+}
 
 /** Does one operation on one VM, following the upstream tasks it starts. */
 export async function runVmOperation(

@@ -27,7 +27,7 @@ import {
   vmDetails,
   vmRecord,
 } from './mapping.js';
-import { createVirtualMachine, runVmOperation } from './operations.js';
+import { createVirtualMachine, followTask, runVmOperation } from './operations.js';
 import { VsphereSession } from './session.js';
 import type { ObjectContent } from './vim.js';
 import type { UpstreamErrorDescription } from '../../model/errors.js';
@@ -35,6 +35,7 @@ import type {
   MigrationTarget,
   OperationReporter,
   OperationResult,
+  TaskOperation,
   Unsupported,
   VmOperation,
   VmSpec,
@@ -162,6 +163,15 @@ export class VsphereProvider extends ConnectedProvider<VsphereSession> implement
 
   createVm(spec: VmSpec, reporter: OperationReporter): Promise<OperationResult> {
     return this.connection.use((s) => createVirtualMachine(s, this.id, spec, reporter));
+  }
+
+  resumeTask(
+    task: { operation: TaskOperation; upstreamTaskId: string | null },
+    reporter: OperationReporter,
+  ): Promise<OperationResult> | null {
+    const { upstreamTaskId } = task;
+    if (!upstreamTaskId) return null;
+    return this.connection.use((s) => followTask(s, upstreamTaskId, task.operation, reporter));
   }
 
   planMigration(vm: VmRecord, target: MigrationTarget): VmOperation {
