@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { writeEstate } from './fixtures/libvirt-estate.js';
 import { type TestGateway, startTestGateway } from './helpers/gateway.js';
-import { mutate, succeed } from './helpers/mutations.js';
+import { finished, mutate, succeed } from './helpers/mutations.js';
 import { type Vcsim, startVcsim, vspherePlatform } from './helpers/vcsim.js';
 
 const GiB = 1024 ** 3;
@@ -101,6 +101,23 @@ describe('createVm on libvirt', () => {
     });
     expect(retry.userErrors).toEqual([]);
     expect(retry.task!.id).toBe(first.task!.id);
+  });
+
+  it('lets the name of a deleted VM be used again', async () => {
+    const { platform } = await ids(gw);
+    const create = () => mutate(gw, 'createVm', { platformId: platform, name: 'reused', memoryMiB: 256 });
+    const first = await create();
+    expect(first.userErrors).toEqual([]);
+    await finished(gw, first.task!.id);
+    const res = await gw.query<{ virtualMachines: { nodes: { id: string }[] } }>(
+      '{ virtualMachines(first: 5, filter: { nameContains: "reused" }) { nodes { id } } }',
+    );
+    await succeed(gw, 'deleteVm', { vmId: res.data!.virtualMachines.nodes[0]!.id });
+    expect(await vmByName(gw, 'reused')).toBeUndefined();
+    const again = await create();
+    expect(again.userErrors).toEqual([]);
+    expect((await finished(gw, again.task!.id)).state).toBe('SUCCEEDED');
+    expect(await vmByName(gw, 'reused')).toBeDefined();
   });
 
   it('refuses a taken name, a cluster placement and an unknown platform', async () => {

@@ -296,7 +296,8 @@ export class TaskManager {
   private async execute(task: TaskRecord, run: TaskSpec['run']): Promise<void> {
     task.state = 'RUNNING';
     task.startedAt = new Date();
-    void this.save(task);
+    // On disk before the work starts: after a crash, a task stored QUEUED really did nothing.
+    await this.save(task);
     let result: Promise<OperationResult>;
     try {
       result = run(this.reporterFor(task));
