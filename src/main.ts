@@ -1,8 +1,3 @@
-// Every libvirt call runs on libuv's pool (4 threads by default), shared with
-// file I/O; a few slow remote hosts must not starve the rest. Set before the
-// pool starts, which is on its first use.
-process.env['UV_THREADPOOL_SIZE'] ??= '16';
-
 import { parseArgs } from 'node:util';
 
 import { ConfigError, loadConfig } from './config/load.js';

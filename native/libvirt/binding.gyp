@@ -13,7 +13,8 @@
         "src/snapshot_ops.cc",
         "src/lifecycle_ops.cc",
         "src/network_ops.cc",
-        "src/storage_ops.cc"
+        "src/storage_ops.cc",
+        "src/worker_pool.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED"],

@@ -7,12 +7,11 @@
 #include <utility>
 #include <vector>
 
+#include "addon_data.h"
 #include "errors.h"
 #include "ops.h"
 
 namespace vg {
-
-Napi::FunctionReference Connection::constructor_;
 
 ConnState::~ConnState() {
   if (conn_ != nullptr) virConnectClose(conn_);
@@ -21,17 +20,14 @@ ConnState::~ConnState() {
 namespace {
 
 // Resolves a deferred promise with the operation's Value, built off-thread.
-class OperationWorker : public Napi::AsyncWorker {
+class OperationJob : public Job {
  public:
-  OperationWorker(Napi::Env env, std::shared_ptr<ConnState> state, Operation op)
-      : Napi::AsyncWorker(env, "virt-graph:libvirt"),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        state_(std::move(state)),
-        op_(std::move(op)) {}
+  OperationJob(Napi::Env env, std::shared_ptr<ConnState> state, Operation op)
+      : deferred_(Napi::Promise::Deferred::New(env)), state_(std::move(state)), op_(std::move(op)) {}
 
   Napi::Promise Promise() const { return deferred_.Promise(); }
 
-  void Execute() override {
+  void Execute() noexcept override {
     virResetLastError();
     try {
       result_ = op_(*state_);
@@ -39,15 +35,15 @@ class OperationWorker : public Napi::AsyncWorker {
       failure_ = e.failure();
     } catch (const std::exception& e) {
       failure_ = LibvirtFailure{VIR_ERR_INTERNAL_ERROR, VIR_FROM_NONE, e.what()};
+    } catch (...) {
+      failure_ = LibvirtFailure{VIR_ERR_INTERNAL_ERROR, VIR_FROM_NONE, "unknown failure in the libvirt addon"};
     }
     // Drop our reference here so that a close() waiting on us closes on this
     // worker thread rather than on the JS thread.
     state_.reset();
   }
 
-  void OnOK() override {
-    Napi::Env env = Env();
-    Napi::HandleScope scope(env);
+  void Complete(Napi::Env env) override {
     if (failure_) {
       deferred_.Reject(MakeJsError(env, *failure_).Value());
     } else {
@@ -92,20 +88,17 @@ int FillCredentials(virConnectCredentialPtr creds, unsigned int count, void* dat
   return 0;
 }
 
-class OpenWorker : public Napi::AsyncWorker {
+class OpenJob : public Job {
  public:
-  OpenWorker(Napi::Env env, Napi::FunctionReference& ctor, std::string uri, bool readOnly,
-             Credentials creds)
-      : Napi::AsyncWorker(env, "virt-graph:libvirt-open"),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        ctor_(ctor),
+  OpenJob(Napi::Env env, std::string uri, bool readOnly, Credentials creds)
+      : deferred_(Napi::Promise::Deferred::New(env)),
         uri_(std::move(uri)),
         readOnly_(readOnly),
         creds_(std::move(creds)) {}
 
   Napi::Promise Promise() const { return deferred_.Promise(); }
 
-  void Execute() override {
+  void Execute() noexcept override {
     virResetLastError();
     int credTypes[] = {VIR_CRED_AUTHNAME, VIR_CRED_USERNAME, VIR_CRED_PASSPHRASE,
                        VIR_CRED_NOECHOPROMPT};
@@ -117,13 +110,17 @@ class OpenWorker : public Napi::AsyncWorker {
       failure_ = LastFailure("virConnectOpenAuth");
       return;
     }
-    state_ = std::make_shared<ConnState>(conn);
+    try {
+      state_ = std::make_shared<ConnState>(conn);
+    } catch (const std::bad_alloc&) {
+      virConnectClose(conn);
+      failure_ = LibvirtFailure{VIR_ERR_NO_MEMORY, VIR_FROM_NONE, "out of memory"};
+      return;
+    }
     state_->Count();
   }
 
-  void OnOK() override {
-    Napi::Env env = Env();
-    Napi::HandleScope scope(env);
+  void Complete(Napi::Env env) override {
     if (failure_) {
       deferred_.Reject(MakeJsError(env, *failure_).Value());
       return;
@@ -131,12 +128,11 @@ class OpenWorker : public Napi::AsyncWorker {
     auto* holder = new std::shared_ptr<ConnState>(std::move(state_));
     auto external = Napi::External<std::shared_ptr<ConnState>>::New(
         env, holder, [](Napi::Env, std::shared_ptr<ConnState>* p) { delete p; });
-    deferred_.Resolve(ctor_.New({external}));
+    deferred_.Resolve(DataOf(env).connectionClass.New({external}));
   }
 
  private:
   Napi::Promise::Deferred deferred_;
-  Napi::FunctionReference& ctor_;
   std::string uri_;
   bool readOnly_;
   Credentials creds_;
@@ -205,8 +201,7 @@ Napi::Object Connection::Init(Napi::Env env, Napi::Object exports) {
           InstanceMethod<&Connection::CloneVolume>("cloneVolume"),
           InstanceMethod<&Connection::CreateVolume>("createVolume"),
       });
-  constructor_ = Napi::Persistent(ctor);
-  constructor_.SuppressDestruct();
+  DataOf(env).connectionClass = Napi::Persistent(ctor);
   exports.Set("Connection", ctor);
   exports.Set("open", Napi::Function::New(env, &Connection::Open, "open"));
   return exports;
@@ -234,9 +229,9 @@ Napi::Value Connection::Open(const Napi::CallbackInfo& info) {
       creds.password = opts.Get("password").As<Napi::String>().Utf8Value();
     }
   }
-  auto* worker = new OpenWorker(env, constructor_, std::move(uri), readOnly, std::move(creds));
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
+  auto job = std::make_unique<OpenJob>(env, std::move(uri), readOnly, std::move(creds));
+  Napi::Promise promise = job->Promise();
+  DataOf(env).pool.Submit(env, std::move(job));
   return promise;
 }
 
@@ -246,9 +241,9 @@ std::shared_ptr<ConnState> Connection::Require(Napi::Env env) {
 }
 
 Napi::Value Connection::Schedule(Napi::Env env, Operation op) {
-  auto* worker = new OperationWorker(env, Require(env), std::move(op));
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
+  auto job = std::make_unique<OperationJob>(env, Require(env), std::move(op));
+  Napi::Promise promise = job->Promise();
+  DataOf(env).pool.Submit(env, std::move(job));
   return promise;
 }
 
@@ -261,11 +256,11 @@ Napi::Value Connection::Close(const Napi::CallbackInfo& info) {
   }
   std::shared_ptr<ConnState> last = std::move(state_);
   state_.reset();
-  // The worker holds the final reference (unless operations are still in
+  // The job holds the final reference (unless operations are still in
   // flight, in which case the last of them closes the connection).
-  auto* worker = new OperationWorker(env, std::move(last), [](ConnState&) { return vg::Value(); });
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
+  auto job = std::make_unique<OperationJob>(env, std::move(last), [](ConnState&) { return vg::Value(); });
+  Napi::Promise promise = job->Promise();
+  DataOf(env).pool.Submit(env, std::move(job));
   return promise;
 }
 

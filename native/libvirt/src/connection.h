@@ -2,8 +2,9 @@
 //
 // Recipe for adding a call: write `Value OpName(ConnState&, args...)` in the
 // *_ops.cc file of its libvirt object (it runs on a worker thread, must not
-// touch N-API, calls state.Count() once per libvirt API call and throws
-// LibvirtException on failure), declare it in ops.h, then bind it in
+// touch N-API, calls state.Count() once per libvirt API call, throws
+// LibvirtException on failure and frees libvirt objects through handles.h,
+// after the error is read), declare it in ops.h, then bind it in
 // Connection::Init with a method that reads the JS arguments and calls
 // Schedule().
 #pragma once
@@ -50,9 +51,7 @@ class Connection : public Napi::ObjectWrap<Connection> {
   explicit Connection(const Napi::CallbackInfo& info);
 
  private:
-  static Napi::FunctionReference constructor_;
-
-  // Runs op on the libuv pool; resolves with its Value, rejects with a LibvirtError.
+  // Runs op on the addon's worker pool; resolves with its Value, rejects with a LibvirtError.
   Napi::Value Schedule(Napi::Env env, Operation op);
   std::shared_ptr<ConnState> Require(Napi::Env env);
 

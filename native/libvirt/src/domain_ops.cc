@@ -12,22 +12,6 @@
 
 namespace vg {
 
-DomainList::~DomainList() {
-  for (int i = 0; i < count; i++) virDomainFree(doms[i]);
-  free(doms);
-}
-
-namespace {
-
-struct DomainHandle {
-  virDomainPtr dom = nullptr;
-  ~DomainHandle() {
-    if (dom) virDomainFree(dom);
-  }
-};
-
-}  // namespace
-
 // Up to this many UUIDs are looked up one by one; more are resolved with one
 // listing, which costs one driver call (one RPC on remote URIs) whatever the
 // number of domains, where lookups cost one each.
@@ -40,8 +24,8 @@ std::vector<virDomainPtr> ResolveDomains(ConnState& st, DomainList& list,
   std::vector<virDomainPtr> out;
   out.reserve(uuids.size());
   if (uuids.size() <= kLookupLimit) {
-    list.doms = static_cast<virDomainPtr*>(calloc(uuids.size() + 1, sizeof(virDomainPtr)));
-    if (list.doms == nullptr) throw std::bad_alloc();
+    list.items = static_cast<virDomainPtr*>(calloc(uuids.size() + 1, sizeof(virDomainPtr)));
+    if (list.items == nullptr) throw std::bad_alloc();
     for (const std::string& u : uuids) {
       st.Count();
       virDomainPtr dom = virDomainLookupByUUIDString(st.conn(), u.c_str());
@@ -49,22 +33,20 @@ std::vector<virDomainPtr> ResolveDomains(ConnState& st, DomainList& list,
         LibvirtFailure f = LastFailure("virDomainLookupByUUIDString");
         if (f.code != VIR_ERR_NO_DOMAIN && f.code != VIR_ERR_INVALID_ARG) throw LibvirtException(f);
       } else {
-        list.doms[list.count++] = dom;
+        list.items[list.count++] = dom;
       }
       out.push_back(dom);
     }
     return out;
   }
   st.Count();
-  list.count = virConnectListAllDomains(st.conn(), &list.doms, 0);
-  if (list.count < 0) {
-    list.count = 0;
-    ThrowLast("virConnectListAllDomains");
-  }
+  int n = virConnectListAllDomains(st.conn(), &list.items, 0);
+  if (n < 0) ThrowLast("virConnectListAllDomains");
+  list.count = n;
   std::unordered_map<std::string, virDomainPtr> byUuid;
   char uuid[VIR_UUID_STRING_BUFLEN];
   for (int i = 0; i < list.count; i++) {
-    if (virDomainGetUUIDString(list.doms[i], uuid) == 0) byUuid.emplace(uuid, list.doms[i]);
+    if (virDomainGetUUIDString(list.items[i], uuid) == 0) byUuid.emplace(uuid, list.items[i]);
   }
   for (const std::string& u : uuids) {
     auto it = byUuid.find(u);
@@ -91,20 +73,18 @@ Value DomainRef(virDomainPtr dom) {
 Value ListAllDomains(ConnState& st, unsigned int flags) {
   DomainList list;
   st.Count();
-  list.count = virConnectListAllDomains(st.conn(), &list.doms, flags);
-  if (list.count < 0) {
-    list.count = 0;
-    ThrowLast("virConnectListAllDomains");
-  }
+  int n = virConnectListAllDomains(st.conn(), &list.items, flags);
+  if (n < 0) ThrowLast("virConnectListAllDomains");
+  list.count = n;
   Value out = Value::Array();
-  for (int i = 0; i < list.count; i++) out.Push(DomainRef(list.doms[i]));
+  for (int i = 0; i < list.count; i++) out.Push(DomainRef(list.items[i]));
   return out;
 }
 
 Value GetAllDomainStats(ConnState& st, unsigned int stats, unsigned int flags) {
-  virDomainStatsRecordPtr* records = nullptr;
+  StatsRecords records;
   st.Count();
-  int n = virConnectGetAllDomainStats(st.conn(), stats, &records, flags);
+  int n = virConnectGetAllDomainStats(st.conn(), stats, records.out(), flags);
   if (n < 0) ThrowLast("virConnectGetAllDomainStats");
   Value out = Value::Array();
   for (int i = 0; i < n; i++) {
@@ -112,24 +92,21 @@ Value GetAllDomainStats(ConnState& st, unsigned int stats, unsigned int flags) {
     rec.Set("params", TypedParamsToValue(records[i]->params, records[i]->nparams));
     out.Push(std::move(rec));
   }
-  virDomainStatsRecordListFree(records);
   return out;
 }
 
 Value LookupDomainByUuid(ConnState& st, const std::string& uuid) {
-  DomainHandle h;
   st.Count();
-  h.dom = virDomainLookupByUUIDString(st.conn(), uuid.c_str());
-  if (h.dom == nullptr) ThrowLast("virDomainLookupByUUIDString");
-  return DomainRef(h.dom);
+  DomainHandle dom(virDomainLookupByUUIDString(st.conn(), uuid.c_str()));
+  if (!dom) ThrowLast("virDomainLookupByUUIDString");
+  return DomainRef(dom.get());
 }
 
 Value LookupDomainByName(ConnState& st, const std::string& name) {
-  DomainHandle h;
   st.Count();
-  h.dom = virDomainLookupByName(st.conn(), name.c_str());
-  if (h.dom == nullptr) ThrowLast("virDomainLookupByName");
-  return DomainRef(h.dom);
+  DomainHandle dom(virDomainLookupByName(st.conn(), name.c_str()));
+  if (!dom) ThrowLast("virDomainLookupByName");
+  return DomainRef(dom.get());
 }
 
 Value ForEachDomain(ConnState& st, const std::vector<std::string>& uuids,

@@ -1,5 +1,7 @@
 // libvirt keeps its last error per thread, so an operation that fails on a
-// worker thread reads the error on that same thread, straight after the call.
+// worker thread reads the error on that same thread, straight after the call
+// and before any other libvirt call: every public libvirt function, the
+// *Free ones included, starts by clearing it (handles.h defers the frees).
 #pragma once
 
 #include <napi.h>

@@ -12,64 +12,54 @@ namespace vg {
 
 namespace {
 
-struct Domain {
-  virDomainPtr dom = nullptr;
-  Domain(ConnState& st, const std::string& uuid) {
-    st.Count();
-    dom = virDomainLookupByUUIDString(st.conn(), uuid.c_str());
-    if (dom == nullptr) ThrowLast("virDomainLookupByUUIDString");
-  }
-  ~Domain() { virDomainFree(dom); }
-  Domain(const Domain&) = delete;
-  Domain& operator=(const Domain&) = delete;
-};
+DomainHandle LookupDomain(ConnState& st, const std::string& uuid) {
+  st.Count();
+  DomainHandle dom(virDomainLookupByUUIDString(st.conn(), uuid.c_str()));
+  if (!dom) ThrowLast("virDomainLookupByUUIDString");
+  return dom;
+}
 
-struct Snapshot {
-  virDomainSnapshotPtr snap = nullptr;
-  Snapshot(ConnState& st, virDomainPtr dom, const std::string& name) {
-    st.Count();
-    snap = virDomainSnapshotLookupByName(dom, name.c_str(), 0);
-    if (snap == nullptr) ThrowLast("virDomainSnapshotLookupByName");
-  }
-  ~Snapshot() { virDomainSnapshotFree(snap); }
-  Snapshot(const Snapshot&) = delete;
-  Snapshot& operator=(const Snapshot&) = delete;
-};
+SnapshotHandle LookupSnapshot(ConnState& st, virDomainPtr dom, const std::string& name) {
+  st.Count();
+  SnapshotHandle snap(virDomainSnapshotLookupByName(dom, name.c_str(), 0));
+  if (!snap) ThrowLast("virDomainSnapshotLookupByName");
+  return snap;
+}
 
 }  // namespace
 
 Value DomainLifecycle(ConnState& st, const std::string& uuid, const std::string& op, unsigned int flags) {
-  Domain d(st, uuid);
+  DomainHandle dom = LookupDomain(st, uuid);
   int rc;
   const char* call;
   st.Count();
   if (op == "create") {
     call = "virDomainCreateWithFlags";
-    rc = virDomainCreateWithFlags(d.dom, flags);
+    rc = virDomainCreateWithFlags(dom.get(), flags);
   } else if (op == "shutdown") {
     call = "virDomainShutdownFlags";
-    rc = virDomainShutdownFlags(d.dom, flags);
+    rc = virDomainShutdownFlags(dom.get(), flags);
   } else if (op == "destroy") {
     call = "virDomainDestroyFlags";
-    rc = virDomainDestroyFlags(d.dom, flags);
+    rc = virDomainDestroyFlags(dom.get(), flags);
   } else if (op == "reboot") {
     call = "virDomainReboot";
-    rc = virDomainReboot(d.dom, flags);
+    rc = virDomainReboot(dom.get(), flags);
   } else if (op == "reset") {
     call = "virDomainReset";
-    rc = virDomainReset(d.dom, flags);
+    rc = virDomainReset(dom.get(), flags);
   } else if (op == "suspend") {
     call = "virDomainSuspend";
-    rc = virDomainSuspend(d.dom);
+    rc = virDomainSuspend(dom.get());
   } else if (op == "resume") {
     call = "virDomainResume";
-    rc = virDomainResume(d.dom);
+    rc = virDomainResume(dom.get());
   } else if (op == "managedSave") {
     call = "virDomainManagedSave";
-    rc = virDomainManagedSave(d.dom, flags);
+    rc = virDomainManagedSave(dom.get(), flags);
   } else if (op == "undefine") {
     call = "virDomainUndefineFlags";
-    rc = virDomainUndefineFlags(d.dom, flags);
+    rc = virDomainUndefineFlags(dom.get(), flags);
   } else {
     throw LibvirtException(LibvirtFailure{VIR_ERR_INVALID_ARG, VIR_FROM_NONE, "unknown domain operation '" + op + "'"});
   }
@@ -78,28 +68,26 @@ Value DomainLifecycle(ConnState& st, const std::string& uuid, const std::string&
 }
 
 Value SnapshotCreate(ConnState& st, const std::string& uuid, const std::string& xml, unsigned int flags) {
-  Domain d(st, uuid);
+  DomainHandle dom = LookupDomain(st, uuid);
   st.Count();
-  virDomainSnapshotPtr snap = virDomainSnapshotCreateXML(d.dom, xml.c_str(), flags);
-  if (snap == nullptr) ThrowLast("virDomainSnapshotCreateXML");
-  std::string name = virDomainSnapshotGetName(snap);
-  virDomainSnapshotFree(snap);
-  return Value::String(std::move(name));
+  SnapshotHandle snap(virDomainSnapshotCreateXML(dom.get(), xml.c_str(), flags));
+  if (!snap) ThrowLast("virDomainSnapshotCreateXML");
+  return Value::String(virDomainSnapshotGetName(snap.get()));
 }
 
 Value SnapshotRevert(ConnState& st, const std::string& uuid, const std::string& name, unsigned int flags) {
-  Domain d(st, uuid);
-  Snapshot s(st, d.dom, name);
+  DomainHandle dom = LookupDomain(st, uuid);
+  SnapshotHandle snap = LookupSnapshot(st, dom.get(), name);
   st.Count();
-  if (virDomainRevertToSnapshot(s.snap, flags) < 0) ThrowLast("virDomainRevertToSnapshot");
+  if (virDomainRevertToSnapshot(snap.get(), flags) < 0) ThrowLast("virDomainRevertToSnapshot");
   return Value::Bool(true);
 }
 
 Value SnapshotDelete(ConnState& st, const std::string& uuid, const std::string& name, unsigned int flags) {
-  Domain d(st, uuid);
-  Snapshot s(st, d.dom, name);
+  DomainHandle dom = LookupDomain(st, uuid);
+  SnapshotHandle snap = LookupSnapshot(st, dom.get(), name);
   st.Count();
-  if (virDomainSnapshotDelete(s.snap, flags) < 0) ThrowLast("virDomainSnapshotDelete");
+  if (virDomainSnapshotDelete(snap.get(), flags) < 0) ThrowLast("virDomainSnapshotDelete");
   return Value::Bool(true);
 }
 
@@ -109,39 +97,31 @@ namespace vg {
 
 Value DefineXml(ConnState& st, const std::string& xml) {
   st.Count();
-  virDomainPtr dom = virDomainDefineXML(st.conn(), xml.c_str());
-  if (dom == nullptr) ThrowLast("virDomainDefineXML");
-  Value ref = DomainRef(dom);
-  virDomainFree(dom);
-  return ref;
+  DomainHandle dom(virDomainDefineXML(st.conn(), xml.c_str()));
+  if (!dom) ThrowLast("virDomainDefineXML");
+  return DomainRef(dom.get());
 }
 
 // Copies a volume (found by path) into a new volume of the same pool; the
 // copy's path is returned. Drivers copy the data (qemu-img for qcow2).
 Value CloneVolume(ConnState& st, const std::string& sourcePath, const std::string& newName) {
   st.Count();
-  virStorageVolPtr source = virStorageVolLookupByPath(st.conn(), sourcePath.c_str());
-  if (source == nullptr) ThrowLast("virStorageVolLookupByPath");
+  VolumeHandle source(virStorageVolLookupByPath(st.conn(), sourcePath.c_str()));
+  if (!source) ThrowLast("virStorageVolLookupByPath");
   st.Count();
-  virStoragePoolPtr pool = virStoragePoolLookupByVolume(source);
-  if (pool == nullptr) {
-    LibvirtFailure f = LastFailure("virStoragePoolLookupByVolume");
-    virStorageVolFree(source);
-    throw LibvirtException(f);
-  }
+  PoolHandle pool(virStoragePoolLookupByVolume(source.get()));
+  if (!pool) ThrowLast("virStoragePoolLookupByVolume");
   st.Count();
-  char* xml = virStorageVolGetXMLDesc(source, 0);
+  char* xml = virStorageVolGetXMLDesc(source.get(), 0);
+  if (xml == nullptr) ThrowLast("virStorageVolGetXMLDesc");
   std::string sourceXml = TakeString(xml);
   // The new volume is the source's definition under a new name, without its key and path.
-  std::string out;
   size_t start = sourceXml.find("<name>");
   size_t end = sourceXml.find("</name>");
-  if (xml == nullptr || start == std::string::npos || end == std::string::npos) {
-    virStoragePoolFree(pool);
-    virStorageVolFree(source);
+  if (start == std::string::npos || end == std::string::npos) {
     throw LibvirtException(LibvirtFailure{VIR_ERR_XML_ERROR, VIR_FROM_STORAGE, "cannot read the source volume's XML"});
   }
-  out = sourceXml.substr(0, start + 6) + newName + sourceXml.substr(end);
+  std::string out = sourceXml.substr(0, start + 6) + newName + sourceXml.substr(end);
   for (const char* tag : {"key", "path"}) {
     std::string open = std::string("<") + tag + ">";
     std::string close = std::string("</") + tag + ">";
@@ -150,13 +130,10 @@ Value CloneVolume(ConnState& st, const std::string& sourcePath, const std::strin
     if (a != std::string::npos && b != std::string::npos && b > a) out.erase(a, b + close.size() - a);
   }
   st.Count();
-  virStorageVolPtr copy = virStorageVolCreateXMLFrom(pool, out.c_str(), source, 0);
-  virStoragePoolFree(pool);
-  virStorageVolFree(source);
-  if (copy == nullptr) ThrowLast("virStorageVolCreateXMLFrom");
+  VolumeHandle copy(virStorageVolCreateXMLFrom(pool.get(), out.c_str(), source.get(), 0));
+  if (!copy) ThrowLast("virStorageVolCreateXMLFrom");
   st.Count();
-  char* path = virStorageVolGetPath(copy);
-  virStorageVolFree(copy);
+  char* path = virStorageVolGetPath(copy.get());
   if (path == nullptr) ThrowLast("virStorageVolGetPath");
   return Value::String(TakeString(path));
 }
@@ -167,9 +144,9 @@ namespace vg {
 
 // Peer-to-peer migration: the source's libvirt connects to destUri itself.
 Value MigrateToUri(ConnState& st, const std::string& uuid, const std::string& destUri, unsigned int flags) {
-  Domain d(st, uuid);
+  DomainHandle dom = LookupDomain(st, uuid);
   st.Count();
-  if (virDomainMigrateToURI3(d.dom, destUri.c_str(), nullptr, 0, flags) < 0) ThrowLast("virDomainMigrateToURI3");
+  if (virDomainMigrateToURI3(dom.get(), destUri.c_str(), nullptr, 0, flags) < 0) ThrowLast("virDomainMigrateToURI3");
   return Value::Bool(true);
 }
 

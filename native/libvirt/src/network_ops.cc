@@ -6,43 +6,36 @@
 namespace vg {
 
 Value ListAllNetworks(ConnState& st, unsigned int flags) {
-  virNetworkPtr* nets = nullptr;
+  NetworkList nets;
   st.Count();
-  int n = virConnectListAllNetworks(st.conn(), &nets, flags);
+  int n = virConnectListAllNetworks(st.conn(), &nets.items, flags);
   if (n < 0) ThrowLast("virConnectListAllNetworks");
+  nets.count = n;
   Value out = Value::Array();
-  try {
-    for (int i = 0; i < n; i++) {
-      virNetworkPtr net = nets[i];
-      char uuid[VIR_UUID_STRING_BUFLEN];
-      Value rec = Value::Object();
-      rec.Set("name", Value::String(virNetworkGetName(net)));
-      if (virNetworkGetUUIDString(net, uuid) == 0) rec.Set("uuid", Value::String(uuid));
-      st.Count();
-      int active = virNetworkIsActive(net);
-      if (active < 0) ThrowLast("virNetworkIsActive");
-      rec.Set("active", Value::Bool(active == 1));
-      st.Count();
-      int persistent = virNetworkIsPersistent(net);
-      if (persistent < 0) ThrowLast("virNetworkIsPersistent");
-      rec.Set("persistent", Value::Bool(persistent == 1));
-      int autostart = 0;
-      st.Count();
-      if (virNetworkGetAutostart(net, &autostart) < 0) ThrowLast("virNetworkGetAutostart");
-      rec.Set("autostart", Value::Bool(autostart == 1));
-      st.Count();
-      char* xml = virNetworkGetXMLDesc(net, 0);
-      if (xml == nullptr) ThrowLast("virNetworkGetXMLDesc");
-      rec.Set("xml", Value::String(TakeString(xml)));
-      out.Push(std::move(rec));
-    }
-  } catch (...) {
-    for (int i = 0; i < n; i++) virNetworkFree(nets[i]);
-    free(nets);
-    throw;
+  for (int i = 0; i < nets.count; i++) {
+    virNetworkPtr net = nets.items[i];
+    char uuid[VIR_UUID_STRING_BUFLEN];
+    Value rec = Value::Object();
+    rec.Set("name", Value::String(virNetworkGetName(net)));
+    if (virNetworkGetUUIDString(net, uuid) == 0) rec.Set("uuid", Value::String(uuid));
+    st.Count();
+    int active = virNetworkIsActive(net);
+    if (active < 0) ThrowLast("virNetworkIsActive");
+    rec.Set("active", Value::Bool(active == 1));
+    st.Count();
+    int persistent = virNetworkIsPersistent(net);
+    if (persistent < 0) ThrowLast("virNetworkIsPersistent");
+    rec.Set("persistent", Value::Bool(persistent == 1));
+    int autostart = 0;
+    st.Count();
+    if (virNetworkGetAutostart(net, &autostart) < 0) ThrowLast("virNetworkGetAutostart");
+    rec.Set("autostart", Value::Bool(autostart == 1));
+    st.Count();
+    char* xml = virNetworkGetXMLDesc(net, 0);
+    if (xml == nullptr) ThrowLast("virNetworkGetXMLDesc");
+    rec.Set("xml", Value::String(TakeString(xml)));
+    out.Push(std::move(rec));
   }
-  for (int i = 0; i < n; i++) virNetworkFree(nets[i]);
-  free(nets);
   return out;
 }
 

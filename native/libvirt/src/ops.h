@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "connection.h"
+#include "handles.h"
 
 namespace vg {
 
@@ -43,15 +44,6 @@ Value CreateVolume(ConnState& st, const std::string& poolUuid, const std::string
 
 // Helpers shared by the *_ops.cc files.
 
-// Owns a libvirt array of domains and every domain in it.
-struct DomainList {
-  virDomainPtr* doms = nullptr;
-  int count = 0;
-  DomainList() = default;
-  DomainList(const DomainList&) = delete;
-  DomainList& operator=(const DomainList&) = delete;
-  ~DomainList();
-};
 std::vector<virDomainPtr> ResolveDomains(ConnState& st, DomainList& list,
                                          const std::vector<std::string>& uuids);
 Value NoDomainError(const std::string& uuid);

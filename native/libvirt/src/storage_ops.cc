@@ -8,19 +8,6 @@ namespace vg {
 
 namespace {
 
-template <typename T, int (*FreeFn)(T)>
-struct OwnedList {
-  T* items = nullptr;
-  int count = 0;
-  ~OwnedList() {
-    for (int i = 0; i < count; i++) FreeFn(items[i]);
-    free(items);
-  }
-};
-
-using PoolList = OwnedList<virStoragePoolPtr, virStoragePoolFree>;
-using VolumeList = OwnedList<virStorageVolPtr, virStorageVolFree>;
-
 Value PoolRecord(ConnState& st, virStoragePoolPtr pool) {
   char uuid[VIR_UUID_STRING_BUFLEN];
   Value rec = Value::Object();
@@ -53,11 +40,9 @@ Value PoolRecord(ConnState& st, virStoragePoolPtr pool) {
 Value VolumesOf(ConnState& st, virStoragePoolPtr pool) {
   VolumeList list;
   st.Count();
-  list.count = virStoragePoolListAllVolumes(pool, &list.items, 0);
-  if (list.count < 0) {
-    list.count = 0;
-    ThrowLast("virStoragePoolListAllVolumes");
-  }
+  int n = virStoragePoolListAllVolumes(pool, &list.items, 0);
+  if (n < 0) ThrowLast("virStoragePoolListAllVolumes");
+  list.count = n;
   Value out = Value::ArrayOf(static_cast<size_t>(list.count));
   ParallelFor(static_cast<size_t>(list.count), [&](size_t i) {
     virStorageVolPtr vol = list.items[i];
@@ -79,11 +64,9 @@ Value VolumesOf(ConnState& st, virStoragePoolPtr pool) {
 Value ListAllStoragePools(ConnState& st, unsigned int flags) {
   PoolList list;
   st.Count();
-  list.count = virConnectListAllStoragePools(st.conn(), &list.items, flags);
-  if (list.count < 0) {
-    list.count = 0;
-    ThrowLast("virConnectListAllStoragePools");
-  }
+  int n = virConnectListAllStoragePools(st.conn(), &list.items, flags);
+  if (n < 0) ThrowLast("virConnectListAllStoragePools");
+  list.count = n;
   Value out = Value::Array();
   for (int i = 0; i < list.count; i++) out.Push(PoolRecord(st, list.items[i]));
   return out;
@@ -95,18 +78,17 @@ Value ListStorageVolumes(ConnState& st, const std::vector<std::string>& poolUuid
   Value out = Value::Array();
   for (const std::string& uuid : poolUuids) {
     st.Count();
-    virStoragePoolPtr pool = virStoragePoolLookupByUUIDString(st.conn(), uuid.c_str());
-    if (pool == nullptr) {
+    PoolHandle pool(virStoragePoolLookupByUUIDString(st.conn(), uuid.c_str()));
+    if (!pool) {
       LibvirtFailure f = LastFailure("virStoragePoolLookupByUUIDString");
       out.Push(Value::Error(f.code, f.domain, f.message));
       continue;
     }
     try {
-      out.Push(VolumesOf(st, pool));
+      out.Push(VolumesOf(st, pool.get()));
     } catch (const LibvirtException& e) {
       out.Push(Value::Error(e.failure().code, e.failure().domain, e.failure().message));
     }
-    virStoragePoolFree(pool);
   }
   return out;
 }
@@ -118,15 +100,13 @@ namespace vg {
 // Creates a volume in a pool from its XML; resolves with the new volume's path.
 Value CreateVolume(ConnState& st, const std::string& poolUuid, const std::string& xml) {
   st.Count();
-  virStoragePoolPtr pool = virStoragePoolLookupByUUIDString(st.conn(), poolUuid.c_str());
-  if (pool == nullptr) ThrowLast("virStoragePoolLookupByUUIDString");
+  PoolHandle pool(virStoragePoolLookupByUUIDString(st.conn(), poolUuid.c_str()));
+  if (!pool) ThrowLast("virStoragePoolLookupByUUIDString");
   st.Count();
-  virStorageVolPtr vol = virStorageVolCreateXML(pool, xml.c_str(), 0);
-  virStoragePoolFree(pool);
-  if (vol == nullptr) ThrowLast("virStorageVolCreateXML");
+  VolumeHandle vol(virStorageVolCreateXML(pool.get(), xml.c_str(), 0));
+  if (!vol) ThrowLast("virStorageVolCreateXML");
   st.Count();
-  char* path = virStorageVolGetPath(vol);
-  virStorageVolFree(vol);
+  char* path = virStorageVolGetPath(vol.get());
   if (path == nullptr) ThrowLast("virStorageVolGetPath");
   return Value::String(TakeString(path));
 }

@@ -62,7 +62,11 @@ export interface NativeStorageVolume {
   xml: string;
 }
 
-/** The native Connection class. Every method but isOpen/libvirtCalls runs on the libuv pool. */
+/**
+ * The native Connection class. Every method but isOpen/libvirtCalls runs on
+ * the addon's own worker threads (see {@link NativeAddon.setThreadPoolSize}),
+ * never on libuv's pool.
+ */
 export interface NativeConnection {
   close(): Promise<void>;
   isOpen(): boolean;
@@ -105,9 +109,29 @@ export interface OpenOptions {
   password?: string;
 }
 
+/** The addon's worker threads, as counted when asked. */
+export interface NativeThreadPool {
+  /** Most calls in flight at once; more wait in the queue. @default 16 */
+  size: number;
+  /** Threads started so far (they are started on demand, up to size). */
+  threads: number;
+  /** Threads running a libvirt call. */
+  busy: number;
+  /** Calls waiting for a thread. */
+  queued: number;
+}
+
 interface NativeAddon {
   libvirtVersion: number;
   open(uri: string, options?: OpenOptions): Promise<NativeConnection>;
+  /**
+   * How many libvirt calls (across all connections) may block at once, 1 to
+   * 1024. Each slow host holds one thread per call in flight, so this bounds
+   * how many slow hosts can be waited on without delaying the others. Can be
+   * changed at any time; surplus threads leave after their current call.
+   */
+  setThreadPoolSize(size: number): void;
+  threadPool(): NativeThreadPool;
 }
 
 const ADDON_PATH = fileURLToPath(
