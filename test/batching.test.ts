@@ -38,6 +38,8 @@ async function countFor(n: number, query: string): Promise<Counts & { vms: numbe
   const estate = writeEstate({ vms: n });
   const gw = await startTestGateway({
     limits: { maxCost: 10_000_000, maxPageSize: 1000 },
+    // The direct read path (what serves a platform whose live inventory is down).
+    inventory: { enabled: false },
     platforms: [{ id: 'lab', kind: 'libvirt', uri: estate.uri }],
   });
   gateways.push(gw);

@@ -34,6 +34,8 @@ async function soapCallsFor(
   const sim = await startVcsim({ dc: 1, cluster: 1, clusterHost: 1, host: 1, vm: vmsPerPool, ds: 2, pg: 2 });
   const gw = await startTestGateway({
     limits: { maxCost: 10_000_000, maxPageSize: 1000 },
+    // The direct read path (what serves a platform whose live inventory is down).
+    inventory: { enabled: false },
     platforms: [vspherePlatform(sim)],
   });
   running.push({ gw, sim });
@@ -88,6 +90,7 @@ describe('paging through the property collector', () => {
     const proxy = await startSoapProxy(sim.url, sim.certFile, 3);
     proxy.setMode('page');
     const gw = await startTestGateway({
+      inventory: { enabled: false },
       platforms: [
         { id: 'vc', kind: 'vsphere', url: proxy.url, username: sim.username, password: sim.password, pageSize: 3 },
       ],

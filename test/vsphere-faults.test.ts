@@ -24,7 +24,8 @@ async function simulator(opts: Parameters<typeof startVcsim>[0] = {}): Promise<V
 }
 
 async function gateway(platforms: Record<string, unknown>[]): Promise<TestGateway> {
-  const gw = await startTestGateway({ platforms });
+  // Faults of the direct read path (what serves a platform whose live inventory is down).
+  const gw = await startTestGateway({ inventory: { enabled: false }, platforms });
   cleanups.push(() => gw.close());
   return gw;
 }
@@ -187,6 +188,7 @@ describe('vSphere faults', () => {
   it('answers without a platform that is slower than the operation deadline', async () => {
     const sim = await simulator();
     const gw = await startTestGateway({
+      inventory: { enabled: false },
       limits: { operationTimeoutMs: 700 },
       platforms: [
         vc(sim, { requestTimeoutMs: 60_000 }),

@@ -146,6 +146,32 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    inventory: z
+      .object({
+        /**
+         * Keep a live mirror of every platform and answer reads from it.
+         * Off: every read goes to the platforms (no subscriptions' inventory events).
+         */
+        enabled: z.boolean().default(true),
+        /** How often each platform's whole inventory is read again, to heal missed changes (seconds). */
+        resyncIntervalSeconds: z.number().int().min(5).max(86_400).default(300),
+        /** First delay before a failed watch restarts (ms); doubles up to retryMaxMs. */
+        retryInitialMs: z.number().int().min(10).max(600_000).default(1_000),
+        retryMaxMs: z.number().int().min(10).max(3_600_000).default(30_000),
+      })
+      .strict()
+      .prefault({}),
+    subscriptions: z
+      .object({
+        /** Events kept for clients that resume with `after: cursor`. */
+        history: z.number().int().min(100).max(10_000_000).default(10_000),
+        /** Events queued for one subscription whose client does not read; past it the connection is closed. */
+        maxQueuedEvents: z.number().int().min(10).max(1_000_000).default(1_000),
+        /** Subscriptions one WebSocket connection may hold at once. */
+        maxPerConnection: z.number().int().min(1).max(10_000).default(100),
+      })
+      .strict()
+      .prefault({}),
     state: z
       .object({
         /**

@@ -17,6 +17,7 @@ import type {
   VmSpec,
 } from '../model/operations.js';
 import type { RequestScope } from './request-scope.js';
+import type { InventoryWatch, WatchOptions, WatchSink } from './watch.js';
 
 /**
  * What every platform implements. Methods that take a list of native IDs are
@@ -76,6 +77,11 @@ export interface Provider {
     task: { operation: TaskOperation; upstreamTaskId: string | null },
     reporter: OperationReporter,
   ): Promise<OperationResult> | null;
+  /**
+   * Feeds the live inventory: reads everything, then reports each change
+   * (from the platform's change stream where it has one), until stopped.
+   */
+  watch(sink: WatchSink, options: WatchOptions): InventoryWatch;
   /** How this platform words one of its own errors for clients; null when the error is not its. */
   describeError(error: unknown): UpstreamErrorDescription | null;
 }

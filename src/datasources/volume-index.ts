@@ -10,7 +10,7 @@ export interface VolumeIndex {
 
 export function indexVolumes(
   pools: readonly StorageRecord[],
-  perPool: readonly (StorageVolumeRecord[] | Error)[],
+  perPool: readonly (readonly StorageVolumeRecord[] | Error)[],
 ): VolumeIndex {
   const poolNames = new Map(pools.map((p) => [p.nativeId, p.name]));
   const byPath = new Map<string, StorageVolumeRecord>();

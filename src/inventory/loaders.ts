@@ -7,10 +7,31 @@ import type { NetworkRecord } from '../model/network.js';
 import type { SnapshotRecord } from '../model/snapshot.js';
 import type { StorageRecord, StorageVolumeRecord } from '../model/storage.js';
 import type { VmDetails, VmRecord } from '../model/vm.js';
-import type { Provider } from './provider.js';
-import type { PlatformRegistry } from './registry.js';
-import { createRequestScope } from './request-scope.js';
-import { type VolumeIndex, indexVolumes } from './volume-index.js';
+import type { Provider } from '../datasources/provider.js';
+import type { PlatformRegistry } from '../datasources/registry.js';
+import { createRequestScope } from '../datasources/request-scope.js';
+import { type VolumeIndex, indexVolumes } from '../datasources/volume-index.js';
+import type { Inventory } from './inventory.js';
+import type { PlatformMirror } from './platform-mirror.js';
+
+/** Told when a platform's reads go to the platform itself because its mirror cannot answer. */
+export type DirectReadObserver = (platformId: string, reason: string) => void;
+
+/** Where one platform's reads go: its mirror while SYNCED, otherwise the platform (and the observer is told). */
+function source(inventory: Inventory, platformId: string, direct: DirectReadObserver): PlatformMirror | null {
+  const mirror = inventory.mirror(platformId);
+  if (mirror?.serving) return mirror;
+  const state = mirror?.state;
+  direct(
+    platformId,
+    !inventory.enabled
+      ? 'live inventory disabled'
+      : state?.state === 'STALE'
+        ? `live inventory STALE since ${state.staleSince?.toISOString()}: ${state.reason ?? 'change stream down'}`
+        : 'live inventory not yet filled',
+  );
+  return null;
+}
 
 /** The read, or DeadlineExceededError once the request's deadline passes. */
 function beforeDeadline<T>(read: Promise<T>, platformId: string, deadline: Deadline): Promise<T> {
@@ -48,6 +69,8 @@ function perObjectLoader<V>(
   registry: PlatformRegistry,
   deadline: Deadline,
   batch: (provider: Provider, nativeIds: readonly string[]) => Promise<(V | Error)[]>,
+  fromMirror: (mirror: PlatformMirror, nativeId: string) => V | undefined,
+  mirrorOf: (platformId: string) => PlatformMirror | null,
 ): DataLoader<ObjectKey, V, string> {
   return new DataLoader<ObjectKey, V, string>(
     async (keys) => {
@@ -63,6 +86,14 @@ function perObjectLoader<V>(
           const provider = registry.get(platformId);
           if (!provider) {
             for (const i of indexes) results[i] = new Error(`unknown platform "${platformId}"`);
+            return;
+          }
+          const mirror = mirrorOf(platformId);
+          if (mirror) {
+            for (const i of indexes) {
+              const nativeId = (keys[i] as ObjectKey).nativeId;
+              results[i] = fromMirror(mirror, nativeId) ?? new Error(`no ${nativeId} on platform "${platformId}"`);
+            }
             return;
           }
           try {
@@ -94,12 +125,16 @@ function perPlatformLoader<V>(
   registry: PlatformRegistry,
   deadline: Deadline,
   list: (provider: Provider) => Promise<V>,
+  fromMirror: (mirror: PlatformMirror) => V,
+  mirrorOf: (platformId: string) => PlatformMirror | null,
 ): DataLoader<string, V> {
   return new DataLoader<string, V>(async (platformIds) =>
     Promise.all(
       platformIds.map(async (id) => {
         const provider = registry.get(id);
         if (!provider) return new Error(`unknown platform "${id}"`);
+        const mirror = mirrorOf(id);
+        if (mirror) return fromMirror(mirror);
         try {
           return await beforeDeadline(list(provider), id, deadline);
         } catch (e) {
@@ -111,33 +146,80 @@ function perPlatformLoader<V>(
 }
 
 /**
- * The DataLoaders of one request. Created per request so that nothing is
- * cached across requests (or across callers).
+ * The DataLoaders of one request: reads answered from the live inventory
+ * while a platform's mirror is SYNCED, from the platform itself (batched)
+ * otherwise. Created per request so that nothing is cached across requests
+ * (or across callers), and a platform's source is chosen once per request.
  */
-export function createLoaders(registry: PlatformRegistry, deadline: Deadline) {
+export function createLoaders(
+  registry: PlatformRegistry,
+  inventory: Inventory,
+  deadline: Deadline,
+  direct: DirectReadObserver = () => {},
+) {
   const scope = createRequestScope();
-  const platformLoader = <V>(list: (p: Provider) => Promise<V>) => perPlatformLoader(registry, deadline, list);
-  const objectLoader = <V>(batch: (p: Provider, ids: readonly string[]) => Promise<(V | Error)[]>) =>
-    perObjectLoader(registry, deadline, batch);
-  const storage = platformLoader<StorageRecord[]>((p) => p.listStorage(scope));
-  const volumes = objectLoader<StorageVolumeRecord[]>((p, ids) => p.getVolumes(ids, scope));
+  const chosen = new Map<string, PlatformMirror | null>();
+  const mirrorOf = (platformId: string) => {
+    if (!chosen.has(platformId)) chosen.set(platformId, source(inventory, platformId, direct));
+    return chosen.get(platformId) ?? null;
+  };
+  const platformLoader = <V>(list: (p: Provider) => Promise<V>, fromMirror: (m: PlatformMirror) => V) =>
+    perPlatformLoader(registry, deadline, list, fromMirror, mirrorOf);
+  const objectLoader = <V>(
+    batch: (p: Provider, ids: readonly string[]) => Promise<(V | Error)[]>,
+    fromMirror: (m: PlatformMirror, id: string) => V | undefined,
+  ) => perObjectLoader(registry, deadline, batch, fromMirror, mirrorOf);
+  const storage = platformLoader<readonly StorageRecord[]>(
+    (p) => p.listStorage(scope),
+    (m) => m.listStorage(),
+  );
+  const volumes = objectLoader<readonly StorageVolumeRecord[]>(
+    (p, ids) => p.getVolumes(ids, scope),
+    (m, id) => m.volumes(id) ?? [],
+  );
   return {
-    datacenters: platformLoader<DatacenterRecord[]>((p) => p.listDatacenters(scope)),
-    clusters: platformLoader<ClusterRecord[]>((p) => p.listClusters(scope)),
-    hosts: platformLoader<HostRecord[]>((p) => p.listHosts(scope)),
-    vms: platformLoader<VmRecord[]>((p) => p.listVms(scope)),
-    vmDetails: objectLoader<VmDetails>((p, ids) => p.getVmDetails(ids, scope)),
-    snapshots: objectLoader<SnapshotRecord[]>((p, ids) => p.getSnapshots(ids, scope)),
-    networks: platformLoader<NetworkRecord[]>((p) => p.listNetworks(scope)),
+    datacenters: platformLoader<readonly DatacenterRecord[]>(
+      (p) => p.listDatacenters(scope),
+      (m) => m.listDatacenters(),
+    ),
+    clusters: platformLoader<readonly ClusterRecord[]>(
+      (p) => p.listClusters(scope),
+      (m) => m.listClusters(),
+    ),
+    hosts: platformLoader<readonly HostRecord[]>(
+      (p) => p.listHosts(scope),
+      (m) => m.listHosts(),
+    ),
+    vms: platformLoader<readonly VmRecord[]>(
+      (p) => p.listVms(scope),
+      (m) => m.listVms(),
+    ),
+    vmDetails: objectLoader<VmDetails>(
+      (p, ids) => p.getVmDetails(ids, scope),
+      (m, id) => m.details(id),
+    ),
+    snapshots: objectLoader<readonly SnapshotRecord[]>(
+      (p, ids) => p.getSnapshots(ids, scope),
+      (m, id) => m.snapshots(id),
+    ),
+    networks: platformLoader<readonly NetworkRecord[]>(
+      (p) => p.listNetworks(scope),
+      (m) => m.listNetworks(),
+    ),
     storage,
     volumes,
     /** Every volume of a platform, indexed once per request (disks look their volume up in it). */
-    volumeIndex: platformLoader<VolumeIndex>(async (p) => {
-      const pools = await storage.load(p.id);
-      const perPool = await volumes.loadMany(pools.map((pool) => ({ platformId: p.id, nativeId: pool.nativeId })));
-      return indexVolumes(pools, perPool);
-    }),
+    volumeIndex: platformLoader<VolumeIndex>(
+      async (p) => volumeIndexOf(p.id),
+      (m) => m.volumeIndex(),
+    ),
   };
+
+  async function volumeIndexOf(platformId: string): Promise<VolumeIndex> {
+    const pools = await storage.load(platformId);
+    const perPool = await volumes.loadMany(pools.map((pool) => ({ platformId, nativeId: pool.nativeId })));
+    return indexVolumes(pools, perPool);
+  }
 }
 
 export type Loaders = ReturnType<typeof createLoaders>;

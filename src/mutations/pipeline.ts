@@ -3,8 +3,8 @@ import type { Logger } from 'pino';
 import type { Authorizer } from './authorizer.js';
 import type { AuditLog } from './audit-log.js';
 import { redact } from './audit-log.js';
-import type { Reconfiguration, VmOperation, VmOperationKind, VmSpec } from '../model/operations.js';
-import type { Loaders } from '../datasources/loaders.js';
+import type { OperationResult, Reconfiguration, VmOperation, VmOperationKind, VmSpec } from '../model/operations.js';
+import type { Loaders } from '../inventory/loaders.js';
 import type { PlatformRegistry } from '../datasources/registry.js';
 import type { Caller } from '../model/caller.js';
 import { DeadlineExceededError, GatewayError, PlatformUnavailableError } from '../model/errors.js';
@@ -124,6 +124,8 @@ export interface MutationPipelineDeps {
   audit: AuditLog;
   authorizer: Authorizer;
   idempotencyKeys: IdempotencyKeys<StoredOutcome>;
+  /** Brings the live inventory up to date with VMs an operation changed, before its task succeeds. */
+  inventory: { refresh(platformId: string, what: { vms: readonly string[]; storage: boolean }): Promise<void> };
   logger: Logger;
 }
 
@@ -291,7 +293,13 @@ export class MutationPipeline {
         mutation: req.mutation,
         auditTargetId: targetId,
         shared,
-        run: (reporter) => provider.runOperation(vm.nativeId, op, reporter),
+        run: (reporter) =>
+          this.withReadYourWrites(
+            vm.platformId,
+            [vm.nativeId],
+            touchesStorage(op),
+            provider.runOperation(vm.nativeId, op, reporter),
+          ),
       });
       await this.audit(ctx, req, targetId, 'ACCEPTED', [], task.id);
       return { clientMutationId: req.input.clientMutationId ?? null, vm, task, userErrors: [] };
@@ -337,6 +345,26 @@ export class MutationPipeline {
     }
     await this.audit(ctx, req, input.taskId, 'ACCEPTED', [], outcome.task.id);
     return { clientMutationId, task: outcome.task, userErrors: [] };
+  }
+
+  /**
+   * The operation's result, once the live inventory shows its effect on the
+   * VMs it touched (and the VM it made), so a query after the task
+   * succeeded sees the new state.
+   */
+  private async withReadYourWrites(
+    platformId: string,
+    touched: string[],
+    storage: boolean,
+    work: Promise<OperationResult>,
+  ): Promise<OperationResult> {
+    const result = await work;
+    const made = result.vmNativeId && (result.vmPlatformId ?? platformId) === platformId ? [result.vmNativeId] : [];
+    await this.deps.inventory.refresh(platformId, { vms: [...touched, ...made], storage });
+    if (result.vmPlatformId && result.vmPlatformId !== platformId && result.vmNativeId) {
+      await this.deps.inventory.refresh(result.vmPlatformId, { vms: [result.vmNativeId], storage });
+    }
+    return result;
   }
 
   /** A new VM (clone, create) needs a valid name that no VM, and no task creating one, has on its platform. */
@@ -430,7 +458,7 @@ export class MutationPipeline {
             mutation: 'createVm',
             auditTargetId: input.platformId,
             newVmName: spec.name,
-            run: (reporter) => provider.createVm(spec, reporter),
+            run: (reporter) => this.withReadYourWrites(platformId, [], true, provider.createVm(spec, reporter)),
           });
           await this.audit(ctx, audited, input.platformId, 'ACCEPTED', [], task.id);
           return { clientMutationId: input.clientMutationId ?? null, vm: null, task, userErrors: [] };
@@ -543,6 +571,20 @@ export class MutationPipeline {
     } catch (e) {
       this.deps.logger.error({ err: e, task: task.id }, 'could not audit how a task ended');
     }
+  }
+}
+
+/** Whether an operation may create or remove storage volumes (which no platform reports changes of). */
+function touchesStorage(op: VmOperation): boolean {
+  switch (op.kind) {
+    case 'CLONE_VM':
+    case 'DELETE_VM':
+    case 'MIGRATE_VM':
+      return true;
+    case 'RECONFIGURE_VM':
+      return op.addDisks.length > 0 || op.removeDiskTargets.length > 0;
+    default:
+      return false;
   }
 }
 

@@ -113,6 +113,7 @@ export class TaskManager {
   private readonly runningPerPlatform = new Map<string, number>();
   private readonly runningPerHost = new Map<string, number>();
   private readonly done = new Map<string, ((t: TaskRecord) => void)[]>();
+  private readonly updateListeners: ((t: TaskRecord) => void)[] = [];
   private readonly finishedListeners: ((t: TaskRecord) => Promise<void>)[] = [];
   /** Tasks found unfinished in the store at start, until resumeInterrupted() settles them. */
   private interrupted: TaskRecord[] = [];
@@ -127,6 +128,15 @@ export class TaskManager {
       this.tasks.set(t.id, t);
       if (!FINISHED.has(t.state)) this.interrupted.push(t);
     }
+  }
+
+  /** Calls `listener` whenever a task is submitted, starts, progresses or finishes (after it is visible). */
+  onUpdate(listener: (t: TaskRecord) => void): void {
+    this.updateListeners.push(listener);
+  }
+
+  private updated(task: TaskRecord): void {
+    for (const listener of this.updateListeners) listener(task);
   }
 
   /** Calls `listener` with every task that finishes (succeeded, failed or cancelled), before it shows as finished. */
@@ -164,6 +174,7 @@ export class TaskManager {
     const saved = this.save(task);
     this.pump();
     await saved;
+    this.updated(task);
     return task;
   }
 
@@ -283,7 +294,10 @@ export class TaskManager {
   private reporterFor(task: TaskRecord): OperationReporter {
     return {
       progress: (p) => {
-        task.progress = Math.max(task.progress, Math.min(99, Math.round(p)));
+        const next = Math.max(task.progress, Math.min(99, Math.round(p)));
+        if (next === task.progress) return;
+        task.progress = next;
+        this.updated(task);
       },
       upstreamTask: (id) => {
         task.upstreamTaskId = id;
@@ -298,6 +312,7 @@ export class TaskManager {
     task.startedAt = new Date();
     // On disk before the work starts: after a crash, a task stored QUEUED really did nothing.
     await this.save(task);
+    this.updated(task);
     let result: Promise<OperationResult>;
     try {
       result = run(this.reporterFor(task));
@@ -340,6 +355,7 @@ export class TaskManager {
       ),
     );
     Object.assign(task, ended);
+    this.updated(task);
     for (const resolve of this.done.get(task.id) ?? []) resolve(task);
     this.done.delete(task.id);
     this.forgetOld();

@@ -3,8 +3,10 @@ import type { Logger } from 'pino';
 
 import { ANONYMOUS, type Caller } from '../model/caller.js';
 import type { Limits } from '../config/schema.js';
-import { type Loaders, createLoaders } from '../datasources/loaders.js';
+import { type Loaders, createLoaders } from '../inventory/loaders.js';
 import type { PlatformRegistry } from '../datasources/registry.js';
+import type { Inventory } from '../inventory/inventory.js';
+import type { MemoryEventLog } from '../subscriptions/event-log.js';
 import type { AuditLog } from '../mutations/audit-log.js';
 import type { MutationPipeline } from '../mutations/pipeline.js';
 import type { TaskManager } from '../mutations/task-manager.js';
@@ -24,6 +26,14 @@ export interface GatewayContext {
   mutations: MutationPipeline;
   tasks: TaskManager;
   audit: AuditLog;
+  inventory: Inventory;
+  events: MemoryEventLog;
+  /**
+   * Platforms whose reads in this request went to the platform itself
+   * because its live inventory could not answer, and why; sent in the
+   * response's `extensions.directReads`.
+   */
+  directReads: Map<string, string>;
 }
 
 export interface ContextDeps {
@@ -33,9 +43,15 @@ export interface ContextDeps {
   mutations: MutationPipeline;
   tasks: TaskManager;
   audit: AuditLog;
+  inventory: Inventory;
+  events: MemoryEventLog;
 }
 
 export function createContext(deps: ContextDeps, caller: Caller = ANONYMOUS): GatewayContext {
   const ms = deps.limits.operationTimeoutMs;
-  return { ...deps, caller, loaders: createLoaders(deps.registry, { at: Date.now() + ms, ms }), partialErrors: [] };
+  const directReads = new Map<string, string>();
+  const loaders = createLoaders(deps.registry, deps.inventory, { at: Date.now() + ms, ms }, (platformId, reason) =>
+    directReads.set(platformId, reason),
+  );
+  return { ...deps, caller, loaders, partialErrors: [], directReads };
 }

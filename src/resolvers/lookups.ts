@@ -79,7 +79,7 @@ export async function findStorage(
 export async function snapshotsOf(
   ctx: GatewayContext,
   vm: { platformId: string; nativeId: string },
-): Promise<SnapshotRecord[]> {
+): Promise<readonly SnapshotRecord[]> {
   return ctx.loaders.snapshots.load({ platformId: vm.platformId, nativeId: vm.nativeId });
 }
 

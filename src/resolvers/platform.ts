@@ -8,7 +8,7 @@ export const Platform: PlatformResolvers = {
   hosts: async (p, _a, ctx) => {
     if (p.status !== 'CONNECTED') return [];
     try {
-      return await ctx.loaders.hosts.load(p.id);
+      return [...(await ctx.loaders.hosts.load(p.id))];
     } catch (e) {
       reportUnavailable(ctx, p.id, e);
       return [];

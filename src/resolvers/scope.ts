@@ -45,7 +45,7 @@ export function reportUnavailable(ctx: GatewayContext, platformId: string, error
  */
 export async function loadFromPlatforms<T>(
   ctx: GatewayContext,
-  loader: DataLoader<string, T[]>,
+  loader: DataLoader<string, readonly T[]>,
   platformIds: readonly string[],
 ): Promise<T[]> {
   const results = await Promise.all(
@@ -75,7 +75,7 @@ export function platformOf(ctx: GatewayContext, platformId: string): PlatformRec
  */
 export async function pageByName<T extends { name: string }>(
   ctx: GatewayContext,
-  loader: DataLoader<string, T[]>,
+  loader: DataLoader<string, readonly T[]>,
   args: PageArgs & { filter?: { platformIds?: readonly string[] | null; nameContains?: string | null } | null },
   ordering: { name: string; id: (item: T) => string },
 ): Promise<Page<T>> {

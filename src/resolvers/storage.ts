@@ -27,7 +27,9 @@ export const StoragePool: StoragePoolResolvers = {
   id: (s) => storageId(s),
   platform: (s, _a, ctx) => platformOf(ctx, s.platformId),
   usagePercent: (s) => usagePercent(s),
-  volumes: (s, _a, ctx) => ctx.loaders.volumes.load({ platformId: s.platformId, nativeId: s.nativeId }),
+  volumes: async (s, _a, ctx) => [
+    ...(await ctx.loaders.volumes.load({ platformId: s.platformId, nativeId: s.nativeId })),
+  ],
 };
 
 export const Datastore: DatastoreResolvers = {

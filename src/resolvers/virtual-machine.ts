@@ -122,7 +122,7 @@ export const VirtualMachine: VirtualMachineResolvers = {
   disks: async (vm, _a, ctx) => (await details(ctx, vm)).disks.map((d) => ({ ...d, platformId: vm.platformId })),
   nics: async (vm, _a, ctx) => (await details(ctx, vm)).nics.map((n) => ({ ...n, platformId: vm.platformId })),
   graphics: async (vm, _a, ctx) => (await details(ctx, vm)).graphics,
-  snapshots: (vm, _a, ctx) => snapshotsOf(ctx, vm),
+  snapshots: async (vm, _a, ctx) => [...(await snapshotsOf(ctx, vm))],
   currentSnapshot: async (vm, _a, ctx) => (await snapshotsOf(ctx, vm)).find((s) => s.isCurrent) ?? null,
   host: (vm, _a, ctx) => findHost(ctx, vm.platformId, vm.hostNativeId),
   cluster: async (vm, _a, ctx) =>

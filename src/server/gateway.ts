@@ -11,7 +11,9 @@ import { allowAll } from '../mutations/authorizer.js';
 import { IdempotencyKeys, type RememberedOutcome } from '../mutations/idempotency.js';
 import { MutationPipeline, type StoredOutcome } from '../mutations/pipeline.js';
 import { type StoredTask, TaskManager } from '../mutations/task-manager.js';
+import { Inventory } from '../inventory/inventory.js';
 import { openFileStore } from '../state/store.js';
+import { MemoryEventLog } from '../subscriptions/event-log.js';
 import { createApollo } from './apollo.js';
 import { createContext } from '../resolvers/context.js';
 import { createErrorFormatter } from './format-error.js';
@@ -50,8 +52,21 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
     config.audit.retainInMemory,
   );
   const idempotencyKeys = new IdempotencyKeys(await state.collection<RememberedOutcome<StoredOutcome>>('idempotency'));
-  const mutations = new MutationPipeline({ tasks, audit, authorizer: allowAll, idempotencyKeys, logger });
-  const contextFor = () => createContext({ registry, limits, logger, mutations, tasks, audit });
+  const events = new MemoryEventLog(config.subscriptions.history);
+  const inventory = new Inventory(
+    registry,
+    events,
+    {
+      enabled: config.inventory.enabled,
+      resyncIntervalMs: config.inventory.resyncIntervalSeconds * 1000,
+      retryInitialMs: config.inventory.retryInitialMs,
+      retryMaxMs: config.inventory.retryMaxMs,
+    },
+    logger,
+  );
+  tasks.onUpdate((task) => events.publish({ type: 'TASK', platformId: task.platformId, taskId: task.id }));
+  const mutations = new MutationPipeline({ tasks, audit, authorizer: allowAll, idempotencyKeys, inventory, logger });
+  const contextFor = () => createContext({ registry, limits, logger, mutations, tasks, audit, inventory, events });
   const http: Server = createServer(
     createHttpHandler({
       apollo,
@@ -93,6 +108,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
   logger.info({ url, platforms: config.platforms.map((p) => p.id) }, 'gateway listening');
 
   const ready = registry.start().then(async () => {
+    inventory.start();
     // Tasks a previous run left unfinished follow their platform's task where it has one.
     await tasks.resumeInterrupted(
       (task, reporter) => registry.get(task.platformId)?.resumeTask(task, reporter) ?? null,
@@ -114,6 +130,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
       });
       clearTimeout(grace);
       await apollo.stop();
+      await inventory.stop();
       await registry.stop();
       await Promise.all([state.close(), audit.close()]);
       phase = 'stopped';

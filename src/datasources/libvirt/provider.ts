@@ -9,7 +9,9 @@ import type { SnapshotRecord } from '../../model/snapshot.js';
 import type { StoragePoolRecord, StorageVolumeRecord } from '../../model/storage.js';
 import type { VmDetails, VmRecord } from '../../model/vm.js';
 import { ConnectedProvider, PlatformConnection } from '../platform-connection.js';
+import { pollingWatch } from '../polling-watch.js';
 import type { Provider } from '../provider.js';
+import type { InventoryWatch, WatchOptions, WatchSink } from '../watch.js';
 import type { UpstreamErrorDescription } from '../../model/errors.js';
 import type {
   MigrationTarget,
@@ -43,7 +45,10 @@ export class LibvirtProvider extends ConnectedProvider<LibvirtClient> implements
   /** The host's name as read at connect; the native ID of the platform's single host. */
   private hostName = '';
 
-  constructor(config: LibvirtPlatformConfig, logger: Logger) {
+  constructor(
+    config: LibvirtPlatformConfig,
+    private readonly logger: Logger,
+  ) {
     super();
     this.id = config.id;
     this.uri = config.uri;
@@ -108,6 +113,10 @@ export class LibvirtProvider extends ConnectedProvider<LibvirtClient> implements
   /** libvirt runs operations as calls, with no task of its own to follow after a restart. */
   resumeTask(): null {
     return null;
+  }
+
+  watch(sink: WatchSink, options: WatchOptions): InventoryWatch {
+    return pollingWatch(this, sink, options, this.logger);
   }
 
   planMigration(vm: VmRecord, target: MigrationTarget): VmOperation {

@@ -9,6 +9,7 @@ import type { StorageRecord, StorageVolumeRecord } from '../../model/storage.js'
 import type { VmDetails, VmRecord } from '../../model/vm.js';
 import { ConnectedProvider, PlatformConnection } from '../platform-connection.js';
 import type { Provider } from '../provider.js';
+import type { WatchOptions, WatchSink } from '../watch.js';
 import type { RequestScope } from '../request-scope.js';
 import { describeVsphereError, isVsphereAuthFailure, isVsphereConnectionFailure } from './errors.js';
 import {
@@ -29,6 +30,7 @@ import {
 } from './mapping.js';
 import { createVirtualMachine, followTask, runVmOperation } from './operations.js';
 import { VsphereSession } from './session.js';
+import { type VsphereInventoryWatch, watchVsphere } from './watch.js';
 import type { ObjectContent } from './vim.js';
 import type { UpstreamErrorDescription } from '../../model/errors.js';
 import type {
@@ -49,7 +51,10 @@ export class VsphereProvider extends ConnectedProvider<VsphereSession> implement
   readonly uri: string;
   protected readonly connection: PlatformConnection<VsphereSession>;
 
-  constructor(config: VspherePlatformConfig, logger: Logger) {
+  constructor(
+    config: VspherePlatformConfig,
+    private readonly logger: Logger,
+  ) {
     super();
     this.id = config.id;
     this.uri = config.url;
@@ -172,6 +177,19 @@ export class VsphereProvider extends ConnectedProvider<VsphereSession> implement
     const { upstreamTaskId } = task;
     if (!upstreamTaskId) return null;
     return this.connection.use((s) => followTask(s, upstreamTaskId, task.operation, reporter));
+  }
+
+  /**
+   * Follows vCenter's own change stream (a PropertyCollector filter and
+   * WaitForUpdatesEx, in a session of the watch's own beside the platform's):
+   * see watch.ts.
+   */
+  watch(sink: WatchSink, options: WatchOptions): VsphereInventoryWatch {
+    return watchVsphere(sink, options, {
+      platformId: this.id,
+      logger: this.logger,
+      useSession: (fn) => this.connection.use(fn),
+    });
   }
 
   planMigration(vm: VmRecord, target: MigrationTarget): VmOperation {

@@ -116,6 +116,21 @@ export class VsphereSession {
     });
   }
 
+  /** Time one request of this session may take to be answered, in ms. */
+  get requestTimeoutMs(): number {
+    return this.opts.requestTimeoutMs ?? 60_000;
+  }
+
+  /**
+   * Logs in a second session of the same user on connections of its own, for
+   * work that must neither wait behind this session's requests nor hold one
+   * of their slots (the inventory watch's long poll); `overrides` replace
+   * this session's transport settings. The caller closes it.
+   */
+  openSibling(overrides: Pick<SessionOptions, 'requestTimeoutMs' | 'maxConcurrentRequests'>): Promise<VsphereSession> {
+    return VsphereSession.open({ ...this.opts, ...overrides });
+  }
+
   /** Properties of chosen objects, all in one request (then pages). */
   retrieveObjects(objects: readonly MoRef[], specs: readonly PropertySpec[]): Promise<ObjectContent[]> {
     if (objects.length === 0) return Promise.resolve([]);

@@ -125,12 +125,16 @@ function propSetXml(specs: readonly PropertySpec[]): string {
     .join('');
 }
 
-/** A filter spec that walks a ContainerView to every object it holds. */
-export function containerFilterSpec(view: MoRef, specs: readonly PropertySpec[]): string {
+/**
+ * A filter spec that walks a ContainerView to every object it holds; as
+ * `<specSet>` (RetrievePropertiesEx) or under another element name (`<spec>`
+ * of CreateFilter).
+ */
+export function containerFilterSpec(view: MoRef, specs: readonly PropertySpec[], element = 'specSet'): string {
   return (
-    `<specSet>${propSetXml(specs)}<objectSet>${moRefXml('obj', view)}${elementXml('skip', true)}` +
+    `<${element}>${propSetXml(specs)}<objectSet>${moRefXml('obj', view)}${elementXml('skip', true)}` +
     `<selectSet xsi:type="TraversalSpec">${elementXml('name', 'view')}${elementXml('type', 'ContainerView')}` +
-    `${elementXml('path', 'view')}${elementXml('skip', false)}</selectSet></objectSet></specSet>`
+    `${elementXml('path', 'view')}${elementXml('skip', false)}</selectSet></objectSet></${element}>`
   );
 }
 

@@ -1,0 +1,275 @@
+import type { InventoryChange, InventoryKind, InventoryState, VmState } from '../watch.js';
+import {
+  DATASTORE_SPEC,
+  HOST_SPEC,
+  InventoryTree,
+  NETWORK_SPECS,
+  TREE_SPECS,
+  VM_DETAIL_SPEC,
+  VM_LIST_SPEC,
+  VM_SNAPSHOT_SPEC,
+  datastoreRecord,
+  hostRecord,
+  networkRecord,
+  snapshots,
+  vmDetails,
+  vmRecord,
+} from './mapping.js';
+import { applyPropertyChange } from './property-changes.js';
+import type { ObjectUpdate, UpdateSet } from './property-collector.js';
+import type { ObjectContent, PropertySpec } from './vim.js';
+import type { MoRef } from './xml.js';
+
+// The watch's copy of the properties of every watched object, kept current
+// from the PropertyCollector's updates and mapped with the same functions
+// (and the same property paths) as the provider's reads.
+
+/** Exactly what the provider's reads ask for, per type: a VM's listing, details and snapshots at once. */
+export const WATCH_SPECS: readonly PropertySpec[] = [
+  {
+    type: 'VirtualMachine',
+    paths: [...new Set([...VM_LIST_SPEC.paths, ...VM_DETAIL_SPEC.paths, ...VM_SNAPSHOT_SPEC.paths])],
+  },
+  HOST_SPEC,
+  ...TREE_SPECS,
+  DATASTORE_SPEC,
+  ...NETWORK_SPECS,
+];
+
+/**
+ * The types the container view holds. A view of a type holds its subtypes
+ * too, as the provider's own views do: Network brings OpaqueNetwork,
+ * ComputeResource brings ClusterComputeResource, ResourcePool VirtualApp,
+ * Folder StoragePod.
+ */
+export const WATCH_TYPES: readonly string[] = [...new Set(WATCH_SPECS.map((s) => s.type))].sort();
+
+type Category = 'vm' | 'host' | 'datastore' | 'network' | 'tree';
+
+const CATEGORY: Record<string, Category> = {
+  VirtualMachine: 'vm',
+  HostSystem: 'host',
+  Datastore: 'datastore',
+  Network: 'network',
+  DistributedVirtualPortgroup: 'network',
+  OpaqueNetwork: 'network',
+  Folder: 'tree',
+  StoragePod: 'tree',
+  Datacenter: 'tree',
+  ComputeResource: 'tree',
+  ClusterComputeResource: 'tree',
+  ResourcePool: 'tree',
+  VirtualApp: 'tree',
+};
+
+/** vim25 supertypes whose property specs apply to a subtype's objects. */
+const SUPERTYPES: Record<string, readonly string[]> = {
+  ClusterComputeResource: ['ComputeResource'],
+  VirtualApp: ['ResourcePool'],
+  StoragePod: ['Folder'],
+  DistributedVirtualPortgroup: ['Network'],
+  OpaqueNetwork: ['Network'],
+};
+
+const requestedCache = new Map<string, readonly string[]>();
+function requestedPaths(type: string): readonly string[] {
+  let paths = requestedCache.get(type);
+  if (!paths) {
+    const types = new Set([type, ...(SUPERTYPES[type] ?? [])]);
+    paths = [...new Set(WATCH_SPECS.filter((s) => types.has(s.type)).flatMap((s) => s.paths))];
+    requestedCache.set(type, paths);
+  }
+  return paths;
+}
+
+/**
+ * The tree (InventoryTree) is built from `name` and `parent` of folders,
+ * datacenters, compute resources and resource pools; a change to anything
+ * else of theirs (a cluster's summary) changes only clusters' own records.
+ */
+const STRUCTURAL = new Set(['name', 'parent']);
+
+const key = (ref: MoRef) => `${ref.type}:${ref.value}`;
+const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+
+/** What one answer changed, before it is mapped. */
+export interface WatchDelta {
+  /** Objects (not of the tree) that entered, changed or left, by key. */
+  touched: Map<string, MoRef>;
+  /** Tree objects changed: datacenters and clusters are mapped again. */
+  treeTouched: boolean;
+  /** A tree object entered, left, or changed name or parent: everything placed by the tree is checked. */
+  structural: boolean;
+  /** Objects whose changes could not be applied: their properties must be read again. */
+  refetch: Map<string, MoRef>;
+}
+
+const KIND_ORDER: InventoryKind[] = ['Datacenter', 'Cluster', 'Host', 'Network', 'Storage', 'VirtualMachine'];
+
+export class WatchedInventory {
+  /** Every watched object, in the order the server first reported it (the container view's order). */
+  private readonly objects = new Map<string, ObjectContent>();
+  private treeCache: InventoryTree | null = null;
+
+  constructor(private readonly platformId: string) {}
+
+  /** Applies one WaitForUpdatesEx answer (the updates of `filter` only). */
+  apply(set: UpdateSet, filter: MoRef): WatchDelta {
+    const delta: WatchDelta = { touched: new Map(), treeTouched: false, structural: false, refetch: new Map() };
+    for (const fs of set.filters) {
+      if (fs.filter.value !== filter.value) continue;
+      for (const update of fs.objects) this.applyOne(update, delta);
+    }
+    return delta;
+  }
+
+  private applyOne(update: ObjectUpdate, delta: WatchDelta): void {
+    const category = CATEGORY[update.obj.type];
+    if (!category) return;
+    const k = key(update.obj);
+    const tree = category === 'tree';
+    if (update.kind === 'leave') {
+      this.objects.delete(k);
+      delta.refetch.delete(k);
+      if (tree) delta.treeTouched = delta.structural = true;
+      else delta.touched.set(k, update.obj);
+      return;
+    }
+    let o = this.objects.get(k);
+    if (update.kind === 'enter' || !o) {
+      if (!o && update.kind === 'modify') delta.refetch.set(k, update.obj);
+      o = { obj: update.obj, props: new Map(), missing: update.missing };
+      this.objects.set(k, o);
+      if (tree) delta.structural = true;
+    }
+    const requested = requestedPaths(update.obj.type);
+    for (const change of update.changes) {
+      const outcome = applyPropertyChange(o.props, requested, change);
+      if (outcome === 'refetch') delta.refetch.set(k, update.obj);
+      if (tree && outcome !== 'ignored' && STRUCTURAL.has(change.name.split(/[.[]/)[0] ?? '')) delta.structural = true;
+    }
+    if (tree) delta.treeTouched = true;
+    else delta.touched.set(k, update.obj);
+  }
+
+  /**
+   * Puts properties read again (RetrievePropertiesEx) in place of those
+   * `delta.refetch` named; an object the read did not return is gone.
+   */
+  reload(delta: WatchDelta, contents: readonly ObjectContent[]): void {
+    const found = new Map(contents.map((c) => [key(c.obj), c]));
+    for (const [k, ref] of delta.refetch) {
+      const c = found.get(k);
+      const gone = !c || c.missing.some((m) => m.fault === 'ManagedObjectNotFound');
+      if (gone) this.objects.delete(k);
+      else this.objects.set(k, { obj: ref, props: new Map(c.props), missing: c.missing });
+      if (CATEGORY[ref.type] === 'tree') delta.treeTouched = delta.structural = true;
+      else delta.touched.set(k, ref);
+    }
+    delta.refetch.clear();
+  }
+
+  private ofCategory(category: Category): ObjectContent[] {
+    return [...this.objects.values()].filter((o) => CATEGORY[o.obj.type] === category);
+  }
+
+  /** The tree as the objects stand now; also what the next changes() compares against. */
+  private freshTree(): InventoryTree {
+    this.treeCache = new InventoryTree(this.platformId, this.ofCategory('tree'));
+    return this.treeCache;
+  }
+
+  private vmState(o: ObjectContent, tree: InventoryTree): VmState {
+    return { vm: vmRecord(this.platformId, o), details: vmDetails(o, tree), snapshots: snapshots(this.platformId, o) };
+  }
+
+  /** Everything, as `readInventory` reads it. */
+  state(): InventoryState {
+    const tree = this.freshTree();
+    return {
+      datacenters: [...tree.datacenters],
+      clusters: [...tree.clusters],
+      hosts: this.ofCategory('host').map((o) => hostRecord(this.platformId, o, tree)),
+      vms: this.ofCategory('vm').map((o) => this.vmState(o, tree)),
+      networks: this.ofCategory('network').map((o) => networkRecord(this.platformId, o, tree)),
+      storage: this.ofCategory('datastore').map((o) => datastoreRecord(this.platformId, o, tree)),
+      volumes: new Map(),
+    };
+  }
+
+  /**
+   * The objects `delta` changed, each whole (null when gone): the objects
+   * themselves, datacenters and clusters whose records differ after a tree
+   * change, and, after a structural one, every host, VM, datastore and
+   * network whose record the new tree places differently.
+   */
+  changes(delta: WatchDelta): InventoryChange[] {
+    // The tree as last mapped (state() or changes() before), against the tree now.
+    const before = this.treeCache ?? this.freshTree();
+    const after = delta.treeTouched ? this.freshTree() : before;
+    const out: InventoryChange[] = [];
+
+    if (delta.treeTouched) {
+      const diff = <R extends { nativeId: string }>(
+        old: readonly R[],
+        now: readonly R[],
+        push: (id: string, r: R | null) => void,
+      ) => {
+        const oldById = new Map(old.map((r) => [r.nativeId, r]));
+        for (const r of now) {
+          if (!same(oldById.get(r.nativeId), r)) push(r.nativeId, r);
+          oldById.delete(r.nativeId);
+        }
+        for (const id of oldById.keys()) push(id, null);
+      };
+      diff(before.datacenters, after.datacenters, (nativeId, record) =>
+        out.push({ kind: 'Datacenter', nativeId, record }),
+      );
+      diff(before.clusters, after.clusters, (nativeId, record) => out.push({ kind: 'Cluster', nativeId, record }));
+    }
+
+    const touched = new Map(delta.touched);
+    if (delta.structural) {
+      for (const [k, o] of this.objects) {
+        if (touched.has(k)) continue;
+        const placedDifferently =
+          CATEGORY[o.obj.type] === 'host'
+            ? !same(hostRecord(this.platformId, o, before), hostRecord(this.platformId, o, after))
+            : CATEGORY[o.obj.type] === 'datastore'
+              ? !same(datastoreRecord(this.platformId, o, before), datastoreRecord(this.platformId, o, after))
+              : CATEGORY[o.obj.type] === 'network'
+                ? !same(networkRecord(this.platformId, o, before), networkRecord(this.platformId, o, after))
+                : CATEGORY[o.obj.type] === 'vm'
+                  ? !same(vmDetails(o, before), vmDetails(o, after))
+                  : false;
+        if (placedDifferently) touched.set(k, o.obj);
+      }
+    }
+
+    for (const [k, ref] of touched) {
+      const o = this.objects.get(k);
+      const nativeId = ref.value;
+      switch (CATEGORY[ref.type]) {
+        case 'vm':
+          out.push({ kind: 'VirtualMachine', nativeId, record: o ? this.vmState(o, after) : null });
+          break;
+        case 'host':
+          out.push({ kind: 'Host', nativeId, record: o ? hostRecord(this.platformId, o, after) : null });
+          break;
+        case 'datastore':
+          out.push({ kind: 'Storage', nativeId, record: o ? datastoreRecord(this.platformId, o, after) : null });
+          break;
+        case 'network':
+          out.push({ kind: 'Network', nativeId, record: o ? networkRecord(this.platformId, o, after) : null });
+          break;
+        default:
+          break;
+      }
+    }
+    // Stable: places before what they hold.
+    return out
+      .map((c, i) => ({ c, i }))
+      .sort((a, b) => KIND_ORDER.indexOf(a.c.kind) - KIND_ORDER.indexOf(b.c.kind) || a.i - b.i)
+      .map(({ c }) => c);
+  }
+}

@@ -1,0 +1,103 @@
+import type { Logger } from 'pino';
+
+import { readStorage, readVmStates } from '../datasources/full-read.js';
+import type { PlatformRegistry } from '../datasources/registry.js';
+import type { InventoryChange, InventoryWatch, WatchOptions } from '../datasources/watch.js';
+import type { EventPublisher } from '../model/events.js';
+import { errorMessage } from '../model/errors.js';
+import { PlatformMirror } from './platform-mirror.js';
+
+/**
+ * The live inventory: one mirror per platform, each fed by its platform's
+ * watch. Reads go to a mirror while it is SYNCED; everything it sees change
+ * is published as an event.
+ */
+export class Inventory {
+  private readonly mirrors = new Map<string, PlatformMirror>();
+  private readonly watches: InventoryWatch[] = [];
+
+  constructor(
+    private readonly registry: PlatformRegistry,
+    private readonly events: EventPublisher,
+    private readonly options: WatchOptions & { enabled: boolean },
+    private readonly logger: Logger,
+  ) {
+    for (const p of registry.providers) {
+      const mirror = new PlatformMirror(p.id, events, logger.child({ platform: p.id, room: 'inventory' }));
+      mirror.onStatus((s) => {
+        const platform = registry.record(p.id);
+        events.publish({
+          type: 'PLATFORM_STATUS',
+          platformId: p.id,
+          status: platform?.status ?? 'CONNECTING',
+          inventory: s.state,
+          message: s.reason,
+        });
+      });
+      this.mirrors.set(p.id, mirror);
+    }
+  }
+
+  /** Starts every platform's watch; the mirrors fill in the background. */
+  start(): void {
+    if (!this.options.enabled) return;
+    for (const p of this.registry.providers) {
+      const mirror = this.mirrors.get(p.id) as PlatformMirror;
+      this.watches.push(p.watch(mirror, this.options));
+    }
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.watches.splice(0).map((w) => w.stop()));
+  }
+
+  get enabled(): boolean {
+    return this.options.enabled;
+  }
+
+  mirror(platformId: string): PlatformMirror | undefined {
+    return this.mirrors.get(platformId);
+  }
+
+  /** The mirror of a platform when it may answer reads (SYNCED); undefined otherwise. */
+  serving(platformId: string): PlatformMirror | undefined {
+    const m = this.mirrors.get(platformId);
+    return m?.serving ? m : undefined;
+  }
+
+  /**
+   * Reads the given VMs (and, when asked, the storage and its volumes) from
+   * their platform and applies them to its mirror, so a query made after a
+   * mutation's task finished sees its effect (read your writes), whatever
+   * the change stream's latency, and for storage volumes, which no
+   * platform reports changes of.
+   */
+  async refresh(platformId: string, what: { vms: readonly string[]; storage: boolean }): Promise<void> {
+    const mirror = this.mirrors.get(platformId);
+    const provider = this.registry.get(platformId);
+    if (!mirror || !provider) return;
+    try {
+      const [states, storage] = await Promise.all([
+        what.vms.length > 0 ? readVmStates(provider, what.vms) : null,
+        what.storage ? readStorage(provider) : null,
+      ]);
+      const changes: InventoryChange[] = [];
+      if (states) {
+        for (const id of what.vms)
+          changes.push({ kind: 'VirtualMachine', nativeId: id, record: states.get(id) ?? null });
+      }
+      if (storage) {
+        for (const s of storage.storage) changes.push({ kind: 'Storage', nativeId: s.nativeId, record: s });
+        for (const [pool, volumes] of storage.volumes)
+          changes.push({ kind: 'StorageVolumes', nativeId: pool, record: volumes });
+      }
+      mirror.apply(changes);
+    } catch (e) {
+      // The change stream or the next resync brings the mirror up to date.
+      this.logger.warn(
+        { platform: platformId, err: errorMessage(e) },
+        'could not refresh the inventory after an operation',
+      );
+    }
+  }
+}

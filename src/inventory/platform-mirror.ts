@@ -1,0 +1,416 @@
+import type { Logger } from 'pino';
+
+import type {
+  FullReadReason,
+  InventoryChange,
+  InventoryKind,
+  InventoryState,
+  VmState,
+  WatchSink,
+} from '../datasources/watch.js';
+import type {
+  EventPublisher,
+  InventoryChangeType,
+  InventoryEventKind,
+  InventorySyncState,
+  VmChangeAspect,
+} from '../model/events.js';
+import type { HostRecord } from '../model/host.js';
+import type { ClusterRecord, DatacenterRecord } from '../model/inventory.js';
+import type { NetworkRecord } from '../model/network.js';
+import type { SnapshotRecord } from '../model/snapshot.js';
+import type { StorageRecord, StorageVolumeRecord } from '../model/storage.js';
+import type { VmDetails, VmRecord } from '../model/vm.js';
+import { type VolumeIndex, indexVolumes } from '../datasources/volume-index.js';
+import { vmAspects } from './vm-diff.js';
+
+/** A keyed set of records, with its list kept until the next change (reads are many, changes few). */
+class Table<R> {
+  readonly byId = new Map<string, R>();
+  private list: R[] | null = null;
+
+  get(id: string): R | undefined {
+    return this.byId.get(id);
+  }
+
+  all(): readonly R[] {
+    this.list ??= [...this.byId.values()];
+    return this.list;
+  }
+
+  set(id: string, record: R): void {
+    this.byId.set(id, record);
+    this.list = null;
+  }
+
+  delete(id: string): void {
+    if (this.byId.delete(id)) this.list = null;
+  }
+}
+
+/** A many-to-many index: VMs by host, network, storage. */
+class Index {
+  private readonly byKey = new Map<string, Set<string>>();
+  private readonly keysOf = new Map<string, string[]>();
+
+  put(id: string, keys: readonly string[]): void {
+    this.remove(id);
+    if (keys.length === 0) return;
+    this.keysOf.set(id, [...keys]);
+    for (const k of keys) {
+      let ids = this.byKey.get(k);
+      if (!ids) this.byKey.set(k, (ids = new Set()));
+      ids.add(id);
+    }
+  }
+
+  remove(id: string): void {
+    for (const k of this.keysOf.get(id) ?? []) {
+      const ids = this.byKey.get(k);
+      ids?.delete(id);
+      if (ids?.size === 0) this.byKey.delete(k);
+    }
+    this.keysOf.delete(id);
+  }
+
+  lookup(key: string): ReadonlySet<string> {
+    return this.byKey.get(key) ?? EMPTY;
+  }
+}
+const EMPTY: ReadonlySet<string> = new Set();
+
+const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+
+/** How the mirror of one platform stands. */
+export interface MirrorState {
+  state: InventorySyncState;
+  /** When the mirror last matched the platform (its last full read or change). */
+  syncedAt: Date | null;
+  /** Since when the change stream has been down, while STALE. */
+  staleSince: Date | null;
+  /** Why it is STALE. */
+  reason: string | null;
+}
+
+/**
+ * The live copy of one platform's inventory. Its watch fills it with full
+ * reads and keeps it current with changes; it tells every difference it sees
+ * as an event, and answers reads from memory, with indexes for the
+ * relations the schema serves (VMs by host, network and storage).
+ */
+export class PlatformMirror implements WatchSink {
+  private readonly datacenters = new Table<DatacenterRecord>();
+  private readonly clusters = new Table<ClusterRecord>();
+  private readonly hostTable = new Table<HostRecord>();
+  private readonly vmTable = new Table<VmState>();
+  private readonly networkTable = new Table<NetworkRecord>();
+  private readonly storageTable = new Table<StorageRecord>();
+  private readonly volumeTable = new Map<string, StorageVolumeRecord[]>();
+  private vmRecordList: VmRecord[] | null = null;
+  private volumeIndexCache: VolumeIndex | null = null;
+  private readonly vmsByHost = new Index();
+  private readonly vmsByNetwork = new Index();
+  private readonly vmsByStorage = new Index();
+  private status: MirrorState = { state: 'SYNCING', syncedAt: null, staleSince: null, reason: null };
+  private readonly statusListeners: ((s: MirrorState) => void)[] = [];
+
+  constructor(
+    readonly platformId: string,
+    private readonly events: EventPublisher,
+    private readonly logger: Logger,
+  ) {}
+
+  // --- fed by the watch -------------------------------------------------
+
+  replace(state: InventoryState, reason: FullReadReason): void {
+    const corrected = [
+      this.replaceTable('Datacenter', this.datacenters, state.datacenters),
+      this.replaceTable('Cluster', this.clusters, state.clusters),
+      this.replaceTable('Host', this.hostTable, state.hosts),
+      this.replaceTable(
+        'VirtualMachine',
+        this.vmTable,
+        state.vms.map((v) => ({ ...v, nativeId: v.vm.nativeId })),
+      ),
+      this.replaceTable('Network', this.networkTable, state.networks),
+      this.replaceTable('Storage', this.storageTable, state.storage),
+      this.replaceVolumes(state.volumes),
+    ].reduce((a, b) => a + b, 0);
+    if (reason !== 'initial' && corrected > 0) {
+      this.logger.info({ platform: this.platformId, reason, corrected }, 'full read corrected the live inventory');
+    }
+    this.setStatus({ state: 'SYNCED', syncedAt: new Date(), staleSince: null, reason: null });
+  }
+
+  apply(changes: readonly InventoryChange[]): void {
+    for (const c of changes) this.applyOne(c);
+    if (this.status.state === 'SYNCED') this.status = { ...this.status, syncedAt: new Date() };
+  }
+
+  interrupted(reason: string): void {
+    if (this.status.state === 'STALE') return;
+    this.setStatus({ ...this.status, state: 'STALE', staleSince: new Date(), reason });
+  }
+
+  // --- reads ------------------------------------------------------------
+
+  get state(): MirrorState {
+    return this.status;
+  }
+
+  /** Whether reads may be answered from memory: filled, and its change stream up. */
+  get serving(): boolean {
+    return this.status.state === 'SYNCED';
+  }
+
+  onStatus(listener: (s: MirrorState) => void): void {
+    this.statusListeners.push(listener);
+  }
+
+  listDatacenters(): readonly DatacenterRecord[] {
+    return this.datacenters.all();
+  }
+
+  listClusters(): readonly ClusterRecord[] {
+    return this.clusters.all();
+  }
+
+  listHosts(): readonly HostRecord[] {
+    return this.hostTable.all();
+  }
+
+  listVms(): readonly VmRecord[] {
+    this.vmRecordList ??= this.vmTable.all().map((s) => s.vm);
+    return this.vmRecordList;
+  }
+
+  vm(nativeId: string): VmState | undefined {
+    return this.vmTable.get(nativeId);
+  }
+
+  details(nativeId: string): VmDetails | undefined {
+    return this.vmTable.get(nativeId)?.details;
+  }
+
+  snapshots(nativeId: string): readonly SnapshotRecord[] | undefined {
+    return this.vmTable.get(nativeId)?.snapshots;
+  }
+
+  listNetworks(): readonly NetworkRecord[] {
+    return this.networkTable.all();
+  }
+
+  listStorage(): readonly StorageRecord[] {
+    return this.storageTable.all();
+  }
+
+  volumes(poolNativeId: string): readonly StorageVolumeRecord[] | undefined {
+    return this.volumeTable.get(poolNativeId);
+  }
+
+  /** Every volume, indexed the ways disks name them; kept until storage or a volume changes. */
+  volumeIndex(): VolumeIndex {
+    this.volumeIndexCache ??= indexVolumes(this.storageTable.all(), [...this.volumeTable.values()]);
+    return this.volumeIndexCache;
+  }
+
+  /** Native IDs of the VMs placed on a host. */
+  vmsOnHost(hostNativeId: string): ReadonlySet<string> {
+    return this.vmsByHost.lookup(hostNativeId);
+  }
+
+  /** Native IDs of the VMs with a NIC on a network, by the network's native ID or name. */
+  vmsOnNetwork(network: { nativeId: string; name: string }): ReadonlySet<string> {
+    const byId = this.vmsByNetwork.lookup(`id:${network.nativeId}`);
+    const byName = this.vmsByNetwork.lookup(`name:${network.name}`);
+    return byName.size === 0 ? byId : byId.size === 0 ? byName : new Set([...byId, ...byName]);
+  }
+
+  /** Native IDs of the VMs with a disk on a storage (datastore), by its native ID. */
+  vmsOnStorage(storageNativeId: string): ReadonlySet<string> {
+    return this.vmsByStorage.lookup(storageNativeId);
+  }
+
+  // --- internals --------------------------------------------------------
+
+  private setStatus(next: MirrorState): void {
+    const changed = next.state !== this.status.state;
+    this.status = next;
+    if (!changed) return;
+    for (const listener of this.statusListeners) listener(next);
+  }
+
+  private replaceTable<R extends { nativeId: string }>(
+    kind: Exclude<InventoryKind, 'StorageVolumes'>,
+    table: Table<R> | Table<VmState>,
+    records: readonly R[],
+  ): number {
+    const seen = new Set<string>();
+    let corrected = 0;
+    for (const r of records) {
+      seen.add(r.nativeId);
+      if (this.put(kind, r.nativeId, r as never)) corrected += 1;
+    }
+    for (const id of [...table.byId.keys()]) {
+      if (seen.has(id)) continue;
+      this.put(kind, id, null);
+      corrected += 1;
+    }
+    return corrected;
+  }
+
+  private replaceVolumes(volumes: Map<string, StorageVolumeRecord[]>): number {
+    let corrected = 0;
+    for (const [pool, list] of volumes) if (this.putVolumes(pool, list)) corrected += 1;
+    for (const pool of [...this.volumeTable.keys()]) {
+      if (!volumes.has(pool) && this.putVolumes(pool, [])) corrected += 1;
+    }
+    return corrected;
+  }
+
+  private applyOne(c: InventoryChange): void {
+    if (c.kind === 'StorageVolumes') this.putVolumes(c.nativeId, c.record);
+    else if (c.kind === 'VirtualMachine')
+      this.put(c.kind, c.nativeId, c.record ? { ...c.record, nativeId: c.nativeId } : null);
+    else this.put(c.kind, c.nativeId, c.record);
+  }
+
+  /** Stores one object (null: removes it) and tells what changed; whether anything did. */
+  private put(kind: Exclude<InventoryKind, 'StorageVolumes'>, id: string, record: unknown): boolean {
+    if (kind === 'VirtualMachine') return this.putVm(id, record as (VmState & { nativeId: string }) | null);
+    const table = this.tableOf(kind);
+    const before = table.get(id);
+    if (record === null) {
+      if (before === undefined) return false;
+      table.delete(id);
+      if (kind === 'Storage') this.volumeIndexCache = null;
+      this.publish(kind, 'REMOVED', id);
+      return true;
+    }
+    if (before !== undefined && same(before, record)) return false;
+    table.set(id, record);
+    if (kind === 'Storage') this.volumeIndexCache = null;
+    this.publish(kind, before === undefined ? 'ADDED' : 'MODIFIED', id);
+    return true;
+  }
+
+  private tableOf(kind: 'Datacenter' | 'Cluster' | 'Host' | 'Network' | 'Storage'): Table<unknown> {
+    switch (kind) {
+      case 'Datacenter':
+        return this.datacenters as Table<unknown>;
+      case 'Cluster':
+        return this.clusters as Table<unknown>;
+      case 'Host':
+        return this.hostTable as Table<unknown>;
+      case 'Network':
+        return this.networkTable as Table<unknown>;
+      case 'Storage':
+        return this.storageTable as Table<unknown>;
+    }
+  }
+
+  private putVm(id: string, next: (VmState & { nativeId: string }) | null): boolean {
+    const before = this.vmTable.get(id);
+    if (next === null) {
+      if (!before) return false;
+      this.vmTable.delete(id);
+      this.vmRecordList = null;
+      this.unindexVm(id);
+      this.publishVm('REMOVED', id, before, null, ALL_ASPECTS);
+      this.publishSnapshots(before.snapshots, []);
+      return true;
+    }
+    const state: VmState = { vm: next.vm, details: next.details, snapshots: next.snapshots };
+    const aspects = before ? vmAspects(before, state) : ALL_ASPECTS;
+    if (aspects.length === 0) return false;
+    this.vmTable.set(id, state);
+    this.vmRecordList = null;
+    this.indexVm(id, state);
+    this.publishVm(before ? 'MODIFIED' : 'ADDED', id, before ?? null, state, aspects);
+    if (aspects.includes('SNAPSHOTS')) this.publishSnapshots(before?.snapshots ?? [], state.snapshots);
+    return true;
+  }
+
+  private indexVm(id: string, s: VmState): void {
+    this.vmsByHost.put(id, s.vm.hostNativeId ? [s.vm.hostNativeId] : []);
+    this.vmsByNetwork.put(
+      id,
+      s.details.nics.flatMap((n) => [
+        ...(n.networkNativeId ? [`id:${n.networkNativeId}`] : []),
+        ...(n.networkName ? [`name:${n.networkName}`] : []),
+      ]),
+    );
+    this.vmsByStorage.put(
+      id,
+      s.details.disks.flatMap((d) => (d.storageNativeId ? [d.storageNativeId] : [])),
+    );
+  }
+
+  private unindexVm(id: string): void {
+    this.vmsByHost.remove(id);
+    this.vmsByNetwork.remove(id);
+    this.vmsByStorage.remove(id);
+  }
+
+  private putVolumes(pool: string, next: StorageVolumeRecord[]): boolean {
+    const before = this.volumeTable.get(pool) ?? [];
+    if (same(before, next)) return false;
+    this.volumeIndexCache = null;
+    if (next.length === 0) this.volumeTable.delete(pool);
+    else this.volumeTable.set(pool, next);
+    const old = new Map(before.map((v) => [v.nativeId, v]));
+    const now = new Map(next.map((v) => [v.nativeId, v]));
+    for (const [id, v] of now) {
+      const was = old.get(id);
+      if (!was) this.publish('StorageVolume', 'ADDED', id);
+      else if (!same(was, v)) this.publish('StorageVolume', 'MODIFIED', id);
+    }
+    for (const id of old.keys()) if (!now.has(id)) this.publish('StorageVolume', 'REMOVED', id);
+    return true;
+  }
+
+  private publishSnapshots(before: readonly SnapshotRecord[], after: readonly SnapshotRecord[]): void {
+    const old = new Map(before.map((s) => [s.nativeId, s]));
+    const now = new Map(after.map((s) => [s.nativeId, s]));
+    for (const [id, s] of now) {
+      const was = old.get(id);
+      if (!was) this.publish('Snapshot', 'ADDED', id);
+      else if (!same(was, s)) this.publish('Snapshot', 'MODIFIED', id);
+    }
+    for (const id of old.keys()) if (!now.has(id)) this.publish('Snapshot', 'REMOVED', id);
+  }
+
+  private publish(kind: InventoryEventKind, change: InventoryChangeType, nativeId: string): void {
+    this.events.publish({
+      type: 'INVENTORY',
+      platformId: this.platformId,
+      kind,
+      change,
+      nativeId,
+      aspects: [],
+      previousPowerState: null,
+      powerState: null,
+    });
+  }
+
+  private publishVm(
+    change: InventoryChangeType,
+    nativeId: string,
+    before: VmState | null,
+    after: VmState | null,
+    aspects: VmChangeAspect[],
+  ): void {
+    this.events.publish({
+      type: 'INVENTORY',
+      platformId: this.platformId,
+      kind: 'VirtualMachine',
+      change,
+      nativeId,
+      aspects,
+      previousPowerState: before?.vm.powerState ?? null,
+      powerState: after?.vm.powerState ?? null,
+    });
+  }
+}
+
+const ALL_ASPECTS: VmChangeAspect[] = ['POWER_STATE', 'STATE', 'NAME', 'HOST', 'CONFIG', 'GUEST', 'SNAPSHOTS', 'OTHER'];

@@ -1,0 +1,74 @@
+import type { PlatformStatus } from './platform.js';
+import type { PowerState } from './vm.js';
+
+/** The kinds of inventory object an event can be about. */
+export type InventoryEventKind =
+  'Datacenter' | 'Cluster' | 'Host' | 'VirtualMachine' | 'Network' | 'Storage' | 'StorageVolume' | 'Snapshot';
+
+export type InventoryChangeType = 'ADDED' | 'MODIFIED' | 'REMOVED';
+
+/** What changed about a VM. */
+export type VmChangeAspect =
+  /** ON, OFF, SUSPENDED, PAUSED. */
+  | 'POWER_STATE'
+  /** The finer phase, raw state or its reason. */
+  | 'STATE'
+  | 'NAME'
+  /** Moved to another host. */
+  | 'HOST'
+  /** Hardware: vCPUs, memory, disks, NICs, devices. */
+  | 'CONFIG'
+  /** What the guest reports: IP addresses, host name, tools. */
+  | 'GUEST'
+  | 'SNAPSHOTS'
+  /** Anything else the graph shows (autostart, template, persistence). */
+  | 'OTHER';
+
+/** A change the live inventory saw, whoever made it. */
+export interface InventoryEvent {
+  type: 'INVENTORY';
+  platformId: string;
+  kind: InventoryEventKind;
+  change: InventoryChangeType;
+  /** The object's native ID on its platform (for snapshots and volumes: parent/child). */
+  nativeId: string;
+  /** VMs only: what changed (every aspect, for ADDED and REMOVED). */
+  aspects: VmChangeAspect[];
+  /** VMs only: the power state before and after (null when it did not exist). */
+  previousPowerState: PowerState | null;
+  powerState: PowerState | null;
+}
+
+export interface PlatformStatusEvent {
+  type: 'PLATFORM_STATUS';
+  platformId: string;
+  status: PlatformStatus;
+  /** The live inventory's state: SYNCING, SYNCED or STALE. */
+  inventory: InventorySyncState;
+  message: string | null;
+}
+
+export interface TaskEvent {
+  type: 'TASK';
+  platformId: string;
+  taskId: string;
+}
+
+export type GatewayEvent = InventoryEvent | PlatformStatusEvent | TaskEvent;
+
+/** The live inventory of a platform: filling, serving, or behind (its change stream is down). */
+export type InventorySyncState = 'SYNCING' | 'SYNCED' | 'STALE';
+
+/** An event as delivered: versioned, with the cursor a client resumes after. */
+export interface EventEnvelope<E extends GatewayEvent = GatewayEvent> {
+  version: 1;
+  /** Opaque, ordered within one gateway's event log. */
+  cursor: string;
+  at: Date;
+  event: E;
+}
+
+/** Where events go; the transport (in memory, Redis) decides how they reach subscribers. */
+export interface EventPublisher {
+  publish(event: GatewayEvent): void;
+}
