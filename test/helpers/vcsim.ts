@@ -1,8 +1,10 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { connect as tlsConnect } from 'node:tls';
 
 /** The inventory as govmomi (VMware's Go client) sees it: the tests' oracle. */
 export interface Oracle {
@@ -106,8 +108,77 @@ export interface Vcsim {
 
 export const VCSIM_BINARY = join(process.cwd(), '.cache/bin/vcsim-fixture');
 
+/** How long a simulator may take to print its ready line (a large inventory takes a few seconds). */
+const READY_TIMEOUT_MS = 30_000;
+
+/**
+ * One TLS key and certificate for every simulator of this test process, so a
+ * simulator started again on the port of a stopped one (`port`) serves the
+ * certificate that gateways configured with the first one's `certFile` trust.
+ */
+let sharedKeyFile: string | undefined;
+function keyFile(): string {
+  sharedKeyFile ??= join(mkdtempSync(join(tmpdir(), 'virt-graph-vcsim-tls-')), 'key.pem');
+  return sharedKeyFile;
+}
+
+/** An error's message with its code and causes, for failures that must say what went wrong. */
+export function describeError(err: unknown): string {
+  const parts: string[] = [];
+  for (let e: unknown = err, depth = 0; e !== undefined && e !== null && depth < 5; depth++) {
+    if (e instanceof Error) {
+      const code = (e as { code?: unknown }).code;
+      parts.push(typeof code === 'string' && !e.message.includes(code) ? `${e.message} (${code})` : e.message);
+      e = e.cause;
+    } else {
+      parts.push(String(e));
+      break;
+    }
+  }
+  return parts.join(': ') || 'unknown error';
+}
+
+/**
+ * Completes a TLS handshake with the simulator, trusting only its
+ * certificate, as the gateway does: a simulator this Node.js refuses (a key
+ * too weak for its OpenSSL, say) fails the test here, naming why.
+ */
+export async function checkVcsimTls(url: string, certFile: string, timeoutMs = 10_000): Promise<void> {
+  const { hostname, port } = new URL(url);
+  const host = hostname.replace(/^\[|\]$/g, '');
+  let ca: string;
+  try {
+    ca = readFileSync(certFile, 'utf8');
+  } catch (err) {
+    throw new Error(`cannot read the simulator's certificate ${certFile}: ${describeError(err)}`);
+  }
+  await new Promise<void>((resolve, reject) => {
+    const socket = tlsConnect({ host, port: Number(port), ca, servername: isIP(host) ? undefined : host });
+    const fail = (err: unknown) => {
+      socket.destroy();
+      reject(
+        new Error(
+          `cannot reach the vCenter simulator at ${url} over TLS from Node.js ${process.version} ` +
+            `(OpenSSL ${process.versions.openssl}): ${describeError(err)}. ` +
+            'Rebuild it with `bash scripts/setup.sh` if its certificate is refused.',
+        ),
+      );
+    };
+    socket.setTimeout(timeoutMs, () => fail(new Error(`no TLS handshake within ${timeoutMs} ms`)));
+    socket.on('error', fail);
+    socket.once('secureConnect', () => {
+      socket.setTimeout(0);
+      socket.end();
+      resolve();
+    });
+  });
+}
+
 /** Starts VMware's simulator as a real process on a free loopback port (built by scripts/setup.sh). */
 export async function startVcsim(opts: VcsimOptions = {}): Promise<Vcsim> {
+  if (!existsSync(VCSIM_BINARY)) {
+    throw new Error(`the vCenter simulator is not built (${VCSIM_BINARY} is missing): run \`bash scripts/setup.sh\``);
+  }
   const dir = mkdtempSync(join(tmpdir(), 'virt-graph-vcsim-'));
   const username = opts.username ?? 'gateway';
   const password = opts.password ?? 'vcsim-password';
@@ -119,6 +190,7 @@ export async function startVcsim(opts: VcsimOptions = {}): Promise<Vcsim> {
     `-password=${password}`,
     `-oracle=${oracleFile}`,
     `-cert=${certFile}`,
+    `-key=${keyFile()}`,
     `-dc=${opts.dc ?? 1}`,
     `-cluster=${opts.cluster ?? 1}`,
     `-cluster-host=${opts.clusterHost ?? 3}`,
@@ -138,43 +210,105 @@ export async function startVcsim(opts: VcsimOptions = {}): Promise<Vcsim> {
   const child: ChildProcess = spawn(VCSIM_BINARY, args, { stdio: ['pipe', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const lines = createInterface({ input: child.stdout! });
-  const line = await new Promise<string>((resolve, reject) => {
-    lines.once('line', (l) => resolve(l));
-    child.once('exit', (code) => reject(new Error(`vcsim exited with ${code}: ${stderr}`)));
+  // The simulator exits when its stdin closes; writing to a dead one must not crash the tests.
+  child.stdin!.on('error', () => {});
+  let spawnError: Error | undefined;
+  // 'close' rather than 'exit': by then stderr has been read, for the message.
+  const exited = new Promise<void>((resolve) => {
+    child.once('close', () => resolve());
+    child.on('error', (err) => {
+      // Spawning failed (no 'close' follows), or a signal could not be sent.
+      if (child.pid === undefined) {
+        spawnError = err;
+        resolve();
+      }
+    });
   });
-  const { url } = JSON.parse(line) as { url: string };
+  const alive = () => spawnError === undefined && child.exitCode === null && child.signalCode === null;
+  const how = () =>
+    spawnError
+      ? `could not start (${describeError(spawnError)})`
+      : `exited (${child.signalCode ?? `code ${child.exitCode}`})${stderr ? `: ${stderr.trim()}` : ''}`;
+  const kill = async () => {
+    if (alive()) {
+      child.kill('SIGCONT');
+      child.kill('SIGTERM');
+    }
+    await exited;
+  };
+  const lines = createInterface({ input: child.stdout! });
+
+  let url: string;
+  let oracle: Oracle;
+  try {
+    const line = await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error(`the vCenter simulator printed no ready line within ${READY_TIMEOUT_MS} ms`)),
+        READY_TIMEOUT_MS,
+      );
+      lines.once('line', (l) => {
+        clearTimeout(timer);
+        resolve(l);
+      });
+      void exited.then(() => {
+        clearTimeout(timer);
+        reject(new Error(`the vCenter simulator ${how()}`));
+      });
+    });
+    try {
+      url = (JSON.parse(line) as { url: string }).url;
+      new URL(url);
+    } catch {
+      throw new Error(`the vCenter simulator printed an unexpected ready line: ${line}`);
+    }
+    oracle = JSON.parse(readFileSync(oracleFile, 'utf8')) as Oracle;
+    await checkVcsimTls(url, certFile);
+  } catch (err) {
+    await kill();
+    throw err;
+  }
+
   return {
     url,
     port: Number(new URL(url).port),
     certFile,
     username,
     password,
-    oracle: JSON.parse(readFileSync(oracleFile, 'utf8')) as Oracle,
+    oracle,
     refreshOracle: async () => {
-      const written = new Promise<void>((resolve) => {
-        const onLine = (l: string) => {
-          if (l.includes('"oracle"')) {
-            lines.off('line', onLine);
-            resolve();
-          }
-        };
-        lines.on('line', onLine);
-      });
-      child.kill('SIGUSR1');
-      await written;
+      if (!alive()) throw new Error(`cannot refresh the oracle: the vCenter simulator ${how()}`);
+      let onLine: (l: string) => void = () => {};
+      try {
+        await new Promise<void>((resolve, reject) => {
+          const timer = setTimeout(
+            () => reject(new Error('the vCenter simulator did not write the oracle within 30000 ms')),
+            30_000,
+          );
+          onLine = (l: string) => {
+            if (l.includes('"oracle"')) {
+              clearTimeout(timer);
+              resolve();
+            }
+          };
+          lines.on('line', onLine);
+          void exited.then(() => {
+            clearTimeout(timer);
+            reject(new Error(`cannot refresh the oracle: the vCenter simulator ${how()}`));
+          });
+          child.kill('SIGUSR1');
+        });
+      } finally {
+        lines.off('line', onLine);
+      }
       return JSON.parse(readFileSync(oracleFile, 'utf8')) as Oracle;
     },
-    stop: async () => {
-      if (child.exitCode === null && child.signalCode === null) {
-        child.kill('SIGCONT');
-        child.kill('SIGTERM');
-      }
-      await exited;
+    stop: kill,
+    pause: () => {
+      if (alive()) child.kill('SIGSTOP');
     },
-    pause: () => child.kill('SIGSTOP'),
-    resume: () => child.kill('SIGCONT'),
+    resume: () => {
+      if (alive()) child.kill('SIGCONT');
+    },
   };
 }
 
