@@ -25,6 +25,8 @@ export const ErrorCode = {
   TOO_MANY_TOKENS: 'TOO_MANY_TOKENS',
   /** The estimated cost exceeds `limits.maxCost`. */
   QUERY_TOO_COSTLY: 'QUERY_TOO_COSTLY',
+  /** A WebSocket connection holds `subscriptions.maxPerConnection` operations already. */
+  TOO_MANY_SUBSCRIPTIONS: 'TOO_MANY_SUBSCRIPTIONS',
   /** The HTTP body is larger than `limits.maxBodyBytes`. */
   REQUEST_TOO_LARGE: 'REQUEST_TOO_LARGE',
   /** A platform did not answer within `limits.operationTimeoutMs`; the rest of the response is still valid. */

@@ -34,6 +34,11 @@ export interface GatewayContext {
    * response's `extensions.directReads`.
    */
   directReads: Map<string, string>;
+  subscriptionLimits: { maxQueuedEvents: number };
+  /** The WebSocket this operation came over; null over HTTP. */
+  connection: { close(code: number, reason: string): void } | null;
+  /** Starts over with new reads (new loaders): a subscription resolves each event as a request of its own. */
+  freshReads(): void;
 }
 
 export interface ContextDeps {
@@ -45,13 +50,28 @@ export interface ContextDeps {
   audit: AuditLog;
   inventory: Inventory;
   events: MemoryEventLog;
+  subscriptionLimits: { maxQueuedEvents: number };
 }
 
-export function createContext(deps: ContextDeps, caller: Caller = ANONYMOUS): GatewayContext {
+export function createContext(
+  deps: ContextDeps,
+  caller: Caller = ANONYMOUS,
+  connection: GatewayContext['connection'] = null,
+): GatewayContext {
   const ms = deps.limits.operationTimeoutMs;
-  const directReads = new Map<string, string>();
-  const loaders = createLoaders(deps.registry, deps.inventory, { at: Date.now() + ms, ms }, (platformId, reason) =>
-    directReads.set(platformId, reason),
-  );
-  return { ...deps, caller, loaders, partialErrors: [], directReads };
+  const reads = () => {
+    const directReads = new Map<string, string>();
+    const loaders = createLoaders(deps.registry, deps.inventory, { at: Date.now() + ms, ms }, (platformId, reason) =>
+      directReads.set(platformId, reason),
+    );
+    return { loaders, directReads, partialErrors: [] };
+  };
+  const ctx: GatewayContext = {
+    ...deps,
+    ...reads(),
+    caller,
+    connection,
+    freshReads: () => Object.assign(ctx, reads()),
+  };
+  return ctx;
 }

@@ -11,6 +11,13 @@ import { Datastore, Storage, StoragePool, StorageVolume, storageQueries } from '
 import { BatchPayload, Task, taskQueries } from './task.js';
 import { batchMutations, vmMutations } from './mutation.js';
 import { VirtualMachine, virtualMachineQueries } from './virtual-machine.js';
+import {
+  InventoryChangedEvent,
+  PlatformStatusChangedEvent,
+  TaskUpdatedEvent,
+  VmChangedEvent,
+  subscriptionResolvers,
+} from './subscription.js';
 import { VmDisk, VmNic } from './vm-devices.js';
 
 export const resolvers: Resolvers = {
@@ -28,6 +35,11 @@ export const resolvers: Resolvers = {
     ...auditQueries,
   },
   Mutation: { ...vmMutations, ...batchMutations },
+  Subscription: subscriptionResolvers,
+  VmChangedEvent,
+  InventoryChangedEvent,
+  TaskUpdatedEvent,
+  PlatformStatusChangedEvent,
   BatchPayload,
   TaskAggregate: {},
   Task,

@@ -16,7 +16,7 @@ function tagged<T extends AnyNode>(value: T | null | undefined, kind: NodeKind):
   return value;
 }
 
-async function loadNode(ctx: GatewayContext, ref: NodeRef): Promise<AnyNode | null> {
+export async function loadNode(ctx: GatewayContext, ref: NodeRef): Promise<AnyNode | null> {
   const { platformId, nativeId } = ref;
   if (ref.kind === 'AuditEntry') return tagged(ctx.audit.get(nativeId), 'AuditEntry');
   if (ref.kind === 'Task') return tagged(ctx.tasks.get(nativeId), 'Task');

@@ -5,6 +5,9 @@ import { reportUnavailable } from './scope.js';
 export const Platform: PlatformResolvers = {
   id: (p) => encodeId({ kind: 'Platform', platformId: p.id, nativeId: p.id }),
   name: (p) => p.id,
+  inventoryState: (p, _a, ctx) => ctx.inventory.mirror(p.id)?.state.state ?? 'SYNCING',
+  syncedAt: (p, _a, ctx) => ctx.inventory.mirror(p.id)?.state.syncedAt ?? null,
+  staleSince: (p, _a, ctx) => ctx.inventory.mirror(p.id)?.state.staleSince ?? null,
   hosts: async (p, _a, ctx) => {
     if (p.status !== 'CONNECTED') return [];
     try {

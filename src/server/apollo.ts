@@ -44,6 +44,27 @@ function partialErrorsPlugin(errors: ErrorFormatter): ApolloServerPlugin<Gateway
   };
 }
 
+/**
+ * Says in `extensions.directReads` which platforms were read directly in
+ * this request (their live inventory could not answer), and why.
+ */
+function directReadsPlugin(): ApolloServerPlugin<GatewayContext> {
+  return {
+    async requestDidStart() {
+      return {
+        async willSendResponse({ response, contextValue }) {
+          if (response.body.kind !== 'single' || contextValue.directReads.size === 0) return;
+          const result = response.body.singleResult;
+          result.extensions = {
+            ...result.extensions,
+            directReads: [...contextValue.directReads].map(([platformId, reason]) => ({ platformId, reason })),
+          };
+        },
+      };
+    },
+  };
+}
+
 export function createApollo(opts: ApolloOptions): ApolloServer<GatewayContext> {
   const { logger, limits } = opts;
   return new ApolloServer<GatewayContext>({
@@ -54,7 +75,12 @@ export function createApollo(opts: ApolloOptions): ApolloServer<GatewayContext> 
     validationRules: limitRules(limits),
     formatError: (formatted, error) => opts.errors.format(formatted, error),
     // The explorer is served by the HTTP layer from local files, not Apollo's CDN page.
-    plugins: [ApolloServerPluginLandingPageDisabled(), costPlugin(limits), partialErrorsPlugin(opts.errors)],
+    plugins: [
+      ApolloServerPluginLandingPageDisabled(),
+      costPlugin(limits),
+      partialErrorsPlugin(opts.errors),
+      directReadsPlugin(),
+    ],
     logger: {
       debug: (m) => logger.debug(m),
       info: (m) => logger.info(m),

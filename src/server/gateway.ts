@@ -15,7 +15,7 @@ import { Inventory } from '../inventory/inventory.js';
 import { openFileStore } from '../state/store.js';
 import { MemoryEventLog } from '../subscriptions/event-log.js';
 import { createApollo } from './apollo.js';
-import { createContext } from '../resolvers/context.js';
+import { type GatewayContext, createContext } from '../resolvers/context.js';
 import { createErrorFormatter } from './format-error.js';
 import { createHttpHandler } from './http.js';
 import { buildGatewaySchema } from './schema.js';
@@ -66,7 +66,13 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
   );
   tasks.onUpdate((task) => events.publish({ type: 'TASK', platformId: task.platformId, taskId: task.id }));
   const mutations = new MutationPipeline({ tasks, audit, authorizer: allowAll, idempotencyKeys, inventory, logger });
-  const contextFor = () => createContext({ registry, limits, logger, mutations, tasks, audit, inventory, events });
+  const subscriptionLimits = { maxQueuedEvents: config.subscriptions.maxQueuedEvents };
+  const contextFor = (connection: GatewayContext['connection'] = null) =>
+    createContext(
+      { registry, limits, logger, mutations, tasks, audit, inventory, events, subscriptionLimits },
+      undefined,
+      connection,
+    );
   const http: Server = createServer(
     createHttpHandler({
       apollo,
@@ -92,6 +98,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
     limits,
     errors,
     introspection: serverConfig.introspection,
+    maxSubscriptionsPerConnection: config.subscriptions.maxPerConnection,
     contextFor,
   });
 

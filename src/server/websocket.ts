@@ -16,6 +16,7 @@ import { WebSocketServer } from 'ws';
 
 import type { Limits } from '../config/schema.js';
 import type { GatewayContext } from '../resolvers/context.js';
+import { ErrorCode } from '../model/errors.js';
 import type { ErrorFormatter } from './format-error.js';
 import { assertCostWithin, isTokenLimitError, limitRules, operationCost, tokenLimitError } from './limits.js';
 
@@ -29,7 +30,13 @@ export interface WebSocketOptions {
   limits: Limits;
   errors: ErrorFormatter;
   introspection: boolean;
-  contextFor: () => GatewayContext;
+  /** Subscriptions one connection may hold at once. */
+  maxSubscriptionsPerConnection: number;
+  /** How long a connection may wait before its connection_init. @default 5_000 // 5 seconds */
+  connectionInitTimeoutMs?: number;
+  /** Ping interval; a client that misses a pong is disconnected. @default 12_000 // 12 seconds */
+  keepAliveMs?: number;
+  contextFor: (connection: GatewayContext['connection']) => GatewayContext;
 }
 
 export interface RunningWebSocket {
@@ -72,7 +79,17 @@ export function attachWebSocket(opts: WebSocketOptions): RunningWebSocket {
   useServer<Record<string, unknown> | undefined, { gateway?: GatewayContext }>(
     {
       schema,
-      onSubscribe: (_ctx, _id, payload): ExecutionArgs | readonly GraphQLError[] => {
+      connectionInitWaitTimeout: opts.connectionInitTimeoutMs ?? 5_000,
+      onSubscribe: (ctx, _id, payload): ExecutionArgs | readonly GraphQLError[] => {
+        // graphql-ws has registered this operation already: it counts itself.
+        if (Object.keys(ctx.subscriptions).length > opts.maxSubscriptionsPerConnection) {
+          return [
+            new GraphQLError(
+              `This connection already holds ${opts.maxSubscriptionsPerConnection} operations; complete one, or open another connection.`,
+              { extensions: { code: ErrorCode.TOO_MANY_SUBSCRIPTIONS } },
+            ),
+          ];
+        }
         let document: DocumentNode;
         try {
           document = parse(payload.query, { maxTokens: limits.maxTokens });
@@ -94,7 +111,10 @@ export function attachWebSocket(opts: WebSocketOptions): RunningWebSocket {
           document,
           operationName: payload.operationName,
           variableValues: payload.variables,
-          contextValue: opts.contextFor(),
+          contextValue: opts.contextFor({
+            // A subscriber that cannot keep up is cut off with a close code of its own.
+            close: (code, reason) => ctx.extra.socket.close(code, reason.slice(0, 120)),
+          }),
         };
       },
       onNext: (_ctx, _id, _payload, args, result) => {
@@ -106,6 +126,7 @@ export function attachWebSocket(opts: WebSocketOptions): RunningWebSocket {
       onError: (_ctx, _id, _payload, errors) => errors.map((e) => opts.errors.formatOne(e)),
     },
     wss,
+    opts.keepAliveMs ?? 12_000,
   );
 
   return {
