@@ -59,8 +59,13 @@ describe('VM lifecycle on vSphere, checked by govmomi', () => {
     expect(oracleVm(await sim.refreshOracle(), 'DC0_H0_VM0')!.powerState).toBe('suspended');
     expect((await vm('DC0_H0_VM0')).powerState).toBe('SUSPENDED');
     await succeed(gw, 'resumeVm', { vmId: target.id });
+    const bootedBefore = oracleVm(await sim.refreshOracle(), 'DC0_H0_VM0')!.bootTime;
+    expect(bootedBefore).not.toBe('');
+    // A reset powers the VM off and on again: vCenter records a new boot.
     await succeed(gw, 'resetVm', { vmId: target.id });
-    expect(oracleVm(await sim.refreshOracle(), 'DC0_H0_VM0')!.powerState).toBe('poweredOn');
+    const afterReset = oracleVm(await sim.refreshOracle(), 'DC0_H0_VM0')!;
+    expect(afterReset.powerState).toBe('poweredOn');
+    expect(Date.parse(afterReset.bootTime)).toBeGreaterThan(Date.parse(bootedBefore));
   });
 
   it('asks the guest to shut down and waits until it is off', async () => {

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { type GatewayProcess, spawnGateway } from './helpers/gateway-process.js';
+import { startSoapProxy } from './helpers/soap-proxy.js';
 import { type Vcsim, startVcsim, vspherePlatform } from './helpers/vcsim.js';
 
 interface TaskRow {
@@ -91,5 +92,56 @@ describe('a gateway killed and started again', () => {
         'REPLAYED',
       ].sort(),
     );
+  }, 60_000);
+
+  it('re-attaches a task that was waiting on its vSphere task, and finishes it with its result', async () => {
+    const plain = await startVcsim({ dc: 1, cluster: 0, host: 1, vm: 1 });
+    const proxy = await startSoapProxy(plain.url, plain.certFile);
+    try {
+      const cfg = {
+        state: { dir: mkdtempSync(join(tmpdir(), 'virt-graph-restart-')) },
+        platforms: [{ id: 'vc', kind: 'vsphere', url: proxy.url, username: plain.username, password: plain.password }],
+      };
+      const first = await spawnGateway(cfg);
+      running.push(first);
+      const vms = await first.query<{ virtualMachines: { nodes: { id: string }[] } }>(
+        '{ virtualMachines(first: 1) { nodes { id } } }',
+      );
+      // vCenter finishes the task, but the gateway never hears how it ended.
+      proxy.hold((body) => body.includes('RetrievePropertiesEx') && body.includes('<type>Task</type>'));
+      const started = await first.query<{ createSnapshot: { task: { id: string } } }>(
+        'mutation($i: CreateSnapshotInput!) { createSnapshot(input: $i) { task { id } } }',
+        { i: { vmId: vms.data!.virtualMachines.nodes[0]!.id, name: 'before-upgrade' } },
+      );
+      const taskId = started.data!.createSnapshot.task.id;
+      const upstream = async (g: GatewayProcess) =>
+        (
+          await g.query<{
+            task: { state: string; upstreamTaskId: string | null; resultSnapshot: { name: string } | null };
+          }>('query($id: ID!) { task(id: $id) { state upstreamTaskId resultSnapshot { name } } }', { id: taskId })
+        ).data!.task;
+      for (let i = 0; (await upstream(first)).upstreamTaskId === null; i++) {
+        if (i > 200) throw new Error('the task never reached vSphere');
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      expect((await upstream(first)).state).toBe('RUNNING');
+      await first.kill();
+      proxy.release();
+
+      const second = await spawnGateway(cfg);
+      running.push(second);
+      for (let i = 0; (await upstream(second)).state === 'RUNNING'; i++) {
+        if (i > 200) throw new Error('the re-attached task did not finish');
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      expect(await upstream(second)).toMatchObject({ state: 'SUCCEEDED', resultSnapshot: { name: 'before-upgrade' } });
+      expect(second.output()).toContain('re-attached to an upstream task');
+      // Followed, not done again.
+      const oracle = await plain.refreshOracle();
+      expect(Object.values(oracle.vms).flatMap((v) => v.snapshots ?? [])).toEqual(['before-upgrade']);
+    } finally {
+      await proxy.close();
+      await plain.stop();
+    }
   }, 60_000);
 });

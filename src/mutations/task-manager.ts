@@ -182,7 +182,8 @@ export class TaskManager {
    * Settles the tasks a previous run left unfinished: a task that had not
    * started is CANCELLED (nothing was done); a running one follows its
    * platform's task to the end where the platform has one (vSphere), and
-   * is otherwise FAILED as INTERRUPTED, its outcome unknown.
+   * is otherwise FAILED as INTERRUPTED, its outcome unknown. Resolves once
+   * each is settled or being followed.
    */
   async resumeInterrupted(resume: ResumeUpstream): Promise<void> {
     const interrupted = this.interrupted;
@@ -203,7 +204,8 @@ export class TaskManager {
           });
         }
         this.logger.info({ task: task.id, upstream: task.upstreamTaskId }, 're-attached to an upstream task');
-        return this.settle(task, following);
+        // Followed in the background: a long upstream task must not hold up the start.
+        void this.settle(task, following);
       }),
     );
   }

@@ -24,6 +24,9 @@ export async function startSoapProxy(
 ): Promise<{
   url: string;
   setMode(m: ProxyMode, method?: string): void;
+  /** Holds requests whose body matches, unanswered, until release(): a peer that stops answering some calls. */
+  hold(matches: (body: string) => boolean): void;
+  release(): void;
   pagesServed(): number;
   /** Every response body the simulator sent through the proxy. */
   responses(): string[];
@@ -73,10 +76,14 @@ export async function startSoapProxy(
       }
     });
   });
+  let held: ((body: string) => boolean) | null = null;
+  let released: Promise<void> = Promise.resolve();
+  let release = () => {};
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);
     const body = Buffer.concat(chunks).toString('utf8');
+    while (held?.(body)) await released;
     if (mode === 'page' && body.includes('<ContinueRetrievePropertiesEx ')) {
       const token = /<token>([^<]*)<\/token>/.exec(body)?.[1] ?? '';
       const rest = pending.get(token) ?? [];
@@ -125,6 +132,14 @@ export async function startSoapProxy(
     setMode: (m, method) => {
       mode = m;
       onlyMethod = method;
+    },
+    hold: (matches) => {
+      held = matches;
+      released = new Promise((resolve) => (release = resolve));
+    },
+    release: () => {
+      held = null;
+      release();
     },
     pagesServed: () => served,
     responses: () => [...seen],

@@ -28,6 +28,8 @@ export interface Oracle {
       networks: string[];
       toolsStatus: string;
       ipAddress: string;
+      /** When it last powered on (RFC 3339); empty when vCenter has none. */
+      bootTime: string;
       hostName: string;
       disks: number;
       nics: number;

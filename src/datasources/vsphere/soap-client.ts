@@ -164,7 +164,11 @@ function transportError(e: unknown, host: string): VsphereTransportError {
   const err = e as { code?: string; name?: string; message?: string; cause?: { code?: string; message?: string } };
   const code = err.code ?? err.cause?.code ?? '';
   const detail = err.cause?.message ?? err.message ?? String(e);
-  if (TLS_CODES.has(code)) return new VsphereTransportError('TLS', `certificate of ${host} refused: ${detail}`);
+  // OpenSSL's refusals that Node reports without a code of their own ("EE certificate key too weak").
+  const tlsWording = /certificate|CERT_|SSL routines|key too weak/i.test(detail) && !/ECONNREFUSED|ENOTFOUND/.test(code);
+  if (TLS_CODES.has(code) || code.startsWith('ERR_SSL_') || tlsWording) {
+    return new VsphereTransportError('TLS', `certificate of ${host} refused: ${detail}`);
+  }
   if (
     err.name === 'TimeoutError' ||
     e instanceof undiciErrors.HeadersTimeoutError ||
