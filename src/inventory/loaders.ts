@@ -208,6 +208,8 @@ export function createLoaders(
     ),
     storage,
     volumes,
+    /** The mirror this request reads a platform from, or null when it reads the platform directly. */
+    mirrorOf,
     /** Every volume of a platform, indexed once per request (disks look their volume up in it). */
     volumeIndex: platformLoader<VolumeIndex>(
       async (p) => volumeIndexOf(p.id),

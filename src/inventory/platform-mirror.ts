@@ -111,6 +111,7 @@ export class PlatformMirror implements WatchSink {
   private readonly vmsByHost = new Index();
   private readonly vmsByNetwork = new Index();
   private readonly vmsByStorage = new Index();
+  private readonly vmsByDiskSource = new Index();
   private status: MirrorState = { state: 'SYNCING', syncedAt: null, staleSince: null, reason: null };
   private readonly statusListeners: ((s: MirrorState) => void)[] = [];
 
@@ -226,6 +227,25 @@ export class PlatformMirror implements WatchSink {
     return byName.size === 0 ? byId : byId.size === 0 ? byName : new Set([...byId, ...byName]);
   }
 
+  /** Native IDs of the VMs with a disk backed by a volume (by its path, key, or pool and name). */
+  vmsOnVolume(volume: StorageVolumeRecord): ReadonlySet<string> {
+    const pool = this.storageTable.get(volume.poolNativeId)?.name;
+    const keys = [`path:${volume.path}`, `path:${volume.key}`, ...(pool ? [`pv:${pool}/${volume.name}`] : [])];
+    const ids = new Set<string>();
+    for (const k of keys) for (const id of this.vmsByDiskSource.lookup(k)) ids.add(id);
+    return ids;
+  }
+
+  /** The VM records of a set of native IDs (those still present). */
+  vmRecords(ids: Iterable<string>): VmRecord[] {
+    const out: VmRecord[] = [];
+    for (const id of ids) {
+      const s = this.vmTable.get(id);
+      if (s) out.push(s.vm);
+    }
+    return out;
+  }
+
   /** Native IDs of the VMs with a disk on a storage (datastore), by its native ID. */
   vmsOnStorage(storageNativeId: string): ReadonlySet<string> {
     return this.vmsByStorage.lookup(storageNativeId);
@@ -335,14 +355,24 @@ export class PlatformMirror implements WatchSink {
     this.vmsByHost.put(id, s.vm.hostNativeId ? [s.vm.hostNativeId] : []);
     this.vmsByNetwork.put(
       id,
-      s.details.nics.flatMap((n) => [
-        ...(n.networkNativeId ? [`id:${n.networkNativeId}`] : []),
-        ...(n.networkName ? [`name:${n.networkName}`] : []),
-      ]),
+      // A NIC names its network by ID where the platform gives one (vSphere), else by name (libvirt).
+      s.details.nics.flatMap((n) =>
+        n.networkNativeId ? [`id:${n.networkNativeId}`] : n.networkName ? [`name:${n.networkName}`] : [],
+      ),
     );
     this.vmsByStorage.put(
       id,
       s.details.disks.flatMap((d) => (d.storageNativeId ? [d.storageNativeId] : [])),
+    );
+    this.vmsByDiskSource.put(
+      id,
+      s.details.disks.flatMap((d) =>
+        d.sourcePool && d.sourceVolume
+          ? [`pv:${d.sourcePool}/${d.sourceVolume}`]
+          : d.source
+            ? [`path:${d.source}`]
+            : [],
+      ),
     );
   }
 
@@ -350,6 +380,7 @@ export class PlatformMirror implements WatchSink {
     this.vmsByHost.remove(id);
     this.vmsByNetwork.remove(id);
     this.vmsByStorage.remove(id);
+    this.vmsByDiskSource.remove(id);
   }
 
   private putVolumes(pool: string, next: StorageVolumeRecord[]): boolean {

@@ -3,7 +3,8 @@ import type { ClusterRecord, DatacenterRecord } from '../model/inventory.js';
 import type { NetworkRecord } from '../model/network.js';
 import type { SnapshotRecord } from '../model/snapshot.js';
 import type { StorageRecord, StorageVolumeRecord } from '../model/storage.js';
-import type { VmRecord } from '../model/vm.js';
+import type { VmDetails, VmRecord } from '../model/vm.js';
+import type { PlatformMirror } from '../inventory/platform-mirror.js';
 import type { GatewayContext } from './context.js';
 import { type DiskSource, volumeOfDisk } from '../datasources/volume-index.js';
 
@@ -93,8 +94,24 @@ export async function findVolumeForDisk(
   return volumeOfDisk(await ctx.loaders.volumeIndex.load(platformId), disk);
 }
 
+/**
+ * The VMs a relation names: a lookup in the live inventory's indexes when
+ * this request reads the platform from it, otherwise a scan of every VM's
+ * details (one batched read).
+ */
+export async function vmsRelatedTo(
+  ctx: GatewayContext,
+  platformId: string,
+  fromMirror: (mirror: PlatformMirror) => Iterable<string>,
+  scan: (details: VmDetails) => boolean,
+): Promise<VmRecord[]> {
+  const mirror = ctx.loaders.mirrorOf(platformId);
+  if (mirror) return mirror.vmRecords(fromMirror(mirror));
+  return (await vmsWithDetails(ctx, platformId)).filter(({ details }) => scan(details)).map(({ vm }) => vm);
+}
+
 /** Details of every VM of a platform, in one batched read. */
-export async function vmsWithDetails(ctx: GatewayContext, platformId: string) {
+async function vmsWithDetails(ctx: GatewayContext, platformId: string) {
   const vms = await ctx.loaders.vms.load(platformId);
   const details = await ctx.loaders.vmDetails.loadMany(vms.map((v) => ({ platformId, nativeId: v.nativeId })));
   return vms.flatMap((vm, i) => {

@@ -1,7 +1,7 @@
 import type { NetworkResolvers, QueryResolvers } from '../generated/graphql.js';
 import { encodeId } from '../model/ids.js';
 import type { NetworkRecord } from '../model/network.js';
-import { findDatacenter, vmsWithDetails } from './lookups.js';
+import { findDatacenter, vmsRelatedTo } from './lookups.js';
 import { pageByName, platformOf } from './scope.js';
 
 export function networkId(n: NetworkRecord): string {
@@ -12,14 +12,16 @@ export const Network: NetworkResolvers = {
   id: (n) => networkId(n),
   platform: (n, _a, ctx) => platformOf(ctx, n.platformId),
   datacenter: (n, _a, ctx) => findDatacenter(ctx, n.platformId, n.datacenterNativeId),
-  attachedVms: async (n, _a, ctx) =>
-    (await vmsWithDetails(ctx, n.platformId))
-      .filter(({ details }) =>
+  attachedVms: (n, _a, ctx) =>
+    vmsRelatedTo(
+      ctx,
+      n.platformId,
+      (m) => m.vmsOnNetwork(n),
+      (details) =>
         details.nics.some((nic) =>
           nic.networkNativeId ? nic.networkNativeId === n.nativeId : nic.networkName === n.name,
         ),
-      )
-      .map(({ vm }) => vm),
+    ),
 };
 
 export const networkQueries: Pick<QueryResolvers, 'networks'> = {

@@ -8,7 +8,7 @@ import type {
 import { encodeId } from '../model/ids.js';
 import type { StorageRecord } from '../model/storage.js';
 import { volumeOfDisk } from '../datasources/volume-index.js';
-import { findDatacenter, findStorage, vmsWithDetails } from './lookups.js';
+import { findDatacenter, findStorage, vmsRelatedTo } from './lookups.js';
 import { pageByName, platformOf } from './scope.js';
 
 export function storageId(s: StorageRecord): string {
@@ -37,10 +37,13 @@ export const Datastore: DatastoreResolvers = {
   platform: (s, _a, ctx) => platformOf(ctx, s.platformId),
   usagePercent: (s) => usagePercent(s),
   datacenter: (s, _a, ctx) => findDatacenter(ctx, s.platformId, s.datacenterNativeId),
-  virtualMachines: async (s, _a, ctx) =>
-    (await vmsWithDetails(ctx, s.platformId))
-      .filter(({ details }) => details.disks.some((d) => d.storageNativeId === s.nativeId))
-      .map(({ vm }) => vm),
+  virtualMachines: (s, _a, ctx) =>
+    vmsRelatedTo(
+      ctx,
+      s.platformId,
+      (m) => m.vmsOnStorage(s.nativeId),
+      (details) => details.disks.some((d) => d.storageNativeId === s.nativeId),
+    ),
 };
 
 export const StorageVolume: StorageVolumeResolvers = {
@@ -51,13 +54,13 @@ export const StorageVolume: StorageVolumeResolvers = {
     return pool;
   },
   attachedVms: async (v, _a, ctx) => {
-    const [vms, index] = await Promise.all([
-      vmsWithDetails(ctx, v.platformId),
-      ctx.loaders.volumeIndex.load(v.platformId),
-    ]);
-    return vms
-      .filter(({ details }) => details.disks.some((d) => volumeOfDisk(index, d)?.nativeId === v.nativeId))
-      .map(({ vm }) => vm);
+    const index = ctx.loaders.mirrorOf(v.platformId) ? null : await ctx.loaders.volumeIndex.load(v.platformId);
+    return vmsRelatedTo(
+      ctx,
+      v.platformId,
+      (m) => m.vmsOnVolume(v),
+      (details) => !!index && details.disks.some((d) => volumeOfDisk(index, d)?.nativeId === v.nativeId),
+    );
   },
 };
 
