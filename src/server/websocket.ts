@@ -18,6 +18,7 @@ import type { Limits } from '../config/schema.js';
 import type { GatewayContext } from '../resolvers/context.js';
 import { ErrorCode } from '../model/errors.js';
 import type { ErrorFormatter } from './format-error.js';
+import { createSharedSubscribe } from './shared-subscription-execution.js';
 import { assertCostWithin, isTokenLimitError, limitRules, operationCost, tokenLimitError } from './limits.js';
 
 /** RFC 6455 close code for a server that is going down. */
@@ -79,6 +80,7 @@ export function attachWebSocket(opts: WebSocketOptions): RunningWebSocket {
   useServer<Record<string, unknown> | undefined, { gateway?: GatewayContext }>(
     {
       schema,
+      subscribe: createSharedSubscribe((args) => (args.contextValue as GatewayContext).caller.id),
       connectionInitWaitTimeout: opts.connectionInitTimeoutMs ?? 5_000,
       onSubscribe: (ctx, _id, payload): ExecutionArgs | readonly GraphQLError[] => {
         // graphql-ws has registered this operation already: it counts itself.
