@@ -43,6 +43,7 @@ export class PlatformConnection<C> {
     hypervisorVersion: null,
   };
   private retryTimer: NodeJS.Timeout | null = null;
+  private readonly statusListeners: ((state: PlatformState) => void)[] = [];
   private retryDelayMs: number;
   private connecting: Promise<void> | null = null;
   private stopped = false;
@@ -53,6 +54,17 @@ export class PlatformConnection<C> {
 
   state(): PlatformState {
     return { ...this.current };
+  }
+
+  /** Calls `listener` whenever the status changes (connected, lost, refused). */
+  onStatusChange(listener: (state: PlatformState) => void): void {
+    this.statusListeners.push(listener);
+  }
+
+  private setState(next: PlatformState): void {
+    const changed = next.status !== this.current.status || next.statusMessage !== this.current.statusMessage;
+    this.current = next;
+    if (changed) for (const listener of this.statusListeners) listener({ ...next });
   }
 
   /** Resolves after the first attempt, whatever its outcome. */
@@ -103,22 +115,22 @@ export class PlatformConnection<C> {
         }
         this.client = outcome.client;
         this.retryDelayMs = this.opts.retryInitialMs ?? 1_000;
-        this.current = {
+        this.setState({
           status: 'CONNECTED',
           statusMessage: null,
           connectedAt: new Date(),
           hypervisorType: outcome.hypervisorType,
           hypervisorVersion: outcome.hypervisorVersion,
-        };
+        });
         this.opts.logger.info('platform connected');
       } catch (e) {
         const auth = this.opts.isAuthFailure(e);
-        this.current = {
+        this.setState({
           ...this.current,
           status: auth ? 'AUTH_FAILED' : 'UNREACHABLE',
           statusMessage: errorMessage(e),
           connectedAt: null,
-        };
+        });
         this.opts.logger.warn(
           { status: this.current.status, reason: this.current.statusMessage },
           'platform connection failed',
@@ -133,7 +145,7 @@ export class PlatformConnection<C> {
 
   private lose(client: C, e: unknown): void {
     this.client = null;
-    this.current = { ...this.current, status: 'UNREACHABLE', statusMessage: errorMessage(e), connectedAt: null };
+    this.setState({ ...this.current, status: 'UNREACHABLE', statusMessage: errorMessage(e), connectedAt: null });
     this.opts.logger.warn({ reason: this.current.statusMessage }, 'platform connection lost');
     void this.opts.disconnect(client).catch(() => undefined);
     this.scheduleRetry();
@@ -169,6 +181,10 @@ export abstract class ConnectedProvider<C> {
 
   state(): PlatformState {
     return this.connection.state();
+  }
+
+  onStatusChange(listener: (state: PlatformState) => void): void {
+    this.connection.onStatusChange(listener);
   }
 
   /** The live client (a libvirt connection, a vSphere session), for tests that count calls. */

@@ -37,6 +37,8 @@ export interface Provider {
   start(): Promise<void>;
   stop(): Promise<void>;
   state(): PlatformState;
+  /** Calls `listener` whenever the connection's status changes. */
+  onStatusChange(listener: (state: PlatformState) => void): void;
 
   /** Datacenters and clusters: vSphere's; empty elsewhere. */
   listDatacenters(scope: RequestScope): Promise<DatacenterRecord[]>;

@@ -24,16 +24,19 @@ export class Inventory {
   ) {
     for (const p of registry.providers) {
       const mirror = new PlatformMirror(p.id, events, logger.child({ platform: p.id, room: 'inventory' }));
-      mirror.onStatus((s) => {
-        const platform = registry.record(p.id);
+      // A platform's status event carries both its connection and its mirror, whichever changed.
+      const publish = () => {
+        const connection = p.state();
         events.publish({
           type: 'PLATFORM_STATUS',
           platformId: p.id,
-          status: platform?.status ?? 'CONNECTING',
-          inventory: s.state,
-          message: s.reason,
+          status: connection.status,
+          inventory: mirror.state.state,
+          message: mirror.state.reason ?? connection.statusMessage,
         });
-      });
+      };
+      mirror.onStatus(publish);
+      p.onStatusChange(publish);
       this.mirrors.set(p.id, mirror);
     }
   }
