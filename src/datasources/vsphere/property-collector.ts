@@ -71,19 +71,22 @@ export async function destroyPropertyFilter(client: SoapClient, filter: MoRef): 
 
 /**
  * Waits up to `maxWaitSeconds` for changes after `version` ("" for the whole
- * current state of every filter); null when the wait ended with nothing new.
+ * current state of every filter; 0 s: answer at once); null when the wait
+ * ended with nothing new. At most `maxObjectUpdates` objects per answer
+ * (then `truncated`).
  */
 export async function waitForUpdatesEx(
   client: SoapClient,
   collector: MoRef,
   version: string,
-  maxWaitSeconds: number,
+  options: { maxWaitSeconds: number; maxObjectUpdates: number },
 ): Promise<UpdateSet | null> {
   const res = await client.invoke(
     'WaitForUpdatesEx',
     moRefXml('_this', collector) +
       elementXml('version', version) +
-      `<options>${elementXml('maxWaitSeconds', maxWaitSeconds)}</options>`,
+      `<options>${elementXml('maxWaitSeconds', options.maxWaitSeconds)}` +
+      `${elementXml('maxObjectUpdates', options.maxObjectUpdates)}</options>`,
   );
   const rv = child(res, 'returnval');
   return rv ? parseUpdateSet(rv) : null;

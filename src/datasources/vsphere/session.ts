@@ -6,6 +6,8 @@ import { TaskWatcher } from './task-watcher.js';
 import {
   type PropertySpec,
   type ServiceContent,
+  acquireCloneTicket,
+  cloneSession,
   containerFilterSpec,
   continueRetrievePropertiesEx,
   createContainerView,
@@ -121,14 +123,35 @@ export class VsphereSession {
     return this.opts.requestTimeoutMs ?? 60_000;
   }
 
+  /** Objects per page of a property collector's answer. */
+  get pageSize(): number {
+    return this.opts.pageSize ?? 1_000;
+  }
+
   /**
-   * Logs in a second session of the same user on connections of its own, for
-   * work that must neither wait behind this session's requests nor hold one
-   * of their slots (the inventory watch's long poll); `overrides` replace
-   * this session's transport settings. The caller closes it.
+   * A second session of the same login on connections of its own, for work
+   * that must neither wait behind this session's requests nor hold one of
+   * their slots (the inventory watch's long poll); `overrides` replace this
+   * session's transport settings. It is cloned from this one (a clone ticket,
+   * no password sent again), so it opens only while this one works. The
+   * caller closes it.
    */
-  openSibling(overrides: Pick<SessionOptions, 'requestTimeoutMs' | 'maxConcurrentRequests'>): Promise<VsphereSession> {
-    return VsphereSession.open({ ...this.opts, ...overrides });
+  async openSibling(
+    overrides: Pick<SessionOptions, 'requestTimeoutMs' | 'maxConcurrentRequests'>,
+  ): Promise<VsphereSession> {
+    const ticket = await this.call(() => acquireCloneTicket(this.client, this.content));
+    const opts = { ...this.opts, ...overrides };
+    const client = new SoapClient(opts);
+    try {
+      client.setApiVersion(this.content.about.apiVersion);
+      const sibling = new VsphereSession(client, this.content, opts);
+      sibling.sessionKey = (await cloneSession(client, this.content, ticket)).key;
+      sibling.startKeepAlive();
+      return sibling;
+    } catch (e) {
+      await client.close();
+      throw e;
+    }
   }
 
   /** Properties of chosen objects, all in one request (then pages). */

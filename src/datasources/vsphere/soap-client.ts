@@ -161,11 +161,14 @@ function faultOf(fault: XNode): VimFault {
 }
 
 function transportError(e: unknown, host: string): VsphereTransportError {
-  const err = e as { code?: string; name?: string; message?: string; cause?: { code?: string; message?: string } };
-  const code = err.code ?? err.cause?.code ?? '';
+  const err = e as { code?: unknown; name?: string; message?: string; cause?: { code?: unknown; message?: string } };
+  // Node's codes are strings; a DOMException (an aborted request) carries a number.
+  const raw = err.code ?? err.cause?.code;
+  const code = typeof raw === 'string' ? raw : '';
   const detail = err.cause?.message ?? err.message ?? String(e);
   // OpenSSL's refusals that Node reports without a code of their own ("EE certificate key too weak").
-  const tlsWording = /certificate|CERT_|SSL routines|key too weak/i.test(detail) && !/ECONNREFUSED|ENOTFOUND/.test(code);
+  const tlsWording =
+    /certificate|CERT_|SSL routines|key too weak/i.test(detail) && !/ECONNREFUSED|ENOTFOUND/.test(code);
   if (TLS_CODES.has(code) || code.startsWith('ERR_SSL_') || tlsWording) {
     return new VsphereTransportError('TLS', `certificate of ${host} refused: ${detail}`);
   }

@@ -71,6 +71,23 @@ export async function currentTime(client: SoapClient): Promise<Date> {
   return new Date(textOf(child(res, 'returnval')) ?? Number.NaN);
 }
 
+/** A one-time ticket with which another connection takes up this session's login (CloneSession). */
+export async function acquireCloneTicket(client: SoapClient, sc: ServiceContent): Promise<string> {
+  const res = await client.invoke('AcquireCloneTicket', moRefXml('_this', sc.sessionManager));
+  const ticket = textOf(child(res, 'returnval'));
+  if (!ticket) throw new VsphereTransportError('PROTOCOL', 'the response has no clone ticket');
+  return ticket;
+}
+
+/** Logs this connection in as the session that acquired `ticket`, without its password. */
+export async function cloneSession(client: SoapClient, sc: ServiceContent, ticket: string): Promise<{ key: string }> {
+  const res = await client.invoke(
+    'CloneSession',
+    moRefXml('_this', sc.sessionManager) + elementXml('cloneTicket', ticket),
+  );
+  return { key: textOf(path(res, 'returnval', 'key')) ?? '' };
+}
+
 export async function terminateSession(client: SoapClient, sc: ServiceContent, sessionKeys: string[]): Promise<void> {
   await client.invoke(
     'TerminateSession',

@@ -116,18 +116,23 @@ export class WatchedInventory {
   /** Applies one WaitForUpdatesEx answer (the updates of `filter` only). */
   apply(set: UpdateSet, filter: MoRef): WatchDelta {
     const delta: WatchDelta = { touched: new Map(), treeTouched: false, structural: false, refetch: new Map() };
+    const entered = new Set<string>();
     for (const fs of set.filters) {
       if (fs.filter.value !== filter.value) continue;
-      for (const update of fs.objects) this.applyOne(update, delta);
+      for (const update of fs.objects) this.applyOne(update, delta, entered);
     }
     return delta;
   }
 
-  private applyOne(update: ObjectUpdate, delta: WatchDelta): void {
+  private applyOne(update: ObjectUpdate, delta: WatchDelta, entered: Set<string>): void {
     const category = CATEGORY[update.obj.type];
     if (!category) return;
     const k = key(update.obj);
     const tree = category === 'tree';
+    if (update.kind === 'enter') entered.add(k);
+    // An object that entered in this answer is there: a leave of it in the same answer came before
+    // (vcsim sends the enter of an object moved to another folder before its leave).
+    if (update.kind === 'leave' && entered.has(k)) return;
     if (update.kind === 'leave') {
       this.objects.delete(k);
       delta.refetch.delete(k);

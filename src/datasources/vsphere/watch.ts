@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 
 import { errorMessage } from '../../model/errors.js';
 import type { FullReadReason, InventoryWatch, WatchOptions, WatchSink } from '../watch.js';
+import { VimFault, isVimFault } from './errors.js';
 import {
   type UpdateSet,
   cancelWaitForUpdates,
@@ -12,7 +13,15 @@ import {
   waitForUpdatesEx,
 } from './property-collector.js';
 import type { VsphereSession } from './session.js';
-import { containerFilterSpec, createContainerView, destroyView } from './vim.js';
+import {
+  type ObjectContent,
+  containerFilterSpec,
+  continueRetrievePropertiesEx,
+  createContainerView,
+  destroyView,
+  objectsFilterSpec,
+  retrievePropertiesEx,
+} from './vim.js';
 import { WATCH_SPECS, WATCH_TYPES, type WatchDelta, WatchedInventory } from './watch-inventory.js';
 import type { MoRef } from './xml.js';
 
@@ -123,7 +132,7 @@ class VsphereWatch implements VsphereInventoryWatch {
       } catch (e) {
         if (this.stopped) break;
         this.deps.logger.warn({ err: e, retryInMs: delay }, 'vSphere inventory watch interrupted');
-        this.emit((s) => s.interrupted(errorMessage(e)));
+        this.emit((s) => s.interrupted(reasonOf(e)));
         reason = 'reconnect';
         // The session is likely dead: close it without waiting (a hung server holds Logout until its timeout).
         if (this.current) void this.dispose(this.current, false);
@@ -207,7 +216,10 @@ class VsphereWatch implements VsphereInventoryWatch {
     if (this.stopped || !up.collector) return null;
     this.polling = maxWaitSeconds > 0;
     try {
-      return await waitForUpdatesEx(up.session.client, up.collector, version, maxWaitSeconds);
+      return await waitForUpdatesEx(up.session.client, up.collector, version, {
+        maxWaitSeconds,
+        maxObjectUpdates: up.session.pageSize,
+      });
     } finally {
       this.polling = false;
     }
@@ -217,7 +229,22 @@ class VsphereWatch implements VsphereInventoryWatch {
   private async settle(up: Upstream, inventory: WatchedInventory, delta: WatchDelta): Promise<void> {
     if (delta.refetch.size === 0) return;
     this.deps.logger.debug({ objects: delta.refetch.size }, 'vSphere watch reads objects again');
-    const contents = await up.session.retrieveObjects([...delta.refetch.values()], WATCH_SPECS);
+    const refs = [...delta.refetch.values()];
+    let contents: ObjectContent[];
+    try {
+      contents = await readObjects(up.session, refs);
+    } catch (e) {
+      // One of them is gone, which fails the whole read: one at a time, the gone ones left out.
+      if (!isVimFault(e, 'ManagedObjectNotFound')) throw e;
+      contents = [];
+      for (const ref of refs) {
+        try {
+          contents.push(...(await readObjects(up.session, [ref])));
+        } catch (err) {
+          if (!isVimFault(err, 'ManagedObjectNotFound')) throw err;
+        }
+      }
+    }
     inventory.reload(delta, contents);
   }
 
@@ -276,6 +303,30 @@ class VsphereWatch implements VsphereInventoryWatch {
       this.deps.logger.error({ err: e }, 'inventory sink failed');
     }
   }
+}
+
+/** Why the stream stopped, in words: a fault's type when its message says nothing more. */
+function reasonOf(e: unknown): string {
+  if (e instanceof VimFault && !e.message.includes(e.faultType)) {
+    return e.message && e.message !== 'vSphere fault' ? `${e.faultType}: ${e.message}` : e.faultType;
+  }
+  return errorMessage(e);
+}
+
+/**
+ * The watched properties of some objects, read in the watch's session (not
+ * through VsphereSession.call: a session that lost its login is replaced
+ * whole, with its collector, never logged in again under it).
+ */
+async function readObjects(s: VsphereSession, refs: readonly MoRef[]): Promise<ObjectContent[]> {
+  const first = await retrievePropertiesEx(s.client, s.content, objectsFilterSpec(refs, WATCH_SPECS), s.pageSize);
+  const out = [...first.objects];
+  for (let token = first.token; token;) {
+    const next = await continueRetrievePropertiesEx(s.client, s.content, token);
+    out.push(...next.objects);
+    token = next.token;
+  }
+  return out;
 }
 
 function addCounts(into: Map<string, number>, session: VsphereSession): void {
