@@ -1,0 +1,105 @@
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { VsphereSession } from '../src/datasources/vsphere/session.js';
+import { invokeTask } from '../src/datasources/vsphere/vim.js';
+import { encodeId } from '../src/model/ids.js';
+import { type TestGateway, startTestGateway } from './helpers/gateway.js';
+import { eventually, subscribe } from './helpers/subscriptions.js';
+import { type Vcsim, startVcsim, vspherePlatform } from './helpers/vcsim.js';
+
+// The gateway's live inventory against VMware's simulator: changes made
+// behind its back (SOAP straight to vCenter) reach subscribers; a vCenter
+// that dies leaves the mirror STALE, the answer read directly and flagged.
+let sim: Vcsim;
+let gw: TestGateway;
+
+const VM_CHANGED = `subscription($f: VmChangeFilter) {
+  vmChanged(filter: $f) { type vmId changes previousPowerState powerState vm { name powerState } }
+}`;
+
+async function platform() {
+  const res = await gw.query<{ platforms: { inventoryState: string; status: string; staleSince: string | null }[] }>(
+    '{ platforms { inventoryState status staleSince } }',
+  );
+  return res.data!.platforms[0]!;
+}
+
+beforeAll(async () => {
+  sim = await startVcsim({ dc: 1, cluster: 1, clusterHost: 2, host: 0, vm: 3 });
+  gw = await startTestGateway({
+    inventory: { retryInitialMs: 100, retryMaxMs: 500 },
+    platforms: [vspherePlatform(sim, { requestTimeoutMs: 1_000, retryInitialMs: 100, retryMaxMs: 500 })],
+  });
+  await eventually(async () => (await platform()).inventoryState === 'SYNCED', 20_000);
+});
+afterAll(async () => {
+  await gw?.close();
+  await sim?.stop();
+});
+
+describe('the live inventory of a vCenter', () => {
+  it('streams a change made behind the gateway, within a second of vCenter reporting it', async () => {
+    const [moref, vm] = Object.entries(sim.oracle.vms).find(([, v]) => v.powerState === 'poweredOn' && !v.template)!;
+    const id = encodeId({ kind: 'VirtualMachine', platformId: 'vc', nativeId: moref });
+    const sub = subscribe<{ vmChanged: Record<string, unknown> }>(gw.url, VM_CHANGED, { f: { vmIds: [id] } });
+    await new Promise((r) => setTimeout(r, 300));
+
+    const admin = await VsphereSession.open({
+      url: sim.url,
+      username: sim.username,
+      password: sim.password,
+      caFile: sim.certFile,
+      logger: pino({ level: 'silent' }),
+    });
+    try {
+      const reporter = { progress: () => {}, upstreamTask: () => {} };
+      const task = await invokeTask(admin.client, 'PowerOffVM_Task', { type: 'VirtualMachine', value: moref });
+      await admin.tasks.wait(task, reporter);
+      const done = Date.now();
+      const [event] = await sub.until(1, 5_000);
+      // vcsim batches its updates every 250 ms; the gateway adds little.
+      expect(Date.now() - done).toBeLessThan(1_000);
+      expect(event!.vmChanged).toMatchObject({
+        type: 'MODIFIED',
+        vmId: id,
+        previousPowerState: 'ON',
+        powerState: 'OFF',
+        vm: { name: vm.name, powerState: 'OFF' },
+      });
+      // Answered from the mirror, no direct read.
+      const res = await gw.query<{ node: { powerState: string } }>(
+        'query($id: ID!) { node(id: $id) { ... on VirtualMachine { powerState } } }',
+        { id },
+      );
+      expect(res.data!.node.powerState).toBe('OFF');
+      expect((res as { extensions?: unknown }).extensions).toBeUndefined();
+    } finally {
+      await admin.close();
+      await sub.close();
+    }
+  }, 30_000);
+
+  it('goes STALE when vCenter stops answering, says so, reads directly, and is SYNCED again when it answers', async () => {
+    const statuses = subscribe<{ platformStatusChanged: { platform: { inventoryState: string } } }>(
+      gw.url,
+      'subscription { platformStatusChanged { platform { inventoryState } } }',
+    );
+    await new Promise((r) => setTimeout(r, 300));
+    sim.pause();
+    try {
+      await eventually(async () => (await platform()).inventoryState === 'STALE', 15_000);
+      expect((await platform()).staleSince).not.toBeNull();
+      const res = await gw.query('{ virtualMachines(first: 1) { totalCount } }');
+      const ext = (res as { extensions?: { directReads?: { platformId: string; reason: string }[] } }).extensions;
+      expect(ext?.directReads?.[0]).toMatchObject({ platformId: 'vc' });
+      expect(ext!.directReads![0]!.reason).toContain('STALE');
+    } finally {
+      sim.resume();
+    }
+    await eventually(async () => (await platform()).inventoryState === 'SYNCED', 20_000);
+    await eventually(() => statuses.events.some((e) => e.platformStatusChanged.platform.inventoryState === 'SYNCED'));
+    expect(statuses.events.map((e) => e.platformStatusChanged.platform.inventoryState)).toContain('STALE');
+    await statuses.close();
+  }, 60_000);
+});
