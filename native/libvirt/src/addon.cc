@@ -3,6 +3,7 @@
 #include "addon_data.h"
 #include "connection.h"
 #include "errors.h"
+#include "events.h"
 
 namespace {
 
@@ -30,12 +31,16 @@ Napi::Value ThreadPool(const Napi::CallbackInfo& info) {
 
 Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   vg::SilenceDefaultErrorHandler();
+  // libvirt's event loop, before any connection is opened (see events.cc).
+  // A failure leaves connections working without events; eventLoop() says why.
+  vg::EnsureEventLoop();
   env.SetInstanceData(new vg::AddonData(env));
   unsigned long version = 0;
   virGetVersion(&version, nullptr, nullptr);
   exports.Set("libvirtVersion", Napi::Number::New(env, static_cast<double>(version)));
   exports.Set("setThreadPoolSize", Napi::Function::New(env, SetThreadPoolSize, "setThreadPoolSize"));
   exports.Set("threadPool", Napi::Function::New(env, ThreadPool, "threadPool"));
+  exports.Set("eventLoop", Napi::Function::New(env, vg::EventLoopInfo, "eventLoop"));
   return vg::Connection::Init(env, exports);
 }
 

@@ -14,7 +14,11 @@
 namespace vg {
 
 ConnState::~ConnState() {
-  if (conn_ != nullptr) virConnectClose(conn_);
+  if (conn_ == nullptr) return;
+  // Registered callbacks hold references on conn_: without this, the
+  // connection would stay open.
+  DetachAllSubscriptions(*this);
+  virConnectClose(conn_);
 }
 
 namespace {
@@ -100,6 +104,9 @@ class OpenJob : public Job {
 
   void Execute() noexcept override {
     virResetLastError();
+    // Done at addon load already; a connection opened before the event loop
+    // is registered would never get events.
+    EnsureEventLoop();
     int credTypes[] = {VIR_CRED_AUTHNAME, VIR_CRED_USERNAME, VIR_CRED_PASSPHRASE,
                        VIR_CRED_NOECHOPROMPT};
     virConnectAuth auth{credTypes, sizeof(credTypes) / sizeof(credTypes[0]), FillCredentials,
@@ -200,6 +207,10 @@ Napi::Object Connection::Init(Napi::Env env, Napi::Object exports) {
           InstanceMethod<&Connection::MigrateToUri>("migrateToUri"),
           InstanceMethod<&Connection::CloneVolume>("cloneVolume"),
           InstanceMethod<&Connection::CreateVolume>("createVolume"),
+          InstanceMethod<&Connection::ReadDomains>("readDomains"),
+          InstanceMethod<&Connection::NetworkLifecycle>("networkLifecycle"),
+          InstanceMethod<&Connection::PoolLifecycle>("poolLifecycle"),
+          InstanceMethod<&Connection::SubscribeEvents>("subscribeEvents"),
       });
   DataOf(env).connectionClass = Napi::Persistent(ctor);
   exports.Set("Connection", ctor);
@@ -211,7 +222,9 @@ Connection::Connection(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Connec
   if (info.Length() != 1 || !info[0].IsExternal()) {
     throw Napi::TypeError::New(info.Env(), "use open(uri) to create a Connection");
   }
-  state_ = *info[0].As<Napi::External<std::shared_ptr<ConnState>>>().Data();
+  // Taken, not copied: the External lives until the next GC, and a copy
+  // left in it would hold the connection open after close().
+  state_ = std::move(*info[0].As<Napi::External<std::shared_ptr<ConnState>>>().Data());
 }
 
 Napi::Value Connection::Open(const Napi::CallbackInfo& info) {
@@ -257,8 +270,13 @@ Napi::Value Connection::Close(const Napi::CallbackInfo& info) {
   std::shared_ptr<ConnState> last = std::move(state_);
   state_.reset();
   // The job holds the final reference (unless operations are still in
-  // flight, in which case the last of them closes the connection).
-  auto job = std::make_unique<OperationJob>(env, std::move(last), [](ConnState&) { return vg::Value(); });
+  // flight, in which case the last of them closes the connection). Event
+  // subscriptions end now either way: their listeners learn it (a last
+  // 'close' event) without waiting for calls in flight.
+  auto job = std::make_unique<OperationJob>(env, std::move(last), [](ConnState& st) {
+    DetachAllSubscriptions(st);
+    return vg::Value();
+  });
   Napi::Promise promise = job->Promise();
   DataOf(env).pool.Submit(env, std::move(job));
   return promise;
@@ -390,6 +408,27 @@ Napi::Value Connection::CreateVolume(const Napi::CallbackInfo& info) {
   std::string pool = StringArg(info, 0, "poolUuid");
   std::string xml = StringArg(info, 1, "xml");
   return Schedule(info.Env(), [pool, xml](ConnState& st) { return vg::CreateVolume(st, pool, xml); });
+}
+
+Napi::Value Connection::ReadDomains(const Napi::CallbackInfo& info) {
+  std::vector<std::string> uuids = StringListArg(info, 0, "uuids");
+  return Schedule(info.Env(), [uuids = std::move(uuids)](ConnState& st) { return vg::ReadDomains(st, uuids); });
+}
+
+Napi::Value Connection::NetworkLifecycle(const Napi::CallbackInfo& info) {
+  std::string uuid = StringArg(info, 0, "uuid");
+  std::string op = StringArg(info, 1, "operation");
+  return Schedule(info.Env(), [uuid, op](ConnState& st) { return vg::NetworkLifecycle(st, uuid, op); });
+}
+
+Napi::Value Connection::PoolLifecycle(const Napi::CallbackInfo& info) {
+  std::string uuid = StringArg(info, 0, "uuid");
+  std::string op = StringArg(info, 1, "operation");
+  return Schedule(info.Env(), [uuid, op](ConnState& st) { return vg::PoolLifecycle(st, uuid, op); });
+}
+
+Napi::Value Connection::SubscribeEvents(const Napi::CallbackInfo& info) {
+  return vg::SubscribeEvents(info, Require(info.Env()));
 }
 
 }  // namespace vg

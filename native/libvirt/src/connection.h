@@ -17,6 +17,7 @@
 #include <functional>
 #include <memory>
 
+#include "events.h"
 #include "value.h"
 
 namespace vg {
@@ -36,6 +37,9 @@ class ConnState {
   // and benchmarks to prove that batching holds.
   void Count() { calls_.fetch_add(1, std::memory_order_relaxed); }
   uint64_t calls() const { return calls_.load(std::memory_order_relaxed); }
+
+  // Event subscriptions on this connection (events.cc).
+  ConnEvents events;
 
  private:
   virConnectPtr conn_;
@@ -78,6 +82,10 @@ class Connection : public Napi::ObjectWrap<Connection> {
   Napi::Value MigrateToUri(const Napi::CallbackInfo& info);
   Napi::Value CloneVolume(const Napi::CallbackInfo& info);
   Napi::Value CreateVolume(const Napi::CallbackInfo& info);
+  Napi::Value ReadDomains(const Napi::CallbackInfo& info);
+  Napi::Value NetworkLifecycle(const Napi::CallbackInfo& info);
+  Napi::Value PoolLifecycle(const Napi::CallbackInfo& info);
+  Napi::Value SubscribeEvents(const Napi::CallbackInfo& info);
 
   std::shared_ptr<ConnState> state_;
 };

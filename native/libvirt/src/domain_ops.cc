@@ -138,4 +138,51 @@ Value GetDomainXmlDescs(ConnState& st, const std::vector<std::string>& uuids, un
   });
 }
 
+namespace {
+
+// One domain as the watch re-reads it after an event: what listVms,
+// getVmDetails and getSnapshots give for it, from per-domain calls.
+Value DomainRecord(ConnState& st, virDomainPtr dom) {
+  Value rec = DomainRef(dom);
+  int state = 0;
+  int reason = 0;
+  st.Count();
+  if (virDomainGetState(dom, &state, &reason, 0) < 0) ThrowLast("virDomainGetState");
+  rec.Set("state", Value::Number(state));
+  rec.Set("reason", Value::Number(reason));
+  st.Count();
+  int persistent = virDomainIsPersistent(dom);
+  if (persistent < 0) ThrowLast("virDomainIsPersistent");
+  rec.Set("persistent", Value::Bool(persistent == 1));
+  int autostart = 0;
+  st.Count();
+  if (virDomainGetAutostart(dom, &autostart) < 0) ThrowLast("virDomainGetAutostart");
+  rec.Set("autostart", Value::Bool(autostart == 1));
+  st.Count();
+  char* xml = virDomainGetXMLDesc(dom, 0);
+  if (xml == nullptr) ThrowLast("virDomainGetXMLDesc");
+  rec.Set("xml", Value::String(TakeString(xml)));
+  rec.Set("snapshots", SnapshotsOf(st, dom));
+  return rec;
+}
+
+}  // namespace
+
+Value ReadDomains(ConnState& st, const std::vector<std::string>& uuids) {
+  DomainList list;
+  std::vector<virDomainPtr> doms = ResolveDomains(st, list, uuids);
+  Value out = Value::ArrayOf(uuids.size());
+  ParallelFor(uuids.size(), [&](size_t i) {
+    if (doms[i] == nullptr) return;  // gone: null
+    try {
+      out.At(i) = DomainRecord(st, doms[i]);
+    } catch (const LibvirtException& e) {
+      // Undefined between the lookup and the reads: gone too.
+      if (e.failure().code == VIR_ERR_NO_DOMAIN) return;
+      out.At(i) = Value::Error(e.failure().code, e.failure().domain, e.failure().message);
+    }
+  });
+  return out;
+}
+
 }  // namespace vg

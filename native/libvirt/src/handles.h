@@ -37,6 +37,7 @@ class Handle {
 
 using DomainHandle = Handle<virDomainPtr, virDomainFree>;
 using SnapshotHandle = Handle<virDomainSnapshotPtr, virDomainSnapshotFree>;
+using NetworkHandle = Handle<virNetworkPtr, virNetworkFree>;
 using PoolHandle = Handle<virStoragePoolPtr, virStoragePoolFree>;
 using VolumeHandle = Handle<virStorageVolPtr, virStorageVolFree>;
 

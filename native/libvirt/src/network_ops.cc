@@ -1,3 +1,5 @@
+#include <libvirt/virterror.h>
+
 #include <cstdlib>
 
 #include "errors.h"
@@ -37,6 +39,30 @@ Value ListAllNetworks(ConnState& st, unsigned int flags) {
     out.Push(std::move(rec));
   }
   return out;
+}
+
+// Starts, stops or undefines a network: one libvirt call after the lookup.
+Value NetworkLifecycle(ConnState& st, const std::string& uuid, const std::string& op) {
+  st.Count();
+  NetworkHandle net(virNetworkLookupByUUIDString(st.conn(), uuid.c_str()));
+  if (!net) ThrowLast("virNetworkLookupByUUIDString");
+  int rc;
+  const char* call;
+  st.Count();
+  if (op == "create") {
+    call = "virNetworkCreate";
+    rc = virNetworkCreate(net.get());
+  } else if (op == "destroy") {
+    call = "virNetworkDestroy";
+    rc = virNetworkDestroy(net.get());
+  } else if (op == "undefine") {
+    call = "virNetworkUndefine";
+    rc = virNetworkUndefine(net.get());
+  } else {
+    throw LibvirtException(LibvirtFailure{VIR_ERR_INVALID_ARG, VIR_FROM_NETWORK, "unknown network operation '" + op + "'"});
+  }
+  if (rc < 0) ThrowLast(call);
+  return Value::Bool(true);
 }
 
 }  // namespace vg

@@ -21,9 +21,14 @@ Value GetAllDomainStats(ConnState& st, unsigned int stats, unsigned int flags);
 Value LookupDomainByUuid(ConnState& st, const std::string& uuid);
 Value LookupDomainByName(ConnState& st, const std::string& name);
 Value GetDomainXmlDescs(ConnState& st, const std::vector<std::string>& uuids, unsigned int flags);
+// Everything the graph shows of a few domains, read without listing them
+// all: per UUID null (no such domain), the record, or the error.
+Value ReadDomains(ConnState& st, const std::vector<std::string>& uuids);
 
 // snapshot_ops.cc
 Value ListDomainSnapshots(ConnState& st, const std::vector<std::string>& uuids);
+// One domain's snapshots, parents first, each with its XML and whether it is current.
+Value SnapshotsOf(ConnState& st, virDomainPtr dom);
 
 // lifecycle_ops.cc
 Value DomainLifecycle(ConnState& st, const std::string& uuid, const std::string& op, unsigned int flags);
@@ -36,11 +41,15 @@ Value CloneVolume(ConnState& st, const std::string& sourcePath, const std::strin
 
 // network_ops.cc
 Value ListAllNetworks(ConnState& st, unsigned int flags);
+// op: create, destroy, undefine.
+Value NetworkLifecycle(ConnState& st, const std::string& uuid, const std::string& op);
 
 // storage_ops.cc
 Value ListAllStoragePools(ConnState& st, unsigned int flags);
 Value ListStorageVolumes(ConnState& st, const std::vector<std::string>& poolUuids);
 Value CreateVolume(ConnState& st, const std::string& poolUuid, const std::string& xml);
+// op: create, destroy, refresh.
+Value PoolLifecycle(ConnState& st, const std::string& uuid, const std::string& op);
 
 // Helpers shared by the *_ops.cc files.
 

@@ -21,6 +21,8 @@ std::string CurrentSnapshotName(ConnState& st, virDomainPtr dom) {
   return virDomainSnapshotGetName(current.get());
 }
 
+}  // namespace
+
 Value SnapshotsOf(ConnState& st, virDomainPtr dom) {
   SnapshotList list;
   st.Count();
@@ -45,8 +47,6 @@ Value SnapshotsOf(ConnState& st, virDomainPtr dom) {
   }
   return out;
 }
-
-}  // namespace
 
 // One entry per requested domain: its snapshots, or the error for that domain.
 Value ListDomainSnapshots(ConnState& st, const std::vector<std::string>& uuids) {

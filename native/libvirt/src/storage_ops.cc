@@ -1,3 +1,5 @@
+#include <libvirt/virterror.h>
+
 #include <cstdlib>
 
 #include "errors.h"
@@ -109,6 +111,30 @@ Value CreateVolume(ConnState& st, const std::string& poolUuid, const std::string
   char* path = virStorageVolGetPath(vol.get());
   if (path == nullptr) ThrowLast("virStorageVolGetPath");
   return Value::String(TakeString(path));
+}
+
+// Starts, stops or refreshes a pool: one libvirt call after the lookup.
+Value PoolLifecycle(ConnState& st, const std::string& uuid, const std::string& op) {
+  st.Count();
+  PoolHandle pool(virStoragePoolLookupByUUIDString(st.conn(), uuid.c_str()));
+  if (!pool) ThrowLast("virStoragePoolLookupByUUIDString");
+  int rc;
+  const char* call;
+  st.Count();
+  if (op == "create") {
+    call = "virStoragePoolCreate";
+    rc = virStoragePoolCreate(pool.get(), 0);
+  } else if (op == "destroy") {
+    call = "virStoragePoolDestroy";
+    rc = virStoragePoolDestroy(pool.get());
+  } else if (op == "refresh") {
+    call = "virStoragePoolRefresh";
+    rc = virStoragePoolRefresh(pool.get(), 0);
+  } else {
+    throw LibvirtException(LibvirtFailure{VIR_ERR_INVALID_ARG, VIR_FROM_STORAGE, "unknown pool operation '" + op + "'"});
+  }
+  if (rc < 0) ThrowLast(call);
+  return Value::Bool(true);
 }
 
 }  // namespace vg

@@ -62,6 +62,75 @@ export interface NativeStorageVolume {
   xml: string;
 }
 
+/** One domain as readDomains gives it: what listVms, getVmDetails and getSnapshots read of it. */
+export interface NativeDomainRecord extends NativeDomainRef {
+  /** virDomainState and its reason, as virDomainGetState gives them. */
+  state: number;
+  reason: number;
+  persistent: boolean;
+  autostart: boolean;
+  /** The live definition (flags 0). */
+  xml: string;
+  /** Parents first. */
+  snapshots: NativeSnapshot[];
+}
+
+/** Domain events the addon registers (virDomainEventID), by the name it reports them with. */
+export type NativeDomainEventName =
+  | 'lifecycle'
+  | 'reboot'
+  | 'device-added'
+  | 'device-removed'
+  | 'metadata-change'
+  | 'tunable'
+  | 'job-completed'
+  | 'balloon-change'
+  | 'disk-change'
+  | 'block-job';
+
+/** A libvirt event, as the addon's event loop thread saw it (native/libvirt/src/events.cc). */
+export type NativeEvent =
+  | {
+      type: 'domain';
+      event: NativeDomainEventName;
+      uuid: string;
+      name: string;
+      /** lifecycle: virDomainEventType; metadata-change: virDomainMetadataType; disk-change: reason; block-job: type. */
+      code?: number;
+      /** lifecycle: the event's detail; block-job: its status. */
+      detail?: number;
+      /** device-added, device-removed, disk-change: the device alias. */
+      alias?: string;
+      nsuri?: string;
+      /** tunable, job-completed: the names of the parameters. */
+      params?: string[];
+      actualKiB?: number;
+      disk?: string;
+    }
+  | { type: 'network'; event: 'lifecycle'; uuid: string; name: string; code: number; detail: number }
+  | { type: 'pool'; event: 'lifecycle' | 'refresh'; uuid: string; name: string; code?: number; detail?: number }
+  /** The connection closed: virConnectCloseReason (0 error, 1 end of file, 2 keepalive, 3 closed by the client). */
+  | { type: 'close'; event: 'close'; reason: number };
+
+/** A live event subscription on one connection. */
+export interface NativeEventSubscription {
+  /** Deregisters every callback; the listener is not called once this returns. */
+  unsubscribe(): Promise<void>;
+  /** What was registered: 'close', 'domain:lifecycle', ..., 'network:lifecycle', 'pool:lifecycle', 'pool:refresh'. */
+  registered: string[];
+}
+
+/** The addon's event loop thread and what is registered on it, process-wide. */
+export interface NativeEventLoop {
+  running: boolean;
+  /** Why libvirt's event loop could not start; connections then work without events. */
+  error: string | null;
+  /** Subscriptions attached to a connection. */
+  subscriptions: number;
+  /** libvirt callbacks registered and not yet freed. */
+  registrations: number;
+}
+
 /**
  * The native Connection class. Every method but isOpen/libvirtCalls runs on
  * the addon's own worker threads (see {@link NativeAddon.setThreadPoolSize}),
@@ -97,6 +166,18 @@ export interface NativeConnection {
   cloneVolume(sourcePath: string, newName: string): Promise<string>;
   /** Creates a volume in a pool from its XML; resolves with its path. */
   createVolume(poolUuid: string, xml: string): Promise<string>;
+  /** virNetworkCreate, virNetworkDestroy or virNetworkUndefine. */
+  networkLifecycle(uuid: string, operation: 'create' | 'destroy' | 'undefine'): Promise<true>;
+  /** virStoragePoolCreate, virStoragePoolDestroy or virStoragePoolRefresh. */
+  poolLifecycle(uuid: string, operation: 'create' | 'destroy' | 'refresh'): Promise<true>;
+  /** A few domains read whole without listing them all: null for a UUID with no domain. */
+  readDomains(uuids: readonly string[]): Promise<(NativeDomainRecord | null | Error)[]>;
+  /**
+   * Registers for this connection's domain, network and storage pool events
+   * and its close; the listener runs on the JS thread. Unsubscribe, or close
+   * the connection (the listener then gets a last close event, reason 3).
+   */
+  subscribeEvents(listener: (event: NativeEvent) => void): Promise<NativeEventSubscription>;
 }
 
 /** The libvirt call behind each name: virDomainCreateWithFlags, virDomainShutdownFlags, ... */
@@ -132,6 +213,7 @@ interface NativeAddon {
    */
   setThreadPoolSize(size: number): void;
   threadPool(): NativeThreadPool;
+  eventLoop(): NativeEventLoop;
 }
 
 const ADDON_PATH = fileURLToPath(
@@ -169,3 +251,17 @@ export const DomainXmlFlags = { SECURE: 1, INACTIVE: 2 } as const;
 // virDomainMigrateFlags
 export const MigrateFlags = { LIVE: 1, PEER2PEER: 2, PERSIST_DEST: 8, UNDEFINE_SOURCE: 16, OFFLINE: 1024 } as const;
 export const DomainStats = { STATE: 1, CPU_TOTAL: 2, BALLOON: 4, VCPU: 8, INTERFACE: 16, BLOCK: 32 } as const;
+// virDomainEventType, the code of a domain lifecycle event.
+export const DomainEventType = {
+  DEFINED: 0,
+  UNDEFINED: 1,
+  STARTED: 2,
+  SUSPENDED: 3,
+  RESUMED: 4,
+  STOPPED: 5,
+  SHUTDOWN: 6,
+  PMSUSPENDED: 7,
+  CRASHED: 8,
+} as const;
+// virConnectCloseReason
+export const CloseReason = { ERROR: 0, EOF: 1, KEEPALIVE: 2, CLIENT: 3 } as const;

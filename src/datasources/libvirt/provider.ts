@@ -9,9 +9,9 @@ import type { SnapshotRecord } from '../../model/snapshot.js';
 import type { StoragePoolRecord, StorageVolumeRecord } from '../../model/storage.js';
 import type { VmDetails, VmRecord } from '../../model/vm.js';
 import { ConnectedProvider, PlatformConnection } from '../platform-connection.js';
-import { pollingWatch } from '../polling-watch.js';
+import { readInventory } from '../full-read.js';
 import type { Provider } from '../provider.js';
-import type { InventoryWatch, WatchOptions, WatchSink } from '../watch.js';
+import type { WatchOptions, WatchSink } from '../watch.js';
 import type { UpstreamErrorDescription } from '../../model/errors.js';
 import type {
   MigrationTarget,
@@ -23,7 +23,9 @@ import type {
 } from '../../model/operations.js';
 import { DomainStats, ListDomainsFlags } from './addon.js';
 import { LibvirtClient } from './client.js';
+import { readDomainStates } from './domain-read.js';
 import { createDomain, runDomainOperation } from './operations.js';
+import { type LibvirtInventoryWatch, watchLibvirt } from './watch.js';
 import { planLibvirtMigration } from './migration.js';
 import {
   VirErr,
@@ -115,8 +117,23 @@ export class LibvirtProvider extends ConnectedProvider<LibvirtClient> implements
     return null;
   }
 
-  watch(sink: WatchSink, options: WatchOptions): InventoryWatch {
-    return pollingWatch(this, sink, options, this.logger);
+  /**
+   * Follows libvirt's events on the platform's connection (see watch.ts):
+   * a full read, then a targeted read of each object an event names.
+   */
+  watch(sink: WatchSink, options: WatchOptions): LibvirtInventoryWatch {
+    return watchLibvirt(sink, options, {
+      platformId: this.id,
+      logger: this.logger,
+      readAll: () => readInventory(this),
+      readDomains: (uuids) => this.connection.use((c) => readDomainStates(c, this.id, this.hostName || null, uuids)),
+      readNetworks: () => this.listNetworks(),
+      readStorage: async (pools) => {
+        const [storage, volumes] = await Promise.all([this.listStorage(), this.getVolumes(pools)]);
+        return { storage, volumes };
+      },
+      subscribe: (listener) => this.connection.use((c) => c.call('subscribeEvents', listener)),
+    });
   }
 
   planMigration(vm: VmRecord, target: MigrationTarget): VmOperation {

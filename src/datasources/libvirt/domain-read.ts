@@ -1,0 +1,89 @@
+import { childNativeId } from '../../model/ids.js';
+import type { SnapshotRecord } from '../../model/snapshot.js';
+import type { VmRecord } from '../../model/vm.js';
+import type { VmState } from '../watch.js';
+import type { NativeDomainRecord, NativeSnapshot } from './addon.js';
+import type { LibvirtClient } from './client.js';
+import { domainState, snapshotPowerState } from './states.js';
+import { parseDomainXml, parseSnapshotXml } from './xml.js';
+
+// A few domains read whole (listing record, details, snapshots) in one call
+// into the addon, without listing every domain: what the watch reads again
+// after an event. The records are built as the provider's listVms,
+// getVmDetails and getSnapshots build them (test/libvirt-watch.test.ts
+// holds both to the same result).
+
+/** Each UUID's domain as it is now: null when there is none, an Error when it could not be read. */
+export async function readDomainStates(
+  client: LibvirtClient,
+  platformId: string,
+  hostNativeId: string | null,
+  uuids: readonly string[],
+): Promise<Map<string, VmState | null | Error>> {
+  const out = new Map<string, VmState | null | Error>();
+  if (uuids.length === 0) return out;
+  const records = await client.call('readDomains', uuids);
+  uuids.forEach((uuid, i) => {
+    const r = records[i];
+    if (r === undefined || r === null) out.set(uuid, null);
+    else if (r instanceof Error) out.set(uuid, r);
+    else
+      out.set(
+        uuid,
+        parseOrError(() => domainStateOf(platformId, hostNativeId, r)),
+      );
+  });
+  return out;
+}
+
+export function domainStateOf(platformId: string, hostNativeId: string | null, r: NativeDomainRecord): VmState {
+  const vm: VmRecord = {
+    platformId,
+    nativeId: r.uuid,
+    name: r.name,
+    uuid: r.uuid,
+    ...domainState(r.state, r.reason),
+    runtimeId: r.id >= 0 ? r.id : null,
+    persistent: r.persistent,
+    autostart: r.autostart,
+    isTemplate: false,
+    hostNativeId,
+  };
+  return { vm, details: parseDomainXml(r.xml), snapshots: snapshotRecords(platformId, r.uuid, r.snapshots) };
+}
+
+export function snapshotRecords(
+  platformId: string,
+  vmUuid: string,
+  snaps: readonly NativeSnapshot[],
+): SnapshotRecord[] {
+  return snaps.map((s): SnapshotRecord => {
+    const parsed = parseSnapshotXml(s.xml);
+    return {
+      platformId,
+      nativeId: childNativeId(vmUuid, s.name),
+      vmNativeId: vmUuid,
+      name: s.name,
+      description: parsed.description,
+      createdAt: parsed.createdAt,
+      rawState: parsed.state,
+      powerState: snapshotPowerState(parsed.state),
+      includesMemory:
+        parsed.memory === 'internal' || parsed.memory === 'external'
+          ? true
+          : parsed.memory === null && (parsed.state === 'running' || parsed.state === 'paused'),
+      isCurrent: s.current,
+      quiesced: null,
+      key: s.name,
+      parentKey: parsed.parentName,
+    };
+  });
+}
+
+function parseOrError<T>(fn: () => T): T | Error {
+  try {
+    return fn();
+  } catch (e) {
+    return e instanceof Error ? e : new Error(String(e));
+  }
+}
