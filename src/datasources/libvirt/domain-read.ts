@@ -36,20 +36,40 @@ export async function readDomainStates(
   return out;
 }
 
-export function domainStateOf(platformId: string, hostNativeId: string | null, r: NativeDomainRecord): VmState {
-  const vm: VmRecord = {
+/** A domain's listing record, from what libvirt says of it. */
+export function vmRecordOf(
+  platformId: string,
+  hostNativeId: string | null,
+  d: {
+    uuid: string;
+    name: string;
+    id: number;
+    state: number | undefined;
+    reason: number | undefined;
+    persistent: boolean;
+    autostart: boolean;
+  },
+): VmRecord {
+  return {
     platformId,
-    nativeId: r.uuid,
-    name: r.name,
-    uuid: r.uuid,
-    ...domainState(r.state, r.reason),
-    runtimeId: r.id >= 0 ? r.id : null,
-    persistent: r.persistent,
-    autostart: r.autostart,
+    nativeId: d.uuid,
+    name: d.name,
+    uuid: d.uuid,
+    ...domainState(d.state, d.reason),
+    runtimeId: d.id >= 0 ? d.id : null,
+    persistent: d.persistent,
+    autostart: d.autostart,
     isTemplate: false,
     hostNativeId,
   };
-  return { vm, details: parseDomainXml(r.xml), snapshots: snapshotRecords(platformId, r.uuid, r.snapshots) };
+}
+
+export function domainStateOf(platformId: string, hostNativeId: string | null, r: NativeDomainRecord): VmState {
+  return {
+    vm: vmRecordOf(platformId, hostNativeId, r),
+    details: parseDomainXml(r.xml),
+    snapshots: snapshotRecords(platformId, r.uuid, r.snapshots),
+  };
 }
 
 export function snapshotRecords(
@@ -80,7 +100,7 @@ export function snapshotRecords(
   });
 }
 
-function parseOrError<T>(fn: () => T): T | Error {
+export function parseOrError<T>(fn: () => T): T | Error {
   try {
     return fn();
   } catch (e) {

@@ -23,7 +23,7 @@ import type {
 } from '../../model/operations.js';
 import { DomainStats, ListDomainsFlags } from './addon.js';
 import { LibvirtClient } from './client.js';
-import { readDomainStates } from './domain-read.js';
+import { parseOrError, readDomainStates, snapshotRecords, vmRecordOf } from './domain-read.js';
 import { createDomain, runDomainOperation } from './operations.js';
 import { type LibvirtInventoryWatch, watchLibvirt } from './watch.js';
 import { planLibvirtMigration } from './migration.js';
@@ -35,8 +35,8 @@ import {
   isLibvirtCode,
   isLibvirtError,
 } from './errors.js';
-import { domainState, formatVersion, poolState, snapshotPowerState, volumeType } from './states.js';
-import { parseDomainXml, parseNetworkXml, parsePoolXml, parseSnapshotXml, parseVolumeXml } from './xml.js';
+import { formatVersion, poolState, volumeType } from './states.js';
+import { parseDomainXml, parseNetworkXml, parsePoolXml, parseVolumeXml } from './xml.js';
 
 /** One libvirt connection (one host) as a platform. */
 export class LibvirtProvider extends ConnectedProvider<LibvirtClient> implements Provider {
@@ -208,21 +208,17 @@ export class LibvirtProvider extends ConnectedProvider<LibvirtClient> implements
       ]);
       const persistentSet = new Set(persistent.map((d) => d.uuid));
       const autostartSet = new Set(autostart.map((d) => d.uuid));
-      return stats.map((d) => {
-        const state = domainState(num(d.params['state.state']), num(d.params['state.reason']));
-        return {
-          platformId: this.id,
-          nativeId: d.uuid,
-          name: d.name,
+      return stats.map((d) =>
+        vmRecordOf(this.id, this.hostName || null, {
           uuid: d.uuid,
-          ...state,
-          runtimeId: d.id >= 0 ? d.id : null,
+          name: d.name,
+          id: d.id,
+          state: num(d.params['state.state']),
+          reason: num(d.params['state.reason']),
           persistent: persistentSet.has(d.uuid),
           autostart: autostartSet.has(d.uuid),
-          isTemplate: false,
-          hostNativeId: this.hostName || null,
-        };
-      });
+        }),
+      );
     });
   }
 
@@ -243,29 +239,7 @@ export class LibvirtProvider extends ConnectedProvider<LibvirtClient> implements
       return uuids.map((vmUuid) => {
         const snaps = byUuid.get(vmUuid) ?? [];
         if (snaps instanceof Error) return snaps;
-        return parseOrError(() =>
-          snaps.map((s): SnapshotRecord => {
-            const parsed = parseSnapshotXml(s.xml);
-            return {
-              platformId: this.id,
-              nativeId: childNativeId(vmUuid, s.name),
-              vmNativeId: vmUuid,
-              name: s.name,
-              description: parsed.description,
-              createdAt: parsed.createdAt,
-              rawState: parsed.state,
-              powerState: snapshotPowerState(parsed.state),
-              includesMemory:
-                parsed.memory === 'internal' || parsed.memory === 'external'
-                  ? true
-                  : parsed.memory === null && (parsed.state === 'running' || parsed.state === 'paused'),
-              isCurrent: s.current,
-              quiesced: null,
-              key: s.name,
-              parentKey: parsed.parentName,
-            };
-          }),
-        );
+        return parseOrError(() => snapshotRecords(this.id, vmUuid, snaps));
       });
     });
   }
@@ -364,12 +338,4 @@ function hostCpuModel(capabilities: string): string | null {
 
 function num(v: number | string | boolean | undefined): number | undefined {
   return typeof v === 'number' ? v : undefined;
-}
-
-function parseOrError<T>(fn: () => T): T | Error {
-  try {
-    return fn();
-  } catch (e) {
-    return e instanceof Error ? e : new Error(String(e));
-  }
 }
