@@ -177,6 +177,7 @@ describe('the libvirt watch where libvirt gives no events', () => {
         readDomains: unused,
         readNetworks: unused,
         readStorage: unused,
+        probe: async () => true,
         subscribe: () =>
           Promise.reject(
             Object.assign(new Error('this function is not supported by the connection driver'), {

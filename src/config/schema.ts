@@ -24,6 +24,10 @@ export const libvirtPlatformSchema = z
     password: z.string().min(1).optional(),
     /** Open the connection read-only (no lifecycle operations). */
     readOnly: z.boolean().default(false),
+    /** How often the live inventory checks that libvirt still answers (a hung daemon sends no event). */
+    livenessIntervalMs: z.number().int().min(100).max(600_000).default(10_000),
+    /** How long that check may take before the platform's live inventory counts as STALE. */
+    livenessTimeoutMs: z.number().int().min(100).max(600_000).default(5_000),
     ...retry,
   })
   .strict();

@@ -48,7 +48,7 @@ export class LibvirtProvider extends ConnectedProvider<LibvirtClient> implements
   private hostName = '';
 
   constructor(
-    config: LibvirtPlatformConfig,
+    private readonly config: LibvirtPlatformConfig,
     private readonly logger: Logger,
   ) {
     super();
@@ -122,18 +122,28 @@ export class LibvirtProvider extends ConnectedProvider<LibvirtClient> implements
    * a full read, then a targeted read of each object an event names.
    */
   watch(sink: WatchSink, options: WatchOptions): LibvirtInventoryWatch {
-    return watchLibvirt(sink, options, {
-      platformId: this.id,
-      logger: this.logger,
-      readAll: () => readInventory(this),
-      readDomains: (uuids) => this.connection.use((c) => readDomainStates(c, this.id, this.hostName || null, uuids)),
-      readNetworks: () => this.listNetworks(),
-      readStorage: async (pools) => {
-        const [storage, volumes] = await Promise.all([this.listStorage(), this.getVolumes(pools)]);
-        return { storage, volumes };
+    const liveness = {
+      livenessIntervalMs: this.config.livenessIntervalMs,
+      livenessTimeoutMs: this.config.livenessTimeoutMs,
+    };
+    return watchLibvirt(
+      sink,
+      { ...options, ...liveness },
+      {
+        platformId: this.id,
+        logger: this.logger,
+        readAll: () => readInventory(this),
+        readDomains: (uuids) => this.connection.use((c) => readDomainStates(c, this.id, this.hostName || null, uuids)),
+        readNetworks: () => this.listNetworks(),
+        readStorage: async (pools) => {
+          const [storage, volumes] = await Promise.all([this.listStorage(), this.getVolumes(pools)]);
+          return { storage, volumes };
+        },
+        subscribe: (listener) => this.connection.use((c) => c.call('subscribeEvents', listener)),
+        // A round trip to the daemon: virConnectIsAlive only looks at the client's own socket.
+        probe: () => this.connection.use((c) => c.call('getHostInfo')),
       },
-      subscribe: (listener) => this.connection.use((c) => c.call('subscribeEvents', listener)),
-    });
+    );
   }
 
   planMigration(vm: VmRecord, target: MigrationTarget): VmOperation {

@@ -44,6 +44,8 @@ export interface LibvirtWatchSource {
   ): Promise<{ storage: StorageRecord[]; volumes: (StorageVolumeRecord[] | Error)[] }>;
   /** Subscribes on the platform's current connection; throws while it is down. */
   subscribe(listener: (event: NativeEvent) => void): Promise<NativeEventSubscription>;
+  /** A cheap call that libvirt answers while the connection works (virConnectIsAlive). */
+  probe(): Promise<unknown>;
 }
 
 export interface LibvirtWatchOptions extends WatchOptions {
@@ -51,6 +53,14 @@ export interface LibvirtWatchOptions extends WatchOptions {
   coalesceMs?: number;
   /** How long stop() waits for the callbacks' deregistration before it resolves anyway. @default 2_000 */
   stopGraceMs?: number;
+  /**
+   * How often the connection is probed. A daemon that stops answering
+   * (paused, hung) closes nothing and sends no event: only an unanswered
+   * call shows it. @default 10_000 // 10 seconds
+   */
+  livenessIntervalMs?: number;
+  /** How long a probe may take before the stream counts as down. @default 5_000 // 5 seconds */
+  livenessTimeoutMs?: number;
 }
 
 /** What the watch has done so far: for tests, benchmarks and metrics. */
@@ -91,6 +101,8 @@ class Session {
   subscription: NativeEventSubscription | null = null;
   /** Why the connection closed under it. */
   lost: string | null = null;
+  /** The liveness probe's timer while the session follows events. */
+  probing: NodeJS.Timeout | null = null;
   domains = new Set<string>();
   networks = new Set<string>();
   pools = new Set<string>();
@@ -201,6 +213,7 @@ class LibvirtWatch implements LibvirtInventoryWatch {
         return;
       }
       session.subscription = subscription;
+      session.probing = this.probeLiveness(session);
       let fullReason: FullReadReason | null = reason;
       let resyncAt = performance.now();
       for (;;) {
@@ -228,6 +241,7 @@ class LibvirtWatch implements LibvirtInventoryWatch {
         await this.sleepUntil(session.dueAt === null ? resyncAt : Math.min(resyncAt, session.dueAt));
       }
     } finally {
+      if (session.probing) clearInterval(session.probing);
       if (this.session === session) this.session = null;
       const subscription = session.subscription;
       session.subscription = null;
@@ -263,6 +277,43 @@ class LibvirtWatch implements LibvirtInventoryWatch {
     if (this.warned.has(message)) return;
     this.warned.add(message);
     this.source.logger.warn({ platform: this.source.platformId }, message);
+  }
+
+  /**
+   * Probes the connection now and then; one that does not answer in time
+   * marks the session lost and the mirror stale at once, even while a read
+   * of the loop hangs on the same dead daemon.
+   */
+  private probeLiveness(session: Session): NodeJS.Timeout {
+    const timeoutMs = this.options.livenessTimeoutMs ?? 5_000;
+    let pending = false;
+    const timer = setInterval(() => {
+      // A probe stuck on a hung daemon holds a thread: never start a second beside it.
+      if (pending) return;
+      pending = true;
+      let late: NodeJS.Timeout | undefined;
+      const deadline = new Promise<never>((_, reject) => {
+        late = setTimeout(
+          () => reject(new Error(`libvirt did not answer a liveness check within ${timeoutMs} ms`)),
+          timeoutMs,
+        );
+      });
+      const probe = this.source.probe();
+      probe.then(
+        () => (pending = false),
+        () => (pending = false),
+      );
+      Promise.race([probe, deadline])
+        .catch((e: unknown) => {
+          if (this.stopped || this.session !== session || session.lost) return;
+          session.lost = errorMessage(e);
+          this.emit((sink) => sink.interrupted(session.lost ?? 'connection lost'));
+          this.wakeUp();
+        })
+        .finally(() => clearTimeout(late));
+    }, this.options.livenessIntervalMs ?? 10_000);
+    timer.unref();
+    return timer;
   }
 
   private onEvent(session: Session, e: NativeEvent): void {
