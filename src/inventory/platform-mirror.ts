@@ -337,7 +337,7 @@ export class PlatformMirror implements WatchSink {
       this.vmRecordList = null;
       this.unindexVm(id);
       this.publishVm('REMOVED', id, before, null, ALL_ASPECTS);
-      this.publishSnapshots(before.snapshots, []);
+      this.publishChildren('Snapshot', before.snapshots, []);
       return true;
     }
     const state: VmState = { vm: next.vm, details: next.details, snapshots: next.snapshots };
@@ -347,7 +347,7 @@ export class PlatformMirror implements WatchSink {
     this.vmRecordList = null;
     this.indexVm(id, state);
     this.publishVm(before ? 'MODIFIED' : 'ADDED', id, before ?? null, state, aspects);
-    if (aspects.includes('SNAPSHOTS')) this.publishSnapshots(before?.snapshots ?? [], state.snapshots);
+    if (aspects.includes('SNAPSHOTS')) this.publishChildren('Snapshot', before?.snapshots ?? [], state.snapshots);
     return true;
   }
 
@@ -389,26 +389,24 @@ export class PlatformMirror implements WatchSink {
     this.volumeIndexCache = null;
     if (next.length === 0) this.volumeTable.delete(pool);
     else this.volumeTable.set(pool, next);
-    const old = new Map(before.map((v) => [v.nativeId, v]));
-    const now = new Map(next.map((v) => [v.nativeId, v]));
-    for (const [id, v] of now) {
-      const was = old.get(id);
-      if (!was) this.publish('StorageVolume', 'ADDED', id);
-      else if (!same(was, v)) this.publish('StorageVolume', 'MODIFIED', id);
-    }
-    for (const id of old.keys()) if (!now.has(id)) this.publish('StorageVolume', 'REMOVED', id);
+    this.publishChildren('StorageVolume', before, next);
     return true;
   }
 
-  private publishSnapshots(before: readonly SnapshotRecord[], after: readonly SnapshotRecord[]): void {
-    const old = new Map(before.map((s) => [s.nativeId, s]));
-    const now = new Map(after.map((s) => [s.nativeId, s]));
-    for (const [id, s] of now) {
+  /** Events for the children of one object (a pool's volumes, a VM's snapshots) that differ between two lists. */
+  private publishChildren(
+    kind: 'StorageVolume' | 'Snapshot',
+    before: readonly { nativeId: string }[],
+    after: readonly { nativeId: string }[],
+  ): void {
+    const old = new Map(before.map((c) => [c.nativeId, c]));
+    const now = new Map(after.map((c) => [c.nativeId, c]));
+    for (const [id, c] of now) {
       const was = old.get(id);
-      if (!was) this.publish('Snapshot', 'ADDED', id);
-      else if (!same(was, s)) this.publish('Snapshot', 'MODIFIED', id);
+      if (!was) this.publish(kind, 'ADDED', id);
+      else if (!same(was, c)) this.publish(kind, 'MODIFIED', id);
     }
-    for (const id of old.keys()) if (!now.has(id)) this.publish('Snapshot', 'REMOVED', id);
+    for (const id of old.keys()) if (!now.has(id)) this.publish(kind, 'REMOVED', id);
   }
 
   private publish(kind: InventoryEventKind, change: InventoryChangeType, nativeId: string): void {
