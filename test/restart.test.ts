@@ -31,7 +31,13 @@ describe('a gateway killed and started again', () => {
   beforeAll(async () => {
     // Clones that take long enough to be in flight when the gateway dies.
     sim = await startVcsim({ dc: 1, cluster: 1, clusterHost: 1, host: 0, vm: 1, methodDelay: { CloneVM_Task: 4000 } });
-    config = { state: { dir: stateDir }, tasks: { maxPerHost: 1 }, platforms: [vspherePlatform(sim)] };
+    // A short request timeout keeps the live inventory's long polls short, so the
+    // simulator (which waits for requests in flight) stops quickly.
+    config = {
+      state: { dir: stateDir },
+      tasks: { maxPerHost: 1 },
+      platforms: [vspherePlatform(sim, { requestTimeoutMs: 5_000 })],
+    };
   });
   afterAll(async () => {
     for (const g of running) await g.kill();
@@ -100,7 +106,16 @@ describe('a gateway killed and started again', () => {
     try {
       const cfg = {
         state: { dir: mkdtempSync(join(tmpdir(), 'virt-graph-restart-')) },
-        platforms: [{ id: 'vc', kind: 'vsphere', url: proxy.url, username: plain.username, password: plain.password }],
+        platforms: [
+          {
+            id: 'vc',
+            kind: 'vsphere',
+            url: proxy.url,
+            username: plain.username,
+            password: plain.password,
+            requestTimeoutMs: 5_000,
+          },
+        ],
       };
       const first = await spawnGateway(cfg);
       running.push(first);
