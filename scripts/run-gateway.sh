@@ -30,4 +30,6 @@ if [ "$#" -eq 0 ] && [ -z "${VIRT_GRAPH_CONFIG:-}" ]; then
 fi
 
 # exec keeps this PID, so the simulator (-exit-with) stops with the gateway.
-exec node_modules/.bin/tsx src/main.ts "$@"
+# One process (no tsx wrapper forwarding signals), in production mode unless told otherwise.
+export NODE_ENV="${NODE_ENV:-production}"
+exec node --import tsx src/main.ts "$@"

@@ -14,7 +14,8 @@ function run(
   env: Record<string, string>,
 ): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {
   const child = spawn('bash', ['scripts/run-gateway.sh', ...args], {
-    env: { ...process.env, ...env },
+    // As an operator runs it: vitest's NODE_ENV=test would hide what production mode does.
+    env: { ...process.env, NODE_ENV: 'production', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';

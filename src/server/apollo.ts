@@ -71,6 +71,9 @@ export function createApollo(opts: ApolloOptions): ApolloServer<GatewayContext> 
     schema: opts.schema,
     introspection: opts.introspection,
     includeStacktraceInErrorResponses: false,
+    // The gateway drains and stops on SIGTERM itself; Apollo's own handler
+    // would stop it first and send the signal again (seen as a second one).
+    stopOnTerminationSignals: false,
     parseOptions: { maxTokens: limits.maxTokens },
     validationRules: limitRules(limits),
     formatError: (formatted, error) => opts.errors.format(formatted, error),

@@ -3,6 +3,9 @@ import { randomBytes } from 'node:crypto';
 import { ErrorCode, GatewayError } from '../model/errors.js';
 import type { EventEnvelope, EventPublisher, GatewayEvent } from '../model/events.js';
 
+/** Deliveries handed to one subscriber in a row before the event loop gets a turn. */
+const YIELD_EVERY = 16;
+
 /** What a subscriber receives: an event, or word that it missed some and must read the state again. */
 export type Delivery =
   { type: 'EVENT'; envelope: EventEnvelope } | { type: 'RESYNC_REQUIRED'; cursor: string; at: Date };
@@ -125,6 +128,7 @@ export class MemoryEventLog implements EventPublisher {
     this.subscribers.add(s);
     const subscribers = this.subscribers;
     let done = false;
+    let inARow = 0;
     const finish = () => {
       done = true;
       subscribers.delete(s);
@@ -137,8 +141,12 @@ export class MemoryEventLog implements EventPublisher {
       async next(): Promise<IteratorResult<Delivery>> {
         for (;;) {
           if (s.failed) throw s.failed;
+          // A backlog handed over without a pause would keep the event loop
+          // to itself (every step a microtask): let I/O in now and then.
+          if (s.queue.length > 0 && ++inARow % YIELD_EVERY === 0) await new Promise((r) => setImmediate(r));
           const item = s.queue.shift();
           if (item) return { value: item, done: false };
+          inARow = 0;
           if (done) return { value: undefined, done: true };
           await new Promise<void>((resolve) => (s.wake = resolve));
           s.wake = null;
