@@ -59,19 +59,36 @@ export function createContext(
   connection: GatewayContext['connection'] = null,
 ): GatewayContext {
   const ms = deps.limits.operationTimeoutMs;
+  // The reads of one request (or of one subscription event); the loaders are
+  // made on first use, so an idle subscription holds none.
   const reads = () => {
     const directReads = new Map<string, string>();
-    const loaders = createLoaders(deps.registry, deps.inventory, { at: Date.now() + ms, ms }, (platformId, reason) =>
-      directReads.set(platformId, reason),
-    );
-    return { loaders, directReads, partialErrors: [] };
+    let loaders: Loaders | undefined;
+    return {
+      directReads,
+      partialErrors: [] as GraphQLError[],
+      loaders: () =>
+        (loaders ??= createLoaders(deps.registry, deps.inventory, { at: Date.now() + ms, ms }, (platformId, reason) =>
+          directReads.set(platformId, reason),
+        )),
+    };
   };
-  const ctx: GatewayContext = {
+  let current = reads();
+  return {
     ...deps,
-    ...reads(),
     caller,
     connection,
-    freshReads: () => Object.assign(ctx, reads()),
+    get loaders() {
+      return current.loaders();
+    },
+    get directReads() {
+      return current.directReads;
+    },
+    get partialErrors() {
+      return current.partialErrors;
+    },
+    freshReads: () => {
+      current = reads();
+    },
   };
-  return ctx;
 }
