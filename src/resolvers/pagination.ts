@@ -86,6 +86,30 @@ export function pageSize(first: number | null | undefined, limits: Limits): numb
   return first;
 }
 
+interface Keyed<T> {
+  item: T;
+  key: [SortValue, string];
+}
+
+/**
+ * Items in an ordering, with their keys. A listing the live inventory keeps
+ * (the same array until something changes) is sorted once per ordering, not
+ * once per page; a list made for one request is simply sorted.
+ */
+const sortedLists = new WeakMap<readonly unknown[], Map<string, Keyed<unknown>[]>>();
+
+function sortedOnce<T>(items: readonly T[], ordering: Ordering<T>): Keyed<T>[] {
+  const name = `${ordering.name}:${ordering.direction}`;
+  let byOrdering = sortedLists.get(items);
+  const kept = byOrdering?.get(name) as Keyed<T>[] | undefined;
+  if (kept) return kept;
+  const keyed = items.map((item): Keyed<T> => ({ item, key: [ordering.value(item), ordering.id(item)] }));
+  keyed.sort((a, b) => compareKeys(a.key, b.key, ordering.direction));
+  if (!byOrdering) sortedLists.set(items, (byOrdering = new Map()));
+  byOrdering.set(name, keyed as Keyed<unknown>[]);
+  return keyed;
+}
+
 /**
  * Sorts items and cuts one page. Cursors hold the last item's sort value and
  * ID (keyset pagination), so a page does not skip or repeat items when
@@ -93,8 +117,7 @@ export function pageSize(first: number | null | undefined, limits: Limits): numb
  */
 export function paginate<T>(items: readonly T[], args: PageArgs, ordering: Ordering<T>, limits: Limits): Page<T> {
   const first = pageSize(args.first, limits);
-  const keyed = items.map((item) => ({ item, key: [ordering.value(item), ordering.id(item)] as [SortValue, string] }));
-  keyed.sort((a, b) => compareKeys(a.key, b.key, ordering.direction));
+  const keyed = sortedOnce(items, ordering);
 
   let start = 0;
   if (args.after) {
@@ -105,7 +128,7 @@ export function paginate<T>(items: readonly T[], args: PageArgs, ordering: Order
     let hi = keyed.length;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      if (compareKeys((keyed[mid] as { key: [SortValue, string] }).key, after, ordering.direction) <= 0) lo = mid + 1;
+      if (compareKeys((keyed[mid] as Keyed<T>).key, after, ordering.direction) <= 0) lo = mid + 1;
       else hi = mid;
     }
     start = lo;

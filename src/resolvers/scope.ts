@@ -47,7 +47,7 @@ export async function loadFromPlatforms<T>(
   ctx: GatewayContext,
   loader: DataLoader<string, readonly T[]>,
   platformIds: readonly string[],
-): Promise<T[]> {
+): Promise<readonly T[]> {
   const results = await Promise.all(
     platformIds.map(async (id) => {
       try {
@@ -58,7 +58,9 @@ export async function loadFromPlatforms<T>(
       }
     }),
   );
-  return results.flat();
+  // One platform's listing is passed on as it is: the live inventory keeps it
+  // until something changes, so its sorted order can be kept too (paginate).
+  return results.length === 1 ? (results[0] as readonly T[]) : results.flat();
 }
 
 /** The record of a platform that an object belongs to (always configured). */
