@@ -33,15 +33,7 @@ class OperationJob : public Job {
 
   void Execute() noexcept override {
     virResetLastError();
-    try {
-      result_ = op_(*state_);
-    } catch (const LibvirtException& e) {
-      failure_ = e.failure();
-    } catch (const std::exception& e) {
-      failure_ = LibvirtFailure{VIR_ERR_INTERNAL_ERROR, VIR_FROM_NONE, e.what()};
-    } catch (...) {
-      failure_ = LibvirtFailure{VIR_ERR_INTERNAL_ERROR, VIR_FROM_NONE, "unknown failure in the libvirt addon"};
-    }
+    failure_ = CaptureFailure([&] { result_ = op_(*state_); });
     // Drop our reference here so that a close() waiting on us closes on this
     // worker thread rather than on the JS thread.
     state_.reset();

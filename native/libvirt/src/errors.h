@@ -6,6 +6,10 @@
 
 #include <napi.h>
 
+#include <libvirt/virterror.h>
+
+#include <exception>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -33,6 +37,22 @@ LibvirtFailure LastFailure(const char* call);
 
 // Throws LastFailure(call) as a LibvirtException.
 [[noreturn]] void ThrowLast(const char* call);
+
+// Runs a worker operation; what it throws becomes the failure its promise is
+// rejected with, nothing when it succeeds. Never throws: worker threads must not.
+template <typename Operation>
+std::optional<LibvirtFailure> CaptureFailure(Operation&& operation) noexcept {
+  try {
+    operation();
+    return std::nullopt;
+  } catch (const LibvirtException& e) {
+    return e.failure();
+  } catch (const std::exception& e) {
+    return LibvirtFailure{VIR_ERR_INTERNAL_ERROR, VIR_FROM_NONE, e.what()};
+  } catch (...) {
+    return LibvirtFailure{VIR_ERR_INTERNAL_ERROR, VIR_FROM_NONE, "unknown failure in the libvirt addon"};
+  }
+}
 
 // A JS Error with `code`, `domain` and `codeName`, as the TS wrapper expects.
 Napi::Error MakeJsError(Napi::Env env, const LibvirtFailure& failure);

@@ -640,15 +640,7 @@ class SubscribeJob : public Job {
 
   void Execute() noexcept override {
     virResetLastError();
-    try {
-      registered_ = Register(*state_, sub_);
-    } catch (const LibvirtException& e) {
-      failure_ = e.failure();
-    } catch (const std::exception& e) {
-      failure_ = LibvirtFailure{VIR_ERR_INTERNAL_ERROR, VIR_FROM_NONE, e.what()};
-    } catch (...) {
-      failure_ = LibvirtFailure{VIR_ERR_INTERNAL_ERROR, VIR_FROM_NONE, "unknown failure in the libvirt addon"};
-    }
+    failure_ = CaptureFailure([&] { registered_ = Register(*state_, sub_); });
     // A connection closed meanwhile closes here, detaching this subscription too.
     state_.reset();
   }
