@@ -1,13 +1,11 @@
-import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { VsphereSession } from '../src/datasources/vsphere/session.js';
 import { invokeVoid } from '../src/datasources/vsphere/vim.js';
 import { expandName } from '../src/resolvers/mutation.js';
 import { writeEstate } from './fixtures/libvirt-estate.js';
 import { type TestGateway, startTestGateway } from './helpers/gateway.js';
 import { type TaskRow, finished, mutate, succeed } from './helpers/mutations.js';
-import { type Vcsim, startVcsim, vspherePlatform } from './helpers/vcsim.js';
+import { type Vcsim, startVcsim, vspherePlatform, adminSession } from './helpers/vcsim.js';
 
 interface Batch {
   items: { task: TaskRow | null; userErrors: { code: string; message: string }[] }[];
@@ -192,13 +190,7 @@ describe('clones and batches on vSphere, checked by govmomi', () => {
   it('deploys 10 VMs from a template into a cluster and reports 10 succeeded tasks', async () => {
     const [template] = await vmsNamed(gw, 'DC0_H0_VM1');
     // Make it a template through the API, as an administrator would.
-    const admin = await VsphereSession.open({
-      url: sim.url,
-      username: sim.username,
-      password: sim.password,
-      caFile: sim.certFile,
-      logger: pino({ level: 'silent' }),
-    });
+    const admin = await adminSession(sim);
     const moref = {
       type: 'VirtualMachine',
       value: Object.entries(sim.oracle.vms).find(([, v]) => v.name === 'DC0_H0_VM1')![0],

@@ -1,12 +1,10 @@
-import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { VsphereSession } from '../src/datasources/vsphere/session.js';
 import { invokeTask } from '../src/datasources/vsphere/vim.js';
 import { encodeId } from '../src/model/ids.js';
 import { type TestGateway, startTestGateway } from './helpers/gateway.js';
 import { eventually, subscribe } from './helpers/subscriptions.js';
-import { type Vcsim, startVcsim, vspherePlatform } from './helpers/vcsim.js';
+import { type Vcsim, startVcsim, vspherePlatform, adminSession } from './helpers/vcsim.js';
 
 // The gateway's live inventory against VMware's simulator: changes made
 // behind its back (SOAP straight to vCenter) reach subscribers; a vCenter
@@ -45,13 +43,7 @@ describe('the live inventory of a vCenter', () => {
     const sub = subscribe<{ vmChanged: Record<string, unknown> }>(gw.url, VM_CHANGED, { f: { vmIds: [id] } });
     await new Promise((r) => setTimeout(r, 300));
 
-    const admin = await VsphereSession.open({
-      url: sim.url,
-      username: sim.username,
-      password: sim.password,
-      caFile: sim.certFile,
-      logger: pino({ level: 'silent' }),
-    });
+    const admin = await adminSession(sim);
     try {
       const reporter = { progress: () => {}, upstreamTask: () => {} };
       const task = await invokeTask(admin.client, 'PowerOffVM_Task', { type: 'VirtualMachine', value: moref });

@@ -1,13 +1,11 @@
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { pino } from 'pino';
 
 import type { VsphereProvider } from '../src/datasources/vsphere/provider.js';
-import { VsphereSession } from '../src/datasources/vsphere/session.js';
 import { terminateSession } from '../src/datasources/vsphere/vim.js';
 import { writeEstate } from './fixtures/libvirt-estate.js';
 import { type TestGateway, startTestGateway } from './helpers/gateway.js';
 import { startSoapProxy } from './helpers/soap-proxy.js';
-import { type Vcsim, startVcsim } from './helpers/vcsim.js';
+import { type Vcsim, startVcsim, adminSession } from './helpers/vcsim.js';
 
 const cleanups: (() => Promise<unknown>)[] = [];
 afterEach(async () => {
@@ -120,13 +118,7 @@ describe('vSphere faults', () => {
     expect(await loginsOf(gw)).toBe(1);
     const provider = gw.registry.get('vc') as VsphereProvider;
     const key = await provider.withClient(async (s) => s.sessionKey);
-    const admin = await VsphereSession.open({
-      url: sim.url,
-      username: sim.username,
-      password: sim.password,
-      caFile: sim.certFile,
-      logger: pino({ level: 'silent' }),
-    });
+    const admin = await adminSession(sim);
     await terminateSession(admin.client, admin.content, [key]);
     await admin.close();
 

@@ -30,7 +30,7 @@ import {
   parseXml,
   textOf,
 } from '../src/datasources/vsphere/xml.js';
-import { type Vcsim, type VcsimOptions, startVcsim, vspherePlatform } from './helpers/vcsim.js';
+import { type Vcsim, type VcsimOptions, startVcsim, vspherePlatform, adminSession } from './helpers/vcsim.js';
 
 // The vSphere watch follows vCenter's change stream (a PropertyCollector
 // filter over a container view, then WaitForUpdatesEx): its full read must be
@@ -63,13 +63,7 @@ async function provider(sim: Vcsim, extra: Record<string, unknown> = {}): Promis
 
 /** A session of the test's own, for changes made behind the gateway's back. */
 async function admin(sim: Vcsim): Promise<VsphereSession> {
-  const s = await VsphereSession.open({
-    url: sim.url,
-    username: sim.username,
-    password: sim.password,
-    caFile: sim.certFile,
-    logger: silent,
-  });
+  const s = await adminSession(sim);
   cleanups.push(() => s.close());
   return s;
 }

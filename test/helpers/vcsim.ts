@@ -6,6 +6,10 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { connect as tlsConnect } from 'node:tls';
 
+import { pino } from 'pino';
+
+import { VsphereSession } from '../../src/datasources/vsphere/session.js';
+
 /** The inventory as govmomi (VMware's Go client) sees it: the tests' oracle. */
 export interface Oracle {
   vms: Record<
@@ -325,4 +329,15 @@ export function vspherePlatform(sim: Vcsim, extra: Record<string, unknown> = {})
     caFile: sim.certFile,
     ...extra,
   };
+}
+
+/** A session of the test's own on the simulator, for changes made behind the gateway's back. */
+export function adminSession(sim: Vcsim): Promise<VsphereSession> {
+  return VsphereSession.open({
+    url: sim.url,
+    username: sim.username,
+    password: sim.password,
+    caFile: sim.certFile,
+    logger: pino({ level: 'silent' }),
+  });
 }
