@@ -160,6 +160,8 @@ export function createLoaders(
   const scope = createRequestScope();
   const chosen = new Map<string, PlatformMirror | null>();
   const mirrorOf = (platformId: string) => {
+    // An unknown platform has no mirror and is no direct read either: its loads fail with their own error.
+    if (!registry.get(platformId)) return null;
     if (!chosen.has(platformId)) chosen.set(platformId, source(inventory, platformId, direct));
     return chosen.get(platformId) ?? null;
   };

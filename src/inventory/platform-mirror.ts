@@ -24,10 +24,16 @@ import type { VmDetails, VmRecord } from '../model/vm.js';
 import { type VolumeIndex, indexVolumes } from '../datasources/volume-index.js';
 import { vmAspects } from './vm-diff.js';
 
-/** A keyed set of records, with its list kept until the next change (reads are many, changes few). */
+/**
+ * A keyed set of records, with its list (and, for named records, a by-name
+ * map) kept until the next change: reads are many, changes few.
+ */
 class Table<R> {
   readonly byId = new Map<string, R>();
   private list: R[] | null = null;
+  private names: Map<string, R> | null = null;
+
+  constructor(private readonly nameOf?: (record: R) => string) {}
 
   get(id: string): R | undefined {
     return this.byId.get(id);
@@ -38,13 +44,27 @@ class Table<R> {
     return this.list;
   }
 
+  /** The first record with this name (in listing order), for tables made with a name. */
+  named(name: string): R | undefined {
+    const nameOf = this.nameOf;
+    if (!nameOf) return undefined;
+    if (!this.names) {
+      this.names = new Map();
+      for (const r of this.all()) if (!this.names.has(nameOf(r))) this.names.set(nameOf(r), r);
+    }
+    return this.names.get(name);
+  }
+
   set(id: string, record: R): void {
     this.byId.set(id, record);
     this.list = null;
+    this.names = null;
   }
 
   delete(id: string): void {
-    if (this.byId.delete(id)) this.list = null;
+    if (!this.byId.delete(id)) return;
+    this.list = null;
+    this.names = null;
   }
 }
 
@@ -103,7 +123,7 @@ export class PlatformMirror implements WatchSink {
   private readonly clusters = new Table<ClusterRecord>();
   private readonly hostTable = new Table<HostRecord>();
   private readonly vmTable = new Table<VmState>();
-  private readonly networkTable = new Table<NetworkRecord>();
+  private readonly networkTable = new Table<NetworkRecord>((n) => n.name);
   private readonly storageTable = new Table<StorageRecord>();
   private readonly volumeTable = new Map<string, StorageVolumeRecord[]>();
   private vmRecordList: VmRecord[] | null = null;
@@ -166,6 +186,31 @@ export class PlatformMirror implements WatchSink {
 
   onStatus(listener: (s: MirrorState) => void): void {
     this.statusListeners.push(listener);
+  }
+
+  datacenter(nativeId: string): DatacenterRecord | undefined {
+    return this.datacenters.get(nativeId);
+  }
+
+  cluster(nativeId: string): ClusterRecord | undefined {
+    return this.clusters.get(nativeId);
+  }
+
+  host(nativeId: string): HostRecord | undefined {
+    return this.hostTable.get(nativeId);
+  }
+
+  network(nativeId: string): NetworkRecord | undefined {
+    return this.networkTable.get(nativeId);
+  }
+
+  /** The first network with this name, as a scan of the listing would find it. */
+  networkNamed(name: string): NetworkRecord | undefined {
+    return this.networkTable.named(name);
+  }
+
+  storage(nativeId: string): StorageRecord | undefined {
+    return this.storageTable.get(nativeId);
   }
 
   listDatacenters(): readonly DatacenterRecord[] {

@@ -5,93 +5,158 @@ import type { SnapshotRecord } from '../model/snapshot.js';
 import type { StorageRecord, StorageVolumeRecord } from '../model/storage.js';
 import type { VmDetails, VmRecord } from '../model/vm.js';
 import type { PlatformMirror } from '../inventory/platform-mirror.js';
+import type { Awaitable } from './awaitable.js';
 import type { GatewayContext } from './context.js';
 import { type DiskSource, volumeOfDisk } from '../datasources/volume-index.js';
 
-// Lookups of one object among a platform's listings. They read through the
-// request's loaders, so any number of them costs the same upstream calls.
+// Lookups of one object among a platform's listings. While the request reads
+// a platform from its live inventory they are answered at once from the
+// mirror's tables; otherwise they read through the request's loaders, so any
+// number of them costs the same upstream calls.
 
-// Each listing is read once per request; its index is built on first lookup.
-const vmIndexes = new WeakMap<readonly VmRecord[], Map<string, VmRecord>>();
-
-export async function findVm(ctx: GatewayContext, platformId: string, nativeId: string): Promise<VmRecord | null> {
-  const vms = await ctx.loaders.vms.load(platformId);
-  let index = vmIndexes.get(vms);
-  if (!index) {
-    index = new Map(vms.map((v) => [v.nativeId, v]));
-    vmIndexes.set(vms, index);
-  }
-  return index.get(nativeId) ?? null;
+/** From the mirror this request reads the platform from, else from the platform's loaded listing. */
+function lookUp<T>(
+  ctx: GatewayContext,
+  platformId: string,
+  mirrored: (mirror: PlatformMirror) => T,
+  loaded: () => Promise<T>,
+): Awaitable<T> {
+  const mirror = ctx.loaders.mirrorOf(platformId);
+  return mirror ? mirrored(mirror) : loaded();
 }
 
-export async function findNetworkByName(
+// A listing read from the platform is indexed on first lookup, once per request.
+const vmIndexes = new WeakMap<readonly VmRecord[], Map<string, VmRecord>>();
+
+export function findVm(ctx: GatewayContext, platformId: string, nativeId: string): Awaitable<VmRecord | null> {
+  return lookUp(
+    ctx,
+    platformId,
+    (m) => m.vm(nativeId)?.vm ?? null,
+    async () => {
+      const vms = await ctx.loaders.vms.load(platformId);
+      let index = vmIndexes.get(vms);
+      if (!index) {
+        index = new Map(vms.map((v) => [v.nativeId, v]));
+        vmIndexes.set(vms, index);
+      }
+      return index.get(nativeId) ?? null;
+    },
+  );
+}
+
+export function findNetworkByName(
   ctx: GatewayContext,
   platformId: string,
   name: string,
-): Promise<NetworkRecord | null> {
-  const nets = await ctx.loaders.networks.load(platformId);
-  return nets.find((n) => n.name === name) ?? null;
+): Awaitable<NetworkRecord | null> {
+  return lookUp(
+    ctx,
+    platformId,
+    (m) => m.networkNamed(name) ?? null,
+    async () => (await ctx.loaders.networks.load(platformId)).find((n) => n.name === name) ?? null,
+  );
 }
 
-export async function findDatacenter(
+export function findDatacenter(
   ctx: GatewayContext,
   platformId: string,
   nativeId: string | null,
-): Promise<DatacenterRecord | null> {
+): Awaitable<DatacenterRecord | null> {
   if (!nativeId) return null;
-  return (await ctx.loaders.datacenters.load(platformId)).find((d) => d.nativeId === nativeId) ?? null;
+  return lookUp(
+    ctx,
+    platformId,
+    (m) => m.datacenter(nativeId) ?? null,
+    async () => (await ctx.loaders.datacenters.load(platformId)).find((d) => d.nativeId === nativeId) ?? null,
+  );
 }
 
-export async function findCluster(
+export function findCluster(
   ctx: GatewayContext,
   platformId: string,
   nativeId: string | null,
-): Promise<ClusterRecord | null> {
+): Awaitable<ClusterRecord | null> {
   if (!nativeId) return null;
-  return (await ctx.loaders.clusters.load(platformId)).find((c) => c.nativeId === nativeId) ?? null;
+  return lookUp(
+    ctx,
+    platformId,
+    (m) => m.cluster(nativeId) ?? null,
+    async () => (await ctx.loaders.clusters.load(platformId)).find((c) => c.nativeId === nativeId) ?? null,
+  );
 }
 
-export async function findHost(
+export function findHost(
   ctx: GatewayContext,
   platformId: string,
   nativeId: string | null,
-): Promise<HostRecord | null> {
+): Awaitable<HostRecord | null> {
   if (!nativeId) return null;
-  return (await ctx.loaders.hosts.load(platformId)).find((h) => h.nativeId === nativeId) ?? null;
+  return lookUp(
+    ctx,
+    platformId,
+    (m) => m.host(nativeId) ?? null,
+    async () => (await ctx.loaders.hosts.load(platformId)).find((h) => h.nativeId === nativeId) ?? null,
+  );
 }
 
-export async function findNetwork(
+export function findNetwork(
   ctx: GatewayContext,
   platformId: string,
   nativeId: string,
-): Promise<NetworkRecord | null> {
-  return (await ctx.loaders.networks.load(platformId)).find((n) => n.nativeId === nativeId) ?? null;
+): Awaitable<NetworkRecord | null> {
+  return lookUp(
+    ctx,
+    platformId,
+    (m) => m.network(nativeId) ?? null,
+    async () => (await ctx.loaders.networks.load(platformId)).find((n) => n.nativeId === nativeId) ?? null,
+  );
 }
 
-export async function findStorage(
+export function findStorage(
   ctx: GatewayContext,
   platformId: string,
   nativeId: string,
-): Promise<StorageRecord | null> {
-  const all = await ctx.loaders.storage.load(platformId);
-  return all.find((s) => s.nativeId === nativeId) ?? null;
+): Awaitable<StorageRecord | null> {
+  return lookUp(
+    ctx,
+    platformId,
+    (m) => m.storage(nativeId) ?? null,
+    async () => (await ctx.loaders.storage.load(platformId)).find((s) => s.nativeId === nativeId) ?? null,
+  );
 }
 
-export async function snapshotsOf(
+/** A VM's details; a VM the mirror no longer has is left to the loader, which says so. */
+export function detailsOf(ctx: GatewayContext, vm: { platformId: string; nativeId: string }): Awaitable<VmDetails> {
+  return (
+    ctx.loaders.mirrorOf(vm.platformId)?.details(vm.nativeId) ??
+    ctx.loaders.vmDetails.load({ platformId: vm.platformId, nativeId: vm.nativeId })
+  );
+}
+
+export function snapshotsOf(
   ctx: GatewayContext,
   vm: { platformId: string; nativeId: string },
-): Promise<readonly SnapshotRecord[]> {
-  return ctx.loaders.snapshots.load({ platformId: vm.platformId, nativeId: vm.nativeId });
+): Awaitable<readonly SnapshotRecord[]> {
+  return (
+    ctx.loaders.mirrorOf(vm.platformId)?.snapshots(vm.nativeId) ??
+    ctx.loaders.snapshots.load({ platformId: vm.platformId, nativeId: vm.nativeId })
+  );
 }
 
 /** The volume behind a disk, if the platform knows it. */
-export async function findVolumeForDisk(
+export function findVolumeForDisk(
   ctx: GatewayContext,
   platformId: string,
   disk: DiskSource,
-): Promise<StorageVolumeRecord | null> {
+): Awaitable<StorageVolumeRecord | null> {
   if (!disk.source) return null;
-  return volumeOfDisk(await ctx.loaders.volumeIndex.load(platformId), disk);
+  return lookUp(
+    ctx,
+    platformId,
+    (m) => volumeOfDisk(m.volumeIndex(), disk),
+    async () => volumeOfDisk(await ctx.loaders.volumeIndex.load(platformId), disk),
+  );
 }
 
 /**

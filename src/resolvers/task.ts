@@ -1,6 +1,7 @@
 import type { BatchPayloadResolvers, QueryResolvers, TaskResolvers } from '../generated/graphql.js';
 import { decodeIdOf, encodeId } from '../model/ids.js';
 import type { TaskRecord } from '../mutations/task-manager.js';
+import type { Awaitable } from './awaitable.js';
 import { findVm, snapshotsOf } from './lookups.js';
 import { paginate } from './pagination.js';
 import { platformOf, platformsInScope } from './scope.js';
@@ -11,21 +12,29 @@ export const Task: TaskResolvers = {
   id: (t) => taskId(t),
   platform: (t, _a, ctx) => platformOf(ctx, t.platformId),
   queuePosition: (t, _a, ctx) => ctx.tasks.queuePosition(t),
-  target: async (t, _a, ctx) => {
-    try {
-      return await findVm(ctx, t.platformId, t.targetNativeId);
-    } catch {
-      return null; // the platform is down; the task still answers
-    }
-  },
-  resultVm: async (t, _a, ctx) =>
-    t.resultVmNativeId ? findVm(ctx, t.resultVmPlatformId ?? t.platformId, t.resultVmNativeId).catch(() => null) : null,
+  target: (t, _a, ctx) => unlessDown(() => findVm(ctx, t.platformId, t.targetNativeId), null),
+  resultVm: (t, _a, ctx) =>
+    t.resultVmNativeId
+      ? unlessDown(() => findVm(ctx, t.resultVmPlatformId ?? t.platformId, t.resultVmNativeId as string), null)
+      : null,
   resultSnapshot: async (t, _a, ctx) => {
     if (!t.resultSnapshotKey) return null;
-    const snaps = await snapshotsOf(ctx, { platformId: t.platformId, nativeId: t.targetNativeId }).catch(() => []);
+    const snaps = await unlessDown(
+      () => snapshotsOf(ctx, { platformId: t.platformId, nativeId: t.targetNativeId }),
+      [],
+    );
     return snaps.find((s) => s.key === t.resultSnapshotKey) ?? null;
   },
 };
+
+/** A read about a task's objects; the task still answers when their platform is down. */
+async function unlessDown<T>(read: () => Awaitable<T>, fallback: T): Promise<T> {
+  try {
+    return await read();
+  } catch {
+    return fallback;
+  }
+}
 
 /** Counts by state; a batch is RUNNING until every task has finished. */
 export function aggregate(tasks: readonly TaskRecord[]) {

@@ -8,7 +8,9 @@ import { decodeIdOf, encodeId } from '../model/ids.js';
 import type { StorageRecord } from '../model/storage.js';
 import type { VmDetails, VmRecord } from '../model/vm.js';
 import type { GatewayContext } from './context.js';
+import { all, andThen } from './awaitable.js';
 import {
+  detailsOf,
   findCluster,
   findDatacenter,
   findHost,
@@ -21,8 +23,9 @@ import {
 import { type Ordering, type SortValue, paginate } from './pagination.js';
 import { loadFromPlatforms, platformOf, platformsInScope } from './scope.js';
 
-function details(ctx: GatewayContext, vm: VmRecord): Promise<VmDetails> {
-  return ctx.loaders.vmDetails.load({ platformId: vm.platformId, nativeId: vm.nativeId });
+/** A resolver of one field of a VM's details. */
+function detail<K extends keyof VmDetails>(key: K) {
+  return (vm: VmRecord, _args: unknown, ctx: GatewayContext) => andThen(detailsOf(ctx, vm), (d) => d[key]);
 }
 
 const POWER_ORDER: Record<VmRecord['powerState'], number> = { ON: 0, PAUSED: 1, SUSPENDED: 2, OFF: 3 };
@@ -104,63 +107,73 @@ export function vmId(vm: { platformId: string; nativeId: string }): string {
 export const VirtualMachine: VirtualMachineResolvers = {
   id: (vm) => vmId(vm),
   platform: (vm, _args, ctx) => platformOf(ctx, vm.platformId),
-  vcpus: async (vm, _a, ctx) => (await details(ctx, vm)).vcpus,
-  vcpusMax: async (vm, _a, ctx) => (await details(ctx, vm)).vcpusMax,
-  coresPerSocket: async (vm, _a, ctx) => (await details(ctx, vm)).coresPerSocket,
-  memoryMiB: async (vm, _a, ctx) => (await details(ctx, vm)).memoryMiB,
-  maxMemoryMiB: async (vm, _a, ctx) => (await details(ctx, vm)).maxMemoryMiB,
-  guestOs: async (vm, _a, ctx) => (await details(ctx, vm)).guestOs,
-  osType: async (vm, _a, ctx) => (await details(ctx, vm)).osType,
-  guestArch: async (vm, _a, ctx) => (await details(ctx, vm)).guestArch,
-  machineType: async (vm, _a, ctx) => (await details(ctx, vm)).machineType,
-  description: async (vm, _a, ctx) => (await details(ctx, vm)).description,
-  guestOsFullName: async (vm, _a, ctx) => (await details(ctx, vm)).guestOsFullName,
-  hardwareVersion: async (vm, _a, ctx) => (await details(ctx, vm)).hardwareVersion,
-  ipAddresses: async (vm, _a, ctx) => (await details(ctx, vm)).ipAddresses,
-  guestHostName: async (vm, _a, ctx) => (await details(ctx, vm)).guestHostName,
-  vsphere: async (vm, _a, ctx) => (await details(ctx, vm)).vsphere,
-  disks: async (vm, _a, ctx) => (await details(ctx, vm)).disks.map((d) => ({ ...d, platformId: vm.platformId })),
-  nics: async (vm, _a, ctx) => (await details(ctx, vm)).nics.map((n) => ({ ...n, platformId: vm.platformId })),
-  graphics: async (vm, _a, ctx) => (await details(ctx, vm)).graphics,
-  snapshots: async (vm, _a, ctx) => [...(await snapshotsOf(ctx, vm))],
-  currentSnapshot: async (vm, _a, ctx) => (await snapshotsOf(ctx, vm)).find((s) => s.isCurrent) ?? null,
+  vcpus: detail('vcpus'),
+  vcpusMax: detail('vcpusMax'),
+  coresPerSocket: detail('coresPerSocket'),
+  memoryMiB: detail('memoryMiB'),
+  maxMemoryMiB: detail('maxMemoryMiB'),
+  guestOs: detail('guestOs'),
+  osType: detail('osType'),
+  guestArch: detail('guestArch'),
+  machineType: detail('machineType'),
+  description: detail('description'),
+  guestOsFullName: detail('guestOsFullName'),
+  hardwareVersion: detail('hardwareVersion'),
+  ipAddresses: detail('ipAddresses'),
+  guestHostName: detail('guestHostName'),
+  vsphere: detail('vsphere'),
+  graphics: detail('graphics'),
+  disks: (vm, _a, ctx) =>
+    andThen(detailsOf(ctx, vm), (d) => d.disks.map((disk) => ({ ...disk, platformId: vm.platformId }))),
+  nics: (vm, _a, ctx) =>
+    andThen(detailsOf(ctx, vm), (d) => d.nics.map((nic) => ({ ...nic, platformId: vm.platformId }))),
+  snapshots: (vm, _a, ctx) => andThen(snapshotsOf(ctx, vm), (snaps) => [...snaps]),
+  currentSnapshot: (vm, _a, ctx) => andThen(snapshotsOf(ctx, vm), (snaps) => snaps.find((s) => s.isCurrent) ?? null),
   host: (vm, _a, ctx) => findHost(ctx, vm.platformId, vm.hostNativeId),
-  cluster: async (vm, _a, ctx) =>
-    findCluster(ctx, vm.platformId, (await findHost(ctx, vm.platformId, vm.hostNativeId))?.clusterNativeId ?? null),
-  datacenter: async (vm, _a, ctx) =>
-    findDatacenter(
-      ctx,
-      vm.platformId,
-      (await findHost(ctx, vm.platformId, vm.hostNativeId))?.datacenterNativeId ?? null,
+  cluster: (vm, _a, ctx) =>
+    andThen(findHost(ctx, vm.platformId, vm.hostNativeId), (h) =>
+      findCluster(ctx, vm.platformId, h?.clusterNativeId ?? null),
     ),
-  networks: async (vm, _a, ctx) => {
-    const nics = (await details(ctx, vm)).nics;
-    const nets = await Promise.all(
-      nics.map((n) =>
-        n.networkNativeId
-          ? findNetwork(ctx, vm.platformId, n.networkNativeId)
-          : n.networkName
-            ? findNetworkByName(ctx, vm.platformId, n.networkName)
-            : null,
+  datacenter: (vm, _a, ctx) =>
+    andThen(findHost(ctx, vm.platformId, vm.hostNativeId), (h) =>
+      findDatacenter(ctx, vm.platformId, h?.datacenterNativeId ?? null),
+    ),
+  networks: (vm, _a, ctx) =>
+    andThen(detailsOf(ctx, vm), (d) =>
+      andThen(
+        all(
+          d.nics.map((n) =>
+            n.networkNativeId
+              ? findNetwork(ctx, vm.platformId, n.networkNativeId)
+              : n.networkName
+                ? findNetworkByName(ctx, vm.platformId, n.networkName)
+                : null,
+          ),
+        ),
+        (nets) =>
+          uniqueBy(
+            nets.filter((n) => n !== null),
+            (n) => n.nativeId,
+          ),
       ),
-    );
-    return uniqueBy(
-      nets.filter((n) => n !== null),
-      (n) => n.nativeId,
-    );
-  },
-  storage: async (vm, _a, ctx) => {
-    const disks = (await details(ctx, vm)).disks;
-    const ids = await Promise.all(
-      disks.map(
-        async (d) => d.storageNativeId ?? (await findVolumeForDisk(ctx, vm.platformId, d))?.poolNativeId ?? null,
+    ),
+  storage: (vm, _a, ctx) =>
+    andThen(detailsOf(ctx, vm), (d) =>
+      andThen(
+        all(
+          d.disks.map((disk) =>
+            disk.storageNativeId
+              ? disk.storageNativeId
+              : andThen(findVolumeForDisk(ctx, vm.platformId, disk), (v) => v?.poolNativeId ?? null),
+          ),
+        ),
+        (ids) =>
+          andThen(
+            all([...new Set(ids.filter((i) => i !== null))].map((id) => findStorage(ctx, vm.platformId, id))),
+            (storage) => storage.filter((s): s is StorageRecord => s !== null),
+          ),
       ),
-    );
-    const storage = await Promise.all(
-      [...new Set(ids.filter((i) => i !== null))].map((id) => findStorage(ctx, vm.platformId, id)),
-    );
-    return storage.filter((s): s is StorageRecord => s !== null);
-  },
+    ),
 };
 
 export const virtualMachineQueries: Pick<QueryResolvers, 'virtualMachines'> = {

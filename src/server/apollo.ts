@@ -1,5 +1,8 @@
 import { ApolloServer, type ApolloServerPlugin } from '@apollo/server';
-import { ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
+import {
+  ApolloServerPluginCacheControlDisabled,
+  ApolloServerPluginLandingPageDisabled,
+} from '@apollo/server/plugin/disabled';
 import type { GraphQLSchema } from 'graphql';
 import type { Logger } from 'pino';
 
@@ -80,6 +83,8 @@ export function createApollo(opts: ApolloOptions): ApolloServer<GatewayContext> 
     // The explorer is served by the HTTP layer from local files, not Apollo's CDN page.
     plugins: [
       ApolloServerPluginLandingPageDisabled(),
+      // Apollo's HTTP cache hints are never used here (every answer is live), and the plugin wraps every field's resolver.
+      ApolloServerPluginCacheControlDisabled(),
       costPlugin(limits),
       partialErrorsPlugin(opts.errors),
       directReadsPlugin(),
