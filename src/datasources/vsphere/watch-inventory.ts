@@ -15,6 +15,7 @@ import {
   vmDetails,
   vmRecord,
 } from './mapping.js';
+import { packTrees, unpackTrees } from '../xml/packed.js';
 import { applyPropertyChange } from './property-changes.js';
 import type { ObjectUpdate, UpdateSet } from './property-collector.js';
 import type { ObjectContent, PropertySpec } from './vim.js';
@@ -106,9 +107,19 @@ export interface WatchDelta {
 
 const KIND_ORDER: InventoryKind[] = ['Datacenter', 'Cluster', 'Host', 'Network', 'Storage', 'VirtualMachine'];
 
+/** A watched object as kept between answers: its properties packed into one string. */
+interface StoredObject {
+  obj: MoRef;
+  props: string;
+  missing: ObjectContent['missing'];
+}
+
+const pack = (o: ObjectContent): StoredObject => ({ obj: o.obj, props: packTrees(o.props), missing: o.missing });
+const unpack = (s: StoredObject): ObjectContent => ({ obj: s.obj, props: unpackTrees(s.props), missing: s.missing });
+
 export class WatchedInventory {
   /** Every watched object, in the order the server first reported it (the container view's order). */
-  private readonly objects = new Map<string, ObjectContent>();
+  private readonly objects = new Map<string, StoredObject>();
   private treeCache: InventoryTree | null = null;
 
   constructor(private readonly platformId: string) {}
@@ -117,14 +128,22 @@ export class WatchedInventory {
   apply(set: UpdateSet, filter: MoRef): WatchDelta {
     const delta: WatchDelta = { touched: new Map(), treeTouched: false, structural: false, refetch: new Map() };
     const entered = new Set<string>();
+    // The objects this answer changes, unpacked while it is applied.
+    const working = new Map<string, ObjectContent>();
     for (const fs of set.filters) {
       if (fs.filter.value !== filter.value) continue;
-      for (const update of fs.objects) this.applyOne(update, delta, entered);
+      for (const update of fs.objects) this.applyOne(update, delta, entered, working);
     }
+    for (const [k, o] of working) this.objects.set(k, pack(o));
     return delta;
   }
 
-  private applyOne(update: ObjectUpdate, delta: WatchDelta, entered: Set<string>): void {
+  private applyOne(
+    update: ObjectUpdate,
+    delta: WatchDelta,
+    entered: Set<string>,
+    working: Map<string, ObjectContent>,
+  ): void {
     const category = CATEGORY[update.obj.type];
     if (!category) return;
     const k = key(update.obj);
@@ -135,16 +154,21 @@ export class WatchedInventory {
     if (update.kind === 'leave' && entered.has(k)) return;
     if (update.kind === 'leave') {
       this.objects.delete(k);
+      working.delete(k);
       delta.refetch.delete(k);
       if (tree) delta.treeTouched = delta.structural = true;
       else delta.touched.set(k, update.obj);
       return;
     }
-    let o = this.objects.get(k);
+    let o = working.get(k);
+    if (!o && update.kind === 'modify') {
+      const stored = this.objects.get(k);
+      if (stored) working.set(k, (o = unpack(stored)));
+    }
     if (update.kind === 'enter' || !o) {
       if (!o && update.kind === 'modify') delta.refetch.set(k, update.obj);
       o = { obj: update.obj, props: new Map(), missing: update.missing };
-      this.objects.set(k, o);
+      working.set(k, o);
       if (tree) delta.structural = true;
     }
     const requested = requestedPaths(update.obj.type);
@@ -167,7 +191,7 @@ export class WatchedInventory {
       const c = found.get(k);
       const gone = !c || c.missing.some((m) => m.fault === 'ManagedObjectNotFound');
       if (gone) this.objects.delete(k);
-      else this.objects.set(k, { obj: ref, props: new Map(c.props), missing: c.missing });
+      else this.objects.set(k, pack({ obj: ref, props: c.props, missing: c.missing }));
       if (CATEGORY[ref.type] === 'tree') delta.treeTouched = delta.structural = true;
       else delta.touched.set(k, ref);
     }
@@ -175,7 +199,9 @@ export class WatchedInventory {
   }
 
   private ofCategory(category: Category): ObjectContent[] {
-    return [...this.objects.values()].filter((o) => CATEGORY[o.obj.type] === category);
+    const out: ObjectContent[] = [];
+    for (const o of this.objects.values()) if (CATEGORY[o.obj.type] === category) out.push(unpack(o));
+    return out;
   }
 
   /** The tree as the objects stand now; also what the next changes() compares against. */
@@ -235,8 +261,9 @@ export class WatchedInventory {
 
     const touched = new Map(delta.touched);
     if (delta.structural) {
-      for (const [k, o] of this.objects) {
-        if (touched.has(k)) continue;
+      for (const [k, stored] of this.objects) {
+        if (touched.has(k) || CATEGORY[stored.obj.type] === 'tree') continue;
+        const o = unpack(stored);
         const placedDifferently =
           CATEGORY[o.obj.type] === 'host'
             ? !same(hostRecord(this.platformId, o, before), hostRecord(this.platformId, o, after))
@@ -252,7 +279,8 @@ export class WatchedInventory {
     }
 
     for (const [k, ref] of touched) {
-      const o = this.objects.get(k);
+      const stored = this.objects.get(k);
+      const o = stored && unpack(stored);
       const nativeId = ref.value;
       switch (CATEGORY[ref.type]) {
         case 'vm':

@@ -173,16 +173,7 @@ class VsphereWatch implements VsphereInventoryWatch {
       up.filter = await createFilter(client, up.collector, containerFilterSpec(up.view, WATCH_SPECS, 'spec'), false);
       const inventory = new WatchedInventory(this.deps.platformId);
 
-      // The full read: everything the new filter sees, as "enter" updates.
-      let version = '';
-      for (;;) {
-        const set = await this.poll(up, version, 0);
-        if (this.stopped) return;
-        if (!set) break;
-        version = set.version;
-        await this.settle(up, inventory, inventory.apply(set, up.filter));
-        if (!set.truncated) break;
-      }
+      let version = await this.fullRead(up, inventory);
       if (this.stopped) return;
       this.emit((s) => s.replace(inventory.state(), reason));
       synced();
@@ -208,6 +199,23 @@ class VsphereWatch implements VsphereInventoryWatch {
       const old = up.filter;
       up.filter = null;
       await destroyPropertyFilter(client, old);
+    }
+  }
+
+  /**
+   * The full read: everything a new filter sees, as "enter" updates; the
+   * version to follow from. A method of its own so that its answers (the
+   * whole estate, parsed) are garbage once applied, not held by the
+   * following loop's frame.
+   */
+  private async fullRead(up: Upstream, inventory: WatchedInventory): Promise<string> {
+    let version = '';
+    for (;;) {
+      const set = await this.poll(up, version, 0);
+      if (this.stopped || !set || !up.filter) return version;
+      version = set.version;
+      await this.settle(up, inventory, inventory.apply(set, up.filter));
+      if (!set.truncated) return version;
     }
   }
 

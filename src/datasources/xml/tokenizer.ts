@@ -29,15 +29,35 @@ function decode(s: string): string {
   });
 }
 
+// A substring of 13 characters or more is, in V8, a slice that keeps the
+// whole document alive; the mirrors keep values from documents of tens of
+// megabytes for as long as the objects live. Strings a tree keeps are owned
+// copies: names interned (they repeat), values copied.
+const SLICE_MIN = 13;
+function own(s: string): string {
+  // Concatenating and slicing again flattens into a new string of the value alone.
+  return s.length < SLICE_MIN ? s : (' ' + s).slice(1);
+}
+
+const NAMES = new Map<string, string>();
+const MAX_NAMES = 10_000;
+function interned(name: string): string {
+  const known = NAMES.get(name);
+  if (known !== undefined) return known;
+  const copy = own(name);
+  if (NAMES.size < MAX_NAMES) NAMES.set(copy, copy);
+  return copy;
+}
+
 function localName(qname: string): string {
   const colon = qname.indexOf(':');
-  return colon < 0 ? qname : qname.slice(colon + 1);
+  return interned(colon < 0 ? qname : qname.slice(colon + 1));
 }
 
 // xsi:type keeps its prefix (it says which type a polymorphic value has);
 // other attributes lose theirs.
 function attrName(qname: string): string {
-  if (qname.startsWith('xmlns')) return qname;
+  if (qname.startsWith('xmlns')) return interned(qname);
   return qname.endsWith(':type') ? 'xsi:type' : localName(qname);
 }
 
@@ -79,6 +99,7 @@ export function tokenizeXml(xml: string): XNode {
       const qname = xml.slice(lt + 2, end).trim();
       const open = stack.pop();
       if (!open || stack.length === 0 || open.qname !== qname) throw new Error(`unexpected </${qname}>`);
+      open.node.text = own(open.node.text);
       i = end + 1;
     } else {
       const end = xml.indexOf('>', lt);
@@ -92,7 +113,7 @@ export function tokenizeXml(xml: string): XNode {
       if (space >= 0) {
         ATTR.lastIndex = 0;
         for (let m = ATTR.exec(inner); m; m = ATTR.exec(inner))
-          attrs[attrName(m[1] as string)] = decode(m[2] ?? m[3] ?? '');
+          attrs[attrName(m[1] as string)] = own(decode(m[2] ?? m[3] ?? ''));
       }
       const node: XNode = { name: localName(qname), attrs, text: '', children: [] };
       const parent = stack[stack.length - 1] as { node: XNode };
