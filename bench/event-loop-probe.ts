@@ -2,10 +2,18 @@
 // the gateway itself: once a second it writes to stderr how busy the event
 // loop was since its previous line (utilization) and the longest the loop
 // went without turning, as
-// {"eventLoopProbe":{"at":<epoch ms>,"utilization":0.42,"maxDelayMs":12}}.
+// {"eventLoopProbe":{"at":<epoch ms>,"utilization":0.42,"maxDelayMs":12,
+// "heapUsedMiB":57,"heapTotalMiB":134,"externalMiB":4}}.
 // A timer that fires late by N ms means no I/O was read and no timer ran for
 // N ms; a line then comes N ms after the one before.
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
+
+/** What of the process's memory is the JavaScript heap (RSS is read from /proc by the benchmark). */
+function heap() {
+  const m = process.memoryUsage();
+  const mib = (bytes: number) => Math.round(bytes / 2 ** 20);
+  return { heapUsedMiB: mib(m.heapUsed), heapTotalMiB: mib(m.heapTotal), externalMiB: mib(m.external) };
+}
 
 const delay = monitorEventLoopDelay({ resolution: 10 });
 delay.enable();
@@ -19,6 +27,7 @@ setInterval(() => {
       at: Date.now(),
       utilization: Number(utilization.toFixed(3)),
       maxDelayMs: Math.round(delay.max / 1e6),
+      ...heap(),
     },
   };
   delay.reset();

@@ -117,6 +117,18 @@ export function machine(): string {
 
 // --- the gateway as a process ----------------------------------------------
 
+export interface ProbeHeap {
+  heapUsedMiB: number;
+  heapTotalMiB: number;
+  externalMiB: number;
+}
+
+interface ProbeLine extends ProbeHeap {
+  at: number;
+  utilization: number;
+  maxDelayMs: number;
+}
+
 export interface GatewayProcess {
   url: string;
   pid: number;
@@ -139,6 +151,8 @@ export interface GatewayProcess {
    */
   eventLoop(mark: number): { maxStallMs: number; utilization: number };
   probeMark(): number;
+  /** The JavaScript heap as the probe last saw it (RSS is memoryOf's). */
+  heap(): ProbeHeap | null;
   /** SIGTERM, then SIGKILL after 10 s. */
   stop(): Promise<void>;
 }
@@ -198,7 +212,7 @@ export async function spawnGateway(config: Record<string, unknown>, readyTimeout
     },
   );
   let out = '';
-  const probes: { at: number; utilization: number; maxDelayMs: number }[] = [];
+  const probes: ProbeLine[] = [];
   const echo = process.env['BENCH_GATEWAY_LOG'] === '1';
   let partial = '';
   const keep = (d: Buffer) => {
@@ -207,10 +221,7 @@ export async function spawnGateway(config: Record<string, unknown>, readyTimeout
     partial = lines.pop() ?? '';
     for (const line of lines) {
       if (line.startsWith('{"eventLoopProbe"')) {
-        probes.push(
-          (JSON.parse(line) as { eventLoopProbe: { at: number; utilization: number; maxDelayMs: number } })
-            .eventLoopProbe,
-        );
+        probes.push((JSON.parse(line) as { eventLoopProbe: ProbeLine }).eventLoopProbe);
       } else {
         out += `${line}\n`;
       }
@@ -273,6 +284,12 @@ export async function spawnGateway(config: Record<string, unknown>, readyTimeout
     },
     output: () => out,
     probeMark: () => probes.length,
+    heap: () => {
+      const last = probes[probes.length - 1];
+      return last
+        ? { heapUsedMiB: last.heapUsedMiB, heapTotalMiB: last.heapTotalMiB, externalMiB: last.externalMiB }
+        : null;
+    },
     eventLoop(mark) {
       // Each line covers the time since the one before: utilization weighted by that time.
       let busy = 0;

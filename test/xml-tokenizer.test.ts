@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { tokenizeXml } from '../src/datasources/xml/tokenizer.js';
+import { type XNode, expandXml, tokenizeXml } from '../src/datasources/xml/tokenizer.js';
 import { startTestGateway } from './helpers/gateway.js';
 import { parseXmlWithLibrary } from './helpers/reference-xml.js';
 import { startSoapProxy } from './helpers/soap-proxy.js';
@@ -28,6 +28,25 @@ describe('the SOAP XML tokenizer', () => {
   it('reads every response vcsim sent exactly as the fast-xml-parser reading does', () => {
     expect(responses.length).toBeGreaterThan(8);
     for (const r of responses) expect(tokenizeXml(r)).toEqual(parseXmlWithLibrary(r));
+  });
+
+  it('leaves deferred elements for later, and expanding one gives what a full read gives', () => {
+    for (const r of responses) {
+      const full = tokenizeXml(r);
+      const deferred = tokenizeXml(r, new Set(['objectSet', 'returnval']));
+      const expandAll = (n: XNode): XNode => {
+        const e = expandXml(n);
+        return { ...e, children: e.children.map(expandAll) };
+      };
+      expect(expandAll(deferred)).toEqual(full);
+    }
+    // Nested elements of the deferred name, self-closing ones among them, end where they should.
+    const xml = '<r><s a="1"><s/><s><t>x</t></s></s><u>after</u></r>';
+    const root = tokenizeXml(xml, new Set(['s']));
+    expect(root.children.map((c) => c.name)).toEqual(['s', 'u']);
+    expect(root.children[0]?.source).toBe('<s a="1"><s/><s><t>x</t></s></s>');
+    expect(expandXml(root.children[0] as XNode)).toEqual(tokenizeXml(xml).children[0]);
+    expect(() => tokenizeXml('<r><s><s></s></r>', new Set(['s']))).toThrow();
   });
 
   it('decodes entities, CDATA and single-quoted attributes, and keeps xsi:type', () => {

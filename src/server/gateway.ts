@@ -100,6 +100,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
     introspection: serverConfig.introspection,
     maxSubscriptionsPerConnection: config.subscriptions.maxPerConnection,
     contextFor,
+    logger,
   });
 
   await new Promise<void>((resolve, reject) => {

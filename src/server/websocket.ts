@@ -3,26 +3,31 @@ import type { Server as HttpServer } from 'node:http';
 import {
   type DocumentNode,
   type ExecutionArgs,
+  type ExecutionResult,
   GraphQLError,
   type GraphQLSchema,
   NoSchemaIntrospectionCustomRule,
+  execute,
+  getOperationAST,
   parse,
   specifiedRules,
   validate,
 } from 'graphql';
-
-import { useServer } from 'graphql-ws/use/ws';
+import type { Logger } from 'pino';
 import { WebSocketServer } from 'ws';
 
 import type { Limits } from '../config/schema.js';
 import type { GatewayContext } from '../resolvers/context.js';
 import { ErrorCode } from '../model/errors.js';
 import type { ErrorFormatter } from './format-error.js';
+import {
+  type OperationOutcome,
+  type OperationRequest,
+  type TransportConnection,
+  serveGraphqlTransportWs,
+} from './graphql-transport-ws.js';
 import { createSharedSubscribe } from './shared-subscription-execution.js';
 import { assertCostWithin, isTokenLimitError, limitRules, operationCost, tokenLimitError } from './limits.js';
-
-/** RFC 6455 close code for a server that is going down. */
-const GOING_AWAY = 1001;
 
 export interface WebSocketOptions {
   server: HttpServer;
@@ -37,6 +42,9 @@ export interface WebSocketOptions {
   connectionInitTimeoutMs?: number;
   /** Ping interval; a client that misses a pong is disconnected. @default 12_000 // 12 seconds */
   keepAliveMs?: number;
+  /** Bytes a socket may hold unsent before its streams wait for it. @default 1_048_576 // 1 MiB */
+  highWaterBytes?: number;
+  logger: Logger;
   contextFor: (connection: GatewayContext['connection']) => GatewayContext;
 }
 
@@ -64,9 +72,10 @@ function withCode(error: GraphQLError, code: 'GRAPHQL_PARSE_FAILED' | 'GRAPHQL_V
 }
 
 /**
- * graphql-ws on the same port and path as HTTP. Operations pass the same
- * parse, validation, depth/alias/token/cost limits and error masking as on
- * HTTP; a message larger than maxBodyBytes closes the socket (ws's maxPayload).
+ * GraphQL over WebSocket (graphql-transport-ws) on the same port and path as
+ * HTTP. Operations pass the same parse, validation, depth/alias/token/cost
+ * limits and error masking as on HTTP; a message larger than maxBodyBytes
+ * closes the socket (ws's maxPayload).
  */
 export function attachWebSocket(opts: WebSocketOptions): RunningWebSocket {
   const { limits, schema } = opts;
@@ -77,66 +86,76 @@ export function attachWebSocket(opts: WebSocketOptions): RunningWebSocket {
   ];
   const wss = new WebSocketServer({ server: opts.server, path: opts.path, maxPayload: limits.maxBodyBytes });
 
-  useServer<Record<string, unknown> | undefined, { gateway?: GatewayContext }>(
-    {
-      schema,
-      subscribe: createSharedSubscribe((args) => (args.contextValue as GatewayContext).caller.id),
-      connectionInitWaitTimeout: opts.connectionInitTimeoutMs ?? 5_000,
-      onSubscribe: (ctx, _id, payload): ExecutionArgs | readonly GraphQLError[] => {
-        // graphql-ws has registered this operation already: it counts itself.
-        if (Object.keys(ctx.subscriptions).length > opts.maxSubscriptionsPerConnection) {
-          return [
-            new GraphQLError(
-              `This connection already holds ${opts.maxSubscriptionsPerConnection} operations; complete one, or open another connection.`,
-              { extensions: { code: ErrorCode.TOO_MANY_SUBSCRIPTIONS } },
-            ),
-          ];
-        }
-        let document: DocumentNode;
-        try {
-          document = parse(payload.query, { maxTokens: limits.maxTokens });
-        } catch (e) {
-          const error = asGraphQLError(e);
-          return [
-            isTokenLimitError(error) ? tokenLimitError(limits.maxTokens) : withCode(error, 'GRAPHQL_PARSE_FAILED'),
-          ];
-        }
-        const errors = validate(schema, document, rules);
-        if (errors.length > 0) return errors.map((e) => withCode(e, 'GRAPHQL_VALIDATION_FAILED'));
-        try {
-          assertCostWithin(operationCost(schema, document, payload.operationName, payload.variables, limits), limits);
-        } catch (e) {
-          return [asGraphQLError(e)];
-        }
-        return {
-          schema,
-          document,
-          operationName: payload.operationName,
-          variableValues: payload.variables,
-          contextValue: opts.contextFor({
-            // A subscriber that cannot keep up is cut off with a close code of its own.
-            close: (code, reason) => ctx.extra.socket.close(code, reason.slice(0, 120)),
-          }),
-        };
-      },
-      onNext: (_ctx, _id, _payload, args, result) => {
-        const context = args.contextValue as GatewayContext;
-        const errors = [...(result.errors ?? []), ...context.partialErrors];
-        if (errors.length === 0) return undefined;
-        return { ...result, errors: errors.map((e) => opts.errors.formatOne(e)) };
-      },
-      onError: (_ctx, _id, _payload, errors) => errors.map((e) => opts.errors.formatOne(e)),
-    },
-    wss,
-    opts.keepAliveMs ?? 12_000,
-  );
-
-  return {
-    clientCount: () => wss.clients.size,
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const client of wss.clients) client.close(GOING_AWAY, 'Server shutting down');
-        wss.close(() => resolve());
-      }),
+  /** A result as sent: errors (the request's partial ones too) formatted as on HTTP. */
+  const serialize = (result: ExecutionResult, args: ExecutionArgs): string => {
+    const context = args.contextValue as GatewayContext;
+    const errors = [...(result.errors ?? []), ...context.partialErrors];
+    if (errors.length === 0) return JSON.stringify(result);
+    return JSON.stringify({ ...result, errors: errors.map((e) => opts.errors.formatOne(e)) });
   };
+  const refused = (errors: readonly GraphQLError[]): OperationOutcome => ({
+    kind: 'refused',
+    errors: JSON.stringify(errors.map((e) => opts.errors.formatOne(e))),
+  });
+  const subscribe = createSharedSubscribe({
+    callerOf: (args) => (args.contextValue as GatewayContext).caller.id,
+    serialize,
+  });
+
+  /** The operation's execution arguments, or the errors that refuse it. */
+  const prepare = (request: OperationRequest, connection: TransportConnection): ExecutionArgs | GraphQLError[] => {
+    if (connection.operationCount() > opts.maxSubscriptionsPerConnection) {
+      return [
+        new GraphQLError(
+          `This connection already holds ${opts.maxSubscriptionsPerConnection} operations; complete one, or open another connection.`,
+          { extensions: { code: ErrorCode.TOO_MANY_SUBSCRIPTIONS } },
+        ),
+      ];
+    }
+    let document: DocumentNode;
+    try {
+      document = parse(request.query, { maxTokens: limits.maxTokens });
+    } catch (e) {
+      const error = asGraphQLError(e);
+      return [isTokenLimitError(error) ? tokenLimitError(limits.maxTokens) : withCode(error, 'GRAPHQL_PARSE_FAILED')];
+    }
+    const errors = validate(schema, document, rules);
+    if (errors.length > 0) return errors.map((e) => withCode(e, 'GRAPHQL_VALIDATION_FAILED'));
+    try {
+      assertCostWithin(operationCost(schema, document, request.operationName, request.variables, limits), limits);
+    } catch (e) {
+      return [asGraphQLError(e)];
+    }
+    if (!getOperationAST(document, request.operationName)) {
+      return [withCode(new GraphQLError('Unable to identify operation'), 'GRAPHQL_VALIDATION_FAILED')];
+    }
+    return {
+      schema,
+      document,
+      operationName: request.operationName,
+      variableValues: request.variables,
+      // A subscriber that cannot keep up is cut off with a close code of its own.
+      contextValue: opts.contextFor({ close: (code, reason) => connection.close(code, reason) }),
+    };
+  };
+
+  const transport = serveGraphqlTransportWs(wss, {
+    connectionInitTimeoutMs: opts.connectionInitTimeoutMs ?? 5_000,
+    keepAliveMs: opts.keepAliveMs ?? 12_000,
+    highWaterBytes: opts.highWaterBytes ?? 1024 * 1024,
+    onInternalError: (error) => opts.logger.error({ err: error }, 'WebSocket operation failed inside the gateway'),
+    run: async (_id, request, connection) => {
+      const args = prepare(request, connection);
+      if (Array.isArray(args)) return refused(args);
+      if (getOperationAST(args.document, args.operationName)?.operation === 'subscription') {
+        const stream = await subscribe(args);
+        return 'next' in stream
+          ? { kind: 'stream', payloads: stream }
+          : { kind: 'result', payload: serialize(stream, args) };
+      }
+      return { kind: 'result', payload: serialize(await execute(args), args) };
+    },
+  });
+
+  return { clientCount: () => transport.clientCount(), close: () => transport.close() };
 }

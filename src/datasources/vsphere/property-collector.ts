@@ -1,7 +1,7 @@
 import { VsphereTransportError } from './errors.js';
 import type { SoapClient } from './soap-client.js';
 import type { ServiceContent } from './vim.js';
-import { type MoRef, type XNode, child, children, elementXml, moRefOf, moRefXml, textOf } from './xml.js';
+import { type MoRef, type XNode, child, children, elementXml, expandXml, moRefOf, moRefXml, textOf } from './xml.js';
 
 // The PropertyCollector's change stream (vim25 CreateFilter and
 // WaitForUpdatesEx), typed by hand like vim.ts; names are vSphere's own.
@@ -31,8 +31,11 @@ export interface UpdateSet {
   version: string;
   /** More updates are waiting: call again at once with `version`. */
   truncated: boolean;
-  /** Object updates per filter, in the order the server sent them. */
-  filters: { filter: MoRef; objects: ObjectUpdate[] }[];
+  /**
+   * Object updates per filter, in the order the server sent them, each
+   * parsed as it is reached: a first answer holds the whole estate.
+   */
+  filters: { filter: MoRef; objects: Iterable<ObjectUpdate> }[];
 }
 
 function requireRef(node: XNode | undefined, what: string): MoRef {
@@ -87,6 +90,7 @@ export async function waitForUpdatesEx(
       elementXml('version', version) +
       `<options>${elementXml('maxWaitSeconds', options.maxWaitSeconds)}` +
       `${elementXml('maxObjectUpdates', options.maxObjectUpdates)}</options>`,
+    OBJECT_SETS,
   );
   const rv = child(res, 'returnval');
   return rv ? parseUpdateSet(rv) : null;
@@ -100,29 +104,42 @@ export async function cancelWaitForUpdates(client: SoapClient, collector: MoRef)
 const OPS = new Set<string>(['add', 'remove', 'assign', 'indirectRemove']);
 const KINDS = new Set<string>(['enter', 'modify', 'leave']);
 
+const OBJECT_SETS: ReadonlySet<string> = new Set(['objectSet']);
+
+/** `objectSet` elements left unparsed (see invoke's `deferred`), parsed one by one as they are iterated. */
+function objectUpdates(sets: readonly XNode[]): Iterable<ObjectUpdate> {
+  return {
+    *[Symbol.iterator]() {
+      for (const os of sets) yield objectUpdate(expandXml(os));
+    },
+  };
+}
+
 export function parseUpdateSet(rv: XNode): UpdateSet {
   return {
     version: textOf(child(rv, 'version')) ?? '',
     truncated: textOf(child(rv, 'truncated')) === 'true',
     filters: children(rv, 'filterSet').map((fs) => ({
       filter: requireRef(child(fs, 'filter'), 'filter'),
-      objects: children(fs, 'objectSet').map((os): ObjectUpdate => {
-        const kind = textOf(child(os, 'kind')) ?? '';
-        if (!KINDS.has(kind)) throw new VsphereTransportError('PROTOCOL', `unknown object update kind "${kind}"`);
-        return {
-          kind: kind as ObjectUpdate['kind'],
-          obj: requireRef(child(os, 'obj'), 'obj'),
-          changes: children(os, 'changeSet').map((c): PropertyChange => {
-            const op = textOf(child(c, 'op')) ?? '';
-            if (!OPS.has(op)) throw new VsphereTransportError('PROTOCOL', `unknown property change op "${op}"`);
-            return { name: textOf(child(c, 'name')) ?? '', op: op as PropertyChangeOp, val: child(c, 'val') };
-          }),
-          missing: children(os, 'missingSet').map((m) => ({
-            path: textOf(child(m, 'path')) ?? '',
-            fault: child(child(m, 'fault'), 'fault')?.attrs['xsi:type'] ?? 'unknown',
-          })),
-        };
-      }),
+      objects: objectUpdates(children(fs, 'objectSet')),
+    })),
+  };
+}
+
+function objectUpdate(os: XNode): ObjectUpdate {
+  const kind = textOf(child(os, 'kind')) ?? '';
+  if (!KINDS.has(kind)) throw new VsphereTransportError('PROTOCOL', `unknown object update kind "${kind}"`);
+  return {
+    kind: kind as ObjectUpdate['kind'],
+    obj: requireRef(child(os, 'obj'), 'obj'),
+    changes: children(os, 'changeSet').map((c): PropertyChange => {
+      const op = textOf(child(c, 'op')) ?? '';
+      if (!OPS.has(op)) throw new VsphereTransportError('PROTOCOL', `unknown property change op "${op}"`);
+      return { name: textOf(child(c, 'name')) ?? '', op: op as PropertyChangeOp, val: child(c, 'val') };
+    }),
+    missing: children(os, 'missingSet').map((m) => ({
+      path: textOf(child(m, 'path')) ?? '',
+      fault: child(child(m, 'fault'), 'fault')?.attrs['xsi:type'] ?? 'unknown',
     })),
   };
 }

@@ -88,15 +88,16 @@ export class SoapClient {
 
   /**
    * Calls one vim25 method. `body` is the XML of its arguments (including
-   * `_this`). Resolves with the `<MethodResponse>` element.
+   * `_this`). Resolves with the `<MethodResponse>` element; elements named in
+   * `deferred` are left unparsed (see expandXml).
    */
-  invoke(method: string, body: string): Promise<XNode> {
+  invoke(method: string, body: string, deferred?: ReadonlySet<string>): Promise<XNode> {
     return this.gate.run(async () => {
       this.counts.set(method, (this.counts.get(method) ?? 0) + 1);
       const text = await this.post(`${ENVELOPE_OPEN}<${method} xmlns="urn:vim25">${body}</${method}>${ENVELOPE_CLOSE}`);
       let envelope: XNode;
       try {
-        envelope = parseXml(text);
+        envelope = parseXml(text, deferred);
       } catch (e) {
         throw new VsphereTransportError('PROTOCOL', `${method}: the response is not XML (${(e as Error).message})`);
       }

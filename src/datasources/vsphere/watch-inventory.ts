@@ -128,22 +128,15 @@ export class WatchedInventory {
   apply(set: UpdateSet, filter: MoRef): WatchDelta {
     const delta: WatchDelta = { touched: new Map(), treeTouched: false, structural: false, refetch: new Map() };
     const entered = new Set<string>();
-    // The objects this answer changes, unpacked while it is applied.
-    const working = new Map<string, ObjectContent>();
     for (const fs of set.filters) {
       if (fs.filter.value !== filter.value) continue;
-      for (const update of fs.objects) this.applyOne(update, delta, entered, working);
+      for (const update of fs.objects) this.applyOne(update, delta, entered);
     }
-    for (const [k, o] of working) this.objects.set(k, pack(o));
     return delta;
   }
 
-  private applyOne(
-    update: ObjectUpdate,
-    delta: WatchDelta,
-    entered: Set<string>,
-    working: Map<string, ObjectContent>,
-  ): void {
+  /** Applies one object's update; the object is unpacked only while it is (a first answer holds every object). */
+  private applyOne(update: ObjectUpdate, delta: WatchDelta, entered: Set<string>): void {
     const category = CATEGORY[update.obj.type];
     if (!category) return;
     const k = key(update.obj);
@@ -154,21 +147,16 @@ export class WatchedInventory {
     if (update.kind === 'leave' && entered.has(k)) return;
     if (update.kind === 'leave') {
       this.objects.delete(k);
-      working.delete(k);
       delta.refetch.delete(k);
       if (tree) delta.treeTouched = delta.structural = true;
       else delta.touched.set(k, update.obj);
       return;
     }
-    let o = working.get(k);
-    if (!o && update.kind === 'modify') {
-      const stored = this.objects.get(k);
-      if (stored) working.set(k, (o = unpack(stored)));
-    }
-    if (update.kind === 'enter' || !o) {
-      if (!o && update.kind === 'modify') delta.refetch.set(k, update.obj);
+    const stored = update.kind === 'modify' ? this.objects.get(k) : undefined;
+    let o = stored && unpack(stored);
+    if (!o) {
+      if (update.kind === 'modify') delta.refetch.set(k, update.obj);
       o = { obj: update.obj, props: new Map(), missing: update.missing };
-      working.set(k, o);
       if (tree) delta.structural = true;
     }
     const requested = requestedPaths(update.obj.type);
@@ -177,6 +165,7 @@ export class WatchedInventory {
       if (outcome === 'refetch') delta.refetch.set(k, update.obj);
       if (tree && outcome !== 'ignored' && STRUCTURAL.has(change.name.split(/[.[]/)[0] ?? '')) delta.structural = true;
     }
+    this.objects.set(k, pack(o));
     if (tree) delta.treeTouched = true;
     else delta.touched.set(k, update.obj);
   }
@@ -198,15 +187,19 @@ export class WatchedInventory {
     delta.refetch.clear();
   }
 
-  private ofCategory(category: Category): ObjectContent[] {
-    const out: ObjectContent[] = [];
-    for (const o of this.objects.values()) if (CATEGORY[o.obj.type] === category) out.push(unpack(o));
+  /** Each object of a category, unpacked and mapped one at a time (never all of them unpacked at once). */
+  private mapCategory<R>(category: Category, map: (o: ObjectContent) => R): R[] {
+    const out: R[] = [];
+    for (const o of this.objects.values()) if (CATEGORY[o.obj.type] === category) out.push(map(unpack(o)));
     return out;
   }
 
   /** The tree as the objects stand now; also what the next changes() compares against. */
   private freshTree(): InventoryTree {
-    this.treeCache = new InventoryTree(this.platformId, this.ofCategory('tree'));
+    this.treeCache = new InventoryTree(
+      this.platformId,
+      this.mapCategory('tree', (o) => o),
+    );
     return this.treeCache;
   }
 
@@ -220,10 +213,10 @@ export class WatchedInventory {
     return {
       datacenters: [...tree.datacenters],
       clusters: [...tree.clusters],
-      hosts: this.ofCategory('host').map((o) => hostRecord(this.platformId, o, tree)),
-      vms: this.ofCategory('vm').map((o) => this.vmState(o, tree)),
-      networks: this.ofCategory('network').map((o) => networkRecord(this.platformId, o, tree)),
-      storage: this.ofCategory('datastore').map((o) => datastoreRecord(this.platformId, o, tree)),
+      hosts: this.mapCategory('host', (o) => hostRecord(this.platformId, o, tree)),
+      vms: this.mapCategory('vm', (o) => this.vmState(o, tree)),
+      networks: this.mapCategory('network', (o) => networkRecord(this.platformId, o, tree)),
+      storage: this.mapCategory('datastore', (o) => datastoreRecord(this.platformId, o, tree)),
       volumes: new Map(),
     };
   }

@@ -14,6 +14,11 @@ export interface XNode {
   attrs: Record<string, string>;
   text: string;
   children: XNode[];
+  /**
+   * For an element read as deferred (see tokenizeXml): its whole source,
+   * not yet parsed (text and children empty until expanded).
+   */
+  source?: string;
 }
 
 const NAMED: Record<string, string> = { lt: '<', gt: '>', amp: '&', quot: '"', apos: "'" };
@@ -63,7 +68,31 @@ function attrName(qname: string): string {
 
 const ATTR = /([^\s=/>]+)\s*=\s*(?:"([^"]*)"|'([^']*)')/g;
 
-export function tokenizeXml(xml: string): XNode {
+/** Just past the end tag of the element whose content starts at `from`; nested ones of the same name are counted. */
+function elementEnd(xml: string, from: number, qname: string): number {
+  const open = `<${qname}`;
+  const close = `</${qname}`;
+  const ends = (at: number, chars: string) => chars.includes(xml[at] ?? '');
+  let depth = 1;
+  let at = from;
+  while (depth > 0) {
+    const lt = xml.indexOf('<', at);
+    if (lt < 0) throw new Error(`unclosed <${qname}>`);
+    const gt = xml.indexOf('>', lt);
+    if (gt < 0) throw new Error('unterminated tag');
+    if (xml.startsWith(close, lt) && ends(lt + close.length, ' \t\r\n>')) depth -= 1;
+    else if (xml.startsWith(open, lt) && ends(lt + open.length, ' \t\r\n>/') && xml[gt - 1] !== '/') depth += 1;
+    at = gt + 1;
+  }
+  return at;
+}
+
+/**
+ * Parses a document. Elements named in `deferred` are not parsed: each keeps
+ * its source (`source`) for expandXml, so that a large answer can be worked
+ * through one element at a time instead of as one tree.
+ */
+export function tokenizeXml(xml: string, deferred?: ReadonlySet<string>): XNode {
   const root: XNode = { name: '#document', attrs: {}, text: '', children: [] };
   const stack: { node: XNode; qname: string }[] = [{ node: root, qname: '' }];
   let i = 0;
@@ -119,6 +148,12 @@ export function tokenizeXml(xml: string): XNode {
       const parent = stack[stack.length - 1] as { node: XNode };
       if (stack.length === 1 && parent.node.children.length > 0) throw new Error('more than one root element');
       parent.node.children.push(node);
+      if (!selfClosing && deferred?.has(node.name)) {
+        const after = elementEnd(xml, end + 1, qname);
+        node.source = xml.slice(lt, after);
+        i = after;
+        continue;
+      }
       if (!selfClosing) stack.push({ node, qname });
       i = end + 1;
     }
@@ -127,4 +162,9 @@ export function tokenizeXml(xml: string): XNode {
   const top = root.children[0];
   if (!top) throw new Error('empty XML document');
   return top;
+}
+
+/** A deferred element parsed (with what it holds); any other element as it is. */
+export function expandXml(node: XNode): XNode {
+  return node.source === undefined ? node : tokenizeXml(node.source);
 }

@@ -1,10 +1,11 @@
-import { type XNode, tokenizeXml } from './tokenizer.js';
+import { type XNode, expandXml, tokenizeXml } from './tokenizer.js';
 
 export type { XNode };
+export { expandXml };
 
-/** Parses a document; throws on malformed or truncated XML. */
-export function parseXml(xml: string): XNode {
-  return tokenizeXml(xml);
+/** Parses a document, leaving elements named in `deferred` for expandXml; throws on malformed or truncated XML. */
+export function parseXml(xml: string, deferred?: ReadonlySet<string>): XNode {
+  return tokenizeXml(xml, deferred);
 }
 
 /** The value of an attribute, or null. */
