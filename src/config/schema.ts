@@ -173,6 +173,15 @@ export const configSchema = z
         maxQueuedEvents: z.number().int().min(10).max(1_000_000).default(1_000),
         /** Subscriptions one WebSocket connection may hold at once. */
         maxPerConnection: z.number().int().min(1).max(10_000).default(100),
+        /** How long a new WebSocket may take to send connection_init before it is closed with 4408 (ms). */
+        connectionInitTimeoutMs: z.number().int().min(100).max(600_000).default(5_000),
+        /** WebSocket ping interval; a client that has not answered the previous ping is dropped (ms). */
+        keepAliveMs: z.number().int().min(100).max(600_000).default(12_000),
+        /**
+         * Bytes a WebSocket may hold unsent before its subscriptions wait for
+         * it; while they wait their events queue (up to maxQueuedEvents).
+         */
+        sendBufferBytes: z.number().int().min(1_024).max(1_073_741_824).default(1_048_576),
       })
       .strict()
       .prefault({}),

@@ -99,6 +99,9 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
     errors,
     introspection: serverConfig.introspection,
     maxSubscriptionsPerConnection: config.subscriptions.maxPerConnection,
+    connectionInitTimeoutMs: config.subscriptions.connectionInitTimeoutMs,
+    keepAliveMs: config.subscriptions.keepAliveMs,
+    highWaterBytes: config.subscriptions.sendBufferBytes,
     contextFor,
     logger,
   });
