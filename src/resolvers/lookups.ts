@@ -1,3 +1,5 @@
+import type DataLoader from 'dataloader';
+
 import type { HostRecord } from '../model/host.js';
 import type { ClusterRecord, DatacenterRecord } from '../model/inventory.js';
 import type { NetworkRecord } from '../model/network.js';
@@ -58,73 +60,87 @@ export function findNetworkByName(
   );
 }
 
-export function findDatacenter(
+/** An object of a per-platform listing by native ID: from the mirror's table, else a scan of the loaded listing. */
+function findById<R extends { nativeId: string }>(
   ctx: GatewayContext,
   platformId: string,
   nativeId: string | null,
-): Awaitable<DatacenterRecord | null> {
+  fromMirror: (mirror: PlatformMirror, nativeId: string) => R | undefined,
+  listing: (loaders: GatewayContext['loaders']) => DataLoader<string, readonly R[]>,
+): Awaitable<R | null> {
   if (!nativeId) return null;
   return lookUp(
     ctx,
     platformId,
-    (m) => m.datacenter(nativeId) ?? null,
-    async () => (await ctx.loaders.datacenters.load(platformId)).find((d) => d.nativeId === nativeId) ?? null,
+    (m) => fromMirror(m, nativeId) ?? null,
+    async () => (await listing(ctx.loaders).load(platformId)).find((r) => r.nativeId === nativeId) ?? null,
   );
 }
 
-export function findCluster(
+export const findDatacenter = (
   ctx: GatewayContext,
   platformId: string,
   nativeId: string | null,
-): Awaitable<ClusterRecord | null> {
-  if (!nativeId) return null;
-  return lookUp(
+): Awaitable<DatacenterRecord | null> =>
+  findById(
     ctx,
     platformId,
-    (m) => m.cluster(nativeId) ?? null,
-    async () => (await ctx.loaders.clusters.load(platformId)).find((c) => c.nativeId === nativeId) ?? null,
+    nativeId,
+    (m, id) => m.datacenter(id),
+    (l) => l.datacenters,
   );
-}
 
-export function findHost(
+export const findCluster = (
   ctx: GatewayContext,
   platformId: string,
   nativeId: string | null,
-): Awaitable<HostRecord | null> {
-  if (!nativeId) return null;
-  return lookUp(
+): Awaitable<ClusterRecord | null> =>
+  findById(
     ctx,
     platformId,
-    (m) => m.host(nativeId) ?? null,
-    async () => (await ctx.loaders.hosts.load(platformId)).find((h) => h.nativeId === nativeId) ?? null,
+    nativeId,
+    (m, id) => m.cluster(id),
+    (l) => l.clusters,
   );
-}
 
-export function findNetwork(
+export const findHost = (
+  ctx: GatewayContext,
+  platformId: string,
+  nativeId: string | null,
+): Awaitable<HostRecord | null> =>
+  findById(
+    ctx,
+    platformId,
+    nativeId,
+    (m, id) => m.host(id),
+    (l) => l.hosts,
+  );
+
+export const findNetwork = (
   ctx: GatewayContext,
   platformId: string,
   nativeId: string,
-): Awaitable<NetworkRecord | null> {
-  return lookUp(
+): Awaitable<NetworkRecord | null> =>
+  findById(
     ctx,
     platformId,
-    (m) => m.network(nativeId) ?? null,
-    async () => (await ctx.loaders.networks.load(platformId)).find((n) => n.nativeId === nativeId) ?? null,
+    nativeId,
+    (m, id) => m.network(id),
+    (l) => l.networks,
   );
-}
 
-export function findStorage(
+export const findStorage = (
   ctx: GatewayContext,
   platformId: string,
   nativeId: string,
-): Awaitable<StorageRecord | null> {
-  return lookUp(
+): Awaitable<StorageRecord | null> =>
+  findById(
     ctx,
     platformId,
-    (m) => m.storage(nativeId) ?? null,
-    async () => (await ctx.loaders.storage.load(platformId)).find((s) => s.nativeId === nativeId) ?? null,
+    nativeId,
+    (m, id) => m.storage(id),
+    (l) => l.storage,
   );
-}
 
 /** A VM's details; a VM the mirror no longer has is left to the loader, which says so. */
 export function detailsOf(ctx: GatewayContext, vm: { platformId: string; nativeId: string }): Awaitable<VmDetails> {

@@ -1,5 +1,3 @@
-import type { IncomingMessage } from 'node:http';
-
 import { type RawData, type WebSocket, WebSocketServer } from 'ws';
 
 // The server side of the graphql-transport-ws protocol (the one graphql-ws,
@@ -49,7 +47,6 @@ export interface TransportConnection {
   close(code: number, reason: string): void;
   /** The connection_init payload (connection parameters). */
   readonly params: Record<string, unknown> | null;
-  readonly request: IncomingMessage;
   /** Operations running on this connection, the one being started included. */
   operationCount(): number;
 }
@@ -121,7 +118,7 @@ function chooseProtocol(offered: Set<string>): string | false {
 /** Serves the protocol on `wss` (created with the HTTP server and path it answers on). */
 export function serveGraphqlTransportWs(wss: WebSocketServer, opts: TransportOptions): TransportServer {
   wss.options.handleProtocols = chooseProtocol;
-  wss.on('connection', (socket, request) => openConnection(socket, request, opts));
+  wss.on('connection', (socket) => openConnection(socket, opts));
   return {
     clientCount: () => wss.clients.size,
     close: () =>
@@ -132,7 +129,7 @@ export function serveGraphqlTransportWs(wss: WebSocketServer, opts: TransportOpt
   };
 }
 
-function openConnection(socket: WebSocket, request: IncomingMessage, opts: TransportOptions): void {
+function openConnection(socket: WebSocket, opts: TransportOptions): void {
   if (socket.protocol !== PROTOCOL) {
     socket.close(CloseCode.SubprotocolNotAcceptable, 'Subprotocol not acceptable');
     return;
@@ -147,7 +144,6 @@ function openConnection(socket: WebSocket, request: IncomingMessage, opts: Trans
     get params() {
       return params;
     },
-    request,
     operationCount: () => operations.size,
   };
 
