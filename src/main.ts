@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from './config/load.js';
 import { createLogger } from './config/logger.js';
 import { startGateway } from './server/gateway.js';
+import { tuneHeapGrowth } from './server/heap-tuning.js';
 
 const USAGE = `Usage: virt-graph [--config FILE]
 
@@ -19,6 +20,7 @@ async function main(): Promise<void> {
     console.log(USAGE);
     return;
   }
+  tuneHeapGrowth();
   const { config, source } = loadConfig({ path: values.config });
   const logger = createLogger(config.logging.level);
   logger.info({ config: source }, 'configuration loaded');
