@@ -45,8 +45,6 @@ export type OperationOutcome =
 /** The connection an operation came over, as operations see it. */
 export interface TransportConnection {
   close(code: number, reason: string): void;
-  /** The connection_init payload (connection parameters). */
-  readonly params: Record<string, unknown> | null;
   /** Operations running on this connection, the one being started included. */
   operationCount(): number;
 }
@@ -135,15 +133,10 @@ function openConnection(socket: WebSocket, opts: TransportOptions): void {
     return;
   }
   let initReceived = false;
-  let acknowledged = false;
-  let params: Record<string, unknown> | null = null;
   /** Operations running, by ID; a stream's iterator once it has one. */
   const operations = new Map<string, AsyncIterator<string> | null>();
   const connection: TransportConnection = {
     close: (code, reason) => socket.close(code, reason.slice(0, 120)),
-    get params() {
-      return params;
-    },
     operationCount: () => operations.size,
   };
 
@@ -199,6 +192,7 @@ function openConnection(socket: WebSocket, opts: TransportOptions): void {
     for (;;) {
       const item = await payloads.next();
       if (item.done || operations.get(id) !== payloads) break;
+      // Awaited only when the socket is behind: an await per message would cost a turn for every client.
       const waiting = send(`{"id":${frameId},"type":"next","payload":${item.value}}`);
       if (waiting) await waiting;
     }
@@ -217,8 +211,6 @@ function openConnection(socket: WebSocket, opts: TransportOptions): void {
           return socket.close(CloseCode.TooManyInitialisationRequests, 'Too many initialisation requests');
         initReceived = true;
         clearTimeout(initTimer);
-        params = message.payload;
-        acknowledged = true;
         void send('{"type":"connection_ack"}');
         return;
       case 'ping':
@@ -227,7 +219,7 @@ function openConnection(socket: WebSocket, opts: TransportOptions): void {
       case 'pong':
         return;
       case 'subscribe': {
-        if (!acknowledged) return socket.close(CloseCode.Unauthorized, 'Unauthorized');
+        if (!initReceived) return socket.close(CloseCode.Unauthorized, 'Unauthorized');
         const { id, payload } = message;
         if (operations.has(id)) {
           return socket.close(CloseCode.SubscriberAlreadyExists, `Subscriber for ${id.slice(0, 80)} already exists`);
