@@ -21,6 +21,7 @@ import { LibvirtClient } from '../src/datasources/libvirt/client.js';
 import { parseDomainXml } from '../src/datasources/libvirt/xml.js';
 import { writeEstate } from '../test/fixtures/libvirt-estate.js';
 import { libvirtd } from '../test/helpers/libvirtd.js';
+import { vspherePlatform } from '../test/helpers/vcsim.js';
 import {
   type GatewayProcess,
   type GraphQLBody,
@@ -335,16 +336,7 @@ if (PARTS.has('large')) {
     gw = await spawnGateway({
       limits: LIMITS,
       inventory: INVENTORY,
-      platforms: [
-        {
-          id: 'vc',
-          kind: 'vsphere',
-          url: sim.url,
-          username: sim.username,
-          password: sim.password,
-          caFile: sim.certFile,
-        },
-      ],
+      platforms: [vspherePlatform(sim)],
     });
     const synced = await gw.waitSynced(60 * 60_000);
     const syncMs = synced.syncedAt - gw.spawnedAtEpoch;

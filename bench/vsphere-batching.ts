@@ -10,7 +10,7 @@ import type { VsphereProvider } from '../src/datasources/vsphere/provider.js';
 import { VM_DETAIL_SPEC } from '../src/datasources/vsphere/mapping.js';
 import { VsphereSession } from '../src/datasources/vsphere/session.js';
 import { startGateway } from '../src/server/gateway.js';
-import { startVcsim } from '../test/helpers/vcsim.js';
+import { startVcsim, vspherePlatform } from '../test/helpers/vcsim.js';
 
 const ROUNDS = 5;
 
@@ -37,9 +37,7 @@ try {
   const config = validateConfig({
     server: { port: 0 },
     limits: { maxCost: 100_000_000, maxPageSize: 1000 },
-    platforms: [
-      { id: 'vc', kind: 'vsphere', url: sim.url, username: sim.username, password: sim.password, caFile: sim.certFile },
-    ],
+    platforms: [vspherePlatform(sim)],
   });
   const gw = await startGateway(config, logger);
   await gw.ready;

@@ -5,7 +5,7 @@ import { terminateSession } from '../src/datasources/vsphere/vim.js';
 import { writeEstate } from './fixtures/libvirt-estate.js';
 import { type TestGateway, startTestGateway } from './helpers/gateway.js';
 import { startSoapProxy } from './helpers/soap-proxy.js';
-import { type Vcsim, startVcsim, adminSession } from './helpers/vcsim.js';
+import { type Vcsim, adminSession, startVcsim, vspherePlatform } from './helpers/vcsim.js';
 
 const cleanups: (() => Promise<unknown>)[] = [];
 afterEach(async () => {
@@ -28,17 +28,8 @@ async function gateway(platforms: Record<string, unknown>[]): Promise<TestGatewa
   return gw;
 }
 
-const vc = (sim: Vcsim, extra: Record<string, unknown> = {}) => ({
-  id: 'vc',
-  kind: 'vsphere',
-  url: sim.url,
-  username: sim.username,
-  password: sim.password,
-  caFile: sim.certFile,
-  retryInitialMs: 50,
-  retryMaxMs: 200,
-  ...extra,
-});
+const vc = (sim: Vcsim, extra: Record<string, unknown> = {}) =>
+  vspherePlatform(sim, { retryInitialMs: 50, retryMaxMs: 200, ...extra });
 
 async function status(gw: TestGateway, name = 'vc'): Promise<{ status: string; statusMessage: string | null }> {
   const res = await gw.query<{ platforms: { name: string; status: string; statusMessage: string | null }[] }>(

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { writeEstate } from './fixtures/libvirt-estate.js';
 import { type TestGateway, startTestGateway } from './helpers/gateway.js';
-import { type Vcsim, startVcsim } from './helpers/vcsim.js';
+import { type Vcsim, startVcsim, vspherePlatform } from './helpers/vcsim.js';
 
 // Two vCenters of different shapes and a libvirt host in one graph. Every
 // answer is compared with what govmomi, VMware's Go client, reads from the
@@ -18,22 +18,8 @@ beforeAll(async () => {
   ]);
   gw = await startTestGateway({
     platforms: [
-      {
-        id: 'vc-big',
-        kind: 'vsphere',
-        url: big.url,
-        username: big.username,
-        password: big.password,
-        caFile: big.certFile,
-      },
-      {
-        id: 'esx-1',
-        kind: 'vsphere',
-        url: esx.url,
-        username: esx.username,
-        password: esx.password,
-        caFile: esx.certFile,
-      },
+      vspherePlatform(big, { id: 'vc-big' }),
+      vspherePlatform(esx, { id: 'esx-1' }),
       { id: 'kvm', kind: 'libvirt', uri: writeEstate({ vms: 5 }).uri },
     ],
   });

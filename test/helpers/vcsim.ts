@@ -318,8 +318,11 @@ export async function startVcsim(opts: VcsimOptions = {}): Promise<Vcsim> {
   };
 }
 
+/** What a gateway needs to log in to a simulator (ours, or a benchmark's large one). */
+export type SimulatorLogin = Pick<Vcsim, 'url' | 'username' | 'password' | 'certFile'>;
+
 /** A vSphere platform entry for a gateway configuration, pointing at a simulator. */
-export function vspherePlatform(sim: Vcsim, extra: Record<string, unknown> = {}): Record<string, unknown> {
+export function vspherePlatform(sim: SimulatorLogin, extra: Record<string, unknown> = {}): Record<string, unknown> {
   return {
     id: 'vc',
     kind: 'vsphere',
