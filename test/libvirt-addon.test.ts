@@ -5,6 +5,7 @@ import { LibvirtClient } from '../src/datasources/libvirt/client.js';
 import { VirErr, isAuthFailure, isConnectionFailure, isLibvirtError } from '../src/datasources/libvirt/errors.js';
 import { type Estate, writeEstate } from './fixtures/libvirt-estate.js';
 import { closedPort } from './helpers/gateway.js';
+import { rejection } from './helpers/rejection.js';
 
 let estate: Estate;
 let client: LibvirtClient;
@@ -14,15 +15,6 @@ beforeAll(async () => {
   client = await LibvirtClient.open(estate.uri, { username: 'ops', password: 's3cret' });
 });
 afterAll(() => client?.close());
-
-async function rejection(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (e) {
-    return e;
-  }
-  throw new Error('expected a rejection');
-}
 
 describe('native libvirt addon', () => {
   it('reports the libvirt it was built against', () => {

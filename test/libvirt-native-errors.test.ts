@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LibvirtClient } from '../src/datasources/libvirt/client.js';
 import { isLibvirtError } from '../src/datasources/libvirt/errors.js';
 import { type Estate, writeEstate } from './fixtures/libvirt-estate.js';
+import { rejection } from './helpers/rejection.js';
 
 // Every libvirt function, virStorageVolFree and friends included, clears the
 // calling thread's last error. These calls fail with a libvirt object still
@@ -22,15 +23,6 @@ beforeAll(async () => {
   client = await LibvirtClient.open(estate.uri);
 });
 afterAll(() => client?.close());
-
-async function rejection(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (e) {
-    return e;
-  }
-  throw new Error('expected a rejection');
-}
 
 function expectLibvirtsOwn(e: unknown, code: number, message: string | RegExp): void {
   expect(isLibvirtError(e)).toBe(true);
