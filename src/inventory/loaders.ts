@@ -145,6 +145,9 @@ function perPlatformLoader<V>(
   );
 }
 
+// A listing read from a platform is indexed by VM on first lookup, once per request.
+const vmIndexes = new WeakMap<readonly VmRecord[], Map<string, VmRecord>>();
+
 /**
  * The DataLoaders of one request: reads answered from the live inventory
  * while a platform's mirror is SYNCED, from the platform itself (batched)
@@ -171,6 +174,10 @@ export function createLoaders(
     batch: (p: Provider, ids: readonly string[]) => Promise<(V | Error)[]>,
     fromMirror: (m: PlatformMirror, id: string) => V | undefined,
   ) => perObjectLoader(registry, deadline, batch, fromMirror, mirrorOf);
+  const vms = platformLoader<readonly VmRecord[]>(
+    (p) => p.listVms(scope),
+    (m) => m.listVms(),
+  );
   const storage = platformLoader<readonly StorageRecord[]>(
     (p) => p.listStorage(scope),
     (m) => m.listStorage(),
@@ -192,10 +199,7 @@ export function createLoaders(
       (p) => p.listHosts(scope),
       (m) => m.listHosts(),
     ),
-    vms: platformLoader<readonly VmRecord[]>(
-      (p) => p.listVms(scope),
-      (m) => m.listVms(),
-    ),
+    vms,
     vmDetails: objectLoader<VmDetails>(
       (p, ids) => p.getVmDetails(ids, scope),
       (m, id) => m.details(id),
@@ -212,6 +216,16 @@ export function createLoaders(
     volumes,
     /** The mirror this request reads a platform from, or null when it reads the platform directly. */
     mirrorOf,
+    /** A VM by native ID: at once from the mirror, else from the platform's listing (indexed once per request). */
+    vm(platformId: string, nativeId: string): VmRecord | null | Promise<VmRecord | null> {
+      const mirror = mirrorOf(platformId);
+      if (mirror) return mirror.vm(nativeId)?.vm ?? null;
+      return vms.load(platformId).then((listing) => {
+        let index = vmIndexes.get(listing);
+        if (!index) vmIndexes.set(listing, (index = new Map(listing.map((v) => [v.nativeId, v]))));
+        return index.get(nativeId) ?? null;
+      });
+    },
     /** Every volume of a platform, indexed once per request (disks look their volume up in it). */
     volumeIndex: platformLoader<VolumeIndex>(
       async (p) => volumeIndexOf(p.id),

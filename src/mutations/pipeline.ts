@@ -505,7 +505,7 @@ export class MutationPipeline {
       snapshotKey = parts.child;
     }
     try {
-      const vm = (await ctx.loaders.vms.load(ref.platformId)).find((v) => v.nativeId === vmNativeId);
+      const vm = await ctx.loaders.vm(ref.platformId, vmNativeId);
       if (!vm) return refuse('NOT_FOUND', `No VM with that ID exists on platform "${ref.platformId}".`, [field]);
       if (snapshotKey !== null) {
         const snapshots = await ctx.loaders.snapshots.load({ platformId: ref.platformId, nativeId: vmNativeId });

@@ -27,24 +27,8 @@ function lookUp<T>(
   return mirror ? mirrored(mirror) : loaded();
 }
 
-// A listing read from the platform is indexed on first lookup, once per request.
-const vmIndexes = new WeakMap<readonly VmRecord[], Map<string, VmRecord>>();
-
 export function findVm(ctx: GatewayContext, platformId: string, nativeId: string): Awaitable<VmRecord | null> {
-  return lookUp(
-    ctx,
-    platformId,
-    (m) => m.vm(nativeId)?.vm ?? null,
-    async () => {
-      const vms = await ctx.loaders.vms.load(platformId);
-      let index = vmIndexes.get(vms);
-      if (!index) {
-        index = new Map(vms.map((v) => [v.nativeId, v]));
-        vmIndexes.set(vms, index);
-      }
-      return index.get(nativeId) ?? null;
-    },
-  );
+  return ctx.loaders.vm(platformId, nativeId);
 }
 
 export function findNetworkByName(

@@ -47,11 +47,7 @@ const common = {
 /** The global ID kind of an inventory object (storage: its own kind, pool or datastore). */
 function nodeKindOf(ctx: GatewayContext, e: InventoryEvent): NodeKind {
   if (e.kind !== 'Storage') return e.kind;
-  const storage = ctx.inventory
-    .mirror(e.platformId)
-    ?.listStorage()
-    .find((s) => s.nativeId === e.nativeId);
-  return storage?.storageKind ?? 'StoragePool';
+  return ctx.inventory.mirror(e.platformId)?.storage(e.nativeId)?.storageKind ?? 'StoragePool';
 }
 
 /**
