@@ -5,7 +5,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 
 import { validateConfig } from '../src/config/load.js';
 import type { LibvirtPlatformConfig } from '../src/config/schema.js';
-import { readInventory, readVmStates } from '../src/datasources/full-read.js';
+import { readInventory } from '../src/datasources/full-read.js';
 import { LibvirtClient } from '../src/datasources/libvirt/client.js';
 import { readDomainStates } from '../src/datasources/libvirt/domain-read.js';
 import { LibvirtProvider } from '../src/datasources/libvirt/provider.js';
@@ -116,7 +116,7 @@ async function admin(uri: string): Promise<LibvirtClient> {
 
 /** One VM as the provider's batch reads (the full-read path) give it now. */
 async function vmNow(p: LibvirtProvider, uuid: string) {
-  return (await readVmStates(p, [uuid])).get(uuid) ?? null;
+  return (await readInventory(p)).vms.find((s) => s.vm.nativeId === uuid) ?? null;
 }
 
 const domainXml = (name: string, uuid: string) =>

@@ -3,6 +3,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { invokeTask } from '../src/datasources/vsphere/vim.js';
 import { encodeId } from '../src/model/ids.js';
 import { type TestGateway, startTestGateway } from './helpers/gateway.js';
+import { finished, mutate } from './helpers/mutations.js';
+import { startSoapProxy } from './helpers/soap-proxy.js';
 import { eventually, subscribe } from './helpers/subscriptions.js';
 import { type Vcsim, startVcsim, vspherePlatform, adminSession } from './helpers/vcsim.js';
 
@@ -94,4 +96,43 @@ describe('the live inventory of a vCenter', () => {
     expect(statuses.events.map((e) => e.platformStatusChanged.platform.inventoryState)).toContain('STALE');
     await statuses.close();
   }, 60_000);
+});
+
+describe('read your writes on a vCenter', () => {
+  it('reads back only the VM a mutation changed, not the estate, before its task succeeds', async () => {
+    const proxy = await startSoapProxy(sim.url, sim.certFile);
+    const own = await startTestGateway({
+      platforms: [{ id: 'vc', kind: 'vsphere', url: proxy.url, username: sim.username, password: sim.password }],
+    });
+    try {
+      const synced = async () =>
+        (await own.query<{ platforms: { inventoryState: string }[] }>('{ platforms { inventoryState } }')).data!
+          .platforms[0]!.inventoryState === 'SYNCED';
+      await eventually(synced, 20_000);
+      const on = await own.query<{ virtualMachines: { nodes: { id: string }[] } }>(
+        '{ virtualMachines(first: 1, filter: { powerStates: [ON] }) { nodes { id } } }',
+      );
+      const id = on.data!.virtualMachines.nodes[0]!.id;
+      const before = proxy.responses().length;
+      const payload = await mutate(own, 'stopVm', { vmId: id, force: true });
+      expect(payload.userErrors).toEqual([]);
+      await finished(own, payload.task!.id);
+      const after = await own.query<{ node: { powerState: string } }>(
+        'query($id: ID!) { node(id: $id) { ... on VirtualMachine { powerState } } }',
+        { id },
+      );
+      expect(after.data!.node.powerState).toBe('OFF');
+      // Every VirtualMachine object vCenter sent meanwhile, per answer: one VM read back, never a listing of all.
+      const perAnswer = proxy
+        .responses()
+        .slice(before)
+        .filter((r) => r.includes('RetrievePropertiesExResponse'))
+        .map((r) => r.split('<obj type="VirtualMachine">').length - 1);
+      expect(perAnswer.some((n) => n === 1)).toBe(true);
+      expect(Math.max(...perAnswer)).toBe(1);
+    } finally {
+      await own.close();
+      await proxy.close();
+    }
+  });
 });

@@ -50,28 +50,3 @@ export async function readStorage(
   );
   return { storage, volumes: byPool };
 }
-
-/**
- * Reads some VMs whole, as they are now; a VM that is gone is absent from
- * the result. The listing is read in full (platforms list VMs in one call),
- * details and snapshots only for these.
- */
-export async function readVmStates(provider: Provider, nativeIds: readonly string[]): Promise<Map<string, VmState>> {
-  const scope = createRequestScope();
-  const wanted = new Set(nativeIds);
-  const vms = (await provider.listVms(scope)).filter((v) => wanted.has(v.nativeId));
-  const ids = vms.map((v) => v.nativeId);
-  if (ids.length === 0) return new Map();
-  const [details, snapshots] = await Promise.all([
-    provider.getVmDetails(ids, scope),
-    provider.getSnapshots(ids, scope),
-  ]);
-  const out = new Map<string, VmState>();
-  vms.forEach((vm, i) => {
-    const d = details[i];
-    const s = snapshots[i];
-    if (d === undefined || s === undefined || d instanceof Error || s instanceof Error) return;
-    out.set(vm.nativeId, { vm, details: d, snapshots: s });
-  });
-  return out;
-}

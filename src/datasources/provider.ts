@@ -17,7 +17,7 @@ import type {
   VmSpec,
 } from '../model/operations.js';
 import type { RequestScope } from './request-scope.js';
-import type { InventoryWatch, WatchOptions, WatchSink } from './watch.js';
+import type { InventoryWatch, VmState, WatchOptions, WatchSink } from './watch.js';
 
 /**
  * What every platform implements. Methods that take a list of native IDs are
@@ -47,6 +47,12 @@ export interface Provider {
   listVms(scope: RequestScope): Promise<VmRecord[]>;
   getVmDetails(vmNativeIds: readonly string[], scope: RequestScope): Promise<(VmDetails | Error)[]>;
   getSnapshots(vmNativeIds: readonly string[], scope: RequestScope): Promise<(SnapshotRecord[] | Error)[]>;
+  /**
+   * A few VMs whole (listing record, details, snapshots) as they are now,
+   * without listing every VM: null for one that is gone, an Error for one
+   * that could not be read.
+   */
+  readVmStates(vmNativeIds: readonly string[], scope: RequestScope): Promise<Map<string, VmState | null | Error>>;
   listNetworks(scope: RequestScope): Promise<NetworkRecord[]>;
   listStorage(scope: RequestScope): Promise<StorageRecord[]>;
   getVolumes(poolNativeIds: readonly string[], scope: RequestScope): Promise<(StorageVolumeRecord[] | Error)[]>;

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 
-import { readStorage, readVmStates } from '../datasources/full-read.js';
+import { readStorage } from '../datasources/full-read.js';
+import { createRequestScope } from '../datasources/request-scope.js';
 import type { PlatformRegistry } from '../datasources/registry.js';
 import type { InventoryChange, InventoryWatch, WatchOptions } from '../datasources/watch.js';
 import type { EventPublisher } from '../model/events.js';
@@ -81,13 +82,13 @@ export class Inventory {
     if (!mirror || !provider) return;
     try {
       const [states, storage] = await Promise.all([
-        what.vms.length > 0 ? readVmStates(provider, what.vms) : null,
+        what.vms.length > 0 ? provider.readVmStates(what.vms, createRequestScope()) : null,
         what.storage ? readStorage(provider) : null,
       ]);
       const changes: InventoryChange[] = [];
-      if (states) {
-        for (const id of what.vms)
-          changes.push({ kind: 'VirtualMachine', nativeId: id, record: states.get(id) ?? null });
+      for (const [nativeId, record] of states ?? []) {
+        // A VM that could not be read is left as the mirror holds it: the change stream or the resync tells.
+        if (!(record instanceof Error)) changes.push({ kind: 'VirtualMachine', nativeId, record });
       }
       if (storage) {
         for (const s of storage.storage) changes.push({ kind: 'Storage', nativeId: s.nativeId, record: s });

@@ -11,7 +11,7 @@ import type { VmDetails, VmRecord } from '../../model/vm.js';
 import { ConnectedProvider, PlatformConnection } from '../platform-connection.js';
 import { readInventory } from '../full-read.js';
 import type { Provider } from '../provider.js';
-import type { WatchOptions, WatchSink } from '../watch.js';
+import type { VmState, WatchOptions, WatchSink } from '../watch.js';
 import type { UpstreamErrorDescription } from '../../model/errors.js';
 import type {
   MigrationTarget,
@@ -133,7 +133,7 @@ export class LibvirtProvider extends ConnectedProvider<LibvirtClient> implements
         platformId: this.id,
         logger: this.logger,
         readAll: () => readInventory(this),
-        readDomains: (uuids) => this.connection.use((c) => readDomainStates(c, this.id, this.hostName || null, uuids)),
+        readDomains: (uuids) => this.readVmStates(uuids),
         readNetworks: () => this.listNetworks(),
         readStorage: async (pools) => {
           const [storage, volumes] = await Promise.all([this.listStorage(), this.getVolumes(pools)]);
@@ -237,6 +237,10 @@ export class LibvirtProvider extends ConnectedProvider<LibvirtClient> implements
       const xmls = await c.call('getDomainXmlDescs', uuids, 0);
       return xmls.map((x) => (x instanceof Error ? x : parseOrError(() => parseDomainXml(x))));
     });
+  }
+
+  readVmStates(uuids: readonly string[]): Promise<Map<string, VmState | null | Error>> {
+    return this.connection.use((c) => readDomainStates(c, this.id, this.hostName || null, uuids));
   }
 
   /** Reads snapshots only of the domains that have any (one filtered listing finds them). */

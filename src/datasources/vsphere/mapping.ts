@@ -14,6 +14,7 @@ import type {
   VsphereVmFacts,
 } from '../../model/vm.js';
 import { childNativeId } from '../../model/ids.js';
+import type { VmState } from '../watch.js';
 import type { ObjectContent, PropertySpec } from './vim.js';
 import { type MoRef, type XNode, boolOf, child, children, intOf, moRefOf, path, textOf, xsiType } from './xml.js';
 
@@ -443,4 +444,14 @@ export function networkRecord(platformId: string, o: ObjectContent, tree: Invent
     addresses: [],
     dhcpRanges: [],
   };
+}
+
+/** Every property a VM's whole state is mapped from: its listing, details and snapshots at once. */
+export const VM_STATE_PATHS: readonly string[] = [
+  ...new Set([...VM_LIST_SPEC.paths, ...VM_DETAIL_SPEC.paths, ...VM_SNAPSHOT_SPEC.paths]),
+];
+
+/** A VM whole, from an object read with VM_STATE_PATHS. */
+export function vmState(platformId: string, o: ObjectContent, tree: InventoryTree | null): VmState {
+  return { vm: vmRecord(platformId, o), details: vmDetails(o, tree), snapshots: snapshots(platformId, o) };
 }

@@ -9,7 +9,7 @@ import type { StorageRecord, StorageVolumeRecord } from '../../model/storage.js'
 import type { VmDetails, VmRecord } from '../../model/vm.js';
 import { ConnectedProvider, PlatformConnection } from '../platform-connection.js';
 import type { Provider } from '../provider.js';
-import type { WatchOptions, WatchSink } from '../watch.js';
+import type { VmState, WatchOptions, WatchSink } from '../watch.js';
 import type { RequestScope } from '../request-scope.js';
 import { describeVsphereError, isVsphereAuthFailure, isVsphereConnectionFailure } from './errors.js';
 import {
@@ -21,12 +21,14 @@ import {
   VM_DETAIL_SPEC,
   VM_LIST_SPEC,
   VM_SNAPSHOT_SPEC,
+  VM_STATE_PATHS,
   datastoreRecord,
   hostRecord,
   networkRecord,
   snapshots,
   vmDetails,
   vmRecord,
+  vmState,
 } from './mapping.js';
 import { createVirtualMachine, followTask, runVmOperation } from './operations.js';
 import { VsphereSession } from './session.js';
@@ -126,6 +128,16 @@ export class VsphereProvider extends ConnectedProvider<VsphereSession> implement
       const o = objects.get(id);
       return o ? snapshots(this.id, o) : notFound(id);
     });
+  }
+
+  async readVmStates(ids: readonly string[], scope: RequestScope): Promise<Map<string, VmState | null | Error>> {
+    const [objects, tree] = await Promise.all([this.vmObjects(ids, VM_STATE_PATHS), this.tree(scope)]);
+    return new Map(
+      ids.map((id) => {
+        const o = objects.get(id);
+        return [id, o ? vmState(this.id, o, tree) : null];
+      }),
+    );
   }
 
   /** Chosen properties of many VMs in one request; a VM that is gone is simply absent. */

@@ -1,19 +1,16 @@
-import type { InventoryChange, InventoryKind, InventoryState, VmState } from '../watch.js';
+import type { InventoryChange, InventoryKind, InventoryState } from '../watch.js';
 import {
   DATASTORE_SPEC,
   HOST_SPEC,
   InventoryTree,
   NETWORK_SPECS,
   TREE_SPECS,
-  VM_DETAIL_SPEC,
-  VM_LIST_SPEC,
-  VM_SNAPSHOT_SPEC,
+  VM_STATE_PATHS,
   datastoreRecord,
   hostRecord,
   networkRecord,
-  snapshots,
   vmDetails,
-  vmRecord,
+  vmState,
 } from './mapping.js';
 import { packTrees, unpackTrees } from '../xml/packed.js';
 import { applyPropertyChange } from './property-changes.js';
@@ -27,10 +24,7 @@ import type { MoRef } from './xml.js';
 
 /** Exactly what the provider's reads ask for, per type: a VM's listing, details and snapshots at once. */
 export const WATCH_SPECS: readonly PropertySpec[] = [
-  {
-    type: 'VirtualMachine',
-    paths: [...new Set([...VM_LIST_SPEC.paths, ...VM_DETAIL_SPEC.paths, ...VM_SNAPSHOT_SPEC.paths])],
-  },
+  { type: 'VirtualMachine', paths: VM_STATE_PATHS },
   HOST_SPEC,
   ...TREE_SPECS,
   DATASTORE_SPEC,
@@ -203,10 +197,6 @@ export class WatchedInventory {
     return this.treeCache;
   }
 
-  private vmState(o: ObjectContent, tree: InventoryTree): VmState {
-    return { vm: vmRecord(this.platformId, o), details: vmDetails(o, tree), snapshots: snapshots(this.platformId, o) };
-  }
-
   /** Everything, as `readInventory` reads it. */
   state(): InventoryState {
     const tree = this.freshTree();
@@ -214,7 +204,7 @@ export class WatchedInventory {
       datacenters: [...tree.datacenters],
       clusters: [...tree.clusters],
       hosts: this.mapCategory('host', (o) => hostRecord(this.platformId, o, tree)),
-      vms: this.mapCategory('vm', (o) => this.vmState(o, tree)),
+      vms: this.mapCategory('vm', (o) => vmState(this.platformId, o, tree)),
       networks: this.mapCategory('network', (o) => networkRecord(this.platformId, o, tree)),
       storage: this.mapCategory('datastore', (o) => datastoreRecord(this.platformId, o, tree)),
       volumes: new Map(),
@@ -277,7 +267,7 @@ export class WatchedInventory {
       const nativeId = ref.value;
       switch (CATEGORY[ref.type]) {
         case 'vm':
-          out.push({ kind: 'VirtualMachine', nativeId, record: o ? this.vmState(o, after) : null });
+          out.push({ kind: 'VirtualMachine', nativeId, record: o ? vmState(this.platformId, o, after) : null });
           break;
         case 'host':
           out.push({ kind: 'Host', nativeId, record: o ? hostRecord(this.platformId, o, after) : null });
