@@ -31,6 +31,7 @@ const config: CodegenConfig = {
           StoragePool: '../model/storage.js#StoragePoolRecord',
           StorageVolume: '../model/storage.js#StorageVolumeRecord',
           Task: '../mutations/task-manager.js#TaskRecord',
+          UpstreamTask: '../model/upstream-task.js#UpstreamTaskRecord',
           AuditEntry: '../mutations/audit-log.js#AuditRecord',
           VmOperationPayload: '../mutations/pipeline.js#OperationPayload',
           BatchPayload: '../mutations/pipeline.js#BatchOutcome',

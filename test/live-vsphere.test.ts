@@ -74,6 +74,82 @@ describe('the live inventory of a vCenter', () => {
     }
   }, 30_000);
 
+  it("streams vCenter's own tasks through taskUpdated, whoever started them, and links the gateway's", async () => {
+    const vms = Object.entries(sim.oracle.vms).filter(([, v]) => !v.template);
+    const [byAdmin, byGateway] = vms.slice(-2).map(([moref]) => moref) as [string, string];
+    const idOf = (moref: string) => encodeId({ kind: 'VirtualMachine', platformId: 'vc', nativeId: moref });
+    type Update = {
+      taskUpdated: {
+        task: { id: string } | null;
+        upstreamTask: {
+          upstreamTaskId: string;
+          description: string;
+          state: string;
+          progress: number;
+          target: { id: string } | null;
+          initiatedBy: string | null;
+          finishedAt: string | null;
+          error: { code: string } | null;
+          gatewayTask: { id: string } | null;
+        } | null;
+      };
+    };
+    const TASKS = `subscription($f: TaskUpdateFilter) { taskUpdated(filter: $f) { task { id }
+      upstreamTask { upstreamTaskId description state progress target { id } initiatedBy finishedAt error { code } gatewayTask { id } } } }`;
+    const upstream = subscribe<Update>(gw.url, TASKS, { f: { targetIds: [idOf(byAdmin), idOf(byGateway)] } });
+    const gatewayOnly = subscribe<Update>(gw.url, TASKS, { f: { targetIds: [idOf(byAdmin)], includeUpstream: false } });
+    await new Promise((r) => setTimeout(r, 300));
+
+    // A task started behind the gateway's back, SOAP straight to vCenter.
+    const admin = await adminSession(sim);
+    try {
+      const task = await invokeTask(admin.client, 'PowerOffVM_Task', { type: 'VirtualMachine', value: byAdmin });
+      await admin.tasks.wait(task, { progress: () => {}, upstreamTask: () => {} });
+      await eventually(() =>
+        upstream.events.some(
+          (e) =>
+            e.taskUpdated.upstreamTask?.upstreamTaskId === task.value &&
+            e.taskUpdated.upstreamTask.state === 'SUCCEEDED',
+        ),
+      );
+      const done = upstream.events.map((e) => e.taskUpdated).find((u) => u.upstreamTask?.state === 'SUCCEEDED')!;
+      expect(done.task).toBeNull();
+      expect(done.upstreamTask).toMatchObject({
+        description: 'VirtualMachine.powerOff',
+        progress: 100,
+        target: { id: idOf(byAdmin) },
+        // vcsim names its own user here ("vcsim"), whoever logged in; vCenter names the session's user.
+        initiatedBy: expect.any(String),
+        error: null,
+        gatewayTask: null,
+      });
+      expect(done.upstreamTask!.finishedAt).not.toBeNull();
+    } finally {
+      await admin.close();
+    }
+
+    // A task the gateway started shows as the vCenter task it is, linked to the gateway's.
+    const payload = await mutate(gw, 'stopVm', { vmId: idOf(byGateway), force: true });
+    expect(payload.userErrors).toEqual([]);
+    const finishedTask = await finished(gw, payload.task!.id);
+    await eventually(() =>
+      upstream.events.some(
+        (e) =>
+          e.taskUpdated.upstreamTask?.upstreamTaskId === finishedTask.upstreamTaskId &&
+          e.taskUpdated.upstreamTask.state === 'SUCCEEDED',
+      ),
+    );
+    const linked = upstream.events
+      .map((e) => e.taskUpdated.upstreamTask)
+      .find((u) => u?.upstreamTaskId === finishedTask.upstreamTaskId && u.state === 'SUCCEEDED')!;
+    expect(linked.gatewayTask).toEqual({ id: payload.task!.id });
+    // The gateway's own task is streamed as ever; a subscriber that asked for no upstream tasks saw none.
+    expect(upstream.events.some((e) => e.taskUpdated.task?.id === payload.task!.id)).toBe(true);
+    expect(gatewayOnly.events.filter((e) => e.taskUpdated.upstreamTask !== null)).toEqual([]);
+    await upstream.close();
+    await gatewayOnly.close();
+  }, 30_000);
+
   it('goes STALE when vCenter stops answering, says so, reads directly, and is SYNCED again when it answers', async () => {
     const statuses = subscribe<{ platformStatusChanged: { platform: { inventoryState: string } } }>(
       gw.url,
@@ -109,19 +185,21 @@ describe('read your writes on a vCenter', () => {
         (await own.query<{ platforms: { inventoryState: string }[] }>('{ platforms { inventoryState } }')).data!
           .platforms[0]!.inventoryState === 'SYNCED';
       await eventually(synced, 20_000);
-      const on = await own.query<{ virtualMachines: { nodes: { id: string }[] } }>(
-        '{ virtualMachines(first: 1, filter: { powerStates: [ON] }) { nodes { id } } }',
+      const listed = await own.query<{ virtualMachines: { nodes: { id: string; powerState: string }[] } }>(
+        '{ virtualMachines(first: 1) { nodes { id powerState } } }',
       );
-      const id = on.data!.virtualMachines.nodes[0]!.id;
+      const { id, powerState } = listed.data!.virtualMachines.nodes[0]!;
+      const [mutation, input, expected] =
+        powerState === 'ON' ? ['stopVm', { vmId: id, force: true }, 'OFF'] : ['startVm', { vmId: id }, 'ON'];
       const before = proxy.responses().length;
-      const payload = await mutate(own, 'stopVm', { vmId: id, force: true });
+      const payload = await mutate(own, mutation, input);
       expect(payload.userErrors).toEqual([]);
       await finished(own, payload.task!.id);
       const after = await own.query<{ node: { powerState: string } }>(
         'query($id: ID!) { node(id: $id) { ... on VirtualMachine { powerState } } }',
         { id },
       );
-      expect(after.data!.node.powerState).toBe('OFF');
+      expect(after.data!.node.powerState).toBe(expected);
       // Every VirtualMachine object vCenter sent meanwhile, per answer: one VM read back, never a listing of all.
       const perAnswer = proxy
         .responses()

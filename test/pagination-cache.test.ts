@@ -31,6 +31,7 @@ describe('pages of a listing the live inventory keeps', () => {
         networks: [],
         storage: [],
         volumes: new Map(),
+        upstreamTasks: [],
       },
       'initial',
     );

@@ -12,6 +12,7 @@ import type {
   WatchOptions,
   WatchSink,
 } from '../src/datasources/watch.js';
+import type { UpstreamTaskRecord } from '../src/model/upstream-task.js';
 import { applyPropertyChange } from '../src/datasources/vsphere/property-changes.js';
 import type { ObjectUpdate, UpdateSet } from '../src/datasources/vsphere/property-collector.js';
 import { WatchedInventory } from '../src/datasources/vsphere/watch-inventory.js';
@@ -31,6 +32,7 @@ import {
   textOf,
 } from '../src/datasources/vsphere/xml.js';
 import { type Vcsim, type VcsimOptions, startVcsim, vspherePlatform, adminSession } from './helpers/vcsim.js';
+import { eventually } from './helpers/subscriptions.js';
 
 // The vSphere watch follows vCenter's change stream (a PropertyCollector
 // filter over a container view, then WaitForUpdatesEx): its full read must be
@@ -82,12 +84,20 @@ type Call =
   | { type: 'apply'; changes: readonly InventoryChange[]; at: number }
   | { type: 'interrupted'; reason: string; at: number };
 
-/** A sink that records every call, and a mirror of its own built from them. */
+/**
+ * A sink that records every call, and a mirror of its own built from them.
+ * vCenter's recent tasks are kept apart (`upstreamTasks`): calls hold the
+ * inventory alone, as readInventory reads it.
+ */
 class RecordingSink implements WatchSink {
   readonly calls: Call[] = [];
   mirror: InventoryState | null = null;
+  /** Every recent task reported, as last reported, by its ID. */
+  readonly upstreamTasks = new Map<string, UpstreamTaskRecord>();
 
-  replace(state: InventoryState, reason: FullReadReason): void {
+  replace(full: InventoryState, reason: FullReadReason): void {
+    for (const t of full.upstreamTasks) this.upstreamTasks.set(t.nativeId, t);
+    const state = { ...full, upstreamTasks: [] };
     this.calls.push({ type: 'replace', state, reason, at: Date.now() });
     this.mirror = { ...state, vms: [...state.vms] };
     for (const k of ['datacenters', 'clusters', 'hosts', 'networks', 'storage'] as const) {
@@ -95,7 +105,10 @@ class RecordingSink implements WatchSink {
     }
   }
 
-  apply(changes: readonly InventoryChange[]): void {
+  apply(all: readonly InventoryChange[]): void {
+    for (const c of all) if (c.kind === 'UpstreamTask' && c.record) this.upstreamTasks.set(c.nativeId, c.record);
+    const changes = all.filter((c) => c.kind !== 'UpstreamTask');
+    if (changes.length === 0) return;
     this.calls.push({ type: 'apply', changes, at: Date.now() });
     const m = this.mirror!;
     for (const c of changes) {
@@ -175,6 +188,7 @@ function sorted(s: InventoryState): InventoryState {
     networks: [...s.networks].sort(by((r) => r.nativeId)),
     storage: [...s.storage].sort(by((r) => r.nativeId)),
     volumes: s.volumes,
+    upstreamTasks: s.upstreamTasks,
   };
 }
 
@@ -321,6 +335,10 @@ describe('vSphere watch: changes', () => {
     );
     const c = await sink.next('apply', () => true, 1_000, from);
     expect(c.changes).toEqual([{ kind: 'Cluster', nativeId: cluster.nativeId, record: { ...cluster, name: 'c-new' } }]);
+    // The rename's own vCenter task came through the same filter, apart from the inventory.
+    await eventually(() =>
+      [...sink.upstreamTasks.values()].some((t) => t.description.endsWith('.rename') && t.state === 'SUCCEEDED'),
+    );
     const dc = state.datacenters[0]!;
     from = sink.calls.length;
     await task(a, 'Rename_Task', { type: 'Datacenter', value: dc.nativeId }, elementXml('newName', 'dc-new'));

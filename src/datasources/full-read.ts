@@ -31,7 +31,7 @@ export async function readInventory(provider: Provider): Promise<InventoryState>
     if (d === undefined || s === undefined || d instanceof Error || s instanceof Error) return;
     states.push({ vm, details: d, snapshots: s });
   });
-  return { datacenters, clusters, hosts, vms: states, networks, storage, volumes };
+  return { datacenters, clusters, hosts, vms: states, networks, storage, volumes, upstreamTasks: [] };
 }
 
 /** Every storage of a platform, and the volumes of its pools (a pool that cannot list them is left out). */

@@ -4,6 +4,7 @@ import type { NetworkRecord } from '../model/network.js';
 import type { SnapshotRecord } from '../model/snapshot.js';
 import type { StorageRecord, StorageVolumeRecord } from '../model/storage.js';
 import type { VmDetails, VmRecord } from '../model/vm.js';
+import type { UpstreamTaskRecord } from '../model/upstream-task.js';
 
 // How a platform feeds the live inventory: it reads everything once, then
 // follows the platform's own change stream (vSphere WaitForUpdatesEx, libvirt
@@ -27,6 +28,8 @@ export interface InventoryState {
   storage: StorageRecord[];
   /** Volumes by their pool's native ID (libvirt); empty where storage has no volumes. */
   volumes: Map<string, StorageVolumeRecord[]>;
+  /** The platform's recent tasks (vSphere's TaskManager.recentTask); empty where it keeps none. */
+  upstreamTasks: UpstreamTaskRecord[];
 }
 
 /** One object as it is now; null when it is gone. */
@@ -38,7 +41,9 @@ export type InventoryChange =
   | { kind: 'Network'; nativeId: string; record: NetworkRecord | null }
   | { kind: 'Storage'; nativeId: string; record: StorageRecord | null }
   /** Every volume of one pool, as it is now (empty when the pool is gone). */
-  | { kind: 'StorageVolumes'; nativeId: string; record: StorageVolumeRecord[] };
+  | { kind: 'StorageVolumes'; nativeId: string; record: StorageVolumeRecord[] }
+  /** A recent task of the platform; null once the platform no longer lists it. */
+  | { kind: 'UpstreamTask'; nativeId: string; record: UpstreamTaskRecord | null };
 
 export type InventoryKind = InventoryChange['kind'];
 

@@ -20,6 +20,7 @@ import type { ClusterRecord, DatacenterRecord } from '../model/inventory.js';
 import type { NetworkRecord } from '../model/network.js';
 import type { SnapshotRecord } from '../model/snapshot.js';
 import type { StorageRecord, StorageVolumeRecord } from '../model/storage.js';
+import type { UpstreamTaskRecord } from '../model/upstream-task.js';
 import type { VmDetails, VmRecord } from '../model/vm.js';
 import { type VolumeIndex, indexVolumes } from '../datasources/volume-index.js';
 import { vmAspects } from './vm-diff.js';
@@ -126,6 +127,8 @@ export class PlatformMirror implements WatchSink {
   private readonly networkTable = new Table<NetworkRecord>((n) => n.name);
   private readonly storageTable = new Table<StorageRecord>();
   private readonly volumeTable = new Map<string, StorageVolumeRecord[]>();
+  /** The platform's recent tasks (not inventory: they change nothing here but are streamed as task updates). */
+  private readonly upstreamTasks = new Map<string, UpstreamTaskRecord>();
   private vmRecordList: VmRecord[] | null = null;
   private volumeIndexCache: VolumeIndex | null = null;
   private readonly vmsByHost = new Index();
@@ -157,6 +160,9 @@ export class PlatformMirror implements WatchSink {
       this.replaceTable('Storage', this.storageTable, state.storage),
       this.replaceVolumes(state.volumes),
     ].reduce((a, b) => a + b, 0);
+    const listed = new Set(state.upstreamTasks.map((t) => t.nativeId));
+    for (const t of state.upstreamTasks) this.putUpstreamTask(t.nativeId, t);
+    for (const id of [...this.upstreamTasks.keys()]) if (!listed.has(id)) this.putUpstreamTask(id, null);
     if (reason !== 'initial' && corrected > 0) {
       this.logger.info({ platform: this.platformId, reason, corrected }, 'full read corrected the live inventory');
     }
@@ -211,6 +217,11 @@ export class PlatformMirror implements WatchSink {
 
   storage(nativeId: string): StorageRecord | undefined {
     return this.storageTable.get(nativeId);
+  }
+
+  /** A recent task of the platform, while it lists it. */
+  upstreamTask(nativeId: string): UpstreamTaskRecord | undefined {
+    return this.upstreamTasks.get(nativeId);
   }
 
   listDatacenters(): readonly DatacenterRecord[] {
@@ -306,7 +317,7 @@ export class PlatformMirror implements WatchSink {
   }
 
   private replaceTable<R extends { nativeId: string }>(
-    kind: Exclude<InventoryKind, 'StorageVolumes'>,
+    kind: Exclude<InventoryKind, 'StorageVolumes' | 'UpstreamTask'>,
     table: Table<R> | Table<VmState>,
     records: readonly R[],
   ): number {
@@ -335,13 +346,14 @@ export class PlatformMirror implements WatchSink {
 
   private applyOne(c: InventoryChange): void {
     if (c.kind === 'StorageVolumes') this.putVolumes(c.nativeId, c.record);
+    else if (c.kind === 'UpstreamTask') this.putUpstreamTask(c.nativeId, c.record);
     else if (c.kind === 'VirtualMachine')
       this.put(c.kind, c.nativeId, c.record ? { ...c.record, nativeId: c.nativeId } : null);
     else this.put(c.kind, c.nativeId, c.record);
   }
 
   /** Stores one object (null: removes it) and tells what changed; whether anything did. */
-  private put(kind: Exclude<InventoryKind, 'StorageVolumes'>, id: string, record: unknown): boolean {
+  private put(kind: Exclude<InventoryKind, 'StorageVolumes' | 'UpstreamTask'>, id: string, record: unknown): boolean {
     if (kind === 'VirtualMachine') return this.putVm(id, record as (VmState & { nativeId: string }) | null);
     const table = this.tableOf(kind);
     const before = table.get(id);
@@ -452,6 +464,23 @@ export class PlatformMirror implements WatchSink {
       else if (!same(was, c)) this.publish(kind, 'MODIFIED', id);
     }
     for (const id of old.keys()) if (!now.has(id)) this.publish(kind, 'REMOVED', id);
+  }
+
+  /** Keeps a recent task as the platform reports it and streams each change of it; one it stopped listing is dropped quietly. */
+  private putUpstreamTask(id: string, record: UpstreamTaskRecord | null): void {
+    const before = this.upstreamTasks.get(id);
+    if (record === null) {
+      this.upstreamTasks.delete(id);
+      return;
+    }
+    if (before !== undefined && same(before, record)) return;
+    this.upstreamTasks.set(id, record);
+    this.events.publish({
+      type: 'TASK',
+      platformId: this.platformId,
+      taskId: id,
+      upstream: { targetVmNativeId: record.targetVmNativeId, state: record.state },
+    });
   }
 
   private publish(kind: InventoryEventKind, change: InventoryChangeType, nativeId: string): void {

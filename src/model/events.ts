@@ -1,4 +1,5 @@
 import type { PlatformStatus } from './platform.js';
+import type { TaskState } from './upstream-task.js';
 import type { PowerState } from './vm.js';
 
 /** The kinds of inventory object an event can be about. */
@@ -51,7 +52,10 @@ export interface PlatformStatusEvent {
 export interface TaskEvent {
   type: 'TASK';
   platformId: string;
+  /** The gateway's task ID, or for an upstream task the platform's (`task-123`). */
   taskId: string;
+  /** For a task the platform reported (vSphere's recent tasks): what a filter needs to know of it. */
+  upstream?: { targetVmNativeId: string | null; state: TaskState };
 }
 
 export type GatewayEvent = InventoryEvent | PlatformStatusEvent | TaskEvent;

@@ -10,9 +10,10 @@ import {
   type TaskOperation,
 } from '../model/operations.js';
 import type { Collection } from '../state/store.js';
+import type { TaskState } from '../model/upstream-task.js';
 
 export type { TaskOperation };
-export type TaskState = 'QUEUED' | 'RUNNING' | 'SUCCEEDED' | 'FAILED' | 'CANCELLED';
+export type { TaskState };
 
 export interface TaskRecord {
   id: string;
@@ -80,6 +81,8 @@ interface Pending {
   run: TaskSpec['run'];
 }
 
+const upstreamKey = (platformId: string, upstreamTaskId: string) => `${platformId}\u0000${upstreamTaskId}`;
+
 const FINISHED: ReadonlySet<TaskState> = new Set(['SUCCEEDED', 'FAILED', 'CANCELLED']);
 
 /** The error of a task the gateway could not see to its end. */
@@ -109,6 +112,8 @@ function loaded(t: StoredTask): TaskRecord {
  */
 export class TaskManager {
   private readonly tasks = new Map<string, TaskRecord>();
+  /** Task IDs by their upstream task (platform, then the platform's task ID). */
+  private readonly byUpstream = new Map<string, string>();
   private readonly queue: Pending[] = [];
   private readonly runningPerPlatform = new Map<string, number>();
   private readonly runningPerHost = new Map<string, number>();
@@ -126,6 +131,7 @@ export class TaskManager {
     const restored = [...store.values()].map(loaded).sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime());
     for (const t of restored) {
       this.tasks.set(t.id, t);
+      if (t.upstreamTaskId) this.byUpstream.set(upstreamKey(t.platformId, t.upstreamTaskId), t.id);
       if (!FINISHED.has(t.state)) this.interrupted.push(t);
     }
   }
@@ -212,6 +218,12 @@ export class TaskManager {
 
   get(id: string): TaskRecord | undefined {
     return this.tasks.get(id);
+  }
+
+  /** The gateway's task that started a platform's task, while it is kept. */
+  byUpstreamTask(platformId: string, upstreamTaskId: string): TaskRecord | undefined {
+    const id = this.byUpstream.get(upstreamKey(platformId, upstreamTaskId));
+    return id === undefined ? undefined : this.tasks.get(id);
   }
 
   /** Every task kept, newest first. */
@@ -303,6 +315,7 @@ export class TaskManager {
       },
       upstreamTask: (id) => {
         task.upstreamTaskId = id;
+        this.byUpstream.set(upstreamKey(task.platformId, id), task.id);
         // Kept at once: after a restart, this is what the task re-attaches to.
         void this.save(task);
       },
@@ -378,6 +391,7 @@ export class TaskManager {
       if (this.tasks.size <= this.budget.retain) break;
       if (!FINISHED.has(t.state)) continue;
       this.tasks.delete(id);
+      if (t.upstreamTaskId) this.byUpstream.delete(upstreamKey(t.platformId, t.upstreamTaskId));
       this.store.delete(id).catch((e: unknown) => this.logger.error({ err: e, task: id }, 'could not forget a task'));
     }
   }

@@ -8,7 +8,7 @@ import { Platform, platformQueries } from './platform.js';
 import { DateTime, SafeInt } from './scalars.js';
 import { Snapshot } from './snapshot.js';
 import { Datastore, Storage, StoragePool, StorageVolume, storageQueries } from './storage.js';
-import { BatchPayload, Task, taskQueries } from './task.js';
+import { BatchPayload, Task, UpstreamTask, taskQueries } from './task.js';
 import { batchMutations, vmMutations } from './mutation.js';
 import { VirtualMachine, virtualMachineQueries } from './virtual-machine.js';
 import {
@@ -43,6 +43,7 @@ export const resolvers: Resolvers = {
   BatchPayload,
   TaskAggregate: {},
   Task,
+  UpstreamTask,
   AuditEntry,
   Node,
   Platform,

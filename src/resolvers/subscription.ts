@@ -121,6 +121,7 @@ export const subscriptionResolvers: SubscriptionResolvers = {
             taskIds: refsOf(filter?.taskIds, 'Task')?.map((r) => r.nativeId),
             targets: refsOf(filter?.targetIds, 'VirtualMachine'),
             states: filter?.states,
+            includeUpstream: filter?.includeUpstream,
           },
           (id) => ctx.tasks.get(id),
         ),
@@ -178,7 +179,11 @@ export const TaskUpdatedEvent: TaskUpdatedEventResolvers = {
   type: (d) => (d.type === 'EVENT' ? 'MODIFIED' : 'RESYNC_REQUIRED'),
   task: (d, _a, ctx) => {
     const e = event(d, 'TASK');
-    return e ? (ctx.tasks.get(e.taskId) ?? null) : null;
+    return e && !e.upstream ? (ctx.tasks.get(e.taskId) ?? null) : null;
+  },
+  upstreamTask: (d, _a, ctx) => {
+    const e = event(d, 'TASK');
+    return e?.upstream ? (ctx.inventory.mirror(e.platformId)?.upstreamTask(e.taskId) ?? null) : null;
   },
 };
 

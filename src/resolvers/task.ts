@@ -1,4 +1,9 @@
-import type { BatchPayloadResolvers, QueryResolvers, TaskResolvers } from '../generated/graphql.js';
+import type {
+  BatchPayloadResolvers,
+  QueryResolvers,
+  TaskResolvers,
+  UpstreamTaskResolvers,
+} from '../generated/graphql.js';
 import { decodeIdOf, encodeId } from '../model/ids.js';
 import type { TaskRecord } from '../mutations/task-manager.js';
 import type { Awaitable } from './awaitable.js';
@@ -25,6 +30,14 @@ export const Task: TaskResolvers = {
     );
     return snaps.find((s) => s.key === t.resultSnapshotKey) ?? null;
   },
+};
+
+export const UpstreamTask: UpstreamTaskResolvers = {
+  upstreamTaskId: (t) => t.nativeId,
+  platform: (t, _a, ctx) => platformOf(ctx, t.platformId),
+  target: (t, _a, ctx) =>
+    t.targetVmNativeId ? unlessDown(() => findVm(ctx, t.platformId, t.targetVmNativeId as string), null) : null,
+  gatewayTask: (t, _a, ctx) => ctx.tasks.byUpstreamTask(t.platformId, t.nativeId) ?? null,
 };
 
 /** A read about a task's objects; the task still answers when their platform is down. */

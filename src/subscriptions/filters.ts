@@ -1,6 +1,6 @@
 import type { GatewayEvent, InventoryEventKind, VmChangeAspect } from '../model/events.js';
 import type { PowerState } from '../model/vm.js';
-import type { TaskState } from '../mutations/task-manager.js';
+import type { TaskState } from '../model/upstream-task.js';
 
 // Which events a subscription receives, over neutral events: the GraphQL
 // layer decodes the client's filter (global IDs) into these. Every given
@@ -62,6 +62,7 @@ export function taskUpdateFilter(
     taskIds?: readonly string[] | null;
     targets?: readonly ObjectRef[] | null;
     states?: readonly TaskState[] | null;
+    includeUpstream?: boolean | null;
   },
   task: (id: string) => { targetNativeId: string; state: TaskState } | undefined,
 ): (e: GatewayEvent) => boolean {
@@ -69,8 +70,18 @@ export function taskUpdateFilter(
   const ids = setOf(f.taskIds);
   const targets = setOf(f.targets?.map((r) => refKey(r.platformId, r.nativeId)));
   const states = setOf(f.states);
+  const upstream = f.includeUpstream !== false && ids === null;
   return (e) => {
-    if (e.type !== 'TASK' || !within(platforms, e.platformId) || !within(ids, e.taskId)) return false;
+    if (e.type !== 'TASK' || !within(platforms, e.platformId)) return false;
+    if (e.upstream) {
+      const target = e.upstream.targetVmNativeId;
+      return (
+        upstream &&
+        (targets === null || (target !== null && targets.has(refKey(e.platformId, target)))) &&
+        within(states, e.upstream.state)
+      );
+    }
+    if (!within(ids, e.taskId)) return false;
     if (targets === null && states === null) return true;
     const t = task(e.taskId);
     return !!t && within(targets, refKey(e.platformId, t.targetNativeId)) && within(states, t.state);

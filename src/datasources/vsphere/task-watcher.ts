@@ -1,6 +1,7 @@
 import { OperationFailedError, type OperationReporter } from '../../model/operations.js';
 import type { ObjectContent, PropertySpec } from './vim.js';
-import { type MoRef, type XNode, child, intOf, moRefOf, path, textOf, xsiType } from './xml.js';
+import { type MoRef, type XNode, child, intOf, moRefOf, textOf } from './xml.js';
+import { taskFault } from './upstream-tasks.js';
 
 /** What the watcher needs of a session: one read of chosen properties of many objects. */
 export interface ObjectReader {
@@ -97,11 +98,8 @@ export class TaskWatcher {
 }
 
 function taskError(info: XNode | undefined): OperationFailedError {
-  const error = child(info, 'error');
-  const fault = xsiType(child(error, 'fault')) ?? 'MethodFault';
-  const message =
-    textOf(child(error, 'localizedMessage')) || textOf(path(error, 'fault', 'faultMessage', 'message')) || fault;
-  return new OperationFailedError(`${message} (${fault})`);
+  const { code, message } = taskFault(info);
+  return new OperationFailedError(`${message} (${code})`);
 }
 
 /** The moref a task produced (a snapshot, a clone). */

@@ -10,6 +10,8 @@ export interface ServiceContent {
   propertyCollector: MoRef;
   viewManager: MoRef;
   sessionManager: MoRef;
+  /** Absent on endpoints without one. */
+  taskManager: MoRef | null;
   about: {
     fullName: string;
     apiType: string;
@@ -37,6 +39,7 @@ export async function retrieveServiceContent(client: SoapClient): Promise<Servic
     propertyCollector: requireRef(child(rv, 'propertyCollector'), 'propertyCollector'),
     viewManager: requireRef(child(rv, 'viewManager'), 'viewManager'),
     sessionManager: requireRef(child(rv, 'sessionManager'), 'sessionManager'),
+    taskManager: moRefOf(child(rv, 'taskManager')),
     about: {
       fullName: textOf(child(about, 'fullName')) ?? '',
       apiType: textOf(child(about, 'apiType')) ?? '',
@@ -147,11 +150,17 @@ function propSetXml(specs: readonly PropertySpec[]): string {
  * `<specSet>` (RetrievePropertiesEx) or under another element name (`<spec>`
  * of CreateFilter).
  */
-export function containerFilterSpec(view: MoRef, specs: readonly PropertySpec[], element = 'specSet'): string {
+export function containerFilterSpec(
+  view: MoRef,
+  specs: readonly PropertySpec[],
+  element = 'specSet',
+  /** More `<objectSet>` elements for the same spec. */
+  moreObjectSets = '',
+): string {
   return (
     `<${element}>${propSetXml(specs)}<objectSet>${moRefXml('obj', view)}${elementXml('skip', true)}` +
     `<selectSet xsi:type="TraversalSpec">${elementXml('name', 'view')}${elementXml('type', 'ContainerView')}` +
-    `${elementXml('path', 'view')}${elementXml('skip', false)}</selectSet></objectSet></${element}>`
+    `${elementXml('path', 'view')}${elementXml('skip', false)}</selectSet></objectSet>${moreObjectSets}</${element}>`
   );
 }
 

@@ -14,6 +14,7 @@ import {
 } from './mapping.js';
 import { packTrees, unpackTrees } from '../xml/packed.js';
 import { applyPropertyChange } from './property-changes.js';
+import { TASK_SPEC, upstreamTaskRecord } from './upstream-tasks.js';
 import type { ObjectUpdate, UpdateSet } from './property-collector.js';
 import type { ObjectContent, PropertySpec } from './vim.js';
 import type { MoRef } from './xml.js';
@@ -39,7 +40,10 @@ export const WATCH_SPECS: readonly PropertySpec[] = [
  */
 export const WATCH_TYPES: readonly string[] = [...new Set(WATCH_SPECS.map((s) => s.type))].sort();
 
-type Category = 'vm' | 'host' | 'datastore' | 'network' | 'tree';
+/** What the filter asks for: the container view's objects, and the recent tasks (reached from the TaskManager). */
+export const FILTER_SPECS: readonly PropertySpec[] = [...WATCH_SPECS, TASK_SPEC];
+
+type Category = 'vm' | 'host' | 'datastore' | 'network' | 'tree' | 'task';
 
 const CATEGORY: Record<string, Category> = {
   VirtualMachine: 'vm',
@@ -55,6 +59,7 @@ const CATEGORY: Record<string, Category> = {
   ClusterComputeResource: 'tree',
   ResourcePool: 'tree',
   VirtualApp: 'tree',
+  Task: 'task',
 };
 
 /** vim25 supertypes whose property specs apply to a subtype's objects. */
@@ -71,7 +76,7 @@ function requestedPaths(type: string): readonly string[] {
   let paths = requestedCache.get(type);
   if (!paths) {
     const types = new Set([type, ...(SUPERTYPES[type] ?? [])]);
-    paths = [...new Set(WATCH_SPECS.filter((s) => types.has(s.type)).flatMap((s) => s.paths))];
+    paths = [...new Set(FILTER_SPECS.filter((s) => types.has(s.type)).flatMap((s) => s.paths))];
     requestedCache.set(type, paths);
   }
   return paths;
@@ -99,7 +104,15 @@ export interface WatchDelta {
   refetch: Map<string, MoRef>;
 }
 
-const KIND_ORDER: InventoryKind[] = ['Datacenter', 'Cluster', 'Host', 'Network', 'Storage', 'VirtualMachine'];
+const KIND_ORDER: InventoryKind[] = [
+  'Datacenter',
+  'Cluster',
+  'Host',
+  'Network',
+  'Storage',
+  'VirtualMachine',
+  'UpstreamTask',
+];
 
 /** A watched object as kept between answers: its properties packed into one string. */
 interface StoredObject {
@@ -208,6 +221,7 @@ export class WatchedInventory {
       networks: this.mapCategory('network', (o) => networkRecord(this.platformId, o, tree)),
       storage: this.mapCategory('datastore', (o) => datastoreRecord(this.platformId, o, tree)),
       volumes: new Map(),
+      upstreamTasks: this.mapCategory('task', (o) => upstreamTaskRecord(this.platformId, o)),
     };
   }
 
@@ -277,6 +291,9 @@ export class WatchedInventory {
           break;
         case 'network':
           out.push({ kind: 'Network', nativeId, record: o ? networkRecord(this.platformId, o, after) : null });
+          break;
+        case 'task':
+          out.push({ kind: 'UpstreamTask', nativeId, record: o ? upstreamTaskRecord(this.platformId, o) : null });
           break;
         default:
           break;

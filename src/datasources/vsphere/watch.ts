@@ -22,7 +22,8 @@ import {
   objectsFilterSpec,
   retrievePropertiesEx,
 } from './vim.js';
-import { WATCH_SPECS, WATCH_TYPES, type WatchDelta, WatchedInventory } from './watch-inventory.js';
+import { recentTasksObjectSet } from './upstream-tasks.js';
+import { FILTER_SPECS, WATCH_TYPES, type WatchDelta, WatchedInventory } from './watch-inventory.js';
 import type { MoRef } from './xml.js';
 
 // vSphere's change stream, as govmomi's property.Wait and pyVmomi's
@@ -170,7 +171,13 @@ class VsphereWatch implements VsphereInventoryWatch {
     up.collector = await createPropertyCollector(client, content);
     up.view = await createContainerView(client, content, content.rootFolder, WATCH_TYPES, true);
     while (!this.stopped) {
-      up.filter = await createFilter(client, up.collector, containerFilterSpec(up.view, WATCH_SPECS, 'spec'), false);
+      const tasks = content.taskManager ? recentTasksObjectSet(content.taskManager) : '';
+      up.filter = await createFilter(
+        client,
+        up.collector,
+        containerFilterSpec(up.view, FILTER_SPECS, 'spec', tasks),
+        false,
+      );
       const inventory = new WatchedInventory(this.deps.platformId);
 
       let version = await this.fullRead(up, inventory);
@@ -327,7 +334,7 @@ function reasonOf(e: unknown): string {
  * whole, with its collector, never logged in again under it).
  */
 async function readObjects(s: VsphereSession, refs: readonly MoRef[]): Promise<ObjectContent[]> {
-  const first = await retrievePropertiesEx(s.client, s.content, objectsFilterSpec(refs, WATCH_SPECS), s.pageSize);
+  const first = await retrievePropertiesEx(s.client, s.content, objectsFilterSpec(refs, FILTER_SPECS), s.pageSize);
   const out = [...first.objects];
   for (let token = first.token; token;) {
     const next = await continueRetrievePropertiesEx(s.client, s.content, token);
