@@ -66,7 +66,7 @@ export function loadConfig(opts: LoadOptions = {}): { config: Config; source: st
   return { config, source };
 }
 
-/** Replaces encrypted passwords (enc:v1:...) by their plain text, in memory only. */
+/** Replaces encrypted passwords (enc:v1:...) of platforms and Redis by their plain text, in memory only. */
 export function decryptPasswords(config: Config, env: NodeJS.ProcessEnv, source = 'config'): Config {
   const keys = secretKeysFrom(env);
   const platforms = config.platforms.map((p, i) => {
@@ -79,7 +79,16 @@ export function decryptPasswords(config: Config, env: NodeJS.ProcessEnv, source 
       throw e;
     }
   });
-  return { ...config, platforms };
+  let redis = config.redis;
+  if (redis?.password !== undefined) {
+    try {
+      redis = { ...redis, password: decryptSecret(redis.password, keys) };
+    } catch (e) {
+      if (e instanceof SecretError) throw new ConfigError(`invalid configuration (${source}):\n  redis.password: ${e.message}`);
+      throw e;
+    }
+  }
+  return { ...config, platforms, ...(redis ? { redis } : {}) };
 }
 
 export function validateConfig(raw: unknown, source = 'config'): Config {

@@ -107,6 +107,47 @@ export const limitsSchema = z
     path: ['defaultPageSize'],
   });
 
+const hostPort = z.object({ host: z.string().min(1), port: z.number().int().min(1).max(65_535) }).strict();
+
+export const redisSchema = z
+  .object({
+    /** redis://[user@]host:port[/db] or rediss:// (TLS); with `sentinels`, the master's name is `sentinelName`. */
+    url: z
+      .string()
+      .url('must be a redis:// or rediss:// URL')
+      .refine((u) => /^rediss?:$/.test(new URL(u).protocol), 'must be a redis:// or rediss:// URL')
+      .refine((u) => !new URL(u).password, 'must not contain a password; use password')
+      .optional(),
+    /** Plain, or encrypted with `npm run encrypt-secret` (enc:v1:...). */
+    password: z.string().min(1).optional(),
+    /** Sentinels to ask for the master named `sentinelName` (instead of `url`). */
+    sentinels: z.array(hostPort).min(1).optional(),
+    sentinelName: z.string().min(1).default('mymaster'),
+    /** Nodes of a Redis Cluster to start from (instead of `url`). */
+    cluster: z.array(hostPort).min(1).optional(),
+    /** Prefix of every key the gateway writes; instances that share it act as one. */
+    keyPrefix: z
+      .string()
+      .regex(/^[A-Za-z0-9:_.-]{1,64}$/, 'must be 1-64 letters, digits, ":", "_", "." or "-"')
+      .default('virt-graph:'),
+    /** How long a platform's lease lasts unless its holder renews it: the longest a dead holder goes unnoticed (ms). */
+    leaseTtlMs: z.number().int().min(1_000).max(600_000).default(10_000),
+    /** Entries kept in each platform's event stream (approximately): how far back a client may resume. */
+    streamMaxLength: z.number().int().min(1_000).max(10_000_000).default(100_000),
+    /** The holder writes a snapshot of its inventory for new instances after this many entries. */
+    snapshotEveryEntries: z.number().int().min(10).max(1_000_000).default(5_000),
+    /** How long the gateway waits for Redis at start before running alone (ms). */
+    connectTimeoutMs: z.number().int().min(100).max(600_000).default(5_000),
+  })
+  .strict()
+  .refine((r) => [r.url, r.sentinels, r.cluster].filter((x) => x !== undefined).length === 1, {
+    message: 'give exactly one of url, sentinels or cluster',
+  })
+  .refine((r) => r.snapshotEveryEntries * 2 <= r.streamMaxLength, {
+    message: 'snapshotEveryEntries must be at most half of streamMaxLength (a new instance reads on from its snapshot)',
+    path: ['snapshotEveryEntries'],
+  });
+
 export const configSchema = z
   .object({
     server: z
@@ -205,6 +246,12 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    /**
+     * Several gateway instances as one: each platform watched by one
+     * instance at a time (a lease), every event through a Redis Stream per
+     * platform, idempotency keys shared. Absent: one instance, in memory.
+     */
+    redis: redisSchema.optional(),
     platforms: z
       .array(platformSchema)
       .min(1, 'configure at least one platform')
@@ -218,10 +265,15 @@ export const configSchema = z
         });
       }),
   })
-  .strict();
+  .strict()
+  .refine((c) => !c.redis || c.inventory.enabled, {
+    message: 'several instances share their platforms through the live inventory: redis needs inventory.enabled',
+    path: ['redis'],
+  });
 
 export type Config = z.infer<typeof configSchema>;
 export type Limits = z.infer<typeof limitsSchema>;
+export type RedisConfig = z.infer<typeof redisSchema>;
 export type PlatformConfig = z.infer<typeof platformSchema>;
 export type LibvirtPlatformConfig = z.infer<typeof libvirtPlatformSchema>;
 export type VspherePlatformConfig = z.infer<typeof vspherePlatformSchema>;

@@ -7,11 +7,14 @@ import type { InventoryChange, InventoryWatch, WatchOptions } from '../datasourc
 import type { EventPublisher } from '../model/events.js';
 import { errorMessage } from '../model/errors.js';
 import { PlatformMirror } from './platform-mirror.js';
+import type { LeaseView, Replication } from './replication/replication.js';
 
 /**
  * The live inventory: one mirror per platform, each fed by its platform's
  * watch. Reads go to a mirror while it is SYNCED; everything it sees change
- * is published as an event.
+ * is published as an event. With a Replication (several instances sharing
+ * Redis), only the instance holding a platform's lease watches it; the
+ * others keep their mirror from its stream.
  */
 export class Inventory {
   private readonly mirrors = new Map<string, PlatformMirror>();
@@ -22,6 +25,7 @@ export class Inventory {
     private readonly events: EventPublisher,
     private readonly options: WatchOptions & { enabled: boolean },
     private readonly logger: Logger,
+    private readonly replication: Replication | null = null,
   ) {
     for (const p of registry.providers) {
       const mirror = new PlatformMirror(p.id, events, logger.child({ platform: p.id, room: 'inventory' }));
@@ -47,16 +51,22 @@ export class Inventory {
     if (!this.options.enabled) return;
     for (const p of this.registry.providers) {
       const mirror = this.mirrors.get(p.id) as PlatformMirror;
-      this.watches.push(p.watch(mirror, this.options));
+      if (this.replication) this.replication.run(p.id, mirror, () => p.watch(mirror, this.options));
+      else this.watches.push(p.watch(mirror, this.options));
     }
   }
 
   async stop(): Promise<void> {
-    await Promise.all(this.watches.splice(0).map((w) => w.stop()));
+    await Promise.all([...this.watches.splice(0).map((w) => w.stop()), this.replication?.stop()]);
   }
 
   get enabled(): boolean {
     return this.options.enabled;
+  }
+
+  /** Who watches a platform among instances sharing a Redis; undefined for a gateway that runs alone. */
+  lease(platformId: string): LeaseView | undefined {
+    return this.replication?.lease(platformId);
   }
 
   mirror(platformId: string): PlatformMirror | undefined {
@@ -95,7 +105,7 @@ export class Inventory {
         for (const [pool, volumes] of storage.volumes)
           changes.push({ kind: 'StorageVolumes', nativeId: pool, record: volumes });
       }
-      mirror.apply(changes);
+      if (!this.replication?.observed(platformId, changes)) mirror.apply(changes);
     } catch (e) {
       // The change stream or the next resync brings the mirror up to date.
       this.logger.warn(

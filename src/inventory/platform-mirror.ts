@@ -137,6 +137,7 @@ export class PlatformMirror implements WatchSink {
   private readonly vmsByDiskSource = new Index();
   private status: MirrorState = { state: 'SYNCING', syncedAt: null, staleSince: null, reason: null };
   private readonly statusListeners: ((s: MirrorState) => void)[] = [];
+  private readonly changeListeners: ((c: InventoryChange) => void)[] = [];
 
   constructor(
     readonly platformId: string,
@@ -177,6 +178,30 @@ export class PlatformMirror implements WatchSink {
   interrupted(reason: string): void {
     if (this.status.state === 'STALE') return;
     this.setStatus({ ...this.status, state: 'STALE', staleSince: new Date(), reason });
+  }
+
+  /** Takes the state another instance's mirror of the same platform reports (a follower mirrors the lease holder's). */
+  follow(state: MirrorState): void {
+    this.setStatus(state);
+  }
+
+  /** Everything the mirror holds, as a full read would give it (for an instance that starts from it). */
+  exportState(): InventoryState {
+    return {
+      datacenters: [...this.datacenters.all()],
+      clusters: [...this.clusters.all()],
+      hosts: [...this.hostTable.all()],
+      vms: this.vmTable.all().map((s) => ({ vm: s.vm, details: s.details, snapshots: s.snapshots })),
+      networks: [...this.networkTable.all()],
+      storage: [...this.storageTable.all()],
+      volumes: new Map(this.volumeTable),
+      upstreamTasks: [...this.upstreamTasks.values()],
+    };
+  }
+
+  /** Calls `listener` with each object that really changed, as it is now (what another instance needs to apply). */
+  onChange(listener: (c: InventoryChange) => void): void {
+    this.changeListeners.push(listener);
   }
 
   // --- reads ------------------------------------------------------------
@@ -361,12 +386,14 @@ export class PlatformMirror implements WatchSink {
       if (before === undefined) return false;
       table.delete(id);
       if (kind === 'Storage') this.volumeIndexCache = null;
+      this.changed({ kind, nativeId: id, record: null } as InventoryChange);
       this.publish(kind, 'REMOVED', id);
       return true;
     }
     if (before !== undefined && same(before, record)) return false;
     table.set(id, record);
     if (kind === 'Storage') this.volumeIndexCache = null;
+    this.changed({ kind, nativeId: id, record } as InventoryChange);
     this.publish(kind, before === undefined ? 'ADDED' : 'MODIFIED', id);
     return true;
   }
@@ -393,6 +420,7 @@ export class PlatformMirror implements WatchSink {
       this.vmTable.delete(id);
       this.vmRecordList = null;
       this.unindexVm(id);
+      this.changed({ kind: 'VirtualMachine', nativeId: id, record: null });
       this.publishVm('REMOVED', id, before, null, ALL_ASPECTS);
       this.publishChildren('Snapshot', before.snapshots, []);
       return true;
@@ -403,6 +431,7 @@ export class PlatformMirror implements WatchSink {
     this.vmTable.set(id, state);
     this.vmRecordList = null;
     this.indexVm(id, state);
+    this.changed({ kind: 'VirtualMachine', nativeId: id, record: state });
     this.publishVm(before ? 'MODIFIED' : 'ADDED', id, before ?? null, state, aspects);
     if (aspects.includes('SNAPSHOTS')) this.publishChildren('Snapshot', before?.snapshots ?? [], state.snapshots);
     return true;
@@ -446,6 +475,7 @@ export class PlatformMirror implements WatchSink {
     this.volumeIndexCache = null;
     if (next.length === 0) this.volumeTable.delete(pool);
     else this.volumeTable.set(pool, next);
+    this.changed({ kind: 'StorageVolumes', nativeId: pool, record: next });
     this.publishChildren('StorageVolume', before, next);
     return true;
   }
@@ -470,17 +500,22 @@ export class PlatformMirror implements WatchSink {
   private putUpstreamTask(id: string, record: UpstreamTaskRecord | null): void {
     const before = this.upstreamTasks.get(id);
     if (record === null) {
-      this.upstreamTasks.delete(id);
+      if (this.upstreamTasks.delete(id)) this.changed({ kind: 'UpstreamTask', nativeId: id, record: null });
       return;
     }
     if (before !== undefined && same(before, record)) return;
     this.upstreamTasks.set(id, record);
+    this.changed({ kind: 'UpstreamTask', nativeId: id, record });
     this.events.publish({
       type: 'TASK',
       platformId: this.platformId,
       taskId: id,
       upstream: { targetVmNativeId: record.targetVmNativeId, state: record.state },
     });
+  }
+
+  private changed(change: InventoryChange): void {
+    for (const listener of this.changeListeners) listener(change);
   }
 
   private publish(kind: InventoryEventKind, change: InventoryChangeType, nativeId: string): void {

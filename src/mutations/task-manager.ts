@@ -88,7 +88,7 @@ const FINISHED: ReadonlySet<TaskState> = new Set(['SUCCEEDED', 'FAILED', 'CANCEL
 /** The error of a task the gateway could not see to its end. */
 const INTERRUPTED = 'INTERRUPTED';
 
-function stored(t: TaskRecord): StoredTask {
+export function storedTask(t: TaskRecord): StoredTask {
   return {
     ...t,
     createdAt: t.createdAt.toISOString(),
@@ -120,6 +120,8 @@ export class TaskManager {
   private readonly done = new Map<string, ((t: TaskRecord) => void)[]>();
   private readonly updateListeners: ((t: TaskRecord) => void)[] = [];
   private readonly finishedListeners: ((t: TaskRecord) => Promise<void>)[] = [];
+  /** Tasks other instances run, shown here. */
+  private readonly foreign = new Set<string>();
   /** Tasks found unfinished in the store at start, until resumeInterrupted() settles them. */
   private interrupted: TaskRecord[] = [];
 
@@ -218,6 +220,26 @@ export class TaskManager {
 
   get(id: string): TaskRecord | undefined {
     return this.tasks.get(id);
+  }
+
+  /**
+   * Shows a task another gateway instance runs (told through the shared
+   * event stream), so that queries and subscriptions here answer for it.
+   * It is neither run nor stored here; its own instance does both.
+   */
+  adopt(record: StoredTask): void {
+    const own = this.tasks.get(record.id);
+    if (own && !this.foreign.has(record.id)) return;
+    const task = loaded(record);
+    if (own) Object.assign(own, task);
+    else this.tasks.set(task.id, task);
+    this.foreign.add(task.id);
+    if (task.upstreamTaskId) this.byUpstream.set(upstreamKey(task.platformId, task.upstreamTaskId), task.id);
+    if (FINISHED.has(task.state)) {
+      for (const resolve of this.done.get(task.id) ?? []) resolve(own ?? task);
+      this.done.delete(task.id);
+      this.forgetOld();
+    }
   }
 
   /** The gateway's task that started a platform's task, while it is kept. */
@@ -379,7 +401,7 @@ export class TaskManager {
   /** Stores the task as it is now; a failed write is logged (the task goes on). */
   private async save(task: TaskRecord): Promise<void> {
     try {
-      await this.store.set(task.id, stored(task));
+      await this.store.set(task.id, storedTask(task));
     } catch (e) {
       this.logger.error({ err: e, task: task.id }, 'could not store a task');
     }
@@ -392,6 +414,7 @@ export class TaskManager {
       if (!FINISHED.has(t.state)) continue;
       this.tasks.delete(id);
       if (t.upstreamTaskId) this.byUpstream.delete(upstreamKey(t.platformId, t.upstreamTaskId));
+      if (this.foreign.delete(id)) continue;
       this.store.delete(id).catch((e: unknown) => this.logger.error({ err: e, task: id }, 'could not forget a task'));
     }
   }

@@ -6,7 +6,7 @@ import type { Limits } from '../config/schema.js';
 import { type Loaders, createLoaders } from '../inventory/loaders.js';
 import type { PlatformRegistry } from '../datasources/registry.js';
 import type { Inventory } from '../inventory/inventory.js';
-import type { MemoryEventLog } from '../subscriptions/event-log.js';
+import type { EventSource } from '../subscriptions/subscriber-queue.js';
 import type { AuditLog } from '../mutations/audit-log.js';
 import type { MutationPipeline } from '../mutations/pipeline.js';
 import type { TaskManager } from '../mutations/task-manager.js';
@@ -27,7 +27,7 @@ export interface GatewayContext {
   tasks: TaskManager;
   audit: AuditLog;
   inventory: Inventory;
-  events: MemoryEventLog;
+  events: EventSource;
   /**
    * Platforms whose reads in this request went to the platform itself
    * because its live inventory could not answer, and why; sent in the
@@ -49,7 +49,7 @@ export interface ContextDeps {
   tasks: TaskManager;
   audit: AuditLog;
   inventory: Inventory;
-  events: MemoryEventLog;
+  events: EventSource;
   subscriptionLimits: { maxQueuedEvents: number };
 }
 

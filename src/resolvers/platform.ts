@@ -8,6 +8,12 @@ export const Platform: PlatformResolvers = {
   inventoryState: (p, _a, ctx) => ctx.inventory.mirror(p.id)?.state.state ?? 'SYNCING',
   syncedAt: (p, _a, ctx) => ctx.inventory.mirror(p.id)?.state.syncedAt ?? null,
   staleSince: (p, _a, ctx) => ctx.inventory.mirror(p.id)?.state.staleSince ?? null,
+  watch: (p, _a, ctx) => {
+    const lease = ctx.inventory.lease(p.id);
+    return lease
+      ? { role: lease.role, holder: lease.holder, instance: lease.instanceId, heldSince: lease.heldSince }
+      : null;
+  },
   hosts: async (p, _a, ctx) => {
     if (p.status !== 'CONNECTED') return [];
     try {

@@ -10,10 +10,12 @@ import { AuditLog } from '../mutations/audit-log.js';
 import { allowAll } from '../mutations/authorizer.js';
 import { IdempotencyKeys, type RememberedOutcome } from '../mutations/idempotency.js';
 import { MutationPipeline, type StoredOutcome } from '../mutations/pipeline.js';
-import { type StoredTask, TaskManager } from '../mutations/task-manager.js';
+import { type StoredTask, TaskManager, storedTask } from '../mutations/task-manager.js';
 import { Inventory } from '../inventory/inventory.js';
 import { openFileStore } from '../state/store.js';
 import { MemoryEventLog } from '../subscriptions/event-log.js';
+import { StreamEventLog } from '../subscriptions/stream-event-log.js';
+import { type SharedState, openSharedState } from './shared-state.js';
 import { createApollo } from './apollo.js';
 import { type GatewayContext, createContext } from '../resolvers/context.js';
 import { createErrorFormatter } from './format-error.js';
@@ -52,10 +54,15 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
     config.audit.retainInMemory,
   );
   const idempotencyKeys = new IdempotencyKeys(await state.collection<RememberedOutcome<StoredOutcome>>('idempotency'));
-  const events = new MemoryEventLog(config.subscriptions.history);
+  const shared: SharedState = await openSharedState(config, logger);
+  const replication = shared.replication;
+  const memoryEvents = replication ? null : new MemoryEventLog(config.subscriptions.history);
+  const events = replication
+    ? new StreamEventLog(replication, logger, config.subscriptions.history)
+    : (memoryEvents as MemoryEventLog);
   const inventory = new Inventory(
     registry,
-    events,
+    replication ?? (memoryEvents as MemoryEventLog),
     {
       enabled: config.inventory.enabled,
       resyncIntervalMs: config.inventory.resyncIntervalSeconds * 1000,
@@ -63,8 +70,20 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
       retryMaxMs: config.inventory.retryMaxMs,
     },
     logger,
+    replication,
   );
-  tasks.onUpdate((task) => events.publish({ type: 'TASK', platformId: task.platformId, taskId: task.id }));
+  if (replication) {
+    const log = events as StreamEventLog;
+    replication.onEntry((platformId, read) => {
+      if (read.entry.task && read.entry.by !== replication.instanceId) tasks.adopt(read.entry.task as StoredTask);
+      log.deliver(platformId, read);
+    });
+    tasks.onUpdate((task) =>
+      replication.publishTask({ type: 'TASK', platformId: task.platformId, taskId: task.id }, storedTask(task)),
+    );
+  } else {
+    tasks.onUpdate((task) => memoryEvents?.publish({ type: 'TASK', platformId: task.platformId, taskId: task.id }));
+  }
   const mutations = new MutationPipeline({ tasks, audit, authorizer: allowAll, idempotencyKeys, inventory, logger });
   const subscriptionLimits = { maxQueuedEvents: config.subscriptions.maxQueuedEvents };
   const contextFor = (connection: GatewayContext['connection'] = null) =>
@@ -85,7 +104,11 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
       health: () => ({
         live: phase !== 'stopped',
         ready: phase === 'serving',
-        details: { phase, platforms: registry.records().map((p) => ({ id: p.id, status: p.status })) },
+        details: {
+          phase,
+          platforms: registry.records().map((p) => ({ id: p.id, status: p.status })),
+          ...shared.health(),
+        },
       }),
     }),
   );
@@ -144,6 +167,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
       await inventory.stop();
       await registry.stop();
       await Promise.all([state.close(), audit.close()]);
+      await shared.close();
       phase = 'stopped';
       logger.info('gateway stopped');
     })();
