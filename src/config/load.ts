@@ -84,7 +84,8 @@ export function decryptPasswords(config: Config, env: NodeJS.ProcessEnv, source 
     try {
       redis = { ...redis, password: decryptSecret(redis.password, keys) };
     } catch (e) {
-      if (e instanceof SecretError) throw new ConfigError(`invalid configuration (${source}):\n  redis.password: ${e.message}`);
+      if (e instanceof SecretError)
+        throw new ConfigError(`invalid configuration (${source}):\n  redis.password: ${e.message}`);
       throw e;
     }
   }

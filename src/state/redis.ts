@@ -78,10 +78,7 @@ export async function connectRedis(client: RedisClient, timeoutMs: number): Prom
         });
       }),
       new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () => reject(new Error(`Redis did not answer within ${timeoutMs} ms`)),
-          timeoutMs,
-        );
+        timer = setTimeout(() => reject(new Error(`Redis did not answer within ${timeoutMs} ms`)), timeoutMs);
       }),
     ]);
   } finally {

@@ -136,7 +136,8 @@ export class PlatformReplica implements EventPublisher {
       return;
     }
     this.mirror.apply(changes);
-    if (changes.length > 0) void this.appendShared({ v: 1, by: this.options.instanceId, observed: changes, events: [] });
+    if (changes.length > 0)
+      void this.appendShared({ v: 1, by: this.options.instanceId, observed: changes, events: [] });
   }
 
   private changed(change: InventoryChange): void {
@@ -282,7 +283,8 @@ export class PlatformReplica implements EventPublisher {
           return;
         }
       } catch (e) {
-        if (attempt === 0) this.logger.warn({ err: errorMessage(e) }, 'could not read the inventory snapshot; retrying');
+        if (attempt === 0)
+          this.logger.warn({ err: errorMessage(e) }, 'could not read the inventory snapshot; retrying');
       }
       await this.pause(Math.min(200 * 2 ** attempt, 2_000));
     }
@@ -360,7 +362,10 @@ export class PlatformReplica implements EventPublisher {
     while (!this.stopped) {
       try {
         if (failures > 0 && (await this.stream.trimmedAfter(this.lastId))) {
-          this.logger.warn({ after: this.lastId }, 'the event stream lost entries this instance had not read; starting again from the snapshot');
+          this.logger.warn(
+            { after: this.lastId },
+            'the event stream lost entries this instance had not read; starting again from the snapshot',
+          );
           if (this.roleNow !== 'HOLDER') await this.bootstrap(false);
         }
         const batch = await this.stream.read(this.reader, this.lastId, READ_BLOCK_MS, READ_COUNT);
@@ -396,4 +401,3 @@ export class PlatformReplica implements EventPublisher {
     }
   }
 }
-

@@ -83,11 +83,7 @@ return 1`;
 export function compareEntryIds(a: string, b: string): number {
   const [am = '0', as = '0'] = a.split('-');
   const [bm = '0', bs = '0'] = b.split('-');
-  return am.length !== bm.length
-    ? am.length - bm.length
-    : am !== bm
-      ? (am < bm ? -1 : 1)
-      : Number(as) - Number(bs);
+  return am.length !== bm.length ? am.length - bm.length : am !== bm ? (am < bm ? -1 : 1) : Number(as) - Number(bs);
 }
 
 /** The entry IDs Redis hands out have this shape. */

@@ -1,0 +1,255 @@
+import { execFile } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { decodeStreamCursor } from '../src/subscriptions/stream-cursor.js';
+import { type GatewayProcess, spawnGateway } from './helpers/gateway-process.js';
+import { type Libvirtd, libvirtd } from './helpers/libvirtd.js';
+import { type RedisServer, redisServer } from './helpers/redis-server.js';
+import { startSoapProxy } from './helpers/soap-proxy.js';
+import { type Subscription, eventually, subscribe } from './helpers/subscriptions.js';
+import { type Vcsim, startVcsim, vspherePlatform } from './helpers/vcsim.js';
+
+// Several real gateway processes sharing a real redis-server, in front of a
+// real libvirtd (libvirt's test driver, shared by every connection) and a
+// vCenter simulator: one watch per platform in total, every event to every
+// client once, wherever it connects, through a holder's death and a Redis
+// restart.
+const run = promisify(execFile);
+const LEASE_TTL_MS = 1_500;
+
+let redis: RedisServer;
+let daemon: Libvirtd;
+let sim: Vcsim;
+let proxy: Awaited<ReturnType<typeof startSoapProxy>>;
+const gateways: GatewayProcess[] = [];
+const subscriptions: Subscription<VmEvent>[] = [];
+
+const virsh = (...args: string[]) => run('virsh', ['-c', daemon.uri, ...args]);
+
+interface VmEvent {
+  vmChanged: {
+    cursor: string;
+    type: string;
+    changes: string[];
+    powerState: string | null;
+    vm: { name: string } | null;
+  };
+}
+
+const VM_CHANGED = `subscription($f: VmChangeFilter, $after: String) {
+  vmChanged(filter: $f, after: $after) { cursor type changes powerState vm { name } }
+}`;
+
+function config(): Record<string, unknown> {
+  return {
+    redis: { url: redis.url, leaseTtlMs: LEASE_TTL_MS, connectTimeoutMs: 2_000 },
+    state: { dir: mkdtempSync(join(tmpdir(), 'virt-graph-state-')) },
+    inventory: { retryInitialMs: 50, retryMaxMs: 200 },
+    platforms: [
+      { id: 'kvm', kind: 'libvirt', uri: daemon.uri, retryInitialMs: 50, retryMaxMs: 200 },
+      { ...vspherePlatform(sim), url: proxy.url, caFile: undefined },
+    ],
+  };
+}
+
+interface Watch {
+  name: string;
+  watch: { role: string; holder: string | null; instance: string } | null;
+  inventoryState: string;
+}
+
+async function watches(gw: GatewayProcess): Promise<Watch[]> {
+  const res = await gw.query<{ platforms: Watch[] }>(
+    '{ platforms { name inventoryState watch { role holder instance } } }',
+  );
+  return res.data!.platforms;
+}
+
+/** Waits until every gateway's mirrors are SYNCED and each platform has exactly one holder among them. */
+async function settled(gws: GatewayProcess[], timeoutMs = 30_000): Promise<Map<string, GatewayProcess>> {
+  const holders = new Map<string, GatewayProcess>();
+  await eventually(async () => {
+    holders.clear();
+    for (const gw of gws) {
+      for (const p of await watches(gw)) {
+        if (p.inventoryState !== 'SYNCED') return false;
+        if (p.watch?.role === 'HOLDER') {
+          if (holders.has(p.name)) return false;
+          holders.set(p.name, gw);
+        }
+      }
+    }
+    return holders.size === 2;
+  }, timeoutMs);
+  return holders;
+}
+
+async function vmId(gw: GatewayProcess, platform: string, name: string): Promise<string> {
+  const res = await gw.query<{
+    virtualMachines: { nodes: { id: string; name: string; platform: { name: string } }[] };
+  }>('{ virtualMachines(first: 1000) { nodes { id name platform { name } } } }');
+  const vm = res.data!.virtualMachines.nodes.find((n) => n.platform.name === platform && n.name === name);
+  if (!vm) throw new Error(`no VM ${name} on ${platform}`);
+  return vm.id;
+}
+
+function listen(gw: GatewayProcess, variables: Record<string, unknown>): Subscription<VmEvent> {
+  const s = subscribe<VmEvent>(gw.url, VM_CHANGED, variables);
+  subscriptions.push(s);
+  return s;
+}
+
+/** Lets the subscriptions reach the server (graphql-ws connects lazily). */
+const subscribed = () => new Promise((r) => setTimeout(r, 500));
+
+/**
+ * Where each event sits in the libvirt platform's stream (a cursor also
+ * names how far its instance had read the other platforms' streams, which
+ * differs between instances).
+ */
+const cursors = (s: Subscription<VmEvent>) =>
+  s.events.map((e) => {
+    const p = decodeStreamCursor(e.vmChanged.cursor)?.get('kvm');
+    return p ? `${p.id}.${p.index}` : null;
+  });
+
+beforeAll(async () => {
+  [redis, sim] = await Promise.all([redisServer({ persistent: true }), startVcsim()]);
+  daemon = libvirtd();
+  await daemon.start();
+  proxy = await startSoapProxy(sim.url, sim.certFile);
+  gateways.push(...(await Promise.all([spawnGateway(config()), spawnGateway(config())])));
+  await settled(gateways);
+}, 90_000);
+
+afterAll(async () => {
+  await Promise.all(subscriptions.map((s) => s.close()));
+  await Promise.all(gateways.map((g) => g.kill()));
+  await proxy?.close();
+  await Promise.all([sim?.stop(), daemon?.stop(), redis?.kill()]);
+});
+
+describe('several instances sharing Redis', () => {
+  it('watch each platform from one instance: vCenter sees one property-collector filter however many run', async () => {
+    const third = await spawnGateway(config());
+    gateways.push(third);
+    const holders = await settled(gateways);
+    expect([...holders.keys()].sort()).toEqual(['kvm', 'vc']);
+    const filters = proxy.responses().filter((r) => r.includes('CreateFilterResponse')).length;
+    expect(filters).toBe(1);
+    // Every instance answers the same inventory from its own mirror.
+    const names = await Promise.all(
+      gateways.map(async (gw) => {
+        const res = await gw.query<{ virtualMachines: { totalCount: number } }>('{ virtualMachines { totalCount } }');
+        return res.data!.virtualMachines.totalCount;
+      }),
+    );
+    expect(new Set(names).size).toBe(1);
+  }, 60_000);
+
+  it('deliver a change made through one instance, exactly once, to clients of every instance', async () => {
+    const [a, b] = gateways as [GatewayProcess, GatewayProcess];
+    const id = await vmId(a, 'kvm', 'test');
+    const onA = listen(a, { f: { vmIds: [id] } });
+    const onB = listen(b, { f: { vmIds: [id] } });
+    await subscribed();
+    const res = await a.query<{ pauseVm: { userErrors: unknown[] } }>(
+      'mutation($id: ID!) { pauseVm(input: { vmId: $id }) { userErrors { message } } }',
+      { id },
+    );
+    expect(res.data!.pauseVm.userErrors).toEqual([]);
+    await onB.until(1, 10_000);
+    await new Promise((r) => setTimeout(r, 1_000));
+    const paused = (s: Subscription<VmEvent>) => s.events.filter((e) => e.vmChanged.powerState === 'PAUSED');
+    expect(paused(onB)).toHaveLength(1);
+    expect(cursors(onB)).toEqual(cursors(onA));
+    expect(new Set(cursors(onB)).size).toBe(onB.events.length);
+    // The task the mutation started on A is known on B.
+    const tasks = await b.query<{ tasks: { nodes: { operation: string; state: string }[] } }>(
+      '{ tasks(first: 5) { nodes { operation state } } }',
+    );
+    expect(tasks.data!.tasks.nodes.some((t) => t.operation === 'PAUSE_VM')).toBe(true);
+  }, 30_000);
+
+  it('resume a client on another instance with its cursor: exactly the events it missed, then live ones', async () => {
+    const [a, b] = gateways as [GatewayProcess, GatewayProcess];
+    const id = await vmId(a, 'kvm', 'test');
+    const first = listen(a, { f: { vmIds: [id] } });
+    await subscribed();
+    await virsh('resume', 'test');
+    const [seen] = await first.until(1, 10_000);
+    await first.close();
+    await virsh('suspend', 'test');
+    await virsh('resume', 'test');
+    await virsh('suspend', 'test');
+    // The three changes reach a client that stayed, so the resumed one's count can be compared.
+    const stayed = listen(a, { f: { vmIds: [id] }, after: seen!.vmChanged.cursor });
+    await stayed.until(3, 10_000);
+    const resumed = listen(b, { f: { vmIds: [id] }, after: seen!.vmChanged.cursor });
+    const missed = await resumed.until(3, 10_000);
+    expect(missed.map((e) => e.vmChanged.powerState)).toEqual(['PAUSED', 'ON', 'PAUSED']);
+    expect(cursors(resumed)).toEqual(cursors(stayed));
+    await virsh('resume', 'test');
+    const [, , , live] = await resumed.until(4, 10_000);
+    expect(live!.vmChanged.powerState).toBe('ON');
+    await new Promise((r) => setTimeout(r, 500));
+    expect(resumed.events).toHaveLength(4);
+  }, 30_000);
+
+  it('hand a platform over within the lease time when its holder is killed, losing no change', async () => {
+    const holders = await settled(gateways);
+    const dead = holders.get('kvm')!;
+    const survivors = gateways.filter((g) => g !== dead);
+    const id = await vmId(survivors[0]!, 'kvm', 'test');
+    const clients = survivors.map((gw) => listen(gw, { f: { vmIds: [id] } }));
+    await subscribed();
+    const killedAt = Date.now();
+    await dead.kill();
+    gateways.splice(gateways.indexOf(dead), 1);
+    // Changed out of band while nobody watches: the next holder's first read finds it.
+    await virsh('suspend', 'test');
+    const next = await settled(gateways, 20_000);
+    expect(Date.now() - killedAt).toBeLessThan(LEASE_TTL_MS + 10_000);
+    expect(survivors).toContain(next.get('kvm'));
+    for (const c of clients) {
+      const [event] = await c.until(1, 10_000);
+      expect(event!.vmChanged.powerState).toBe('PAUSED');
+    }
+    await virsh('resume', 'test');
+    for (const c of clients) await c.until(2, 10_000);
+    await new Promise((r) => setTimeout(r, 500));
+    for (const c of clients) {
+      expect(c.events.map((e) => e.vmChanged.powerState)).toEqual(['PAUSED', 'ON']);
+      expect(cursors(c)).toEqual(cursors(clients[0]!));
+    }
+  }, 60_000);
+
+  it('lose no event when Redis restarts mid-stream, and keep every client connected', async () => {
+    const [a, b] = gateways as [GatewayProcess, GatewayProcess];
+    const id = await vmId(a, 'kvm', 'test');
+    const clients = [listen(a, { f: { vmIds: [id] } }), listen(b, { f: { vmIds: [id] } })];
+    await subscribed();
+    await redis.kill();
+    // Seen by the holder while Redis is away: written once Redis is back.
+    await virsh('suspend', 'test');
+    await new Promise((r) => setTimeout(r, 500));
+    await redis.start();
+    for (const c of clients) {
+      const [event] = await c.until(1, 15_000);
+      expect(event!.vmChanged.powerState).toBe('PAUSED');
+    }
+    await virsh('resume', 'test');
+    for (const c of clients) await c.until(2, 10_000);
+    await new Promise((r) => setTimeout(r, 500));
+    for (const c of clients) {
+      expect(c.events.map((e) => e.vmChanged.powerState)).toEqual(['PAUSED', 'ON']);
+      expect(c.closeCode()).toBeNull();
+    }
+    await settled(gateways, 20_000);
+  }, 60_000);
+});
