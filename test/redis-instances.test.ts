@@ -7,6 +7,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { decodeStreamCursor } from '../src/subscriptions/stream-cursor.js';
+import { closedPort } from './helpers/gateway.js';
 import { type GatewayProcess, spawnGateway } from './helpers/gateway-process.js';
 import { type Libvirtd, libvirtd } from './helpers/libvirtd.js';
 import { type RedisServer, redisServer } from './helpers/redis-server.js';
@@ -112,9 +113,9 @@ const subscribed = () => new Promise((r) => setTimeout(r, 500));
  * names how far its instance had read the other platforms' streams, which
  * differs between instances).
  */
-const cursors = (s: Subscription<VmEvent>) =>
+const cursors = (s: Subscription<VmEvent>, platform = 'kvm') =>
   s.events.map((e) => {
-    const p = decodeStreamCursor(e.vmChanged.cursor)?.get('kvm');
+    const p = decodeStreamCursor(e.vmChanged.cursor)?.get(platform);
     return p ? `${p.id}.${p.index}` : null;
   });
 
@@ -152,28 +153,63 @@ describe('several instances sharing Redis', () => {
     expect(new Set(names).size).toBe(1);
   }, 60_000);
 
-  it('deliver a change made through one instance, exactly once, to clients of every instance', async () => {
+  it('deliver a change made through a follower, exactly once, to clients of every instance (libvirt and vSphere)', async () => {
+    const holders = await settled(gateways);
+    for (const [platform, vm, mutation, expected] of [
+      ['kvm', 'test', 'pauseVm', 'PAUSED'],
+      ['vc', 'DC0_H0_VM0', 'stopVm', 'OFF'],
+    ] as const) {
+      const holder = holders.get(platform)!;
+      const follower = gateways.find((g) => g !== holder)!;
+      const id = await vmId(follower, platform, vm);
+      const clients = gateways.map((gw) => listen(gw, { f: { vmIds: [id] } }));
+      await subscribed();
+      const res = await follower.query<{ [m: string]: { userErrors: unknown[]; task: { id: string } } }>(
+        `mutation($id: ID!) { ${mutation}(input: { vmId: $id${mutation === 'stopVm' ? ', force: true' : ''} }) { userErrors { message } task { id } } }`,
+        { id },
+      );
+      expect(res.data![mutation]!.userErrors).toEqual([]);
+      const taskId = res.data![mutation]!.task.id;
+      for (const c of clients) await c.until(1, 10_000);
+      await new Promise((r) => setTimeout(r, 1_000));
+      for (const c of clients) {
+        expect(c.events.filter((e) => e.vmChanged.powerState === expected)).toHaveLength(1);
+        expect(cursors(c, platform)).toEqual(cursors(clients[0]!, platform));
+      }
+      // Read your writes on the instance that ran it; the task is known on every instance.
+      for (const gw of gateways) {
+        const seen = await gw.query<{ node: { powerState: string }; task: { state: string } | null }>(
+          'query($id: ID!, $t: ID!) { node(id: $id) { ... on VirtualMachine { powerState } } task(id: $t) { state } }',
+          { id, t: taskId },
+        );
+        expect(seen.data!.node.powerState).toBe(expected);
+        expect(seen.data!.task?.state).toBe('SUCCEEDED');
+      }
+    }
+    await virsh('resume', 'test');
+  }, 60_000);
+
+  it('run a mutation retried on another instance with the same idempotency key once', async () => {
     const [a, b] = gateways as [GatewayProcess, GatewayProcess];
-    const id = await vmId(a, 'kvm', 'test');
-    const onA = listen(a, { f: { vmIds: [id] } });
-    const onB = listen(b, { f: { vmIds: [id] } });
-    await subscribed();
-    const res = await a.query<{ pauseVm: { userErrors: unknown[] } }>(
-      'mutation($id: ID!) { pauseVm(input: { vmId: $id }) { userErrors { message } } }',
+    // Stopped by the test before.
+    const id = await vmId(a, 'vc', 'DC0_H0_VM0');
+    const START = `mutation($id: ID!, $key: String) {
+      startVm(input: { vmId: $id, idempotencyKey: $key }) { userErrors { message } task { id } }
+    }`;
+    const runs = await Promise.all(
+      [a, b, a, b].map((gw) =>
+        gw.query<{ startVm: { userErrors: unknown[]; task: { id: string } | null } }>(START, { id, key: 'once-1' }),
+      ),
+    );
+    expect(runs.map((r) => r.errors ?? r.data!.startVm.userErrors)).toEqual([[], [], [], []]);
+    const taskIds = new Set(runs.map((r) => r.data?.startVm.task?.id));
+    expect(taskIds.size).toBe(1);
+    expect([...taskIds][0]).toBeTruthy();
+    const other = await b.query<{ stopVm: { userErrors: { message: string }[] } }>(
+      'mutation($id: ID!) { stopVm(input: { vmId: $id, idempotencyKey: "once-1" }) { userErrors { message } } }',
       { id },
     );
-    expect(res.data!.pauseVm.userErrors).toEqual([]);
-    await onB.until(1, 10_000);
-    await new Promise((r) => setTimeout(r, 1_000));
-    const paused = (s: Subscription<VmEvent>) => s.events.filter((e) => e.vmChanged.powerState === 'PAUSED');
-    expect(paused(onB)).toHaveLength(1);
-    expect(cursors(onB)).toEqual(cursors(onA));
-    expect(new Set(cursors(onB)).size).toBe(onB.events.length);
-    // The task the mutation started on A is known on B.
-    const tasks = await b.query<{ tasks: { nodes: { operation: string; state: string }[] } }>(
-      '{ tasks(first: 5) { nodes { operation state } } }',
-    );
-    expect(tasks.data!.tasks.nodes.some((t) => t.operation === 'PAUSE_VM')).toBe(true);
+    expect(other.data!.stopVm.userErrors[0]!.message).toMatch(/was used for startVm/);
   }, 30_000);
 
   it('resume a client on another instance with its cursor: exactly the events it missed, then live ones', async () => {
@@ -181,24 +217,25 @@ describe('several instances sharing Redis', () => {
     const id = await vmId(a, 'kvm', 'test');
     const first = listen(a, { f: { vmIds: [id] } });
     await subscribed();
-    await virsh('resume', 'test');
+    await virsh('suspend', 'test');
     const [seen] = await first.until(1, 10_000);
     await first.close();
-    await virsh('suspend', 'test');
     await virsh('resume', 'test');
     await virsh('suspend', 'test');
+    await virsh('resume', 'test');
     // The three changes reach a client that stayed, so the resumed one's count can be compared.
     const stayed = listen(a, { f: { vmIds: [id] }, after: seen!.vmChanged.cursor });
     await stayed.until(3, 10_000);
     const resumed = listen(b, { f: { vmIds: [id] }, after: seen!.vmChanged.cursor });
     const missed = await resumed.until(3, 10_000);
-    expect(missed.map((e) => e.vmChanged.powerState)).toEqual(['PAUSED', 'ON', 'PAUSED']);
+    expect(missed.map((e) => e.vmChanged.powerState)).toEqual(['ON', 'PAUSED', 'ON']);
     expect(cursors(resumed)).toEqual(cursors(stayed));
-    await virsh('resume', 'test');
+    await virsh('suspend', 'test');
     const [, , , live] = await resumed.until(4, 10_000);
-    expect(live!.vmChanged.powerState).toBe('ON');
+    expect(live!.vmChanged.powerState).toBe('PAUSED');
     await new Promise((r) => setTimeout(r, 500));
     expect(resumed.events).toHaveLength(4);
+    await virsh('resume', 'test');
   }, 30_000);
 
   it('hand a platform over within the lease time when its holder is killed, losing no change', async () => {
@@ -213,8 +250,16 @@ describe('several instances sharing Redis', () => {
     gateways.splice(gateways.indexOf(dead), 1);
     // Changed out of band while nobody watches: the next holder's first read finds it.
     await virsh('suspend', 'test');
+    let takenAt = 0;
+    await eventually(async () => {
+      for (const gw of survivors) {
+        if ((await watches(gw)).some((p) => p.name === 'kvm' && p.watch?.role === 'HOLDER')) takenAt = Date.now();
+      }
+      return takenAt > 0;
+    }, 20_000);
+    // The lease runs out, and a follower tries for it every third of it.
+    expect(takenAt - killedAt).toBeLessThan(LEASE_TTL_MS + LEASE_TTL_MS / 3 + 1_000);
     const next = await settled(gateways, 20_000);
-    expect(Date.now() - killedAt).toBeLessThan(LEASE_TTL_MS + 10_000);
     expect(survivors).toContain(next.get('kvm'));
     for (const c of clients) {
       const [event] = await c.until(1, 10_000);
@@ -251,5 +296,24 @@ describe('several instances sharing Redis', () => {
       expect(c.closeCode()).toBeNull();
     }
     await settled(gateways, 20_000);
+  }, 60_000);
+
+  it('start alone, and say so, when Redis does not answer', async () => {
+    const cfg = config();
+    const alone = await spawnGateway({
+      ...cfg,
+      redis: { url: `redis://127.0.0.1:${await closedPort()}`, connectTimeoutMs: 500 },
+    });
+    try {
+      const ready = (await (await fetch(alone.url.replace('/graphql', '/readyz'))).json()) as Record<string, unknown>;
+      expect(ready).toMatchObject({ status: 'ready', subscriptions: 'DEGRADED', redis: { status: 'UNAVAILABLE' } });
+      expect(alone.output()).toMatch(/Redis is unreachable: this instance runs alone/);
+      await eventually(
+        async () => (await watches(alone)).every((p) => p.inventoryState === 'SYNCED' && p.watch === null),
+        20_000,
+      );
+    } finally {
+      await alone.kill();
+    }
   }, 60_000);
 });

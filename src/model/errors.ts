@@ -33,6 +33,12 @@ export const ErrorCode = {
   DEADLINE_EXCEEDED: 'DEADLINE_EXCEEDED',
   /** A platform could not answer; the rest of the response is still valid. */
   PLATFORM_UNAVAILABLE: 'PLATFORM_UNAVAILABLE',
+  /**
+   * Redis, through which gateway instances share idempotency keys, did not
+   * answer: a mutation with an idempotency key is refused rather than risk
+   * running twice. Retry with the same key.
+   */
+  SHARED_STATE_UNAVAILABLE: 'SHARED_STATE_UNAVAILABLE',
   /** The upstream answered with an error the gateway did not expect. */
   UPSTREAM_ERROR: 'UPSTREAM_ERROR',
   /** Anything else; details are in the server log only. */

@@ -13,6 +13,14 @@ export type IdempotentResult<S> =
   /** The key was used for another mutation, named here. */
   | { usedFor: string };
 
+/** Runs a mutation once per (caller, idempotency key), wherever it is retried. */
+export interface Idempotency<S> {
+  once(caller: string, idempotencyKey: string, operation: string, run: () => Promise<S>): Promise<IdempotentResult<S>>;
+}
+
+/** How long idempotency keys are remembered. @default 86_400_000 // 24 hours */
+export const IDEMPOTENCY_TTL_MS = 86_400_000;
+
 /**
  * Runs a mutation once per (caller, idempotency key) and remembers its
  * outcome, durably, before the first caller is answered: a retry, on this
@@ -20,13 +28,12 @@ export type IdempotentResult<S> =
  * twice. A retry that arrives while the first run is still going waits for
  * it. A run that throws is not remembered, so it may be retried.
  */
-export class IdempotencyKeys<S> {
+export class IdempotencyKeys<S> implements Idempotency<S> {
   private readonly inFlight = new Map<string, { operation: string; outcome: Promise<S> }>();
 
   constructor(
     private readonly store: Collection<RememberedOutcome<S>>,
-    /** @default 86_400_000 // 24 hours */
-    private readonly ttlMs = 86_400_000,
+    private readonly ttlMs = IDEMPOTENCY_TTL_MS,
     /** Keys kept at most; the oldest go first. @default 100_000 */
     private readonly maxEntries = 100_000,
   ) {}

@@ -12,7 +12,7 @@ import { type NodeKind, decodeIdOf, encodeId, splitChildNativeId } from '../mode
 import type { PowerState, VmRecord } from '../model/vm.js';
 import type { UserError, UserErrorCode } from '../model/user-errors.js';
 import type { TaskManager, TaskRecord } from './task-manager.js';
-import type { IdempotencyKeys } from './idempotency.js';
+import type { Idempotency } from './idempotency.js';
 
 /** What the mutation path needs of the request it serves: who asks, and its reads of the platforms. */
 export interface MutationCall {
@@ -123,7 +123,7 @@ export interface MutationPipelineDeps {
   tasks: TaskManager;
   audit: AuditLog;
   authorizer: Authorizer;
-  idempotencyKeys: IdempotencyKeys<StoredOutcome>;
+  idempotencyKeys: Idempotency<StoredOutcome>;
   /** Brings the live inventory up to date with VMs an operation changed, before its task succeeds. */
   inventory: { refresh(platformId: string, what: { vms: readonly string[]; storage: boolean }): Promise<void> };
   logger: Logger;

@@ -8,7 +8,8 @@ import type { Config } from '../config/schema.js';
 import { PlatformRegistry } from '../datasources/registry.js';
 import { AuditLog } from '../mutations/audit-log.js';
 import { allowAll } from '../mutations/authorizer.js';
-import { IdempotencyKeys, type RememberedOutcome } from '../mutations/idempotency.js';
+import { type Idempotency, IdempotencyKeys, type RememberedOutcome } from '../mutations/idempotency.js';
+import { SharedIdempotencyKeys } from '../mutations/shared-idempotency.js';
 import { MutationPipeline, type StoredOutcome } from '../mutations/pipeline.js';
 import { type StoredTask, TaskManager, storedTask } from '../mutations/task-manager.js';
 import { Inventory } from '../inventory/inventory.js';
@@ -53,8 +54,11 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
     logger,
     config.audit.retainInMemory,
   );
-  const idempotencyKeys = new IdempotencyKeys(await state.collection<RememberedOutcome<StoredOutcome>>('idempotency'));
   const shared: SharedState = await openSharedState(config, logger);
+  const idempotencyKeys: Idempotency<StoredOutcome> =
+    shared.redis && config.redis
+      ? new SharedIdempotencyKeys(shared.redis, config.redis.keyPrefix)
+      : new IdempotencyKeys(await state.collection<RememberedOutcome<StoredOutcome>>('idempotency'));
   const replication = shared.replication;
   const memoryEvents = replication ? null : new MemoryEventLog(config.subscriptions.history);
   const events = replication

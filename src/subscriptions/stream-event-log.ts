@@ -89,7 +89,10 @@ export class StreamEventLog implements EventSource {
       this.evictedThrough.set(gone.platformId, gone.id);
       this.heldStart += 1;
       // Compacted now and then rather than shifted per event.
-      if (this.heldStart >= this.holdSize) (this.held.splice(0, this.heldStart), (this.heldStart = 0));
+      if (this.heldStart >= this.holdSize) {
+        this.held.splice(0, this.heldStart);
+        this.heldStart = 0;
+      }
     }
   }
 
