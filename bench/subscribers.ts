@@ -11,24 +11,60 @@
 // gateway runs as its own process; the subscribers run in SUBS_PROCS child
 // processes, so neither the driver nor the clients share its event loop.
 //
-// SUBS_CLIENTS (1000), SUBS_RATE (200 changes/s), SUBS_SECONDS (30),
-// SUBS_PROCS (2), SUBS_VMS (1000 domains, each changed every VMS/RATE s).
+// SUBS_MODE picks the gateways measured: `memory` (one gateway, its event
+// log in memory), `redis` (two gateway processes sharing a redis-server: one
+// holds the platform's lease and writes its events to a Redis Stream, both
+// read the stream and deliver to their own sockets; half the subscribers
+// connect to each) or `both` (memory then redis in one run, for their ratio).
+// In redis mode an event's `at` is its stream entry's time (the entry ID's
+// milliseconds, Redis's clock on this machine), so latency is read alike.
+//
+// SUBS_MODE (memory), SUBS_CLIENTS (1000), SUBS_RATE (200 changes/s),
+// SUBS_SECONDS (30), SUBS_PROCS (2, rounded up to a multiple of the
+// gateways), SUBS_VMS (1000 domains, each changed every VMS/RATE s).
 import { type ChildProcess, fork } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
+import { Redis } from 'ioredis';
+
 import { LibvirtClient } from '../src/datasources/libvirt/client.js';
+import type { StreamEntry } from '../src/inventory/replication/platform-stream.js';
+import { decodeTagged } from '../src/state/tagged-json.js';
 import { libvirtd } from '../test/helpers/libvirtd.js';
+import { type RedisServer, redisServer } from '../test/helpers/redis-server.js';
 import type { BroadcastCommand } from './subscribers-broadcast.js';
 import { BUCKETS, type ClientCommand, type ClientReport, bucketLimit } from './subscribers-client.js';
-import { type GatewayProcess, machine, mib, ms, printTable, settledRss, sleep, spawnGateway } from './support.js';
+import {
+  type GatewayProcess,
+  machine,
+  memoryOf,
+  mib,
+  ms,
+  printTable,
+  ratio,
+  settledRss,
+  sleep,
+  spawnGateway,
+} from './support.js';
 
+type Mode = 'memory' | 'redis';
+
+const MODES: Mode[] = (() => {
+  const mode = process.env['SUBS_MODE'] ?? 'memory';
+  if (mode === 'both') return ['memory', 'redis'];
+  if (mode === 'memory' || mode === 'redis') return [mode];
+  throw new Error(`SUBS_MODE must be memory, redis or both, not ${mode}`);
+})();
 const CLIENTS = Number(process.env['SUBS_CLIENTS'] ?? 1000);
 const RATE = Number(process.env['SUBS_RATE'] ?? 200);
 const SECONDS = Number(process.env['SUBS_SECONDS'] ?? 30);
 const PROCS = Number(process.env['SUBS_PROCS'] ?? 2);
 const VMS = Number(process.env['SUBS_VMS'] ?? 1000);
 
+const PLATFORM = 'lv';
+/** The gateways of each mode. */
+const INSTANCES: Record<Mode, number> = { memory: 1, redis: 2 };
 const SUBSCRIPTION = `subscription {
   vmChanged { cursor at type changes previousPowerState powerState vm { id name powerState } }
 }`;
@@ -61,15 +97,21 @@ class Child<C> {
 
 type Clients = Child<ClientCommand>[];
 
-async function startClients(url: string): Promise<Clients> {
-  const children = Array.from({ length: PROCS }, () => Child.start<ClientCommand>('./subscribers-client.ts'));
+/**
+ * CLIENTS sockets spread evenly over the servers: child process i connects
+ * all of its sockets to urls[i % urls.length] (a child holds one server's
+ * sockets), so there are as many children for each server.
+ */
+async function startClients(urls: readonly string[]): Promise<Clients> {
+  const procs = Math.ceil(PROCS / urls.length) * urls.length;
+  const children = Array.from({ length: procs }, () => Child.start<ClientCommand>('./subscribers-client.ts'));
   await Promise.all(children.map((c) => c.ready));
   const results = await Promise.all(
     children.map((c, i) =>
       c.request<{ ok: boolean; error?: string }>({
         cmd: 'connect',
-        url,
-        count: Math.floor(CLIENTS / PROCS) + (i < CLIENTS % PROCS ? 1 : 0),
+        url: urls[i % urls.length] as string,
+        count: Math.floor(CLIENTS / procs) + (i < CLIENTS % procs ? 1 : 0),
         query: SUBSCRIPTION,
       }),
     ),
@@ -132,7 +174,11 @@ async function drain(
 
 interface Latency {
   delivered: number;
-  /** Events the server published in the window, from the cursors' sequence numbers (null without cursors). */
+  /**
+   * Events the server published in the window, from the cursors' sequence
+   * numbers (null without cursors). Stream cursors (redis mode) carry no
+   * sequence: there the stream itself is counted (eventsInStream).
+   */
   published: number | null;
   p50: number;
   p99: number;
@@ -217,19 +263,20 @@ async function drive(
   return { changes: total - failed, failed, rate: (total - failed) / elapsed };
 }
 
-// --- the run -----------------------------------------------------------------------
+// --- the gateways --------------------------------------------------------------
 
-console.log(
-  `subscribers benchmark on ${machine()}: ${CLIENTS} subscribers in ${PROCS} processes, ${RATE} changes/s for ${SECONDS} s`,
-);
+interface Estate {
+  uri: string;
+  /** This process's own connection to libvirtd, which makes the changes. */
+  admin: LibvirtClient;
+  uuids: string[];
+  /** Whether each domain runs now: changes alternate suspend and resume. */
+  running: Map<string, boolean>;
+}
 
-const daemon = libvirtd();
-await daemon.start();
-let gw: GatewayProcess | null = null;
-let clients: Clients = [];
-try {
-  // The estate: VMS running domains in libvirtd's shared test:///default.
-  const admin = await LibvirtClient.open(daemon.uri);
+/** VMS running domains in libvirtd's shared test:///default. */
+async function createEstate(uri: string): Promise<Estate> {
+  const admin = await LibvirtClient.open(uri);
   const uuids: string[] = [];
   for (let start = 0; start < VMS; start += 50) {
     uuids.push(
@@ -246,133 +293,369 @@ try {
       )),
     );
   }
-  const running = new Map(uuids.map((u) => [u, true]));
+  return { uri, admin, uuids, running: new Map(uuids.map((u) => [u, true])) };
+}
 
-  gw = await spawnGateway({
-    inventory: { resyncIntervalSeconds: 3600 },
-    platforms: [{ id: 'lv', kind: 'libvirt', uri: daemon.uri }],
-  });
-  await gw.waitSynced(120_000);
-  const rssNone = await settledRss(gw.pid, 7);
+type EventLoop = { maxStallMs: number; utilization: number };
 
-  clients = await startClients(gw.url.replace(/^http/, 'ws'));
-  // A few changes first: every subscription is live once each socket has seen one.
-  await drive(admin, uuids, running, 20, 1);
-  await untilAllReceived(clients, 60_000);
-  await sleep(3_000);
-  const rssIdle = await settledRss(gw.pid, 7);
-  const sample = (await reports(clients)).find((r) => r.sample)?.sample ?? null;
-  if (!sample) throw new Error('no event payload to broadcast in the baseline');
+/** One gateway process of a run and what was measured of it. */
+interface InstanceRun {
+  /** Its part in the platform's lease (HOLDER or FOLLOWER) in redis mode; null alone. */
+  role: string | null;
+  rssNone: number;
+  rssIdle: number;
+  rssPeak: number;
+  /** Cores used from the first change to the last delivery. */
+  cpu: number;
+  loop: EventLoop;
+  /** Its own subscribers' latency. */
+  latency: Latency;
+}
 
-  await Promise.all(clients.map((c) => c.request({ cmd: 'reset' })));
-  const cpu0 = cpuSeconds(gw.pid);
-  const mark = gw.probeMark();
-  let rssPeak = 0;
-  const sampler = setInterval(() => {
-    rssPeak = Math.max(
-      rssPeak,
-      Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${gw!.pid}/status`, 'utf8'))?.[1]) / 1024,
+interface ModeRun {
+  mode: Mode;
+  driven: { changes: number; failed: number; rate: number };
+  latency: Latency;
+  /** Events published in the window (see Latency.published). */
+  published: number | null;
+  instances: InstanceRun[];
+  /** Whether one lease (same holder, same fence) lasted the whole run; null without Redis. */
+  holderKept: boolean | null;
+  /** A payload as the gateway sent it, for the baseline to broadcast. */
+  sample: string;
+}
+
+interface Watch {
+  role: string;
+  holder: string | null;
+}
+
+/**
+ * Waits until every gateway has the platform SYNCED and exactly one holds its
+ * lease, the others following it: each gateway's role, and the lease.
+ */
+async function settledLease(
+  gateways: readonly GatewayProcess[],
+  timeoutMs = 60_000,
+): Promise<{ roles: string[]; holder: string }> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const watches = await Promise.all(
+      gateways.map(async (g) => {
+        const body = await g
+          .post<{ platforms: { name: string; inventoryState: string; watch: Watch | null }[] }>(
+            '{ platforms { name inventoryState watch { role holder } } }',
+          )
+          .catch(() => null);
+        const platform = body?.data?.platforms.find((p) => p.name === PLATFORM);
+        return platform?.inventoryState === 'SYNCED' ? platform.watch : null;
+      }),
     );
-  }, 500);
-  const t0 = performance.now();
-  const driven = await drive(admin, uuids, running, RATE, SECONDS);
-  // CPU and event loop from the first change to the last delivery (not the quiet wait after it).
-  let cpu = 0;
-  let loop = { maxStallMs: 0, utilization: 0 };
-  const gatewayPid = gw.pid;
-  const gatewayRun = latencyOf(
-    await drain(clients, driven.changes * CLIENTS, 300_000, () => {
-      cpu = (cpuSeconds(gatewayPid) - cpu0) / ((performance.now() - t0) / 1000);
-      loop = gw!.eventLoop(mark);
-    }),
-  );
-  clearInterval(sampler);
-  // A stall is reported when it ends, possibly after the last delivery it held up.
-  loop = { utilization: loop.utilization, maxStallMs: Math.max(loop.maxStallMs, gw.eventLoop(mark).maxStallMs) };
-  await closeClients(clients);
-  clients = [];
-  await admin.close();
-  await gw.stop();
-  gw = null;
+    const roles = watches.map((w) => w?.role ?? 'unknown');
+    const holder = watches[0]?.holder ?? null;
+    if (
+      holder !== null &&
+      roles.filter((r) => r === 'HOLDER').length === 1 &&
+      roles.every((r) => r === 'HOLDER' || r === 'FOLLOWER') &&
+      watches.every((w) => w?.holder === holder)
+    ) {
+      return { roles, holder };
+    }
+    if (Date.now() > until) throw new Error(`the lease of ${PLATFORM} did not settle: ${JSON.stringify(watches)}`);
+    await sleep(250);
+  }
+}
 
-  // The baseline: a bare ws server, the same payload, the same sockets and rate.
+/** The events written to the platform's stream since a time: entry IDs start with their epoch milliseconds. */
+async function eventsInStream(url: string, sinceEpochMs: number): Promise<number> {
+  const redis = new Redis(url);
+  try {
+    const entries = await redis.xrange(`virt-graph:{${PLATFORM}}:events`, String(sinceEpochMs), '+');
+    let events = 0;
+    for (const [, fields] of entries) {
+      const text = fields[fields.indexOf('e') + 1];
+      if (text !== undefined) events += decodeTagged<StreamEntry>(text).events.length;
+    }
+    return events;
+  } finally {
+    redis.disconnect();
+  }
+}
+
+/**
+ * Starts the mode's gateways (with a redis-server of their own in redis
+ * mode), subscribes CLIENTS sockets spread over them, makes RATE changes a
+ * second for SECONDS and measures until the last delivery.
+ */
+async function measureGateways(mode: Mode, estate: Estate): Promise<ModeRun> {
+  const redis: RedisServer | null = mode === 'redis' ? await redisServer() : null;
+  const gateways: GatewayProcess[] = [];
+  let clients: Clients = [];
+  try {
+    const config = {
+      inventory: { resyncIntervalSeconds: 3600 },
+      platforms: [{ id: PLATFORM, kind: 'libvirt', uri: estate.uri }],
+      ...(redis ? { redis: { url: redis.url } } : {}),
+    };
+    // One after the other, so that the first takes the lease and the next starts as a follower.
+    for (let i = 0; i < INSTANCES[mode]; i++) {
+      const gw = await spawnGateway(config);
+      gateways.push(gw);
+      await gw.waitSynced(120_000);
+    }
+    const lease = redis ? await settledLease(gateways) : null;
+    const rssNone = await Promise.all(gateways.map((g) => settledRss(g.pid, 7)));
+
+    clients = await startClients(gateways.map((g) => g.url.replace(/^http/, 'ws')));
+    // A few changes first: every subscription is live once each socket has seen one.
+    await drive(estate.admin, estate.uuids, estate.running, 20, 1);
+    await untilAllReceived(clients, 60_000);
+    await sleep(3_000);
+    const rssIdle = await Promise.all(gateways.map((g) => settledRss(g.pid, 7)));
+    const sample = (await reports(clients)).find((r) => r.sample)?.sample;
+    if (!sample) throw new Error('no event payload to broadcast in the baseline');
+
+    await Promise.all(clients.map((c) => c.request({ cmd: 'reset' })));
+    const cpu0 = gateways.map((g) => cpuSeconds(g.pid));
+    const marks = gateways.map((g) => g.probeMark());
+    const rssPeak = gateways.map(() => 0);
+    const sampler = setInterval(() => {
+      gateways.forEach((g, i) => (rssPeak[i] = Math.max(rssPeak[i] as number, memoryOf(g.pid).rssMiB)));
+    }, 500);
+    const t0 = performance.now();
+    const t0Epoch = Date.now();
+    const driven = await drive(estate.admin, estate.uuids, estate.running, RATE, SECONDS);
+    // CPU and event loop from the first change to the last delivery (not the quiet wait after it).
+    let cpu = gateways.map(() => 0);
+    let loops: EventLoop[] = gateways.map(() => ({ maxStallMs: 0, utilization: 0 }));
+    const rs = await drain(clients, driven.changes * CLIENTS, 300_000, () => {
+      const seconds = (performance.now() - t0) / 1000;
+      cpu = gateways.map((g, i) => (cpuSeconds(g.pid) - (cpu0[i] as number)) / seconds);
+      loops = gateways.map((g, i) => g.eventLoop(marks[i] as number));
+    });
+    clearInterval(sampler);
+    // A stall is reported when it ends, possibly after the last delivery it held up.
+    loops = loops.map((l, i) => ({
+      utilization: l.utilization,
+      maxStallMs: Math.max(l.maxStallMs, (gateways[i] as GatewayProcess).eventLoop(marks[i] as number).maxStallMs),
+    }));
+    const latency = latencyOf(rs);
+    const leaseAfter = lease ? await settledLease(gateways, 15_000).catch(() => null) : null;
+    return {
+      mode,
+      driven,
+      latency,
+      published: redis ? await eventsInStream(redis.url, t0Epoch) : latency.published,
+      instances: gateways.map((_, i) => ({
+        role: lease?.roles[i] ?? null,
+        rssNone: rssNone[i] as number,
+        rssIdle: rssIdle[i] as number,
+        rssPeak: rssPeak[i] as number,
+        cpu: cpu[i] as number,
+        loop: loops[i] as EventLoop,
+        // Client process j holds sockets of gateway j % gateways.length (startClients).
+        latency: latencyOf(rs.filter((_r, j) => j % gateways.length === i)),
+      })),
+      holderKept: lease ? lease.holder === leaseAfter?.holder : null,
+      sample,
+    };
+  } finally {
+    if (clients.length > 0) await closeClients(clients).catch(() => undefined);
+    for (const g of gateways) await g.stop();
+    await redis?.stop();
+  }
+}
+
+// --- the baseline --------------------------------------------------------------
+
+interface BaselineRun {
+  sent: number;
+  latency: Latency;
+  cpu: number;
+  rssNone: number;
+  rssIdle: number;
+}
+
+/** A bare ws server broadcasting a gateway's payload to as many sockets at the same rate. */
+async function measureBaseline(sample: string): Promise<BaselineRun> {
   const server = Child.start<BroadcastCommand>('./subscribers-broadcast.ts');
-  await server.ready;
-  const { port } = await server.request<{ port: number }>({ cmd: 'listen' });
-  const serverRssNone = await settledRss(server.proc.pid as number, 3);
-  clients = await startClients(`ws://127.0.0.1:${port}/graphql`);
-  await server.request({ cmd: 'broadcast', template: sample, rate: 20, seconds: 1 });
-  await untilAllReceived(clients, 60_000);
-  await sleep(1_000);
-  const serverRssIdle = await settledRss(server.proc.pid as number, 3);
-  await Promise.all(clients.map((c) => c.request({ cmd: 'reset' })));
-  const b0 = cpuSeconds(server.proc.pid as number);
-  const tb = performance.now();
-  const sent = await server.request<{ sent: number; elapsedMs: number }>({
-    cmd: 'broadcast',
-    template: sample,
-    rate: RATE,
-    seconds: SECONDS,
-  });
-  let baselineCpu = 0;
-  const baseline = latencyOf(
-    await drain(clients, sent.sent * CLIENTS, 300_000, () => {
-      baselineCpu = (cpuSeconds(server.proc.pid as number) - b0) / ((performance.now() - tb) / 1000);
-    }),
-  );
-  await closeClients(clients);
-  clients = [];
-  await server.request({ cmd: 'close' });
+  const pid = server.proc.pid as number;
+  let clients: Clients = [];
+  try {
+    await server.ready;
+    const { port } = await server.request<{ port: number }>({ cmd: 'listen' });
+    const rssNone = await settledRss(pid, 3);
+    clients = await startClients([`ws://127.0.0.1:${port}/graphql`]);
+    await server.request({ cmd: 'broadcast', template: sample, rate: 20, seconds: 1 });
+    await untilAllReceived(clients, 60_000);
+    await sleep(1_000);
+    const rssIdle = await settledRss(pid, 3);
+    await Promise.all(clients.map((c) => c.request({ cmd: 'reset' })));
+    const cpu0 = cpuSeconds(pid);
+    const t0 = performance.now();
+    const { sent } = await server.request<{ sent: number }>({
+      cmd: 'broadcast',
+      template: sample,
+      rate: RATE,
+      seconds: SECONDS,
+    });
+    let cpu = 0;
+    const latency = latencyOf(
+      await drain(clients, sent * CLIENTS, 300_000, () => {
+        cpu = (cpuSeconds(pid) - cpu0) / ((performance.now() - t0) / 1000);
+      }),
+    );
+    return { sent, latency, cpu, rssNone, rssIdle };
+  } finally {
+    if (clients.length > 0) await closeClients(clients).catch(() => undefined);
+    server.proc.kill();
+  }
+}
 
+// --- the tables ----------------------------------------------------------------
+
+const TITLES: Record<Mode, string> = {
+  memory: 'measured: gateway in memory (1 instance)',
+  redis: 'measured: gateway through Redis (2 instances, half the sockets each)',
+};
+
+/** One figure per gateway of a run, each named by its role when there are several. */
+const perInstance = (run: ModeRun, figure: (i: InstanceRun) => string) =>
+  run.instances.map((i) => (run.instances.length > 1 ? `${i.role}: ${figure(i)}` : figure(i))).join('; ');
+
+/** RSS grown by all the run's gateways for CLIENTS idle subscriptions. */
+const idleGrowth = (run: ModeRun) => run.instances.reduce((a, i) => a + i.rssIdle - i.rssNone, 0);
+
+const met = (ok: boolean) => (ok ? 'met' : '**missed**');
+
+function printResults(baseline: BaselineRun, runs: readonly ModeRun[]): void {
+  const b = baseline.latency;
+  const several = runs.some((r) => r.instances.length > 1);
+  const rows: string[][] = [
+    [
+      'delivery latency p50 (publish to client; ratio to the baseline)',
+      fmtLatency(b.p50),
+      ...runs.map((r) => `${fmtLatency(r.latency.p50)} (${ratio(r.latency.p50, b.p50)})`),
+      '',
+    ],
+    [
+      'delivery latency p99',
+      fmtLatency(b.p99),
+      ...runs.map((r) => `${fmtLatency(r.latency.p99)} (${ratio(r.latency.p99, b.p99)})`),
+      runs
+        .map((r) => `${r.mode}: ratio ≤ 2 ${met(r.latency.p99 / b.p99 <= 2)}, p99 ≤ 50 ms ${met(r.latency.p99 <= 50)}`)
+        .join('; '),
+    ],
+    ['latency max', fmtLatency(b.max), ...runs.map((r) => fmtLatency(r.latency.max)), ''],
+    ...(several
+      ? [
+          [
+            'latency p50 / p99 by gateway (its own sockets)',
+            '',
+            ...runs.map((r) => perInstance(r, (i) => `${fmtLatency(i.latency.p50)} / ${fmtLatency(i.latency.p99)}`)),
+            '',
+          ],
+        ]
+      : []),
+    [
+      'events sent / delivered',
+      `${baseline.sent} x ${CLIENTS}; ${b.delivered} delivered (per socket ${b.minPerSocket} to ${b.maxPerSocket})`,
+      ...runs.map(
+        (r) =>
+          `${r.driven.changes} changes (${r.driven.rate.toFixed(0)}/s reached); ${r.published ?? '?'} events published ` +
+          `(${r.mode === 'redis' ? 'in the Redis stream' : 'by their cursors'}) x ${CLIENTS}; ${r.latency.delivered} ` +
+          `delivered (per socket ${r.latency.minPerSocket} to ${r.latency.maxPerSocket})`,
+      ),
+      '',
+    ],
+    [
+      'sockets closed by the server',
+      JSON.stringify(b.closes),
+      ...runs.map((r) => JSON.stringify(r.latency.closes)),
+      '',
+    ],
+    ...(several
+      ? [
+          [
+            "the platform's lease",
+            '',
+            ...runs.map((r) =>
+              r.holderKept === null ? '' : r.holderKept ? 'one holder throughout' : '**changed hands during the run**',
+            ),
+            '',
+          ],
+        ]
+      : []),
+    [
+      'server CPU, first event to last delivery (cores)',
+      baseline.cpu.toFixed(2),
+      ...runs.map((r) => perInstance(r, (i) => i.cpu.toFixed(2))),
+      '',
+    ],
+    [
+      "gateway's event loop, first event to last delivery",
+      '',
+      ...runs.map((r) =>
+        perInstance(
+          r,
+          (i) => `longest stall ${ms(i.loop.maxStallMs)}, utilization ${(i.loop.utilization * 100).toFixed(0)}%`,
+        ),
+      ),
+      '',
+    ],
+    [
+      `RSS: ${CLIENTS} idle subscriptions minus none (each gateway its share; ratio of the sum to the baseline)`,
+      `${mib(baseline.rssIdle - baseline.rssNone)} (${mib(baseline.rssNone)} to ${mib(baseline.rssIdle)})`,
+      ...runs.map(
+        (r) =>
+          `${perInstance(r, (i) => `${mib(i.rssIdle - i.rssNone)} (${mib(i.rssNone)} to ${mib(i.rssIdle)})`)} ` +
+          `(x${(idleGrowth(r) / Math.max(0.1, baseline.rssIdle - baseline.rssNone)).toFixed(1)})`,
+      ),
+      `≤ 10 MB per 1,000: ${runs.map((r) => `${r.mode} ${met(idleGrowth(r) * (1000 / CLIENTS) <= 10)}`).join('; ')}`,
+    ],
+    ['gateway RSS peak during the run', '', ...runs.map((r) => perInstance(r, (i) => mib(i.rssPeak))), ''],
+  ];
   printTable(
     `${CLIENTS} graphql-ws subscribers to vmChanged, ${RATE} changes/s for ${SECONDS} s (libvirt test driver behind libvirtd; changes made through libvirt, not the gateway)`,
-    ['what', 'baseline: bare ws broadcast', 'measured: gateway', 'ratio', 'goal'],
-    [
-      [
-        'delivery latency p50 (publish to client)',
-        fmtLatency(baseline.p50),
-        fmtLatency(gatewayRun.p50),
-        `x${(gatewayRun.p50 / baseline.p50).toFixed(2)}`,
-        '',
-      ],
-      [
-        'delivery latency p99',
-        fmtLatency(baseline.p99),
-        fmtLatency(gatewayRun.p99),
-        `x${(gatewayRun.p99 / baseline.p99).toFixed(2)}`,
-        `ratio ≤ 2: ${gatewayRun.p99 / baseline.p99 <= 2 ? 'met' : '**missed**'}; p99 ≤ 50 ms: ${gatewayRun.p99 <= 50 ? 'met' : '**missed**'}`,
-      ],
-      ['latency max', fmtLatency(baseline.max), fmtLatency(gatewayRun.max), '', ''],
-      [
-        'events sent / delivered',
-        `${sent.sent} x ${CLIENTS}; ${baseline.delivered} delivered (per socket ${baseline.minPerSocket} to ${baseline.maxPerSocket})`,
-        `${driven.changes} changes (${driven.rate.toFixed(0)}/s reached); ${gatewayRun.published ?? '?'} events published ` +
-          `(by their cursors) x ${CLIENTS}; ${gatewayRun.delivered} delivered (per socket ${gatewayRun.minPerSocket} to ${gatewayRun.maxPerSocket})`,
-        '',
-        '',
-      ],
-      ['sockets closed by the server', JSON.stringify(baseline.closes), JSON.stringify(gatewayRun.closes), '', ''],
-      ['server CPU, first event to last delivery (cores)', baselineCpu.toFixed(2), cpu.toFixed(2), '', ''],
-      [
-        "gateway's event loop, first event to last delivery",
-        '',
-        `longest stall ${ms(loop.maxStallMs)}; utilization ${(loop.utilization * 100).toFixed(0)}%`,
-        '',
-        '',
-      ],
-      [
-        `RSS: ${CLIENTS} idle subscriptions minus none`,
-        `${mib(serverRssIdle - serverRssNone)} (${mib(serverRssNone)} to ${mib(serverRssIdle)})`,
-        `${mib(rssIdle - rssNone)} (${mib(rssNone)} to ${mib(rssIdle)})`,
-        `x${((rssIdle - rssNone) / Math.max(0.1, serverRssIdle - serverRssNone)).toFixed(1)}`,
-        `≤ 10 MB per 1,000: ${(rssIdle - rssNone) * (1000 / CLIENTS) <= 10 ? 'met' : '**missed**'}`,
-      ],
-      ['gateway RSS peak during the run', '', mib(rssPeak), '', ''],
-    ],
+    ['what', 'baseline: bare ws broadcast', ...runs.map((r) => TITLES[r.mode]), 'goal'],
+    rows,
   );
-  if (gatewayRun.errors.length > 0) console.log(`subscriber errors: ${gatewayRun.errors.join(' | ')}`);
+  const memory = runs.find((r) => r.mode === 'memory');
+  const redis = runs.find((r) => r.mode === 'redis');
+  if (memory && redis) {
+    printTable(
+      `Through Redis (2 instances) against in memory (1 instance), same run: ${CLIENTS} subscribers, ${RATE} changes/s`,
+      ['what', 'in memory', 'through Redis', 'redis / memory'],
+      (['p50', 'p99'] as const).map((p) => [
+        `delivery latency ${p}`,
+        fmtLatency(memory.latency[p]),
+        fmtLatency(redis.latency[p]),
+        ratio(redis.latency[p], memory.latency[p]),
+      ]),
+    );
+  }
+  for (const r of runs) {
+    if (r.latency.errors.length > 0) console.log(`subscriber errors (${r.mode}): ${r.latency.errors.join(' | ')}`);
+  }
+}
+
+// --- the run -----------------------------------------------------------------------
+
+console.log(
+  `subscribers benchmark on ${machine()}: ${CLIENTS} subscribers, ${RATE} changes/s for ${SECONDS} s, ` +
+    `modes: ${MODES.join(' then ')}`,
+);
+
+const daemon = libvirtd();
+await daemon.start();
+let estate: Estate | null = null;
+try {
+  estate = await createEstate(daemon.uri);
+  const runs: ModeRun[] = [];
+  for (const mode of MODES) runs.push(await measureGateways(mode, estate));
+  const baseline = await measureBaseline((runs[0] as ModeRun).sample);
+  printResults(baseline, runs);
 } finally {
-  if (clients.length > 0) await closeClients(clients).catch(() => undefined);
-  await gw?.stop();
+  await estate?.admin.close();
   await daemon.stop();
 }

@@ -238,6 +238,29 @@ describe('several instances sharing Redis', () => {
     await virsh('resume', 'test');
   }, 30_000);
 
+  it('resume a client on an instance that started after the events it missed', async () => {
+    const [a] = gateways as [GatewayProcess];
+    const id = await vmId(a, 'kvm', 'test');
+    const first = listen(a, { f: { vmIds: [id] } });
+    await subscribed();
+    await virsh('suspend', 'test');
+    const [seen] = await first.until(1, 10_000);
+    await virsh('resume', 'test');
+    await virsh('suspend', 'test');
+    await virsh('resume', 'test');
+    await first.until(4, 10_000);
+    const late = await spawnGateway(config());
+    gateways.push(late);
+    await settled(gateways);
+    const resumed = listen(late, { f: { vmIds: [id] }, after: seen!.vmChanged.cursor });
+    const missed = await resumed.until(3, 10_000);
+    expect(missed.map((e) => e.vmChanged.powerState)).toEqual(['ON', 'PAUSED', 'ON']);
+    expect(cursors(resumed)).toEqual(cursors(first).slice(1));
+    await expect(listen(late, { after: 's1.garbage!' }).until(1, 5_000)).rejects.toThrow(
+      /INVALID_CURSOR|not an event cursor/,
+    );
+  }, 60_000);
+
   it('hand a platform over within the lease time when its holder is killed, losing no change', async () => {
     const holders = await settled(gateways);
     const dead = holders.get('kvm')!;

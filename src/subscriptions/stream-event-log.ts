@@ -32,6 +32,12 @@ interface StreamSubscriber {
   queue: SubscriberQueue;
   /** While its backlog is read back from Redis, live events wait in the held history. */
   loading: boolean;
+  /**
+   * Positions of a cursor this instance had not read up to yet (the client
+   * came from an instance further along): live events up to them were
+   * delivered already.
+   */
+  ahead: StreamCursor | null;
 }
 
 /** A client's missed events are no longer in Redis. */
@@ -97,7 +103,12 @@ export class StreamEventLog implements EventSource {
   }
 
   private offer(s: StreamSubscriber, e: HeldEvent): void {
-    if (!s.loading && s.queue.filter(e.envelope.event)) s.queue.push({ type: 'EVENT', envelope: e.envelope });
+    if (s.loading) return;
+    if (s.ahead?.has(e.platformId)) {
+      if (!isAfter(e.id, e.index, s.ahead.get(e.platformId))) return;
+      s.ahead.delete(e.platformId);
+    }
+    if (s.queue.filter(e.envelope.event)) s.queue.push({ type: 'EVENT', envelope: e.envelope });
   }
 
   subscribe(options: SubscribeOptions): AsyncIterableIterator<Delivery> {
@@ -105,6 +116,7 @@ export class StreamEventLog implements EventSource {
     const s: StreamSubscriber = {
       queue: new SubscriberQueue(options, () => this.subscribers.delete(s)),
       loading: false,
+      ahead: null,
     };
     this.subscribers.add(s);
     if (from === null) {
@@ -131,8 +143,8 @@ export class StreamEventLog implements EventSource {
     const remote: [string, StreamPosition, StreamPosition][] = [];
     for (const [platformId, position] of from) {
       const edge = this.delivered.get(platformId);
-      if (edge && isAfter(edge.id, edge.index, position) && !this.holds(platformId, position))
-        remote.push([platformId, position, edge]);
+      if (!edge || !isAfter(edge.id, edge.index, position)) (s.ahead ??= new Map()).set(platformId, position);
+      else if (!this.holds(platformId, position)) remote.push([platformId, position, edge]);
     }
     if (remote.length === 0) {
       s.queue.backlog(this.replayHeld(s, from));

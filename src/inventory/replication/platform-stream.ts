@@ -190,24 +190,15 @@ export class PlatformStream {
   }
 
   /**
-   * Whether entries after `after` were trimmed away (the stream was capped
-   * past it, or Redis lost it): a reader there has a gap it cannot fill.
+   * Whether entries after `after` may be gone (the stream was capped past
+   * it, or Redis lost it): a reader there has a gap it cannot fill. The
+   * entry `after` names was read by someone, so while it is still there,
+   * nothing after it was trimmed (trimming removes the oldest first).
    */
   async trimmedAfter(after: string): Promise<boolean> {
-    let info: unknown[];
-    try {
-      info = (await this.redis.xinfo('STREAM', this.keys.events)) as unknown[];
-    } catch (e) {
-      // No stream at all: nothing was ever written, or Redis lost everything.
-      if (e instanceof Error && /no such key/i.test(e.message)) return after !== '0-0';
-      throw e;
-    }
-    const field = (name: string) => info[info.indexOf(name) + 1];
-    const deleted = field('max-deleted-entry-id');
-    if (typeof deleted === 'string' && compareEntryIds(deleted, after) > 0) return true;
-    // A stream that restarted from nothing (Redis without persistence) is younger than the reader.
-    const last = field('last-generated-id');
-    return typeof last === 'string' && compareEntryIds(last, after) < 0;
+    if (after === '0-0') return false;
+    const still = await this.redis.xrange(this.keys.events, after, after, 'COUNT', 1);
+    return still.length === 0;
   }
 }
 
