@@ -16,7 +16,7 @@ import { type RedisServer, redisServer } from './helpers/redis-server.js';
 let server: RedisServer;
 let redis: Redis;
 let stream: PlatformStream;
-let ids: string[] = [];
+const ids: string[] = [];
 
 const task = (taskId: string): GatewayEvent => ({ type: 'TASK', platformId: 'p1', taskId });
 const taskIds = (ds: Delivery[]) =>
