@@ -143,14 +143,18 @@ describe('several instances sharing Redis', () => {
     expect([...holders.keys()].sort()).toEqual(['kvm', 'vc']);
     const filters = proxy.responses().filter((r) => r.includes('CreateFilterResponse')).length;
     expect(filters).toBe(1);
-    // Every instance answers the same inventory from its own mirror.
-    const names = await Promise.all(
-      gateways.map(async (gw) => {
-        const res = await gw.query<{ virtualMachines: { totalCount: number } }>('{ virtualMachines { totalCount } }');
-        return res.data!.virtualMachines.totalCount;
-      }),
-    );
-    expect(new Set(names).size).toBe(1);
+    // Every instance answers the same inventory from its own mirror, without asking the platforms.
+    const LISTING = `{ virtualMachines(first: 1000) { totalCount nodes { id name powerState memoryMiB vcpus
+      host { name } storage { name } networks { name } snapshots { name } } }
+      hosts(first: 100) { nodes { id name } } networks(first: 100) { nodes { id name } } }`;
+    const reads = () => proxy.responses().filter((r) => r.includes('RetrievePropertiesExResponse')).length;
+    const readsBefore = reads();
+    const answers = await Promise.all(gateways.map((gw) => gw.query(LISTING)));
+    expect(reads()).toBe(readsBefore);
+    for (const a of answers) {
+      expect(a.errors).toBeUndefined();
+      expect(a.data).toEqual(answers[0]!.data);
+    }
   }, 60_000);
 
   it('deliver a change made through a follower, exactly once, to clients of every instance (libvirt and vSphere)', async () => {
@@ -319,6 +323,21 @@ describe('several instances sharing Redis', () => {
       expect(c.closeCode()).toBeNull();
     }
     await settled(gateways, 20_000);
+  }, 60_000);
+
+  it('hand a platform over at once when its holder stops (SIGTERM gives the lease back)', async () => {
+    const spare = await spawnGateway(config());
+    gateways.push(spare);
+    const holders = await settled(gateways);
+    const leaving = holders.get('kvm')!;
+    const stoppedAt = Date.now();
+    leaving.child.kill('SIGTERM');
+    await new Promise((r) => leaving.child.once('exit', r));
+    gateways.splice(gateways.indexOf(leaving), 1);
+    const next = await settled(gateways, 20_000);
+    expect(gateways).toContain(next.get('kvm'));
+    // Well inside the lease time: nobody waited for it to run out.
+    expect(Date.now() - stoppedAt).toBeLessThan(LEASE_TTL_MS);
   }, 60_000);
 
   it('start alone, and say so, when Redis does not answer', async () => {

@@ -133,9 +133,9 @@ export const redisSchema = z
     /** How long a platform's lease lasts unless its holder renews it: the longest a dead holder goes unnoticed (ms). */
     leaseTtlMs: z.number().int().min(1_000).max(600_000).default(10_000),
     /** Entries kept in each platform's event stream (approximately): how far back a client may resume. */
-    streamMaxLength: z.number().int().min(1_000).max(10_000_000).default(100_000),
+    streamMaxLength: z.number().int().min(100).max(10_000_000).default(10_000),
     /** The holder writes a snapshot of its inventory for new instances after this many entries. */
-    snapshotEveryEntries: z.number().int().min(10).max(1_000_000).default(5_000),
+    snapshotEveryEntries: z.number().int().min(10).max(1_000_000).default(1_000),
     /** How long the gateway waits for Redis at start before running alone (ms). */
     connectTimeoutMs: z.number().int().min(100).max(600_000).default(5_000),
   })

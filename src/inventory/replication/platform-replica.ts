@@ -34,6 +34,8 @@ const MAX_CHANGES_PER_ENTRY = 200;
 const READ_COUNT = 500;
 /** How long one XREAD waits for a new entry (ms). */
 const READ_BLOCK_MS = 2_000;
+/** How long a holder that stops may take to write what it has not written yet (ms). */
+const FLUSH_ON_STOP_MS = 3_000;
 /** A write that failed (Redis away) is tried again after this (ms). */
 const WRITE_RETRY_MS = 250;
 
@@ -99,14 +101,27 @@ export class PlatformReplica implements EventPublisher {
     this.loops.push(this.run());
   }
 
+  /**
+   * Stops following the platform. A holder first stops its watch and
+   * writes what it still had to tell (for up to `FLUSH_ON_STOP_MS`), then
+   * gives its lease back, so that another instance takes over at once
+   * rather than after the lease runs out.
+   */
   async stop(): Promise<void> {
+    const lease = this.lease;
+    if (this.roleNow === 'HOLDER') {
+      const watch = this.watch;
+      this.watch = null;
+      await watch?.stop();
+      this.closeEntry();
+      if (this.writing) await Promise.race([this.writing, new Promise((r) => setTimeout(r, FLUSH_ON_STOP_MS))]);
+    }
     this.stopped = true;
     this.stopping.abort();
     this.reader.disconnect();
     await Promise.allSettled(this.loops);
     await this.stepDown('stopping', false);
-    if (this.lease) await this.stream.release(this.lease).catch(() => undefined);
-    this.lease = null;
+    if (lease) await this.stream.release(lease).catch(() => undefined);
   }
 
   // --- publishing (the mirror and the inventory call these) -------------
@@ -342,7 +357,7 @@ export class PlatformReplica implements EventPublisher {
 
   private async stepDown(why: string, rebootstrap: boolean): Promise<void> {
     if (this.roleNow !== 'HOLDER') return;
-    this.logger.warn({ why }, 'no longer holds the lease of the platform: following its stream');
+    if (!this.stopped) this.logger.warn({ why }, 'no longer holds the lease of the platform: following its stream');
     this.roleNow = 'FOLLOWER';
     this.holderSince = null;
     this.lease = null;
