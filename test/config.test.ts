@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -5,6 +6,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 import { ConfigError, loadConfig } from '../src/config/load.js';
+import { encryptSecret } from '../src/config/secrets.js';
 
 function configFile(text: string): string {
   const path = join(mkdtempSync(join(tmpdir(), 'virt-graph-config-')), 'gateway.yaml');
@@ -83,12 +85,57 @@ platforms:
       /limits\.defaultPageSize: defaultPageSize must not exceed maxPageSize/,
     ],
     [
+      'Redis given two ways',
+      'redis: { url: "redis://r:6379", cluster: [{ host: r, port: 7000 }] }\nplatforms: [{ id: a, kind: libvirt, uri: x }]',
+      /redis: give exactly one of url, sentinels or cluster/,
+    ],
+    [
+      'a Redis URL of another scheme',
+      'redis: { url: "http://r:6379" }\nplatforms: [{ id: a, kind: libvirt, uri: x }]',
+      /redis\.url: must be a redis:\/\/ or rediss:\/\/ URL/,
+    ],
+    [
+      'a Redis password in the URL',
+      'redis: { url: "redis://:secret@r:6379" }\nplatforms: [{ id: a, kind: libvirt, uri: x }]',
+      /redis\.url: must not contain a password; use password/,
+    ],
+    [
+      'Redis without the live inventory',
+      'redis: { url: "redis://r:6379" }\ninventory: { enabled: false }\nplatforms: [{ id: a, kind: libvirt, uri: x }]',
+      /redis: several instances share their platforms through the live inventory/,
+    ],
+    [
+      'a snapshot interval longer than half the stream',
+      'redis: { url: "redis://r:6379", streamMaxLength: 1000, snapshotEveryEntries: 800 }\nplatforms: [{ id: a, kind: libvirt, uri: x }]',
+      /redis\.snapshotEveryEntries: snapshotEveryEntries must be at most half of streamMaxLength/,
+    ],
+    [
       'a wrong type',
       'limits: { maxDepth: "deep" }\nplatforms: [{ id: a, kind: libvirt, uri: x }]',
       /limits\.maxDepth: /,
     ],
   ])('refuses %s and names the key', (_label, text, message) => {
     expect(loadError(text)).toMatch(message);
+  });
+
+  it('reads Redis settings with their defaults, and decrypts an encrypted Redis password', () => {
+    const key = randomBytes(32).toString('base64');
+    const path = configFile(`
+redis: { url: "rediss://cache.example:6380/2", password: "${encryptSecret('s3cret', key)}" }
+platforms: [{ id: a, kind: libvirt, uri: "test:///default" }]
+`);
+    const { config } = loadConfig({ path, env: { VIRT_GRAPH_SECRET_KEY: key } });
+    expect(config.redis).toEqual({
+      url: 'rediss://cache.example:6380/2',
+      password: 's3cret',
+      sentinelName: 'mymaster',
+      keyPrefix: 'virt-graph:',
+      leaseTtlMs: 10_000,
+      streamMaxLength: 10_000,
+      snapshotEveryEntries: 1_000,
+      connectTimeoutMs: 5_000,
+    });
+    expect(() => loadConfig({ path, env: {} })).toThrow(/redis\.password: /);
   });
 
   it('refuses a file that is not YAML, and one that does not exist', () => {
