@@ -126,32 +126,23 @@ export class PlatformReplica implements EventPublisher {
 
   // --- publishing (the mirror and the inventory call these) -------------
 
+  /** What the mirror and the inventory see: the holder's to tell; a follower's mirror repeats it quietly. */
   publish(event: GatewayEvent): void {
-    if (event.type === 'TASK' && !event.upstream) {
-      // A gateway task of this instance: any instance may tell it.
-      void this.appendShared({ v: 1, by: this.options.instanceId, events: [event] });
-      return;
-    }
-    // Inventory and status events are the holder's to tell; a follower's mirror repeats them quietly.
     if (this.roleNow !== 'HOLDER') return;
     const entry = this.entry();
     entry.events.push(event);
     if (event.type === 'PLATFORM_STATUS') entry.status = this.mirror.state;
   }
 
-  /** A gateway task's update, with its record for the other instances. */
+  /** A gateway task's update, with its record for the other instances: any instance tells its own tasks. */
   publishTask(event: GatewayEvent, task: unknown): void {
     void this.appendShared({ v: 1, by: this.options.instanceId, events: [event], task });
   }
 
   /** Objects this instance read after a mutation: applied here, and handed to the holder to tell. */
   observed(changes: InventoryChange[]): void {
-    if (this.roleNow === 'HOLDER') {
-      this.mirror.apply(changes);
-      return;
-    }
     this.mirror.apply(changes);
-    if (changes.length > 0)
+    if (this.roleNow !== 'HOLDER' && changes.length > 0)
       void this.appendShared({ v: 1, by: this.options.instanceId, observed: changes, events: [] });
   }
 
