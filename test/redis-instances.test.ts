@@ -258,6 +258,22 @@ describe('several instances sharing Redis', () => {
     await settled(gateways);
     const resumed = listen(late, { f: { vmIds: [id] }, after: seen!.vmChanged.cursor });
     const missed = await resumed.until(3, 10_000);
+    const states = (s: Subscription<VmEvent>) =>
+      s.events.map((e) => `${e.vmChanged.powerState} ${cursors(s)[s.events.indexOf(e)]}`);
+    if (missed[0]!.vmChanged.powerState !== 'ON')
+      console.log(
+        'DEBUG',
+        JSON.stringify(
+          {
+            first: states(first),
+            resumed: states(resumed),
+            seen: decodeStreamCursor(seen!.vmChanged.cursor),
+            all: resumed.events.map((e) => decodeStreamCursor(e.vmChanged.cursor)),
+            firstAll: first.events.map((e) => [...decodeStreamCursor(e.vmChanged.cursor)!]),
+          },
+          (k, v) => (v instanceof Map ? [...v] : v === Infinity ? 'inf' : v),
+        ),
+      );
     expect(missed.map((e) => e.vmChanged.powerState)).toEqual(['ON', 'PAUSED', 'ON']);
     expect(cursors(resumed)).toEqual(cursors(first).slice(1));
     await expect(listen(late, { after: 's1.garbage!' }).until(1, 5_000)).rejects.toThrow(
@@ -338,6 +354,22 @@ describe('several instances sharing Redis', () => {
     expect(gateways).toContain(next.get('kvm'));
     // Well inside the lease time: nobody waited for it to run out.
     expect(Date.now() - stoppedAt).toBeLessThan(LEASE_TTL_MS);
+  }, 60_000);
+
+  it('show the tasks other instances ran to an instance that starts later, beyond what the stream still holds', async () => {
+    const before = await gateways[0]!.query<{ tasks: { nodes: { id: string; operation: string; state: string }[] } }>(
+      '{ tasks(first: 100) { nodes { id operation state } } }',
+    );
+    const ran = before.data!.tasks.nodes;
+    expect(ran.map((t) => t.operation)).toEqual(expect.arrayContaining(['PAUSE_VM', 'STOP_VM', 'START_VM']));
+    for (const key of ['virt-graph:{kvm}:events', 'virt-graph:{vc}:events'])
+      await redis.command('XTRIM', key, 'MAXLEN', '0');
+    const late = await spawnGateway(config());
+    gateways.push(late);
+    const after = await late.query<{ tasks: { nodes: { id: string; operation: string; state: string }[] } }>(
+      '{ tasks(first: 100) { nodes { id operation state } } }',
+    );
+    expect(after.data!.tasks.nodes).toEqual(ran);
   }, 60_000);
 
   it('start alone, and say so, when Redis does not answer', async () => {

@@ -19,7 +19,13 @@ import { type Subscription, eventually, subscribe } from './helpers/subscription
 const run = promisify(execFile);
 
 interface VmEvent {
-  vmChanged: { cursor: string; type: string; changes: string[]; powerState: string | null; vm: { name: string } | null };
+  vmChanged: {
+    cursor: string;
+    type: string;
+    changes: string[];
+    powerState: string | null;
+    vm: { name: string } | null;
+  };
 }
 
 const VM_CHANGED = `subscription($f: VmChangeFilter, $after: String) {
@@ -42,29 +48,37 @@ const topologies = [
     name: 'Redis Cluster',
     async start() {
       const cluster = await redisCluster();
-      return { redis: { cluster: cluster.nodes }, stop: () => cluster.stop() };
+      return {
+        redis: { cluster: cluster.nodes },
+        // -c: redis-cli follows the MOVED redirection to the node serving the key's slot.
+        exists: async (key: string) => (await cluster.command(cluster.nodes[0]!, '-c', 'EXISTS', key)) === '1',
+        stop: () => cluster.stop(),
+      };
     },
   },
   {
     name: 'Redis Sentinel',
     async start() {
       const sentinel = await redisSentinel();
-      return { redis: { sentinels: sentinel.sentinels, sentinelName: sentinel.name }, stop: () => sentinel.stop() };
+      return {
+        redis: { sentinels: sentinel.sentinels, sentinelName: sentinel.name },
+        exists: async (key: string) => (await sentinel.command(sentinel.master, 'EXISTS', key)) === '1',
+        stop: () => sentinel.stop(),
+      };
     },
   },
 ];
 
 describe.each(topologies)('two instances sharing $name', (topology) => {
   let daemon: Libvirtd;
-  let stopRedis: (() => Promise<void>) | undefined;
-  let redis: Record<string, unknown>;
+  let shared: Awaited<ReturnType<(typeof topologies)[number]['start']>> | undefined;
   const gateways: GatewayProcess[] = [];
   const subscriptions: Subscription<VmEvent>[] = [];
 
   const virsh = (...args: string[]) => run('virsh', ['-c', daemon.uri, ...args]);
 
   const config = () => ({
-    redis: { ...redis, leaseTtlMs: 1_500, connectTimeoutMs: 5_000 },
+    redis: { ...shared!.redis, leaseTtlMs: 1_500, connectTimeoutMs: 5_000 },
     state: { dir: mkdtempSync(join(tmpdir(), 'virt-graph-state-')) },
     inventory: { retryInitialMs: 50, retryMaxMs: 200 },
     platforms: [{ id: 'kvm', kind: 'libvirt', uri: daemon.uri, retryInitialMs: 50, retryMaxMs: 200 }],
@@ -88,7 +102,7 @@ describe.each(topologies)('two instances sharing $name', (topology) => {
   }
 
   async function vmId(gw: GatewayProcess, name: string): Promise<string> {
-    const res = await gw.query<{ virtualMachines: { nodes: { id: string; name: string } [] } }>(
+    const res = await gw.query<{ virtualMachines: { nodes: { id: string; name: string }[] } }>(
       '{ virtualMachines(first: 100) { nodes { id name } } }',
     );
     const vm = res.data?.virtualMachines.nodes.find((n) => n.name === name);
@@ -106,22 +120,29 @@ describe.each(topologies)('two instances sharing $name', (topology) => {
 
   beforeAll(async () => {
     daemon = libvirtd();
-    const [, started] = await Promise.all([daemon.start(), topology.start()]);
-    redis = started.redis;
-    stopRedis = started.stop;
-    gateways.push(...(await Promise.all([spawnGateway(config()), spawnGateway(config())])));
+    [, shared] = await Promise.all([daemon.start(), topology.start()]);
+    // Both kept, even when one fails to start, so that afterAll stops whichever did.
+    const spawned = await Promise.allSettled([spawnGateway(config()), spawnGateway(config())]);
+    for (const s of spawned) if (s.status === 'fulfilled') gateways.push(s.value);
+    for (const s of spawned) if (s.status === 'rejected') throw s.reason;
   }, 60_000);
 
   afterAll(async () => {
-    if (process.env.DUMP_GW) for (const g of gateways) console.log(g.output().split('\n').filter((l) => /"level":(40|50|60)/.test(l)).join('\n'));
     await Promise.all(subscriptions.splice(0).map((s) => s.close()));
     await Promise.all(gateways.splice(0).map((g) => g.kill()));
-    await Promise.all([daemon?.stop(), stopRedis?.()]);
+    await Promise.all([daemon?.stop(), shared?.stop()]);
   });
 
   it('syncs both mirrors with exactly one holder of the platform', async () => {
     const [holder, follower] = await settled();
     expect(holder).not.toBe(follower);
+    for (const gw of gateways) {
+      const ready = (await (await fetch(gw.url.replace(/\/graphql$/, '/readyz'))).json()) as Record<string, unknown>;
+      expect(ready).toMatchObject({ status: 'ready', subscriptions: 'OK', redis: { status: 'CONNECTED' } });
+    }
+    // The platform's lease, stream and snapshot are in this Redis (in a Cluster, on the node serving {kvm}).
+    for (const key of ['lease', 'events', 'snapshot'])
+      expect(await shared!.exists(`virt-graph:{kvm}:${key}`)).toBe(true);
     // The follower answers from its mirror, which the holder's stream filled.
     expect(await powerState(follower, await vmId(follower, 'test'))).toBe('ON');
   });

@@ -10,6 +10,7 @@ import { AuditLog } from '../mutations/audit-log.js';
 import { allowAll } from '../mutations/authorizer.js';
 import { type Idempotency, IdempotencyKeys, type RememberedOutcome } from '../mutations/idempotency.js';
 import { SharedIdempotencyKeys } from '../mutations/shared-idempotency.js';
+import { SharedTaskRecords } from '../mutations/shared-task-records.js';
 import { MutationPipeline, type StoredOutcome } from '../mutations/pipeline.js';
 import { type StoredTask, TaskManager, storedTask } from '../mutations/task-manager.js';
 import { Inventory } from '../inventory/inventory.js';
@@ -76,15 +77,19 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
     logger,
     replication,
   );
-  if (replication) {
+  if (replication && shared.redis && config.redis) {
     const log = events as StreamEventLog;
+    const taskRecords = new SharedTaskRecords(shared.redis, config.redis.keyPrefix, config.tasks.retain, logger);
+    for (const t of await taskRecords.recent().catch(() => [])) tasks.adopt(t);
     replication.onEntry((platformId, read) => {
       if (read.entry.task && read.entry.by !== replication.instanceId) tasks.adopt(read.entry.task as StoredTask);
       log.deliver(platformId, read);
     });
-    tasks.onUpdate((task) =>
-      replication.publishTask({ type: 'TASK', platformId: task.platformId, taskId: task.id }, storedTask(task)),
-    );
+    tasks.onUpdate((task) => {
+      const record = storedTask(task);
+      taskRecords.save(record);
+      replication.publishTask({ type: 'TASK', platformId: task.platformId, taskId: task.id }, record);
+    });
   } else {
     tasks.onUpdate((task) => memoryEvents?.publish({ type: 'TASK', platformId: task.platformId, taskId: task.id }));
   }

@@ -42,11 +42,14 @@ export function createRedis(config: RedisConfig, logger: Logger): RedisClient {
     client = new Redis(config.url as string, common);
   }
   let down = false;
-  client.on('error', (e: unknown) => {
+  const lost = (e: unknown) => {
     if (down) return;
     down = true;
     logger.warn({ err: errorMessage(e) }, 'lost the connection to Redis; retrying');
-  });
+  };
+  client.on('error', lost);
+  // A Cluster tells of one node's trouble apart from its own.
+  if (client instanceof Cluster) client.on('node error', lost);
   client.on('ready', () => {
     if (down) logger.info('connected to Redis again');
     down = false;
@@ -60,6 +63,8 @@ export function blockingConnection(client: RedisClient): RedisClient {
   copy.on('error', () => {
     // Told once by the main connection; this one reconnects on its own.
   });
+  // Connected now: commands on a connection that is not yet up fail at once (no offline queue).
+  copy.connect().catch(() => undefined);
   return copy;
 }
 

@@ -236,7 +236,9 @@ export async function redisSentinel(): Promise<RedisSentinelProcesses> {
       const lines = (await cli(sentinel, 'SENTINEL', 'MASTER', 'mymaster')).split('\n');
       const field = (name: string) => lines[lines.indexOf(name) + 1];
       // info-refresh is the time since the sentinel last read the master's INFO (huge before the first).
-      return field('flags') === 'master' && Number(field('info-refresh')) < 10_000 && field('role-reported') === 'master';
+      return (
+        field('flags') === 'master' && Number(field('info-refresh')) < 10_000 && field('role-reported') === 'master'
+      );
     });
     return { sentinels: [sentinel], name: 'mymaster', master, command: cli, stop: () => processes.stop() };
   } catch (e) {

@@ -366,6 +366,13 @@ export class PlatformReplica implements EventPublisher {
   private async readLoop(): Promise<void> {
     let failures = 0;
     while (!this.stopped) {
+      if (this.reader.status !== 'ready') {
+        // Its own connection (it blocks): not up yet, or reconnecting.
+        let ready = () => {};
+        await Promise.race([new Promise<void>((r) => this.reader.once('ready', (ready = r))), this.pause(1_000)]);
+        this.reader.off('ready', ready);
+        continue;
+      }
       try {
         if (failures > 0 && (await this.stream.trimmedAfter(this.lastId))) {
           this.logger.warn(
