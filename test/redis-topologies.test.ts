@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type GatewayProcess, spawnGateway } from './helpers/gateway-process.js';
 import { type Libvirtd, libvirtd } from './helpers/libvirtd.js';
 import { redisCluster, redisSentinel } from './helpers/redis-topologies.js';
-import { type Subscription, eventually, subscribe } from './helpers/subscriptions.js';
+import { type Subscription, VM_CHANGED, type VmEvent, eventually, subscribe } from './helpers/subscriptions.js';
 
 // Two real gateway processes sharing Redis through Sentinel, then through a
 // Cluster (real redis-server processes), in front of a real libvirtd: one
@@ -17,20 +17,6 @@ import { type Subscription, eventually, subscribe } from './helpers/subscription
 // and an idempotency key honoured across instances. The keys of a platform
 // share a hash tag, so the Lua scripts run on one cluster node.
 const run = promisify(execFile);
-
-interface VmEvent {
-  vmChanged: {
-    cursor: string;
-    type: string;
-    changes: string[];
-    powerState: string | null;
-    vm: { name: string } | null;
-  };
-}
-
-const VM_CHANGED = `subscription($f: VmChangeFilter, $after: String) {
-  vmChanged(filter: $f, after: $after) { cursor type changes powerState vm { name } }
-}`;
 
 interface Watch {
   name: string;

@@ -76,3 +76,18 @@ export async function eventually(check: () => boolean | Promise<boolean>, timeou
     await new Promise((r) => setTimeout(r, 25));
   }
 }
+
+/** A vmChanged event as the multi-instance tests select it. */
+export interface VmEvent {
+  vmChanged: {
+    cursor: string;
+    type: string;
+    changes: string[];
+    powerState: string | null;
+    vm: { name: string } | null;
+  };
+}
+
+export const VM_CHANGED = `subscription($f: VmChangeFilter, $after: String) {
+  vmChanged(filter: $f, after: $after) { cursor type changes powerState vm { name } }
+}`;
