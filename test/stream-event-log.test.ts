@@ -89,6 +89,21 @@ describe('the event log of an instance among several', () => {
     await sub.return?.();
   });
 
+  it('asks Redis when it has handed over nothing yet, and skips what its own reading brings again', async () => {
+    const entries = await stream.range('0-0');
+    const log = logStartingAt([]);
+    const sub = log.subscribe({
+      ...all,
+      after: encodeStreamCursor([['p1', { id: ids[1]!, index: Number.POSITIVE_INFINITY }]]),
+    });
+    expect(taskIds(await take(sub, 3))).toEqual(['c1', 'c2', 'd']);
+    // Its reader catches up later, from wherever it started.
+    for (const e of entries) log.deliver('p1', e);
+    log.deliver('p1', { id: `${Date.now() + 20_000}-0`, entry: { v: 1, by: 'test', events: [task('live')] } });
+    expect(taskIds(await take(sub, 2))).toEqual(['e', 'live']);
+    await sub.return?.();
+  });
+
   it('tells a client whose missed events were capped away to read the state again', async () => {
     const entries = await stream.range('0-0');
     const log = logStartingAt(entries.slice(4));

@@ -140,10 +140,13 @@ export class StreamEventLog implements EventSource {
    * replayed last, so nothing is missed or doubled.
    */
   private resume(s: StreamSubscriber, from: StreamCursor): void {
-    const remote: [string, StreamPosition, StreamPosition][] = [];
+    const remote: [string, StreamPosition, StreamPosition | null][] = [];
     for (const [platformId, position] of from) {
       const edge = this.delivered.get(platformId);
-      if (!edge || !isAfter(edge.id, edge.index, position)) (s.ahead ??= new Map()).set(platformId, position);
+      // Nothing handed over yet: where this instance's reading starts is not known here, so Redis says what came after.
+      if (!edge) remote.push([platformId, position, null]);
+      // This instance is behind the client: its reading goes on past the position.
+      else if (!isAfter(edge.id, edge.index, position)) (s.ahead ??= new Map()).set(platformId, position);
       else if (!this.holds(platformId, position)) remote.push([platformId, position, edge]);
     }
     if (remote.length === 0) {
@@ -179,7 +182,8 @@ export class StreamEventLog implements EventSource {
   private async readBack(
     s: StreamSubscriber,
     from: StreamCursor,
-    remote: [platformId: string, from: StreamPosition, until: StreamPosition][],
+    /** Per platform: from where, up to where (null: up to the newest entry). */
+    remote: [platformId: string, from: StreamPosition, until: StreamPosition | null][],
   ): Promise<void> {
     const backlog: Delivery[] = [];
     const rest = new Map(from);
@@ -187,8 +191,10 @@ export class StreamEventLog implements EventSource {
       for (const [platformId, position, edge] of remote) {
         if (await this.history.trimmedAfter(platformId, position.id)) throw new TrimmedError();
         const positions = new Map(from);
-        for (const { id, entry } of await this.history.range(platformId, position.id, edge.id)) {
+        let reached = position;
+        for (const { id, entry } of await this.history.range(platformId, position.id, edge?.id ?? '+')) {
           const last = entry.events.length - 1;
+          reached = { id, index: Number.POSITIVE_INFINITY };
           entry.events.forEach((event, index) => {
             if (!isAfter(id, index, position)) return;
             positions.set(platformId, { id, index: index === last ? Number.POSITIVE_INFINITY : index });
@@ -199,9 +205,15 @@ export class StreamEventLog implements EventSource {
               });
           });
         }
-        // What came after the edge is held here.
-        rest.set(platformId, edge);
-        if (!this.holds(platformId, edge)) throw new TrimmedError();
+        if (edge) {
+          // What came after the edge is held here.
+          rest.set(platformId, edge);
+          if (!this.holds(platformId, edge)) throw new TrimmedError();
+        } else {
+          // This instance's reading may still be behind what Redis gave: skip what the client has now.
+          rest.set(platformId, reached);
+          (s.ahead ??= new Map()).set(platformId, reached);
+        }
       }
     } catch (e) {
       if (!(e instanceof TrimmedError))

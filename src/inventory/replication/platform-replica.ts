@@ -74,6 +74,8 @@ export class PlatformReplica implements EventPublisher {
   private snapshotDue = true;
   private holderSince: Date | null = null;
   private knownHolder: string | null = null;
+  /** A follower applied what it read after its own mutation before the holder told it: its mirror is ahead of the stream. */
+  private aheadOfStream = false;
 
   constructor(
     private readonly stream: PlatformStream,
@@ -114,7 +116,7 @@ export class PlatformReplica implements EventPublisher {
       this.watch = null;
       await watch?.stop();
       this.closeEntry();
-      if (this.writing) await Promise.race([this.writing, new Promise((r) => setTimeout(r, FLUSH_ON_STOP_MS))]);
+      if (this.writing) await Promise.race([this.writing, new Promise((r) => setTimeout(r, FLUSH_ON_STOP_MS).unref())]);
     }
     this.stopped = true;
     this.stopping.abort();
@@ -142,8 +144,9 @@ export class PlatformReplica implements EventPublisher {
   /** Objects this instance read after a mutation: applied here, and handed to the holder to tell. */
   observed(changes: InventoryChange[]): void {
     this.mirror.apply(changes);
-    if (this.roleNow !== 'HOLDER' && changes.length > 0)
-      void this.appendShared({ v: 1, by: this.options.instanceId, observed: changes, events: [] });
+    if (this.roleNow === 'HOLDER' || changes.length === 0) return;
+    this.aheadOfStream = true;
+    void this.appendShared({ v: 1, by: this.options.instanceId, observed: changes, events: [] });
   }
 
   private changed(change: InventoryChange): void {
@@ -336,6 +339,9 @@ export class PlatformReplica implements EventPublisher {
       if (rest.length === 0) break;
       for (const r of rest) this.dispatch(r);
     }
+    // A mirror ahead of the stream would hide, from the full read below, a change the old holder never told.
+    if (this.aheadOfStream) await this.bootstrap(false);
+    this.aheadOfStream = false;
     this.lease = lease;
     this.knownHolder = lease;
     this.roleNow = 'HOLDER';
