@@ -154,7 +154,10 @@ export class StreamEventLog implements EventSource {
       return;
     }
     s.loading = true;
-    void this.readBack(s, from, remote);
+    // Platforms the cursor does not name start live, from where they are now.
+    const start = new Map(from);
+    for (const [platformId, edge] of this.delivered) if (!start.has(platformId)) start.set(platformId, edge);
+    void this.readBack(s, start, remote);
   }
 
   /** Whether the held events reach back to a position of a platform. */
