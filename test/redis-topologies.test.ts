@@ -136,7 +136,7 @@ describe.each(topologies)('two instances sharing $name', (topology) => {
   it("delivers a change the holder watched to a follower's client exactly once", async () => {
     const [, follower] = await settled();
     const id = await vmId(follower, 'test');
-    const client = subscribe<VmEvent>(follower.url, VM_CHANGED, { f: { vmIds: [id] } });
+    const client = subscribe<VmEvent>(follower.url, VM_CHANGED, { f: { vmIds: [id], aspects: ['POWER_STATE'] } });
     subscriptions.push(client);
     // graphql-ws connects lazily: let the subscription reach the server.
     await new Promise((r) => setTimeout(r, 500));
