@@ -1,0 +1,131 @@
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+
+/**
+ * A real libvirtd with the qemu driver, in system mode, that is the test's
+ * own: its configuration, state, runtime, log and cache directories are
+ * private (bind-mounted over libvirt's compiled-in paths inside a mount
+ * namespace of its own), and it listens on a private socket. It never
+ * touches a system daemon or the machine's /etc/libvirt, and every guest it
+ * starts runs as root without a security driver. Needs root.
+ */
+export interface QemuLibvirtd {
+  /** qemu+unix:///system?socket=... */
+  uri: string;
+  /** The daemon's private directory (guests' logs are under log/qemu/). */
+  dir: string;
+  start(): Promise<void>;
+  /** SIGTERM: libvirtd stops; guests it started keep running (they are QEMU processes of their own). */
+  stop(): Promise<void>;
+  /** Runs virsh against this daemon. */
+  virsh(...args: string[]): Promise<string>;
+}
+
+/** libvirt's compiled-in paths for the system daemon, each replaced by a private directory. */
+const PRIVATE_PATHS = {
+  etc: '/etc/libvirt',
+  lib: '/var/lib/libvirt',
+  run: '/run/libvirt',
+  log: '/var/log/libvirt',
+  cache: '/var/cache/libvirt',
+};
+
+export function qemuLibvirtd(name = 'qemu'): QemuLibvirtd {
+  const dir = mkdtempSync(join(tmpdir(), `virt-graph-${name}-libvirtd-`));
+  for (const sub of Object.keys(PRIVATE_PATHS)) mkdirSync(join(dir, sub), { recursive: true });
+  const sockets = join(dir, 'sock');
+  mkdirSync(sockets);
+  // The mount points must exist outside the namespace for the bind mounts.
+  for (const path of Object.values(PRIVATE_PATHS)) mkdirSync(path, { recursive: true });
+  writeFileSync(
+    join(dir, 'etc', 'libvirtd.conf'),
+    `unix_sock_dir = "${sockets}"\nunix_sock_rw_perms = "0700"\nauth_unix_ro = "none"\nauth_unix_rw = "none"\n` +
+      `listen_tls = 0\nlisten_tcp = 0\nhost_uuid = "${randomUuid()}"\n`,
+  );
+  writeFileSync(
+    join(dir, 'etc', 'qemu.conf'),
+    [
+      'user = "root"',
+      'group = "root"',
+      'dynamic_ownership = 0',
+      'remember_owner = 0',
+      'security_driver = "none"',
+      // QEMU's output goes to files (no virtlogd to run).
+      'stdio_handler = "file"',
+      // No private /dev per guest: not needed here, and it wants more privileges than a test has.
+      'namespaces = []',
+    ].join('\n') + '\n',
+  );
+  // Debian's libvirt resolves its default guest user before it reads qemu.conf: the daemon sees
+  // a passwd and group that know it (private copies; the machine's own stay as they are).
+  writeFileSync(
+    join(dir, 'passwd'),
+    `${readFileSync('/etc/passwd', 'utf8')}libvirt-qemu:x:64055:64055::/var/lib/libvirt:/usr/sbin/nologin\n`,
+  );
+  const groups = readFileSync('/etc/group', 'utf8');
+  writeFileSync(join(dir, 'group'), `${groups}libvirt-qemu:x:64055:\n${/^kvm:/m.test(groups) ? '' : 'kvm:x:64056:\n'}`);
+  const binds: [string, string][] = [
+    ...Object.entries(PRIVATE_PATHS).map(([sub, path]): [string, string] => [join(dir, sub), path]),
+    [join(dir, 'passwd'), '/etc/passwd'],
+    [join(dir, 'group'), '/etc/group'],
+  ];
+  const mounts = binds.map(([from, to]) => `mount --bind '${from}' '${to}'`).join(' && ');
+  const socket = join(sockets, 'libvirt-sock');
+  const uri = `qemu+unix:///system?socket=${socket}`;
+  let child: ChildProcess | null = null;
+  let log = '';
+  const daemon: QemuLibvirtd = {
+    uri,
+    dir,
+    async start() {
+      child = spawn(
+        'unshare',
+        [
+          '-m',
+          '--propagation',
+          'private',
+          'sh',
+          '-c',
+          `${mounts} && exec /usr/sbin/libvirtd --config '${join(dir, 'etc', 'libvirtd.conf')}' --pid-file '${join(dir, 'libvirtd.pid')}'`,
+        ],
+        { stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      child.stdout!.on('data', (d: Buffer) => (log += d.toString()));
+      child.stderr!.on('data', (d: Buffer) => (log += d.toString()));
+      const deadline = Date.now() + 20_000;
+      for (;;) {
+        try {
+          await run('virsh', ['-c', uri, 'version'], { timeout: 5_000 });
+          return;
+        } catch {
+          // not up yet
+        }
+        if (child.exitCode !== null) throw new Error(`libvirtd (qemu driver) exited at start:\n${log}`);
+        if (Date.now() > deadline) throw new Error(`libvirtd (qemu driver) did not start:\n${log}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    },
+    async stop() {
+      const c = child;
+      child = null;
+      if (!c || c.exitCode !== null) return;
+      const exited = new Promise((r) => c.once('exit', r));
+      c.kill('SIGTERM');
+      await exited;
+    },
+    async virsh(...args: string[]) {
+      const { stdout } = await run('virsh', ['-c', uri, ...args], { timeout: 60_000 });
+      return stdout;
+    },
+  };
+  return daemon;
+}
+
+function randomUuid(): string {
+  return readFileSync('/proc/sys/kernel/random/uuid', 'utf8').trim();
+}
