@@ -18,9 +18,12 @@ fi
 # Debian packages: libvirt headers and library (the test driver is built in),
 # libvirtd (the tests serve the test driver through it to cut connections),
 # the toolchain node-gyp needs for the addon, and Go with VMware's govmomi
-# sources for the vCenter simulator (vcsim), built offline from them, and
-# redis-server (the tests start their own, for several gateway instances).
-APT_PACKAGES=(libvirt-dev libvirt-daemon libvirt-clients pkg-config g++ make python3 golang-go golang-github-vmware-govmomi-dev redis-server)
+# sources for the vCenter simulator (vcsim), built offline from them,
+# redis-server (the tests start their own, for several gateway instances),
+# and QEMU with libvirt's qemu driver, QEMU's tools and a static busybox
+# (the tests boot small real guests).
+APT_PACKAGES=(libvirt-dev libvirt-daemon libvirt-clients pkg-config g++ make python3 golang-go golang-github-vmware-govmomi-dev redis-server
+  qemu-system-x86 qemu-utils libvirt-daemon-driver-qemu busybox-static)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
