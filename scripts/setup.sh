@@ -23,7 +23,7 @@ fi
 # and QEMU with libvirt's qemu driver, QEMU's tools and a static busybox
 # (the tests boot small real guests).
 APT_PACKAGES=(libvirt-dev libvirt-daemon libvirt-clients pkg-config g++ make python3 golang-go golang-github-vmware-govmomi-dev redis-server
-  qemu-system-x86 qemu-utils libvirt-daemon-driver-qemu busybox-static)
+  qemu-system-x86 qemu-utils libvirt-daemon-driver-qemu busybox-static xz-utils)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
@@ -65,6 +65,11 @@ if [ ! -x "$vcsim" ] || [ -n "$(find test/fixtures/vcsim -newer "$vcsim" -print 
   GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE="$PWD/.cache/go-build" GOENV=off GOPROXY=off \
     go build -o "$vcsim" ./test/fixtures/vcsim
 fi
+
+# The small Linux guest the QEMU and libvirt tests boot (.cache/guest/):
+# Debian's kernel, unpacked from its package (not installed), and a busybox
+# initramfs whose init answers the ACPI power button.
+bash scripts/build-guest.sh
 
 # Node.js 24 (Active LTS), for the second run of the test suite: users run
 # the gateway on Node 22 and 24, and Node 24's OpenSSL refuses what Node 20's
