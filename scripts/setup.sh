@@ -20,10 +20,11 @@ fi
 # the toolchain node-gyp needs for the addon, and Go with VMware's govmomi
 # sources for the vCenter simulator (vcsim), built offline from them,
 # redis-server (the tests start their own, for several gateway instances),
-# and QEMU with libvirt's qemu driver, QEMU's tools and a static busybox
-# (the tests boot small real guests).
+# and QEMU with libvirt's qemu driver, QEMU's tools, a static busybox and xz
+# (the tests boot small real guests) and iptables (libvirt's networks for
+# them, inside a network namespace of the tests' own).
 APT_PACKAGES=(libvirt-dev libvirt-daemon libvirt-clients pkg-config g++ make python3 golang-go golang-github-vmware-govmomi-dev redis-server
-  qemu-system-x86 qemu-utils libvirt-daemon-driver-qemu busybox-static xz-utils)
+  qemu-system-x86 qemu-utils libvirt-daemon-driver-qemu busybox-static xz-utils iptables)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")

@@ -10,9 +10,11 @@ const run = promisify(execFile);
  * A real libvirtd with the qemu driver, in system mode, that is the test's
  * own: its configuration, state, runtime, log and cache directories are
  * private (bind-mounted over libvirt's compiled-in paths inside a mount
- * namespace of its own), and it listens on a private socket. It never
- * touches a system daemon or the machine's /etc/libvirt, and every guest it
- * starts runs as root without a security driver. Needs root.
+ * namespace of its own), and it listens on a private socket. It runs in a
+ * network namespace of its own too, so the bridges and firewall rules of
+ * its networks live and die with it, and no guest traffic can leave. It
+ * never touches a system daemon or the machine's /etc/libvirt, and every
+ * guest it starts runs as root without a security driver. Needs root.
  */
 export interface QemuLibvirtd {
   /** qemu+unix:///system?socket=... */
@@ -87,11 +89,12 @@ export function qemuLibvirtd(name = 'qemu'): QemuLibvirtd {
         'unshare',
         [
           '-m',
+          '-n',
           '--propagation',
           'private',
           'sh',
           '-c',
-          `${mounts} && exec /usr/sbin/libvirtd --config '${join(dir, 'etc', 'libvirtd.conf')}' --pid-file '${join(dir, 'libvirtd.pid')}'`,
+          `ip link set lo up && ${mounts} && exec /usr/sbin/libvirtd --config '${join(dir, 'etc', 'libvirtd.conf')}' --pid-file '${join(dir, 'libvirtd.pid')}'`,
         ],
         { stdio: ['ignore', 'pipe', 'pipe'] },
       );

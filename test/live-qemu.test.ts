@@ -1,0 +1,180 @@
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { type TestGateway, startTestGateway } from './helpers/gateway.js';
+import { GUEST, READY_MARKER, assertGuestBuilt, diskOverlay, guestAccel } from './helpers/guest.js';
+import { finished, mutate, succeed } from './helpers/mutations.js';
+import { type QemuLibvirtd, qemuLibvirtd } from './helpers/qemu-libvirtd.js';
+import { eventually } from './helpers/subscriptions.js';
+
+// libvirt's qemu driver with a real guest: a private libvirtd (system mode,
+// its own directories and socket) runs a small Linux guest (Debian's kernel,
+// a busybox init that answers the ACPI power button) under KVM where it
+// boots, TCG otherwise. What the test driver cannot show: a graceful stop
+// that the guest carries out itself, a reboot through the guest, pausing a
+// running CPU, a snapshot with memory that comes back running.
+let daemon: QemuLibvirtd;
+let gw: TestGateway;
+let vmId: string;
+let serialLog: string;
+const NAME = 'vg-guest-1';
+
+const serial = () => {
+  try {
+    return readFileSync(serialLog, 'utf8');
+  } catch {
+    return '';
+  }
+};
+const readyCount = () => serial().split(READY_MARKER).length - 1;
+
+async function powerState(): Promise<string> {
+  const res = await gw.query<{ node: { powerState: string } }>(
+    'query($id: ID!) { node(id: $id) { ... on VirtualMachine { powerState } } }',
+    { id: vmId },
+  );
+  return res.data!.node.powerState;
+}
+
+function domainXml(type: string, disk: string): string {
+  return `<domain type='${type}'>
+  <name>${NAME}</name>
+  <memory unit='MiB'>256</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>${GUEST.kernel}</kernel>
+    <initrd>${GUEST.initramfs}</initrd>
+    <cmdline>${GUEST.cmdline}</cmdline>
+  </os>
+  <features><acpi/></features>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>restart</on_reboot>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='${disk}'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <interface type='network'>
+      <source network='vg-isolated'/>
+      <model type='virtio'/>
+    </interface>
+    <serial type='file'>
+      <source path='${serialLog}' append='on'/>
+      <target port='0'/>
+    </serial>
+    <console type='file'>
+      <source path='${serialLog}' append='on'/>
+      <target type='serial' port='0'/>
+    </console>
+  </devices>
+</domain>`;
+}
+
+beforeAll(async () => {
+  assertGuestBuilt();
+  const { domainType } = await guestAccel();
+  daemon = qemuLibvirtd();
+  await daemon.start();
+  serialLog = join(daemon.dir, 'guest-serial.log');
+  const files = join(daemon.dir, 'files');
+  // An isolated network: a bridge (in the daemon's own network namespace), no DHCP, no route out.
+  const net = join(daemon.dir, 'net.xml');
+  const bridge = 'vgbr0';
+  mkdirSync(files, { recursive: true });
+  writeFileSync(net, `<network><name>vg-isolated</name><bridge name='${bridge}' stp='off'/></network>`);
+  await daemon.virsh('net-define', net);
+  await daemon.virsh('net-start', 'vg-isolated');
+  const disk = await diskOverlay(files);
+  const xml = join(daemon.dir, 'domain.xml');
+  writeFileSync(xml, domainXml(domainType, disk));
+  await daemon.virsh('define', xml);
+  await daemon.virsh('start', NAME);
+  gw = await startTestGateway({
+    platforms: [{ id: 'kvm', kind: 'libvirt', uri: daemon.uri, retryInitialMs: 50, retryMaxMs: 200 }],
+  });
+  await eventually(async () => {
+    const res = await gw.query<{ virtualMachines: { nodes: { id: string; name: string }[] } }>(
+      '{ virtualMachines { nodes { id name } } }',
+    );
+    const vm = res.data?.virtualMachines.nodes.find((n) => n.name === NAME);
+    if (vm) vmId = vm.id;
+    return vm !== undefined;
+  }, 20_000);
+  await eventually(() => readyCount() >= 1, 60_000);
+}, 120_000);
+
+afterAll(async () => {
+  await gw?.close();
+  await daemon?.virsh('destroy', NAME).catch(() => undefined);
+  await daemon?.virsh('net-destroy', 'vg-isolated').catch(() => undefined);
+  await daemon?.stop();
+});
+
+describe('libvirt qemu driver with a real guest', () => {
+  it('shows the running guest with its hardware', async () => {
+    const res = await gw.query<{
+      node: {
+        powerState: string;
+        vcpus: number;
+        memoryMiB: number;
+        disks: { target: string }[];
+        nics: { model: string | null }[];
+      };
+    }>(
+      'query($id: ID!) { node(id: $id) { ... on VirtualMachine { powerState vcpus memoryMiB disks { target } nics { model } } } }',
+      {
+        id: vmId,
+      },
+    );
+    expect(res.errors).toBeUndefined();
+    expect(res.data!.node).toMatchObject({ powerState: 'ON', vcpus: 1, memoryMiB: 256, disks: [{ target: 'vda' }] });
+    expect(res.data!.node.nics).toHaveLength(1);
+    // The guest saw its disk and NIC.
+    expect(serial()).toMatch(/disks: .*vda/);
+  });
+
+  it('pauses and unpauses the running CPU', async () => {
+    await succeed(gw, 'pauseVm', { vmId });
+    expect(await powerState()).toBe('PAUSED');
+    expect((await daemon.virsh('domstate', NAME)).trim()).toBe('paused');
+    await succeed(gw, 'unpauseVm', { vmId });
+    expect(await powerState()).toBe('ON');
+  }, 60_000);
+
+  it('reboots through the guest: it powers off by its own init and libvirt starts it again', async () => {
+    const before = readyCount();
+    await succeed(gw, 'rebootVm', { vmId });
+    await eventually(() => readyCount() > before, 60_000);
+    expect(await powerState()).toBe('ON');
+  }, 90_000);
+
+  it('takes a snapshot with memory and reverts to it running', async () => {
+    const created = await succeed(gw, 'createSnapshot', { vmId, name: 'with-memory', includeMemory: true });
+    const snapshotId = created.resultSnapshot!.id;
+    await succeed(gw, 'stopVm', { vmId, force: true });
+    expect(await powerState()).toBe('OFF');
+    await succeed(gw, 'revertToSnapshot', { snapshotId });
+    expect(await powerState()).toBe('ON');
+    expect((await daemon.virsh('domstate', NAME)).trim()).toBe('running');
+    await succeed(gw, 'deleteSnapshot', { snapshotId });
+  }, 120_000);
+
+  it('stops gracefully: the guest powers itself off, read back through virsh', async () => {
+    const payload = await mutate(gw, 'stopVm', { vmId });
+    expect(payload.userErrors).toEqual([]);
+    const task = await finished(gw, payload.task!.id, 90_000);
+    expect(task.state, JSON.stringify(task.error)).toBe('SUCCEEDED');
+    expect(await powerState()).toBe('OFF');
+    expect((await daemon.virsh('domstate', NAME, '--reason')).trim()).toMatch(/shut off \(shutdown\)/);
+    // The guest's own init carried it out.
+    expect(serial()).toMatch(/reboot: Power down/);
+    const before = readyCount();
+    await succeed(gw, 'startVm', { vmId });
+    await eventually(() => readyCount() > before, 60_000);
+    expect(await powerState()).toBe('ON');
+  }, 120_000);
+});
