@@ -88,7 +88,11 @@ beforeAll(async () => {
   writeFileSync(net, `<network><name>vg-isolated</name><bridge name='${bridge}' stp='off'/></network>`);
   await daemon.virsh('net-define', net);
   await daemon.virsh('net-start', 'vg-isolated');
+  // The guest's disk lives in a directory pool, so that clones can copy it.
+  await daemon.virsh('pool-define-as', 'vg-files', 'dir', '--target', files);
+  await daemon.virsh('pool-start', 'vg-files');
   const disk = await diskOverlay(files);
+  await daemon.virsh('pool-refresh', 'vg-files');
   const xml = join(daemon.dir, 'domain.xml');
   writeFileSync(xml, domainXml(domainType, disk));
   await daemon.virsh('define', xml);
@@ -162,6 +166,49 @@ describe('libvirt qemu driver with a real guest', () => {
     expect((await daemon.virsh('domstate', NAME)).trim()).toBe('running');
     await succeed(gw, 'deleteSnapshot', { snapshotId });
   }, 120_000);
+
+  it('suspends to disk (managed save) and resumes where it was', async () => {
+    const before = readyCount();
+    await succeed(gw, 'suspendVm', { vmId });
+    expect(await powerState()).toBe('SUSPENDED');
+    expect(await daemon.virsh('dominfo', NAME)).toMatch(/Managed save:\s+yes/);
+    await succeed(gw, 'resumeVm', { vmId });
+    expect(await powerState()).toBe('ON');
+    // Restored from its saved memory, not booted again.
+    expect(readyCount()).toBe(before);
+  }, 90_000);
+
+  it('clones the guest with its disk copied, and the clone runs', async () => {
+    // A running disk is not copied (libvirt clones need the source off).
+    const running = await mutate(gw, 'cloneVm', { vmId, name: `${NAME}-clone` });
+    expect(running.userErrors[0]).toMatchObject({ code: 'WRONG_STATE' });
+    await succeed(gw, 'stopVm', { vmId, force: true });
+    const task = await succeed(gw, 'cloneVm', { vmId, name: `${NAME}-clone`, powerOn: true });
+    expect(task.state).toBe('SUCCEEDED');
+    const res = await gw.query<{
+      virtualMachines: {
+        nodes: { id: string; name: string; powerState: string; disks: { source: string | null }[] }[];
+      };
+    }>('{ virtualMachines { nodes { id name powerState disks { source } } } }');
+    const byName = new Map(res.data!.virtualMachines.nodes.map((n) => [n.name, n]));
+    const copy = byName.get(`${NAME}-clone`)!;
+    expect(copy.powerState).toBe('ON');
+    expect(copy.disks[0]!.source).not.toBe(byName.get(NAME)!.disks[0]!.source);
+    expect((await daemon.virsh('domstate', `${NAME}-clone`)).trim()).toBe('running');
+    await succeed(gw, 'deleteVm', { vmId: copy.id, force: true });
+    expect(await daemon.virsh('list', '--all', '--name')).not.toContain(`${NAME}-clone`);
+    const before = readyCount();
+    await succeed(gw, 'startVm', { vmId });
+    await eventually(() => readyCount() > before, 60_000);
+  }, 120_000);
+
+  it('reconfigures vCPUs and memory in the definition of a running guest, for its next start', async () => {
+    await succeed(gw, 'reconfigureVm', { vmId, vcpus: 2, memoryMiB: 320 });
+    const inactive = await daemon.virsh('dumpxml', NAME, '--inactive');
+    expect(inactive).toMatch(/<vcpu[^>]*>2<\/vcpu>/);
+    expect(inactive).toMatch(/<memory unit='KiB'>327680<\/memory>/);
+    await succeed(gw, 'reconfigureVm', { vmId, vcpus: 1, memoryMiB: 256 });
+  }, 60_000);
 
   it('stops gracefully: the guest powers itself off, read back through virsh', async () => {
     const payload = await mutate(gw, 'stopVm', { vmId });
