@@ -115,7 +115,7 @@ afterAll(async () => {
   await gw?.close();
   await daemon?.virsh('destroy', NAME).catch(() => undefined);
   await daemon?.virsh('net-destroy', 'vg-isolated').catch(() => undefined);
-  await daemon?.stop();
+  await daemon?.destroy();
 });
 
 describe('libvirt qemu driver with a real guest', () => {
@@ -209,6 +209,54 @@ describe('libvirt qemu driver with a real guest', () => {
     expect(inactive).toMatch(/<memory unit='KiB'>327680<\/memory>/);
     await succeed(gw, 'reconfigureVm', { vmId, vcpus: 1, memoryMiB: 256 });
   }, 60_000);
+
+  it('creates a VM on the qemu driver that starts (a new disk in a pool, a NIC on a network)', async () => {
+    const res = await gw.query<{
+      platforms: { id: string }[];
+      networks: { nodes: { id: string; name: string }[] };
+      storage: { nodes: { id: string; name: string }[] };
+    }>('{ platforms { id } networks { nodes { id name } } storage { nodes { id name } } }');
+    expect(res.errors).toBeUndefined();
+    const network = res.data!.networks.nodes.find((n) => n.name === 'vg-isolated')!;
+    const pool = res.data!.storage.nodes.find((n) => n.name === 'vg-files')!;
+    const task = await succeed(gw, 'createVm', {
+      platformId: res.data!.platforms[0]!.id,
+      name: 'vg-created',
+      memoryMiB: 128,
+      disks: [{ capacityBytes: 16 * 1024 * 1024, storageId: pool.id }],
+      nics: [{ networkId: network.id }],
+      powerOn: true,
+    });
+    expect(task.state).toBe('SUCCEEDED');
+    expect((await daemon.virsh('domstate', 'vg-created')).trim()).toBe('running');
+    const created = await gw.query<{ virtualMachines: { nodes: { id: string; name: string; powerState: string }[] } }>(
+      '{ virtualMachines { nodes { id name powerState } } }',
+    );
+    const vm = created.data!.virtualMachines.nodes.find((n) => n.name === 'vg-created')!;
+    expect(vm.powerState).toBe('ON');
+    await succeed(gw, 'deleteVm', { vmId: vm.id, force: true });
+  }, 90_000);
+
+  it('keeps the guest running when libvirtd restarts, and the gateway reconnects to it', async () => {
+    await daemon.stop();
+    // QEMU is a process of its own: the guest goes on without its daemon.
+    await eventually(async () => {
+      const res = await gw.query<{ platforms: { status: string }[] }>('{ platforms { status } }');
+      return res.data!.platforms[0]!.status !== 'CONNECTED';
+    }, 20_000);
+    await daemon.start();
+    await eventually(async () => {
+      const res = await gw.query<{ platforms: { status: string; inventoryState: string }[] }>(
+        '{ platforms { status inventoryState } }',
+      );
+      return res.data!.platforms[0]!.status === 'CONNECTED' && res.data!.platforms[0]!.inventoryState === 'SYNCED';
+    }, 30_000);
+    expect((await daemon.virsh('domstate', NAME)).trim()).toBe('running');
+    expect(await powerState()).toBe('ON');
+    // And it is still the gateway's to operate.
+    await succeed(gw, 'pauseVm', { vmId });
+    await succeed(gw, 'unpauseVm', { vmId });
+  }, 90_000);
 
   it('stops gracefully: the guest powers itself off, read back through virsh', async () => {
     const payload = await mutate(gw, 'stopVm', { vmId });

@@ -22,8 +22,10 @@ export interface QemuLibvirtd {
   /** The daemon's private directory (guests' logs are under log/qemu/). */
   dir: string;
   start(): Promise<void>;
-  /** SIGTERM: libvirtd stops; guests it started keep running (they are QEMU processes of their own). */
+  /** SIGTERM: libvirtd stops; guests it started keep running (QEMU processes of their own), and start() brings it back to them. */
   stop(): Promise<void>;
+  /** Stops the daemon and lets its namespaces go (destroy the guests first). */
+  destroy(): Promise<void>;
   /** Runs virsh against this daemon. */
   virsh(...args: string[]): Promise<string>;
 }
@@ -80,21 +82,26 @@ export function qemuLibvirtd(name = 'qemu'): QemuLibvirtd {
   const socket = join(sockets, 'libvirt-sock');
   const uri = `qemu+unix:///system?socket=${socket}`;
   let child: ChildProcess | null = null;
+  // Holds the namespaces between daemon runs: guests outlive a restarted daemon, on the same bridges.
+  let holder: ChildProcess | null = null;
   let log = '';
   const daemon: QemuLibvirtd = {
     uri,
     dir,
     async start() {
+      if (!holder || holder.exitCode !== null) holder = await holdNamespaces(`ip link set lo up && ${mounts}`);
       child = spawn(
-        'unshare',
+        'nsenter',
         [
+          '-t',
+          String(holder.pid),
           '-m',
           '-n',
-          '--propagation',
-          'private',
-          'sh',
-          '-c',
-          `ip link set lo up && ${mounts} && exec /usr/sbin/libvirtd --config '${join(dir, 'etc', 'libvirtd.conf')}' --pid-file '${join(dir, 'libvirtd.pid')}'`,
+          '/usr/sbin/libvirtd',
+          '--config',
+          join(dir, 'etc', 'libvirtd.conf'),
+          '--pid-file',
+          join(dir, 'libvirtd.pid'),
         ],
         { stdio: ['ignore', 'pipe', 'pipe'] },
       );
@@ -121,12 +128,39 @@ export function qemuLibvirtd(name = 'qemu'): QemuLibvirtd {
       c.kill('SIGTERM');
       await exited;
     },
+    async destroy() {
+      await daemon.stop();
+      holder?.kill('SIGKILL');
+      holder = null;
+    },
     async virsh(...args: string[]) {
       const { stdout } = await run('virsh', ['-c', uri, ...args], { timeout: 60_000 });
       return stdout;
     },
   };
   return daemon;
+}
+
+/** A process that sits in new mount and network namespaces, set up by `setup`, until killed. */
+async function holdNamespaces(setup: string): Promise<ChildProcess> {
+  const holder = spawn(
+    'unshare',
+    ['-m', '-n', '--propagation', 'private', 'sh', '-c', `${setup} && echo ready && exec sleep infinity`],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  let out = '';
+  await new Promise<void>((resolve, reject) => {
+    holder.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('ready')) resolve();
+    });
+    holder.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    holder.once('exit', () => reject(new Error(`could not set up the daemon's namespaces:\n${out}`)));
+  });
+  holder.unref();
+  return holder;
 }
 
 function randomUuid(): string {
