@@ -273,3 +273,59 @@ describe('libvirt qemu driver with a real guest', () => {
     expect(await powerState()).toBe('ON');
   }, 120_000);
 });
+
+describe('live migration between two libvirt hosts', () => {
+  let peer: QemuLibvirtd;
+  let both: TestGateway;
+
+  beforeAll(async () => {
+    // A second host: its own libvirtd, mount namespace, host name and disks, on the first one's network.
+    const files = join(daemon.dir, 'files');
+    peer = qemuLibvirtd('peer', { peerOf: daemon, privateDirs: [files] });
+    await peer.start();
+    await peer.virsh('pool-define-as', 'vg-files', 'dir', '--target', files);
+    await peer.virsh('pool-start', 'vg-files');
+    const net = join(peer.dir, 'net.xml');
+    writeFileSync(net, "<network><name>vg-isolated</name><forward mode='bridge'/><bridge name='vgbr0'/></network>");
+    await peer.virsh('net-define', net);
+    await peer.virsh('net-start', 'vg-isolated');
+    both = await startTestGateway({
+      platforms: [
+        { id: 'kvm', kind: 'libvirt', uri: daemon.uri },
+        { id: 'kvm-peer', kind: 'libvirt', uri: peer.uri },
+      ],
+    });
+    await eventually(async () => {
+      const res = await both.query<{ platforms: { inventoryState: string }[] }>('{ platforms { inventoryState } }');
+      return res.data!.platforms.every((p) => p.inventoryState === 'SYNCED');
+    }, 20_000);
+  }, 60_000);
+
+  afterAll(async () => {
+    await both?.close();
+    await peer?.virsh('destroy', NAME).catch(() => undefined);
+    await peer?.destroy();
+  });
+
+  it('moves the running guest to the other host without stopping it, its local disk copied along', async () => {
+    const hosts = await both.query<{ platforms: { name: string; hosts: { id: string }[] }[] }>(
+      '{ platforms { name hosts { id } } }',
+    );
+    const target = hosts.data!.platforms.find((p) => p.name === 'kvm-peer')!.hosts[0]!.id;
+    const before = readyCount();
+    await succeed(both, 'migrateVm', { vmId, hostId: target });
+    expect((await peer.virsh('domstate', NAME)).trim()).toBe('running');
+    expect(await daemon.virsh('list', '--all', '--name')).not.toContain(NAME);
+    const moved = await both.query<{
+      virtualMachines: { nodes: { name: string; powerState: string; platform: { name: string } }[] };
+    }>('{ virtualMachines { nodes { name powerState platform { name } } } }');
+    expect(moved.data!.virtualMachines.nodes.filter((n) => n.name === NAME)).toEqual([
+      { name: NAME, powerState: 'ON', platform: { name: 'kvm-peer' } },
+    ]);
+    // Live: the guest did not boot again.
+    expect(readyCount()).toBe(before);
+    // Its disk was copied into the other host's own directory (the same path, another file).
+    await peer.virsh('pool-refresh', 'vg-files');
+    expect(await peer.virsh('vol-list', 'vg-files')).toMatch(/\.qcow2/);
+  }, 120_000);
+});

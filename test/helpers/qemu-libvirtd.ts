@@ -26,9 +26,14 @@ export interface QemuLibvirtd {
   stop(): Promise<void>;
   /** Stops the daemon and lets its namespaces go (destroy the guests first). */
   destroy(): Promise<void>;
+  /** A process in the daemon's namespaces. */
+  holderPid(): number;
   /** Runs virsh against this daemon. */
   virsh(...args: string[]): Promise<string>;
 }
+
+/** Where a peer daemon takes incoming migrations, in the network namespace it shares (libvirt refuses loopback). */
+const MIGRATION_ADDRESS = '10.254.0.1';
 
 /** libvirt's compiled-in paths for the system daemon, each replaced by a private directory. */
 const PRIVATE_PATHS = {
@@ -39,7 +44,18 @@ const PRIVATE_PATHS = {
   cache: '/var/cache/libvirt',
 };
 
-export function qemuLibvirtd(name = 'qemu'): QemuLibvirtd {
+export interface QemuLibvirtdOptions {
+  /**
+   * A second host for migrations: this daemon shares the network namespace
+   * (its bridges, its loopback) of `peerOf`, and has a mount namespace and a
+   * host name of its own, so libvirt takes them for two hosts.
+   */
+  peerOf?: QemuLibvirtd;
+  /** Directories this daemon sees empty, of its own (a host's local disks, at the same paths as another host's). */
+  privateDirs?: string[];
+}
+
+export function qemuLibvirtd(name = 'qemu', options: QemuLibvirtdOptions = {}): QemuLibvirtd {
   const dir = mkdtempSync(join(tmpdir(), `virt-graph-${name}-libvirtd-`));
   for (const sub of Object.keys(PRIVATE_PATHS)) mkdirSync(join(dir, sub), { recursive: true });
   const sockets = join(dir, 'sock');
@@ -63,6 +79,8 @@ export function qemuLibvirtd(name = 'qemu'): QemuLibvirtd {
       'stdio_handler = "file"',
       // No private /dev per guest: not needed here, and it wants more privileges than a test has.
       'namespaces = []',
+      // A migration to this host comes over the shared network namespace, to the address given to it there.
+      ...(options.peerOf ? [`migration_host = "${MIGRATION_ADDRESS}"`] : []),
     ].join('\n') + '\n',
   );
   // Debian's libvirt resolves its default guest user before it reads qemu.conf: the daemon sees
@@ -75,6 +93,11 @@ export function qemuLibvirtd(name = 'qemu'): QemuLibvirtd {
   writeFileSync(join(dir, 'group'), `${groups}libvirt-qemu:x:64055:\n${/^kvm:/m.test(groups) ? '' : 'kvm:x:64056:\n'}`);
   const binds: [string, string][] = [
     ...Object.entries(PRIVATE_PATHS).map(([sub, path]): [string, string] => [join(dir, sub), path]),
+    ...(options.privateDirs ?? []).map((path, i): [string, string] => {
+      const own = join(dir, `private-${i}`);
+      mkdirSync(own);
+      return [own, path];
+    }),
     [join(dir, 'passwd'), '/etc/passwd'],
     [join(dir, 'group'), '/etc/group'],
   ];
@@ -89,7 +112,20 @@ export function qemuLibvirtd(name = 'qemu'): QemuLibvirtd {
     uri,
     dir,
     async start() {
-      if (!holder || holder.exitCode !== null) holder = await holdNamespaces(`ip link set lo up && ${mounts}`);
+      if (!holder || holder.exitCode !== null) {
+        const peer = options.peerOf?.holderPid();
+        holder = peer
+          ? await holdNamespaces(
+              `hostname 'virt-graph-${name}' && ${mounts}`,
+              ['nsenter', '-t', String(peer), '-n'],
+              ['-u'],
+            )
+          : await holdNamespaces(
+              `ip link set lo up && ip link add vgmig0 type bridge && ip addr add ${MIGRATION_ADDRESS}/32 dev vgmig0 && ip link set vgmig0 up && ${mounts}`,
+              [],
+              ['-n'],
+            );
+      }
       child = spawn(
         'nsenter',
         [
@@ -97,6 +133,7 @@ export function qemuLibvirtd(name = 'qemu'): QemuLibvirtd {
           String(holder.pid),
           '-m',
           '-n',
+          '-u',
           '/usr/sbin/libvirtd',
           '--config',
           join(dir, 'etc', 'libvirtd.conf'),
@@ -128,6 +165,10 @@ export function qemuLibvirtd(name = 'qemu'): QemuLibvirtd {
       c.kill('SIGTERM');
       await exited;
     },
+    holderPid() {
+      if (!holder?.pid) throw new Error('the daemon has not started');
+      return holder.pid;
+    },
     async destroy() {
       await daemon.stop();
       holder?.kill('SIGKILL');
@@ -141,15 +182,27 @@ export function qemuLibvirtd(name = 'qemu'): QemuLibvirtd {
   return daemon;
 }
 
-/** A process that sits in new mount and network namespaces, set up by `setup`, until killed. */
-async function holdNamespaces(setup: string): Promise<ChildProcess> {
-  const holder = spawn(
+/**
+ * A process that sits in a new mount namespace, and the other new
+ * namespaces named (`-n`, `-u`), set up by `setup`, until killed; `prefix`
+ * runs it from within existing namespaces (nsenter).
+ */
+async function holdNamespaces(setup: string, prefix: string[], namespaces: string[]): Promise<ChildProcess> {
+  const [command = 'unshare', ...args] = [
+    ...prefix,
     'unshare',
-    ['-m', '-n', '--propagation', 'private', 'sh', '-c', `${setup} && echo ready && exec sleep infinity`],
-    {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
-  );
+    '-m',
+    '-u',
+    ...namespaces.filter((n) => n !== '-u'),
+    '--propagation',
+    'private',
+    'sh',
+    '-c',
+    `${setup} && echo ready && exec sleep infinity`,
+  ];
+  const holder = spawn(command, args, {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let out = '';
   await new Promise<void>((resolve, reject) => {
     holder.stdout!.on('data', (d: Buffer) => {

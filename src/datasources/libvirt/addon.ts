@@ -249,7 +249,14 @@ export const SnapshotCreateFlags = { DISK_ONLY: 16, QUIESCE: 64, ATOMIC: 128 } a
 export const SnapshotDeleteFlags = { CHILDREN: 1 } as const;
 export const DomainXmlFlags = { SECURE: 1, INACTIVE: 2 } as const;
 // virDomainMigrateFlags
-export const MigrateFlags = { LIVE: 1, PEER2PEER: 2, PERSIST_DEST: 8, UNDEFINE_SOURCE: 16, OFFLINE: 1024 } as const;
+export const MigrateFlags = {
+  LIVE: 1,
+  PEER2PEER: 2,
+  PERSIST_DEST: 8,
+  UNDEFINE_SOURCE: 16,
+  NON_SHARED_DISK: 64,
+  OFFLINE: 1024,
+} as const;
 export const DomainStats = { STATE: 1, CPU_TOTAL: 2, BALLOON: 4, VCPU: 8, INTERFACE: 16, BLOCK: 32 } as const;
 // virDomainEventType, the code of a domain lifecycle event.
 export const DomainEventType = {

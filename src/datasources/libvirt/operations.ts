@@ -103,7 +103,15 @@ export async function runDomainOperation(
         MigrateFlags.PERSIST_DEST |
         MigrateFlags.UNDEFINE_SOURCE |
         (running ? MigrateFlags.LIVE : MigrateFlags.OFFLINE);
-      await c.call('migrateToUri', uuid, op.destination.uri, flags);
+      try {
+        await c.call('migrateToUri', uuid, op.destination.uri, flags);
+      } catch (e) {
+        // Disks on a host's own file system: a running VM takes them along
+        // (QEMU copies them while the guest runs; the destination needs a
+        // pool over the same path to create them in).
+        if (!running || !isLibvirtCode(e, VirErr.MIGRATE_UNSAFE)) throw e;
+        await c.call('migrateToUri', uuid, op.destination.uri, flags | MigrateFlags.NON_SHARED_DISK);
+      }
       return { vmNativeId: uuid, vmPlatformId: op.destination.platformId };
     }
   }
