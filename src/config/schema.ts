@@ -68,7 +68,70 @@ export const vspherePlatformSchema = z
   })
   .strict();
 
-export const platformSchema = z.discriminatedUnion('kind', [libvirtPlatformSchema, vspherePlatformSchema]);
+/**
+ * Why a QMP socket entry cannot be used, or null: an absolute unix socket
+ * path (`unix:` optional), a glob of them (`*`, `?` and `[...]` within
+ * path segments), or tcp://host:port.
+ */
+function qmpSocketProblem(entry: string): string | null {
+  if (/^tcp:/i.test(entry)) {
+    const m = /^tcp:\/\/(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):(\d{1,5})\/?$/.exec(entry);
+    if (!m) return 'must be tcp://host:port (a host name, an IPv4 address or a [bracketed] IPv6 address)';
+    const port = Number(m[2]);
+    return port >= 1 && port <= 65_535 ? null : `port ${m[2]} is outside 1 to 65535`;
+  }
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(entry)?.[1];
+  if (scheme && scheme.toLowerCase() !== 'unix')
+    return `the scheme ${scheme} is not supported; give a unix socket path or tcp://host:port`;
+  const path = entry.replace(/^unix:(\/\/)?/i, '');
+  if (!path.startsWith('/'))
+    return 'must be an absolute unix socket path, a glob such as /run/qemu/*.qmp, or tcp://host:port';
+  if (path.includes('\0')) return 'contains a NUL byte';
+  if (path.includes('**')) return 'recursive globs (**) are not supported; use * within one directory';
+  const bytes = Buffer.byteLength(path);
+  if (!/[*?[]/.test(path) && bytes > 107) return `a unix socket path has at most 107 bytes; this one has ${bytes}`;
+  return null;
+}
+
+export const qmpPlatformSchema = z
+  .object({
+    id: platformId,
+    kind: z.literal('qmp'),
+    /**
+     * QEMU processes by their QMP monitors (`-qmp unix:PATH,server=on,wait=off`):
+     * unix socket paths, globs of them (expanded again every rescanIntervalMs),
+     * tcp://host:port. One VM per QEMU.
+     */
+    sockets: z
+      .array(
+        z.string().superRefine((entry, ctx) => {
+          const problem = qmpSocketProblem(entry);
+          if (problem) ctx.addIssue({ code: 'custom', message: problem });
+        }),
+      )
+      .min(1, 'give at least one socket path, glob or tcp://host:port')
+      .superRefine((entries, ctx) => {
+        entries.forEach((entry, i) => {
+          if (entries.indexOf(entry) !== i) ctx.addIssue({ code: 'custom', message: 'listed twice', path: [i] });
+        });
+      }),
+    /** Time for QEMU to answer one command, in ms. */
+    commandTimeoutMs: z.number().int().min(100).max(600_000).default(30_000),
+    /** How long a graceful stopVm waits for the guest to shut down after the ACPI power button, in ms. */
+    gracefulStopTimeoutMs: z.number().int().min(100).max(3_600_000).default(120_000),
+    /** How often globs are expanded again to find new QEMUs, in ms. */
+    rescanIntervalMs: z.number().int().min(50).max(3_600_000).default(5_000),
+    /** QMP takes no credentials; the key is here so that every platform's config has one (config/load.ts reads it). */
+    password: z.undefined({ error: 'a QMP socket takes no password' }).optional(),
+    ...retry,
+  })
+  .strict();
+
+export const platformSchema = z.discriminatedUnion('kind', [
+  libvirtPlatformSchema,
+  vspherePlatformSchema,
+  qmpPlatformSchema,
+]);
 
 export const limitsSchema = z
   .object({
@@ -277,3 +340,4 @@ export type RedisConfig = z.infer<typeof redisSchema>;
 export type PlatformConfig = z.infer<typeof platformSchema>;
 export type LibvirtPlatformConfig = z.infer<typeof libvirtPlatformSchema>;
 export type VspherePlatformConfig = z.infer<typeof vspherePlatformSchema>;
+export type QmpPlatformConfig = z.infer<typeof qmpPlatformSchema>;

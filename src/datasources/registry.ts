@@ -5,6 +5,7 @@ import { UnreachableCaseError, type UpstreamErrorDescription } from '../model/er
 import type { PlatformRecord } from '../model/platform.js';
 import { LibvirtProvider } from './libvirt/provider.js';
 import type { Provider } from './provider.js';
+import { QmpProvider } from './qmp/provider.js';
 import { VsphereProvider } from './vsphere/provider.js';
 
 /** The configured platforms, in configuration order. */
@@ -62,6 +63,8 @@ function createProvider(config: PlatformConfig, logger: Logger): Provider {
       return new LibvirtProvider(config, logger.child({ platform: config.id }));
     case 'vsphere':
       return new VsphereProvider(config, logger.child({ platform: config.id }));
+    case 'qmp':
+      return new QmpProvider(config, logger.child({ platform: config.id }));
     default:
       throw new UnreachableCaseError(config);
   }

@@ -1,4 +1,4 @@
-export type PlatformKind = 'LIBVIRT' | 'VSPHERE';
+export type PlatformKind = 'LIBVIRT' | 'VSPHERE' | 'QMP';
 export type PlatformStatus = 'CONNECTING' | 'CONNECTED' | 'UNREACHABLE' | 'AUTH_FAILED';
 
 /** A platform's connection state as shown in the graph. */

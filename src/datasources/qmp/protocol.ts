@@ -287,6 +287,40 @@ export interface QmpBlockStats {
 /** An empty reply (`{}`): stop, cont, quit, system_powerdown, ... */
 export type QmpEmptyReturn = Readonly<Record<string, never>>;
 
+/** `query-target`: the emulated architecture. */
+export interface QmpTargetInfo {
+  arch: string;
+}
+
+/** One job of `query-jobs`, as long as it has not been dismissed. */
+export interface QmpJobInfo {
+  id: string;
+  type: QmpOpenEnum<'snapshot-save' | 'snapshot-load' | 'snapshot-delete' | 'create' | 'backup' | 'commit' | 'mirror'>;
+  status: QmpJobStatus;
+  'current-progress': number;
+  'total-progress': number;
+  /** Why it failed (or was cancelled); absent for a job that succeeded or has not ended. */
+  error?: string;
+}
+
+/** The arguments of `snapshot-save` and `snapshot-load` (QEMU 6.0+): a job over the given block nodes. */
+export interface QmpSnapshotJobArgs {
+  'job-id': string;
+  /** The snapshot's name in every image (its tag). */
+  tag: string;
+  /** The node that holds (or holds) the VM's memory and device state. */
+  vmstate: string;
+  /** Every node to snapshot or revert, by node name. */
+  devices: string[];
+}
+
+/** One action of `transaction`; the provider uses internal disk snapshots only. */
+export type QmpTransactionAction = {
+  type: 'blockdev-snapshot-internal-sync';
+  /** `device` is a drive's id or a node name. */
+  data: { device: string; name: string };
+};
+
 /**
  * The commands the provider uses, with their arguments and replies. execute()
  * infers the reply type from this map; any other command is typed by the
@@ -307,6 +341,18 @@ export interface QmpCommandMap {
   system_powerdown: { args: QmpEmptyReturn; return: QmpEmptyReturn };
   system_reset: { args: QmpEmptyReturn; return: QmpEmptyReturn };
   quit: { args: QmpEmptyReturn; return: QmpEmptyReturn };
+  'query-target': { args: QmpEmptyReturn; return: QmpTargetInfo };
+  /** Reads a QOM property (`/machine` `type`: the machine type, `pc-i440fx-7.2-machine`). */
+  'qom-get': { args: { path: string; property: string }; return: QmpJson };
+  'query-jobs': { args: QmpEmptyReturn; return: QmpJobInfo[] };
+  'job-dismiss': { args: { id: string }; return: QmpEmptyReturn };
+  /** Saves the VM's memory and device state and an internal snapshot of each device, as a job. */
+  'snapshot-save': { args: QmpSnapshotJobArgs; return: QmpEmptyReturn };
+  /** Reverts the devices and loads the VM state saved with them, as a job; the VM is stopped meanwhile. */
+  'snapshot-load': { args: QmpSnapshotJobArgs; return: QmpEmptyReturn };
+  'snapshot-delete': { args: Omit<QmpSnapshotJobArgs, 'vmstate'>; return: QmpEmptyReturn };
+  /** Several actions that all happen or none does. */
+  transaction: { args: { actions: QmpTransactionAction[] }; return: QmpEmptyReturn };
 }
 export type QmpCommandName = keyof QmpCommandMap;
 
