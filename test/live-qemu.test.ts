@@ -1,4 +1,4 @@
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -38,9 +38,10 @@ async function powerState(): Promise<string> {
   return res.data!.node.powerState;
 }
 
-function domainXml(type: string, disk: string): string {
+function domainXml(type: string, disk: string, guest = { name: NAME, serial: serialLog, acpi: true }): string {
+  const { name, serial: log, acpi } = guest;
   return `<domain type='${type}'>
-  <name>${NAME}</name>
+  <name>${name}</name>
   <memory unit='MiB'>256</memory>
   <vcpu>1</vcpu>
   <os>
@@ -49,7 +50,7 @@ function domainXml(type: string, disk: string): string {
     <initrd>${GUEST.initramfs}</initrd>
     <cmdline>${GUEST.cmdline}</cmdline>
   </os>
-  <features><acpi/></features>
+  <features>${acpi ? '<acpi/>' : ''}</features>
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>restart</on_reboot>
   <devices>
@@ -63,11 +64,11 @@ function domainXml(type: string, disk: string): string {
       <model type='virtio'/>
     </interface>
     <serial type='file'>
-      <source path='${serialLog}' append='on'/>
+      <source path='${log}' append='on'/>
       <target port='0'/>
     </serial>
     <console type='file'>
-      <source path='${serialLog}' append='on'/>
+      <source path='${log}' append='on'/>
       <target type='serial' port='0'/>
     </console>
   </devices>
@@ -256,6 +257,47 @@ describe('libvirt qemu driver with a real guest', () => {
     // And it is still the gateway's to operate.
     await succeed(gw, 'pauseVm', { vmId });
     await succeed(gw, 'unpauseVm', { vmId });
+  }, 90_000);
+
+  it('gives up a graceful stop at the deadline when the guest ignores it, and leaves the guest running', async () => {
+    const { domainType } = await guestAccel();
+    const files = join(daemon.dir, 'files');
+    const log = join(daemon.dir, 'deaf-serial.log');
+    const xml = join(daemon.dir, 'deaf.xml');
+    // No ACPI: the power button never reaches the guest.
+    writeFileSync(
+      xml,
+      domainXml(domainType, await diskOverlay(mkdtempSync(join(files, 'deaf-'))), {
+        name: 'vg-deaf',
+        serial: log,
+        acpi: false,
+      }),
+    );
+    await daemon.virsh('define', xml);
+    await daemon.virsh('start', 'vg-deaf');
+    const impatient = await startTestGateway({
+      platforms: [{ id: 'kvm', kind: 'libvirt', uri: daemon.uri, gracefulStopTimeoutMs: 1_500 }],
+    });
+    try {
+      let deaf = '';
+      await eventually(async () => {
+        const res = await impatient.query<{ virtualMachines: { nodes: { id: string; name: string }[] } }>(
+          '{ virtualMachines { nodes { id name } } }',
+        );
+        deaf = res.data?.virtualMachines.nodes.find((n) => n.name === 'vg-deaf')?.id ?? '';
+        return deaf !== '';
+      }, 20_000);
+      const payload = await mutate(impatient, 'stopVm', { vmId: deaf });
+      expect(payload.userErrors).toEqual([]);
+      const task = await finished(impatient, payload.task!.id, 30_000);
+      expect(task).toMatchObject({ state: 'FAILED', error: { code: 'TIMEOUT' } });
+      expect(task.error!.message).toMatch(/did not shut down within 2 s.*left running: stop it with force/);
+      expect((await daemon.virsh('domstate', 'vg-deaf')).trim()).toBe('running');
+    } finally {
+      await impatient.close();
+      await daemon.virsh('destroy', 'vg-deaf').catch(() => undefined);
+      await daemon.virsh('undefine', 'vg-deaf').catch(() => undefined);
+    }
   }, 90_000);
 
   it('stops gracefully: the guest powers itself off, read back through virsh', async () => {

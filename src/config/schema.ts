@@ -6,6 +6,9 @@ const platformId = z
   .string()
   .regex(PLATFORM_ID_PATTERN, 'must be 1-63 letters, digits, ".", "_" or "-", starting with a letter or digit');
 
+/** How long a graceful stop waits for the guest to power itself off before its task fails (the VM stays as it is). */
+const gracefulStopTimeoutMs = z.number().int().min(100).max(3_600_000).default(300_000);
+
 const retry = {
   /** First reconnect delay after a connection failure, in ms. */
   retryInitialMs: z.number().int().min(10).max(600_000).default(1_000),
@@ -28,6 +31,7 @@ export const libvirtPlatformSchema = z
     livenessIntervalMs: z.number().int().min(100).max(600_000).default(10_000),
     /** How long that check may take before the platform's live inventory counts as STALE. */
     livenessTimeoutMs: z.number().int().min(100).max(600_000).default(5_000),
+    gracefulStopTimeoutMs,
     ...retry,
   })
   .strict();
@@ -64,6 +68,7 @@ export const vspherePlatformSchema = z
     pageSize: z.number().int().min(1).max(10_000).default(1_000),
     /** Keep-alive interval of the session, in ms (vCenter drops idle sessions after 30 minutes). */
     keepAliveMs: z.number().int().min(1_000).max(1_800_000).default(600_000),
+    gracefulStopTimeoutMs,
     ...retry,
   })
   .strict();

@@ -39,6 +39,7 @@ export async function runDomainOperation(
   uuid: string,
   op: VmOperation,
   reporter: OperationReporter,
+  gracefulStopTimeoutMs: number,
 ): Promise<OperationResult> {
   const lifecycle = (operation: DomainOperation, flags = 0) => c.call('domainLifecycle', uuid, operation, flags);
   switch (op.kind) {
@@ -51,7 +52,7 @@ export async function runDomainOperation(
         await lifecycle('destroy');
       } else {
         await lifecycle('shutdown');
-        await waitUntilGuestOff(() => isOff(c, uuid), reporter);
+        await waitUntilGuestOff(() => isOff(c, uuid), reporter, gracefulStopTimeoutMs);
       }
       return {};
     case 'REBOOT_VM':

@@ -105,7 +105,7 @@ export class LibvirtProvider extends ConnectedProvider<LibvirtClient> implements
   readonly allowedStates = { CLONE_VM: ['OFF'] } as const;
 
   runOperation(uuid: string, op: VmOperation, reporter: OperationReporter): Promise<OperationResult> {
-    return this.connection.use((c) => runDomainOperation(c, uuid, op, reporter));
+    return this.connection.use((c) => runDomainOperation(c, uuid, op, reporter, this.config.gracefulStopTimeoutMs));
   }
 
   createVm(spec: VmSpec, reporter: OperationReporter): Promise<OperationResult> {

@@ -50,6 +50,7 @@ export async function runVmOperation(
   vmId: string,
   op: VmOperation,
   reporter: OperationReporter,
+  gracefulStopTimeoutMs: number,
 ): Promise<OperationResult> {
   const vm: MoRef = { type: 'VirtualMachine', value: vmId };
   const task = async (method: string, target: MoRef = vm, args = '') =>
@@ -65,7 +66,12 @@ export async function runVmOperation(
         await task('PowerOffVM_Task');
       } else {
         await s.call(() => invokeVoid(s.client, 'ShutdownGuest', vm));
-        await waitUntilGuestOff(async () => (await powerState(s, vm)) !== 'poweredOn', reporter, 300);
+        await waitUntilGuestOff(
+          async () => (await powerState(s, vm)) !== 'poweredOn',
+          reporter,
+          gracefulStopTimeoutMs,
+          300,
+        );
       }
       return {};
     case 'REBOOT_VM':

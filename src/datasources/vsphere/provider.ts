@@ -60,6 +60,7 @@ export class VsphereProvider extends ConnectedProvider<VsphereSession> implement
     super();
     this.id = config.id;
     this.uri = config.url;
+    this.gracefulStopTimeoutMs = config.gracefulStopTimeoutMs;
     this.connection = new PlatformConnection({
       platformId: config.id,
       logger,
@@ -174,8 +175,10 @@ export class VsphereProvider extends ConnectedProvider<VsphereSession> implement
     UNPAUSE_VM: 'vSphere cannot pause a VM with its memory kept in place; use resumeVm.',
   };
 
+  private readonly gracefulStopTimeoutMs: number;
+
   runOperation(vmId: string, op: VmOperation, reporter: OperationReporter): Promise<OperationResult> {
-    return this.connection.use((s) => runVmOperation(s, vmId, op, reporter));
+    return this.connection.use((s) => runVmOperation(s, vmId, op, reporter, this.gracefulStopTimeoutMs));
   }
 
   createVm(spec: VmSpec, reporter: OperationReporter): Promise<OperationResult> {
