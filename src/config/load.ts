@@ -70,7 +70,7 @@ export function loadConfig(opts: LoadOptions = {}): { config: Config; source: st
 export function decryptPasswords(config: Config, env: NodeJS.ProcessEnv, source = 'config'): Config {
   const keys = secretKeysFrom(env);
   const platforms = config.platforms.map((p, i) => {
-    if (p.password === undefined) return p;
+    if (!('password' in p) || p.password === undefined) return p;
     try {
       return { ...p, password: decryptSecret(p.password, keys) };
     } catch (e) {

@@ -123,11 +123,9 @@ export const qmpPlatformSchema = z
     /** Time for QEMU to answer one command, in ms. */
     commandTimeoutMs: z.number().int().min(100).max(600_000).default(30_000),
     /** How long a graceful stopVm waits for the guest to shut down after the ACPI power button, in ms. */
-    gracefulStopTimeoutMs: z.number().int().min(100).max(3_600_000).default(120_000),
+    gracefulStopTimeoutMs,
     /** How often globs are expanded again to find new QEMUs, in ms. */
     rescanIntervalMs: z.number().int().min(50).max(3_600_000).default(5_000),
-    /** QMP takes no credentials; the key is here so that every platform's config has one (config/load.ts reads it). */
-    password: z.undefined({ error: 'a QMP socket takes no password' }).optional(),
     ...retry,
   })
   .strict();
