@@ -3,6 +3,7 @@ import { join } from 'node:path';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import { compareLiveWithDirect } from './helpers/equivalence.js';
 import { type TestGateway, startTestGateway } from './helpers/gateway.js';
 import { GUEST, READY_MARKER, assertGuestBuilt, diskOverlay, guestAccel } from './helpers/guest.js';
 import { finished, mutate, succeed } from './helpers/mutations.js';
@@ -141,6 +142,10 @@ describe('libvirt qemu driver with a real guest', () => {
     // The guest saw its disk and NIC.
     expect(serial()).toMatch(/disks: .*vda/);
   });
+
+  it('answers every field the same from the live inventory as from reading libvirt directly', async () => {
+    await compareLiveWithDirect([{ id: 'kvm', kind: 'libvirt', uri: daemon.uri }]);
+  }, 60_000);
 
   it('pauses and unpauses the running CPU', async () => {
     await succeed(gw, 'pauseVm', { vmId });
