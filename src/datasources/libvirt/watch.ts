@@ -13,6 +13,7 @@ import type {
   WatchSink,
 } from '../watch.js';
 import { CloseReason, type NativeEvent, type NativeEventSubscription } from './addon.js';
+import { WatchLoop } from '../watch-loop.js';
 
 // libvirt's change stream: the addon's event callbacks (domain, network and
 // storage pool events, and the connection's close; see
@@ -128,11 +129,8 @@ class Session {
   }
 }
 
-class LibvirtWatch implements LibvirtInventoryWatch {
-  private stopped = false;
+class LibvirtWatch extends WatchLoop implements LibvirtInventoryWatch {
   private session: Session | null = null;
-  private wake: (() => void) | null = null;
-  private timer: NodeJS.Timeout | null = null;
   private readonly running: Promise<void>;
   private readonly coalesceMs: number;
   private readonly counts: LibvirtWatchStats = {
@@ -148,10 +146,11 @@ class LibvirtWatch implements LibvirtInventoryWatch {
   private readonly warned = new Set<string>();
 
   constructor(
-    private readonly sink: WatchSink,
+    sink: WatchSink,
     private readonly options: LibvirtWatchOptions,
     private readonly source: LibvirtWatchSource,
   ) {
+    super(sink, source.logger);
     this.coalesceMs = options.coalesceMs ?? 5;
     this.running = this.loop();
   }
@@ -413,31 +412,4 @@ class LibvirtWatch implements LibvirtInventoryWatch {
   }
 
   // --- helpers ------------------------------------------------------------
-
-  /** Sink calls never throw by contract; none is made once stopped. */
-  private emit(call: (sink: WatchSink) => void): void {
-    if (this.stopped) return;
-    try {
-      call(this.sink);
-    } catch (e) {
-      this.source.logger.error({ err: errorMessage(e) }, 'inventory sink failed');
-    }
-  }
-
-  /** Waits until `at` (performance.now() time), an event that needs reading, a loss or stop. */
-  private sleepUntil(at: number): Promise<void> {
-    if (this.stopped) return Promise.resolve();
-    return new Promise<void>((resolve) => {
-      this.wake = resolve;
-      this.timer = setTimeout(resolve, Math.min(2 ** 31 - 1, Math.max(0, at - performance.now())));
-    }).finally(() => {
-      if (this.timer) clearTimeout(this.timer);
-      this.timer = null;
-      this.wake = null;
-    });
-  }
-
-  private wakeUp(): void {
-    this.wake?.();
-  }
 }

@@ -13,6 +13,7 @@ import type {
 } from '../watch.js';
 import type { FleetEvent } from './fleet.js';
 import type { PlatformState } from '../../model/platform.js';
+import { WatchLoop } from '../watch-loop.js';
 
 // The change stream of a QMP platform: the events of every QEMU's monitor
 // connection, and the fleet's own news (a QEMU connected: added; its
@@ -77,11 +78,8 @@ class Session {
   }
 }
 
-class QmpWatch implements InventoryWatch {
-  private stopped = false;
+class QmpWatch extends WatchLoop implements InventoryWatch {
   private session: Session | null = null;
-  private wake: (() => void) | null = null;
-  private timer: NodeJS.Timeout | null = null;
   private readonly unsubscribe: () => void;
   private readonly running: Promise<void>;
   private readonly coalesceMs: number;
@@ -89,10 +87,11 @@ class QmpWatch implements InventoryWatch {
   private interruption: string | null = null;
 
   constructor(
-    private readonly sink: WatchSink,
+    sink: WatchSink,
     private readonly options: QmpWatchOptions,
     private readonly source: QmpWatchSource,
   ) {
+    super(sink, source.logger);
     this.coalesceMs = options.coalesceMs ?? 5;
     this.unsubscribe = source.subscribe((e) => this.onFleetEvent(e));
     this.running = this.loop();
@@ -220,32 +219,5 @@ class QmpWatch implements InventoryWatch {
     for (const host of hosts ?? []) changes.push({ kind: 'Host', nativeId: host.nativeId, record: host });
     if (this.stopped || session.lost || changes.length === 0) return;
     this.emit((s) => s.apply(changes));
-  }
-
-  /** Sink calls never throw by contract; none is made once stopped. */
-  private emit(call: (sink: WatchSink) => void): void {
-    if (this.stopped) return;
-    try {
-      call(this.sink);
-    } catch (e) {
-      this.source.logger.error({ err: errorMessage(e) }, 'inventory sink failed');
-    }
-  }
-
-  /** Waits until `at` (performance.now() time), an event that needs reading, a status change or stop. */
-  private sleepUntil(at: number): Promise<void> {
-    if (this.stopped) return Promise.resolve();
-    return new Promise<void>((resolve) => {
-      this.wake = resolve;
-      this.timer = setTimeout(resolve, Math.min(2 ** 31 - 1, Math.max(0, at - performance.now())));
-    }).finally(() => {
-      if (this.timer) clearTimeout(this.timer);
-      this.timer = null;
-      this.wake = null;
-    });
-  }
-
-  private wakeUp(): void {
-    this.wake?.();
   }
 }
