@@ -1,7 +1,17 @@
 import type { Logger } from 'pino';
 
 import { errorMessage } from '../model/errors.js';
-import type { WatchSink } from './watch.js';
+import type { FullReadReason, InventoryState, WatchSink } from './watch.js';
+
+/** One connection's following of a platform: what its events named, and whether it was lost. */
+export interface FollowedSession {
+  /** Why the session's connection was lost; the loop throws it. */
+  lost: string | null;
+  /** When the changes its events named are due to be read (performance.now() time). */
+  dueAt: number | null;
+  /** Takes what the events named so far (a full read covers it). */
+  take(): unknown;
+}
 
 /**
  * What every platform's watch loop needs besides its protocol: sink calls
@@ -43,5 +53,44 @@ export abstract class WatchLoop {
 
   protected wakeUp(): void {
     this.wake?.();
+  }
+
+  /**
+   * Reads everything now and every `resyncIntervalMs` (telling the sink to
+   * replace its state), and what the session's events named whenever it is
+   * due, until stopped; throws when the session is lost.
+   */
+  protected async followChanges(
+    session: FollowedSession,
+    reason: FullReadReason,
+    resyncIntervalMs: number,
+    read: { all(): Promise<InventoryState>; changed(): Promise<void> },
+    synced: () => void,
+  ): Promise<void> {
+    let fullReason: FullReadReason | null = reason;
+    let resyncAt = performance.now();
+    for (;;) {
+      if (this.stopped) return;
+      if (session.lost) throw new Error(session.lost);
+      const now = performance.now();
+      if (now >= resyncAt) {
+        // Whatever changed before this read is in it.
+        session.take();
+        const state = await read.all();
+        if (this.stopped) return;
+        if (session.lost) throw new Error(session.lost);
+        const why: FullReadReason = fullReason ?? 'resync';
+        this.emit((s) => s.replace(state, why));
+        if (fullReason !== null) synced();
+        fullReason = null;
+        resyncAt = performance.now() + resyncIntervalMs;
+        continue;
+      }
+      if (session.dueAt !== null && now >= session.dueAt) {
+        await read.changed();
+        continue;
+      }
+      await this.sleepUntil(session.dueAt === null ? resyncAt : Math.min(resyncAt, session.dueAt));
+    }
   }
 }

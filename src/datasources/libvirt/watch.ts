@@ -213,32 +213,20 @@ class LibvirtWatch extends WatchLoop implements LibvirtInventoryWatch {
       }
       session.subscription = subscription;
       session.probing = this.probeLiveness(session);
-      let fullReason: FullReadReason | null = reason;
-      let resyncAt = performance.now();
-      for (;;) {
-        if (this.stopped) return;
-        if (session.lost) throw new Error(session.lost);
-        const now = performance.now();
-        if (now >= resyncAt) {
-          // Whatever changed before this read is in it.
-          session.take();
-          const state = await this.source.readAll();
-          this.counts.fullReads++;
-          if (this.stopped) return;
-          if (session.lost) throw new Error(session.lost);
-          const why: FullReadReason = fullReason ?? 'resync';
-          this.emit((s) => s.replace(state, why));
-          if (fullReason !== null) synced();
-          fullReason = null;
-          resyncAt = performance.now() + this.options.resyncIntervalMs;
-          continue;
-        }
-        if (session.dueAt !== null && now >= session.dueAt) {
-          await this.readChanged(session);
-          continue;
-        }
-        await this.sleepUntil(session.dueAt === null ? resyncAt : Math.min(resyncAt, session.dueAt));
-      }
+      await this.followChanges(
+        session,
+        reason,
+        this.options.resyncIntervalMs,
+        {
+          all: async () => {
+            const state = await this.source.readAll();
+            this.counts.fullReads++;
+            return state;
+          },
+          changed: () => this.readChanged(session),
+        },
+        synced,
+      );
     } finally {
       if (session.probing) clearInterval(session.probing);
       if (this.session === session) this.session = null;

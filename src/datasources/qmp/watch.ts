@@ -144,31 +144,13 @@ class QmpWatch extends WatchLoop implements InventoryWatch {
     const session = new Session();
     this.session = session;
     try {
-      let fullReason: FullReadReason | null = reason;
-      let resyncAt = performance.now();
-      for (;;) {
-        if (this.stopped) return;
-        if (session.lost) throw new Error(session.lost);
-        const now = performance.now();
-        if (now >= resyncAt) {
-          // Whatever changed before this read is in it.
-          session.take();
-          const all = await this.source.readAll();
-          if (this.stopped) return;
-          if (session.lost) throw new Error(session.lost);
-          const why: FullReadReason = fullReason ?? 'resync';
-          this.emit((s) => s.replace(all, why));
-          if (fullReason !== null) synced();
-          fullReason = null;
-          resyncAt = performance.now() + this.options.resyncIntervalMs;
-          continue;
-        }
-        if (session.dueAt !== null && now >= session.dueAt) {
-          await this.readChanged(session);
-          continue;
-        }
-        await this.sleepUntil(session.dueAt === null ? resyncAt : Math.min(resyncAt, session.dueAt));
-      }
+      await this.followChanges(
+        session,
+        reason,
+        this.options.resyncIntervalMs,
+        { all: () => this.source.readAll(), changed: () => this.readChanged(session) },
+        synced,
+      );
     } finally {
       if (this.session === session) this.session = null;
     }
