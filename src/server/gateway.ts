@@ -10,13 +10,11 @@ import { AuditLog } from '../mutations/audit-log.js';
 import { allowAll } from '../mutations/authorizer.js';
 import { type Idempotency, IdempotencyKeys, type RememberedOutcome } from '../mutations/idempotency.js';
 import { SharedIdempotencyKeys } from '../mutations/shared-idempotency.js';
-import { SharedTaskRecords } from '../mutations/shared-task-records.js';
 import { MutationPipeline, type StoredOutcome } from '../mutations/pipeline.js';
-import { type StoredTask, TaskManager, storedTask } from '../mutations/task-manager.js';
+import { type StoredTask, TaskManager } from '../mutations/task-manager.js';
 import { Inventory } from '../inventory/inventory.js';
 import { openFileStore } from '../state/store.js';
-import { MemoryEventLog } from '../subscriptions/event-log.js';
-import { StreamEventLog } from '../subscriptions/stream-event-log.js';
+import { wireEvents } from './event-wiring.js';
 import { type SharedState, openSharedState } from './shared-state.js';
 import { createApollo } from './apollo.js';
 import { type GatewayContext, createContext } from '../resolvers/context.js';
@@ -56,18 +54,13 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
     config.audit.retainInMemory,
   );
   const shared: SharedState = await openSharedState(config, logger);
-  const idempotencyKeys: Idempotency<StoredOutcome> =
-    shared.redis && config.redis
-      ? new SharedIdempotencyKeys(shared.redis, config.redis.keyPrefix)
-      : new IdempotencyKeys(await state.collection<RememberedOutcome<StoredOutcome>>('idempotency'));
-  const replication = shared.replication;
-  const memoryEvents = replication ? null : new MemoryEventLog(config.subscriptions.history);
-  const events = replication
-    ? new StreamEventLog(replication, logger, config.subscriptions.history)
-    : (memoryEvents as MemoryEventLog);
+  const idempotencyKeys: Idempotency<StoredOutcome> = shared.redis
+    ? new SharedIdempotencyKeys(shared.redis, shared.keyPrefix)
+    : new IdempotencyKeys(await state.collection<RememberedOutcome<StoredOutcome>>('idempotency'));
+  const { source: events, publisher } = await wireEvents(shared, config, tasks, logger);
   const inventory = new Inventory(
     registry,
-    replication ?? (memoryEvents as MemoryEventLog),
+    publisher,
     {
       enabled: config.inventory.enabled,
       resyncIntervalMs: config.inventory.resyncIntervalSeconds * 1000,
@@ -75,24 +68,8 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
       retryMaxMs: config.inventory.retryMaxMs,
     },
     logger,
-    replication,
+    shared.replication,
   );
-  if (replication && shared.redis && config.redis) {
-    const log = events as StreamEventLog;
-    const taskRecords = new SharedTaskRecords(shared.redis, config.redis.keyPrefix, config.tasks.retain, logger);
-    for (const t of await taskRecords.recent().catch(() => [])) tasks.adopt(t);
-    replication.onEntry((platformId, read) => {
-      if (read.entry.task && read.entry.by !== replication.instanceId) tasks.adopt(read.entry.task as StoredTask);
-      log.deliver(platformId, read);
-    });
-    tasks.onUpdate((task) => {
-      const record = storedTask(task);
-      taskRecords.save(record);
-      replication.publishTask({ type: 'TASK', platformId: task.platformId, taskId: task.id }, record);
-    });
-  } else {
-    tasks.onUpdate((task) => memoryEvents?.publish({ type: 'TASK', platformId: task.platformId, taskId: task.id }));
-  }
   const mutations = new MutationPipeline({ tasks, audit, authorizer: allowAll, idempotencyKeys, inventory, logger });
   const subscriptionLimits = { maxQueuedEvents: config.subscriptions.maxQueuedEvents };
   const contextFor = (connection: GatewayContext['connection'] = null) =>

@@ -10,6 +10,8 @@ export interface SharedState {
   /** null: this instance runs alone (no Redis configured, or Redis was down at start). */
   replication: Replication | null;
   redis: RedisClient | null;
+  /** The prefix of every key the instances share. */
+  keyPrefix: string;
   /** For /readyz and /healthz: Redis, and who holds each platform's lease. */
   health(): Record<string, unknown>;
   close(): Promise<void>;
@@ -23,9 +25,10 @@ export interface SharedState {
  */
 export async function openSharedState(config: Config, logger: Logger): Promise<SharedState> {
   if (!config.redis) {
-    return { replication: null, redis: null, health: () => ({}), close: async () => undefined };
+    return { replication: null, redis: null, keyPrefix: '', health: () => ({}), close: async () => undefined };
   }
   const redisConfig = config.redis;
+  const keyPrefix = redisConfig.keyPrefix;
   const redis = createRedis(redisConfig, logger.child({ room: 'redis' }));
   try {
     await connectRedis(redis, redisConfig.connectTimeoutMs);
@@ -39,6 +42,7 @@ export async function openSharedState(config: Config, logger: Logger): Promise<S
     return {
       replication: null,
       redis: null,
+      keyPrefix,
       health: () => ({ redis: { status: 'UNAVAILABLE', reason }, subscriptions: 'DEGRADED' }),
       close: async () => undefined,
     };
@@ -48,6 +52,7 @@ export async function openSharedState(config: Config, logger: Logger): Promise<S
   return {
     replication,
     redis,
+    keyPrefix,
     health: () => ({
       redis: { status: redis.status === 'ready' ? 'CONNECTED' : 'RECONNECTING', instance: replication.instanceId },
       subscriptions: redis.status === 'ready' ? 'OK' : 'DEGRADED',
