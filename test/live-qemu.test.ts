@@ -208,12 +208,21 @@ describe('libvirt qemu driver with a real guest', () => {
     await eventually(() => readyCount() > before, 60_000);
   }, 120_000);
 
-  it('reconfigures vCPUs and memory in the definition of a running guest, for its next start', async () => {
+  it('reconfigures a running guest: live within its maximums (the balloon), in its definition beyond them', async () => {
+    const liveMemoryKiB = async () => Number(/Used memory:\s+(\d+) KiB/.exec(await daemon.virsh('dominfo', NAME))?.[1]);
+    // Beyond what the running guest was started with: its next start.
     await succeed(gw, 'reconfigureVm', { vmId, vcpus: 2, memoryMiB: 320 });
     const inactive = await daemon.virsh('dumpxml', NAME, '--inactive');
     expect(inactive).toMatch(/<vcpu[^>]*>2<\/vcpu>/);
     expect(inactive).toMatch(/<memory unit='KiB'>327680<\/memory>/);
-    await succeed(gw, 'reconfigureVm', { vmId, vcpus: 1, memoryMiB: 256 });
+    expect((await daemon.virsh('vcpucount', NAME, '--live', '--active')).trim()).toBe('1');
+    expect(await liveMemoryKiB()).toBe(262144);
+    // Within them: at once, through the guest's balloon.
+    await succeed(gw, 'reconfigureVm', { vmId, vcpus: 1, memoryMiB: 200 });
+    // The guest gives its memory back as its balloon inflates.
+    await eventually(async () => (await liveMemoryKiB()) === 204800, 20_000);
+    await succeed(gw, 'reconfigureVm', { vmId, memoryMiB: 256 });
+    await eventually(async () => (await liveMemoryKiB()) === 262144, 20_000);
   }, 60_000);
 
   it('creates a VM on the qemu driver that starts (a new disk in a pool, a NIC on a network)', async () => {

@@ -192,6 +192,7 @@ Napi::Object Connection::Init(Napi::Env env, Napi::Object exports) {
           InstanceMethod<&Connection::ListAllStoragePools>("listAllStoragePools"),
           InstanceMethod<&Connection::ListStorageVolumes>("listStorageVolumes"),
           InstanceMethod<&Connection::DomainLifecycle>("domainLifecycle"),
+          InstanceMethod<&Connection::DomainSetResource>("domainSetResource"),
           InstanceMethod<&Connection::SnapshotCreate>("snapshotCreate"),
           InstanceMethod<&Connection::SnapshotRevert>("snapshotRevert"),
           InstanceMethod<&Connection::SnapshotDelete>("snapshotDelete"),
@@ -355,6 +356,19 @@ Napi::Value Connection::DomainLifecycle(const Napi::CallbackInfo& info) {
   std::string op = StringArg(info, 1, "operation");
   unsigned int flags = FlagsArg(info, 2);
   return Schedule(info.Env(), [uuid, op, flags](ConnState& st) { return vg::DomainLifecycle(st, uuid, op, flags); });
+}
+
+Napi::Value Connection::DomainSetResource(const Napi::CallbackInfo& info) {
+  std::string uuid = StringArg(info, 0, "uuid");
+  std::string resource = StringArg(info, 1, "resource");
+  if (info.Length() <= 2 || !info[2].IsNumber()) throw Napi::TypeError::New(info.Env(), "value must be a number");
+  double number = info[2].As<Napi::Number>().DoubleValue();
+  if (!(number >= 0) || number > 1e15) throw Napi::RangeError::New(info.Env(), "value out of range");
+  unsigned long value = static_cast<unsigned long>(number);
+  unsigned int flags = FlagsArg(info, 3);
+  return Schedule(info.Env(), [uuid, resource, value, flags](ConnState& st) {
+    return vg::DomainSetResource(st, uuid, resource, value, flags);
+  });
 }
 
 Napi::Value Connection::SnapshotCreate(const Napi::CallbackInfo& info) {

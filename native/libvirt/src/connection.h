@@ -75,6 +75,7 @@ class Connection : public Napi::ObjectWrap<Connection> {
   Napi::Value ListAllStoragePools(const Napi::CallbackInfo& info);
   Napi::Value ListStorageVolumes(const Napi::CallbackInfo& info);
   Napi::Value DomainLifecycle(const Napi::CallbackInfo& info);
+  Napi::Value DomainSetResource(const Napi::CallbackInfo& info);
   Napi::Value SnapshotCreate(const Napi::CallbackInfo& info);
   Napi::Value SnapshotRevert(const Napi::CallbackInfo& info);
   Napi::Value SnapshotDelete(const Napi::CallbackInfo& info);

@@ -67,6 +67,21 @@ Value DomainLifecycle(ConnState& st, const std::string& uuid, const std::string&
   return Value::Bool(true);
 }
 
+Value DomainSetResource(ConnState& st, const std::string& uuid, const std::string& resource, unsigned long value,
+                        unsigned int flags) {
+  DomainHandle dom = LookupDomain(st, uuid);
+  st.Count();
+  if (resource == "vcpus") {
+    if (virDomainSetVcpusFlags(dom.get(), static_cast<unsigned int>(value), flags) < 0) ThrowLast("virDomainSetVcpusFlags");
+  } else if (resource == "memory") {
+    if (virDomainSetMemoryFlags(dom.get(), value, flags) < 0) ThrowLast("virDomainSetMemoryFlags");
+  } else {
+    throw LibvirtException(
+        LibvirtFailure{VIR_ERR_INVALID_ARG, VIR_FROM_NONE, "unknown domain resource '" + resource + "'"});
+  }
+  return Value::Bool(true);
+}
+
 Value SnapshotCreate(ConnState& st, const std::string& uuid, const std::string& xml, unsigned int flags) {
   DomainHandle dom = LookupDomain(st, uuid);
   st.Count();

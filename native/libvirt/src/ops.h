@@ -32,6 +32,9 @@ Value SnapshotsOf(ConnState& st, virDomainPtr dom);
 
 // lifecycle_ops.cc
 Value DomainLifecycle(ConnState& st, const std::string& uuid, const std::string& op, unsigned int flags);
+// Sets a domain's vCPU count ("vcpus") or memory in KiB ("memory"): live, persistent or both, by flags.
+Value DomainSetResource(ConnState& st, const std::string& uuid, const std::string& resource, unsigned long value,
+                        unsigned int flags);
 Value SnapshotCreate(ConnState& st, const std::string& uuid, const std::string& xml, unsigned int flags);
 Value SnapshotRevert(ConnState& st, const std::string& uuid, const std::string& name, unsigned int flags);
 Value SnapshotDelete(ConnState& st, const std::string& uuid, const std::string& name, unsigned int flags);

@@ -154,6 +154,8 @@ export interface NativeConnection {
   listAllStoragePools(flags?: number): Promise<NativeStoragePool[]>;
   listStorageVolumes(poolUuids: readonly string[]): Promise<(NativeStorageVolume[] | Error)[]>;
   domainLifecycle(uuid: string, operation: DomainOperation, flags?: number): Promise<true>;
+  /** virDomainSetVcpusFlags (`vcpus`) or virDomainSetMemoryFlags (`memory`, in KiB). */
+  domainSetResource(uuid: string, resource: 'vcpus' | 'memory', value: number, flags?: number): Promise<true>;
   /** Resolves with the new snapshot's name. */
   snapshotCreate(uuid: string, xml: string, flags?: number): Promise<string>;
   snapshotRevert(uuid: string, name: string, flags?: number): Promise<true>;
@@ -248,6 +250,8 @@ export const UndefineFlags = { MANAGED_SAVE: 1, SNAPSHOTS_METADATA: 2, NVRAM: 4,
 export const SnapshotCreateFlags = { DISK_ONLY: 16, QUIESCE: 64, ATOMIC: 128 } as const;
 export const SnapshotDeleteFlags = { CHILDREN: 1 } as const;
 export const DomainXmlFlags = { SECURE: 1, INACTIVE: 2 } as const;
+// virDomainModificationImpact
+export const ModificationImpact = { CURRENT: 0, LIVE: 1, CONFIG: 2 } as const;
 // virDomainMigrateFlags
 export const MigrateFlags = {
   LIVE: 1,

@@ -16,6 +16,7 @@ import {
   DomainStats,
   DomainXmlFlags,
   ListDomainsFlags,
+  ModificationImpact,
   MigrateFlags,
   SnapshotCreateFlags,
   SnapshotDeleteFlags,
@@ -92,6 +93,7 @@ export async function runDomainOperation(
       return clone(c, uuid, op, reporter);
     case 'RECONFIGURE_VM':
       await reconfigure(c, uuid, op);
+      await reconfigureLive(c, uuid, op);
       return {};
     case 'MIGRATE_VM': {
       if (!op.destination)
@@ -274,6 +276,25 @@ async function reconfigure(c: LibvirtClient, uuid: string, change: Reconfigurati
     removeNicMacs: change.removeNicMacs,
   });
   await c.call('defineXml', xml);
+}
+
+/**
+ * A running domain takes new vCPU and memory counts at once where it can:
+ * up to the maximums of its definition, when the guest accepts them (CPU
+ * hot-plug, a balloon). Where it cannot, the change waits for its next
+ * start, as the definition already says.
+ */
+async function reconfigureLive(c: LibvirtClient, uuid: string, change: Reconfiguration): Promise<void> {
+  const running = (await c.call('getAllDomainStats', DomainStats.STATE, 0)).some((d) => d.uuid === uuid && d.id >= 0);
+  if (!running) return;
+  const live: [resource: 'vcpus' | 'memory', value: number | null][] = [
+    ['vcpus', change.vcpus],
+    ['memory', change.memoryMiB === null ? null : change.memoryMiB * 1024],
+  ];
+  for (const [resource, value] of live) {
+    if (value === null) continue;
+    await c.call('domainSetResource', uuid, resource, value, ModificationImpact.LIVE).catch(() => undefined);
+  }
 }
 
 /** Paths of every volume by `pool/name`, for disks that name a pool volume. */
