@@ -55,6 +55,13 @@ export abstract class WatchLoop {
     this.wake?.();
   }
 
+  /** An event named something to read: read it `coalesceMs` from the first such event, with what follows meanwhile. */
+  protected readSoon(session: FollowedSession, coalesceMs: number): void {
+    if (session.dueAt !== null) return;
+    session.dueAt = performance.now() + coalesceMs;
+    this.wakeUp();
+  }
+
   /**
    * Reads everything now and every `resyncIntervalMs` (telling the sink to
    * replace its state), and what the session's events named whenever it is

@@ -316,10 +316,7 @@ class LibvirtWatch extends WatchLoop implements LibvirtInventoryWatch {
     else if (e.type === 'network') session.networks.add(e.uuid);
     else session.pools.add(e.uuid);
     if (!session.firstEventAt.has(key)) session.firstEventAt.set(key, performance.now());
-    if (session.dueAt === null) {
-      session.dueAt = performance.now() + this.coalesceMs;
-      this.wakeUp();
-    }
+    this.readSoon(session, this.coalesceMs);
   }
 
   /**

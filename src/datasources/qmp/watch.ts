@@ -176,10 +176,7 @@ class QmpWatch extends WatchLoop implements InventoryWatch {
       session.hosts = true;
     }
     session.vms.add(e.monitor.vmNativeId);
-    if (session.dueAt === null) {
-      session.dueAt = performance.now() + this.coalesceMs;
-      this.wakeUp();
-    }
+    this.readSoon(session, this.coalesceMs);
   }
 
   /** Reads again what the events named and applies it; a VM that alone failed is left to the next resync. */
