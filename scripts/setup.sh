@@ -21,10 +21,10 @@ fi
 # sources for the vCenter simulator (vcsim), built offline from them,
 # redis-server (the tests start their own, for several gateway instances),
 # and QEMU with libvirt's qemu driver, QEMU's tools, a static busybox and xz
-# (the tests boot small real guests) and iptables (libvirt's networks for
-# them, inside a network namespace of the tests' own).
+# (the tests boot small real guests), and iptables and iproute2 (libvirt's
+# networks for them, inside a network namespace of the tests' own).
 APT_PACKAGES=(libvirt-dev libvirt-daemon libvirt-clients pkg-config g++ make python3 golang-go golang-github-vmware-govmomi-dev redis-server
-  qemu-system-x86 qemu-utils libvirt-daemon-driver-qemu busybox-static xz-utils iptables)
+  qemu-system-x86 qemu-utils libvirt-daemon-driver-qemu busybox-static xz-utils iptables iproute2)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
