@@ -1,5 +1,3 @@
-import { availableParallelism } from 'node:os';
-
 import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
@@ -15,10 +13,6 @@ export default defineConfig({
     hookTimeout: 60_000,
     // Each file starts its own gateways on free loopback ports; files run in parallel processes.
     pool: 'forks',
-    // Most of a file's time is spent waiting on the real peers it starts (guests booting, leases
-    // running out, daemons restarting), not on the CPU: twice as many files as cores at once
-    // halve the suite's time on two cores.
-    maxWorkers: Math.max(2, availableParallelism() * 2),
     reporters: ['default'],
   },
 });
