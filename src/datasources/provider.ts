@@ -6,6 +6,7 @@ import type { SnapshotRecord } from '../model/snapshot.js';
 import type { StorageRecord, StorageVolumeRecord } from '../model/storage.js';
 import type { PowerState, VmDetails, VmRecord } from '../model/vm.js';
 import type { UpstreamErrorDescription } from '../model/errors.js';
+import type { MetricsSource } from '../model/metrics.js';
 import type {
   MigrationTarget,
   OperationReporter,
@@ -92,4 +93,6 @@ export interface Provider {
   watch(sink: WatchSink, options: WatchOptions): InventoryWatch;
   /** How this platform words one of its own errors for clients; null when the error is not its. */
   describeError(error: unknown): UpstreamErrorDescription | null;
+  /** Performance counters of VMs and hosts; null where the platform has none the gateway can read. */
+  readonly metrics: MetricsSource | null;
 }

@@ -1,3 +1,4 @@
+import type { MetricsSource } from '../../model/metrics.js';
 import type { Logger } from 'pino';
 
 import type { LibvirtPlatformConfig } from '../../config/schema.js';
@@ -96,6 +97,7 @@ export class LibvirtProvider extends ConnectedProvider<LibvirtClient> implements
 
   /** Every operation maps to a libvirt call; a driver that lacks one fails the task with libvirt's reason. */
   /** The test driver cannot migrate; other drivers say so themselves when they cannot. */
+  readonly metrics: MetricsSource | null = null;
   get unsupported(): Unsupported {
     return this.state().hypervisorType === 'TEST'
       ? { MIGRATE_VM: "libvirt's test driver cannot migrate domains." }

@@ -45,6 +45,8 @@ export class QmpProvider implements Provider {
   readonly id: string;
   /** The configured sockets, as given. */
   readonly uri: string;
+  /** QEMU's monitor has no CPU or memory usage counters. */
+  readonly metrics = null;
   readonly unsupported = QMP_UNSUPPORTED;
   /**
    * startVm runs a QEMU that is paused or was started with -S (prelaunch),

@@ -1,3 +1,4 @@
+import type { MetricsSource } from '../../model/metrics.js';
 import type { Logger } from 'pino';
 
 import type { VspherePlatformConfig } from '../../config/schema.js';
@@ -170,6 +171,7 @@ export class VsphereProvider extends ConnectedProvider<VsphereSession> implement
     return stores.map((d) => datastoreRecord(this.id, d, tree));
   }
 
+  readonly metrics: MetricsSource | null = null;
   readonly unsupported: Unsupported = {
     PAUSE_VM: 'vSphere cannot pause a VM with its memory kept in place; use suspendVm.',
     UNPAUSE_VM: 'vSphere cannot pause a VM with its memory kept in place; use resumeVm.',
