@@ -1,6 +1,6 @@
 /**
  * The house's layer order, checked on every test run. Rooms, bottom first:
- *   model -> config -> state -> datasources -> inventory -> mutations -> subscriptions
+ *   model -> config -> state -> datasources -> inventory -> metrics -> mutations -> subscriptions
  *   -> resolvers (with generated/) -> server -> main.ts, cli/
  * A room imports only rooms below it (and itself). A platform folder
  * (datasources/<kind>/) is reached only through the provider interface and
@@ -11,6 +11,7 @@ const ROOMS = [
   'config',
   'datasources',
   'inventory',
+  'metrics',
   'mutations',
   'subscriptions',
   'resolvers|generated',

@@ -32,6 +32,16 @@ export const libvirtPlatformSchema = z
     /** How long that check may take before the platform's live inventory counts as STALE. */
     livenessTimeoutMs: z.number().int().min(100).max(600_000).default(5_000),
     gracefulStopTimeoutMs,
+    /** libvirt keeps no metrics history: the gateway records one while this says so. */
+    metrics: z
+      .object({
+        /** Record every VM's and host's samples (raw for a day, 5-minute rollups for 30 days; see metrics.history). */
+        history: z.boolean().default(false),
+        /** How often recorded samples are taken, in seconds. */
+        historyIntervalSeconds: z.number().int().min(5).max(3_600).default(60),
+      })
+      .strict()
+      .prefault({}),
     ...retry,
   })
   .strict();
@@ -159,6 +169,8 @@ export const limitsSchema = z
     maxPageSize: z.number().int().min(1).max(100_000).default(1_000),
     /** `first` when a client gives none. */
     defaultPageSize: z.number().int().min(1).max(100_000).default(50),
+    /** Most points one `metrics(from:, to:)` series may have; a longer one is refused with the resolutions that fit. */
+    maxSeriesPoints: z.number().int().min(10).max(1_000_000).default(1_440),
     /** Most IDs `nodes(ids:)` takes. */
     maxNodeIds: z.number().int().min(1).max(100_000).default(100),
     /**
@@ -292,6 +304,47 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    metrics: z
+      .object({
+        /** The interval `metrics { latest }` samples at when no subscription already samples the object (seconds). */
+        latestIntervalSeconds: z.number().int().min(1).max(3_600).default(20),
+        /** How long `latest` keeps an object sampled after it was last asked, so the next ask is answered at once (seconds). */
+        latestLingerSeconds: z.number().int().min(0).max(86_400).default(300),
+        /** How long `latest` waits for a first sample before it answers null (ms). */
+        latestTimeoutMs: z.number().int().min(100).max(600_000).default(10_000),
+        /** Most VMs or hosts one vmMetrics/hostMetrics subscription may watch. */
+        maxObjectsPerSubscription: z.number().int().min(1).max(100_000).default(1_000),
+        /** What is kept of recorded history (platforms with metrics.history), in Redis when configured, else in memory. */
+        history: z
+          .object({
+            rawRetentionSeconds: z.number().int().min(60).max(31_536_000).default(86_400),
+            rollupSeconds: z.number().int().min(60).max(86_400).default(300),
+            rollupRetentionSeconds: z.number().int().min(3_600).max(315_360_000).default(2_592_000),
+            /** Without Redis: the most memory the recorded history may hold (MiB); past it, new objects are not recorded. */
+            maxMemoryMiB: z.number().int().min(1).max(1_048_576).default(256),
+          })
+          .strict()
+          .refine((h) => h.rawRetentionSeconds >= 2 * h.rollupSeconds, {
+            message: 'rawRetentionSeconds must be at least twice rollupSeconds (rollups are computed from raw samples)',
+            path: ['rawRetentionSeconds'],
+          })
+          .refine((h) => h.rollupRetentionSeconds >= h.rollupSeconds, {
+            message: 'rollupRetentionSeconds must be at least rollupSeconds',
+            path: ['rollupRetentionSeconds'],
+          })
+          .prefault({}),
+        /** Prometheus exposition of every VM's and host's latest sample, labelled by platform, name and host. */
+        estate: z
+          .object({
+            enabled: z.boolean().default(false),
+            /** How often the estate is sampled for it while enabled (seconds). */
+            intervalSeconds: z.number().int().min(1).max(3_600).default(60),
+          })
+          .strict()
+          .prefault({}),
+      })
+      .strict()
+      .prefault({}),
     state: z
       .object({
         /**
@@ -340,6 +393,7 @@ export const configSchema = z
 export type Config = z.infer<typeof configSchema>;
 export type Limits = z.infer<typeof limitsSchema>;
 export type RedisConfig = z.infer<typeof redisSchema>;
+export type MetricsConfig = z.infer<typeof configSchema>['metrics'];
 export type PlatformConfig = z.infer<typeof platformSchema>;
 export type LibvirtPlatformConfig = z.infer<typeof libvirtPlatformSchema>;
 export type VspherePlatformConfig = z.infer<typeof vspherePlatformSchema>;

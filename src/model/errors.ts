@@ -39,6 +39,14 @@ export const ErrorCode = {
    * running twice. Retry with the same key.
    */
   SHARED_STATE_UNAVAILABLE: 'SHARED_STATE_UNAVAILABLE',
+  /** The platform has no metrics the gateway can read, or no history for the range asked. */
+  METRICS_UNAVAILABLE: 'METRICS_UNAVAILABLE',
+  /**
+   * A metrics request the platform cannot answer as asked: an interval below
+   * its minimum, a resolution it does not keep, `from` after `to`, more
+   * points than `metrics.maxSeriesPoints`. The error's extensions say what is possible.
+   */
+  INVALID_METRICS_REQUEST: 'INVALID_METRICS_REQUEST',
   /** The upstream answered with an error the gateway did not expect. */
   UPSTREAM_ERROR: 'UPSTREAM_ERROR',
   /** Anything else; details are in the server log only. */

@@ -90,3 +90,6 @@ export interface MetricsSource {
     resolutionSeconds: number,
   ): Promise<Map<string, MetricSample[] | Error>>;
 }
+
+/** The sample under the name the generated resolver types map it by. */
+export type MetricSampleRecord = MetricSample;

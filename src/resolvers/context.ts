@@ -6,6 +6,7 @@ import type { Limits } from '../config/schema.js';
 import { type Loaders, createLoaders } from '../inventory/loaders.js';
 import type { PlatformRegistry } from '../datasources/registry.js';
 import type { Inventory } from '../inventory/inventory.js';
+import type { MetricsService } from '../metrics/metrics-service.js';
 import type { EventSource } from '../subscriptions/subscriber-queue.js';
 import type { AuditLog } from '../mutations/audit-log.js';
 import type { MutationPipeline } from '../mutations/pipeline.js';
@@ -28,6 +29,8 @@ export interface GatewayContext {
   audit: AuditLog;
   inventory: Inventory;
   events: EventSource;
+  metrics: MetricsService;
+  metricsLimits: { maxObjectsPerSubscription: number };
   /**
    * Platforms whose reads in this request went to the platform itself
    * because its live inventory could not answer, and why; sent in the
@@ -50,6 +53,8 @@ export interface ContextDeps {
   audit: AuditLog;
   inventory: Inventory;
   events: EventSource;
+  metrics: MetricsService;
+  metricsLimits: { maxObjectsPerSubscription: number };
   subscriptionLimits: { maxQueuedEvents: number };
 }
 

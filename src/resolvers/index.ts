@@ -3,6 +3,15 @@ import { AuditEntry, auditQueries } from './audit.js';
 import { Cluster, Datacenter, datacenterQueries } from './datacenter.js';
 import { Host, hostQueries } from './host.js';
 import { Network, networkQueries } from './network.js';
+import {
+  HostMetricsEvent,
+  MetricSample,
+  MetricSeries,
+  VmMetricsEvent,
+  hostMetricsField,
+  metricSubscriptions,
+  vmMetricsField,
+} from './metrics.js';
 import { Node, nodeQueries } from './node.js';
 import { Platform, platformQueries } from './platform.js';
 import { DateTime, SafeInt } from './scalars.js';
@@ -35,7 +44,11 @@ export const resolvers: Resolvers = {
     ...auditQueries,
   },
   Mutation: { ...vmMutations, ...batchMutations },
-  Subscription: subscriptionResolvers,
+  Subscription: { ...subscriptionResolvers, ...metricSubscriptions },
+  VmMetricsEvent,
+  HostMetricsEvent,
+  MetricSeries,
+  MetricSample,
   VmChangedEvent,
   InventoryChangedEvent,
   TaskUpdatedEvent,
@@ -49,8 +62,8 @@ export const resolvers: Resolvers = {
   Platform,
   Datacenter,
   Cluster,
-  Host,
-  VirtualMachine,
+  Host: { ...Host, ...hostMetricsField },
+  VirtualMachine: { ...VirtualMachine, ...vmMetricsField },
   VmDisk,
   VmNic,
   Snapshot,

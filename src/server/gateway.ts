@@ -15,6 +15,9 @@ import { type StoredTask, TaskManager } from '../mutations/task-manager.js';
 import { Inventory } from '../inventory/inventory.js';
 import { openFileStore } from '../state/store.js';
 import { wireEvents } from './event-wiring.js';
+import { renderEstate } from './estate-exposition.js';
+import { openMetrics } from './metrics-wiring.js';
+import type { MetricsService } from '../metrics/metrics-service.js';
 import { type SharedState, openSharedState } from './shared-state.js';
 import { createApollo } from './apollo.js';
 import { type GatewayContext, createContext } from '../resolvers/context.js';
@@ -29,6 +32,7 @@ export interface RunningGateway {
   port: number;
   registry: PlatformRegistry;
   tasks: TaskManager;
+  metrics: MetricsService;
   /** Resolves once every platform has made its first connection attempt. */
   ready: Promise<void>;
   /** Stops accepting, lets requests in flight finish (up to the grace period), closes platforms. */
@@ -72,9 +76,23 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
   );
   const mutations = new MutationPipeline({ tasks, audit, authorizer: allowAll, idempotencyKeys, inventory, logger });
   const subscriptionLimits = { maxQueuedEvents: config.subscriptions.maxQueuedEvents };
+  const metrics = openMetrics(config, shared, registry, inventory, logger);
+  const metricsLimits = { maxObjectsPerSubscription: config.metrics.maxObjectsPerSubscription };
   const contextFor = (connection: GatewayContext['connection'] = null) =>
     createContext(
-      { registry, limits, logger, mutations, tasks, audit, inventory, events, subscriptionLimits },
+      {
+        registry,
+        limits,
+        logger,
+        mutations,
+        tasks,
+        audit,
+        inventory,
+        events,
+        metrics,
+        metricsLimits,
+        subscriptionLimits,
+      },
       undefined,
       connection,
     );
@@ -87,6 +105,14 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
       maxBodyBytes: limits.maxBodyBytes,
       logger,
       contextFor,
+      estateMetrics: config.metrics.estate.enabled
+        ? () =>
+            renderEstate(
+              inventory,
+              metrics,
+              config.platforms.map((p) => p.id),
+            )
+        : undefined,
       health: () => ({
         live: phase !== 'stopped',
         ready: phase === 'serving',
@@ -129,6 +155,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
 
   const ready = registry.start().then(async () => {
     inventory.start();
+    metrics.start();
     // Tasks a previous run left unfinished follow their platform's task where it has one.
     await tasks.resumeInterrupted(
       (task, reporter) => registry.get(task.platformId)?.resumeTask(task, reporter) ?? null,
@@ -150,6 +177,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
       });
       clearTimeout(grace);
       await apollo.stop();
+      await metrics.stop();
       await inventory.stop();
       await registry.stop();
       await Promise.all([state.close(), audit.close()]);
@@ -160,5 +188,5 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
     return closing;
   };
 
-  return { url, port, registry, tasks, ready, close };
+  return { url, port, registry, tasks, metrics, ready, close };
 }

@@ -17,6 +17,8 @@ export interface HttpHandlerOptions {
   maxBodyBytes: number;
   logger: Logger;
   contextFor: () => GatewayContext;
+  /** The estate's metrics in Prometheus text (GET /metrics/estate); absent when not enabled. */
+  estateMetrics?: () => string;
   /** Liveness and readiness, each with a JSON body. */
   health: () => { live: boolean; ready: boolean; details: Record<string, unknown> };
 }
@@ -140,6 +142,9 @@ export function createHttpHandler(opts: HttpHandlerOptions) {
         } else {
           await graphql(req, res, url);
         }
+      } else if (url.pathname === '/metrics/estate' && opts.estateMetrics) {
+        res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
+        res.end(opts.estateMetrics());
       } else if (url.pathname === '/healthz') {
         const h = opts.health();
         sendJson(res, h.live ? 200 : 503, { status: h.live ? 'ok' : 'failing' });

@@ -157,7 +157,25 @@ export function operationCost(
   const root = schema.getRootType(op.operation);
   if (!root) return 0;
 
+  // The points a `metrics(from:, to:, resolutionSeconds:)` series can have: none without a range.
+  let seriesPoints = 0;
+  const pointsOf = (node: FieldNode): number => {
+    const arg = (name: string) => {
+      const a = node.arguments?.find((x) => x.name.value === name);
+      return a ? valueFromASTUntyped(a.value, variables ?? undefined) : undefined;
+    };
+    const from = Date.parse(String(arg('from')));
+    if (Number.isNaN(from)) return 0;
+    const toArg = arg('to');
+    const to = toArg === undefined || toArg === null ? Date.now() : Date.parse(String(toArg));
+    const resolution = Number(arg('resolutionSeconds'));
+    const range = Math.max(0, (Number.isNaN(to) ? Date.now() : to) - from) / 1000;
+    const points = resolution > 0 ? Math.floor(range / resolution) + 1 : limits.maxSeriesPoints;
+    return Math.min(points, limits.maxSeriesPoints);
+  };
+
   const multiplier = (parent: GraphQLCompositeType, field: GraphQLField<unknown, unknown>, node: FieldNode): number => {
+    if (parent.name === 'MetricSeries' && field.name === 'points') return seriesPoints;
     // A connection's `first` already counted its edges and nodes.
     if (parent.name.endsWith('Connection') && (field.name === 'edges' || field.name === 'nodes')) return 1;
     const firstArg = node.arguments?.find((a) => a.name.value === 'first');
@@ -184,6 +202,7 @@ export function operationCost(
         if (!sel.selectionSet || !isCompositeType(named)) {
           total += 1;
         } else {
+          if (named.name === 'MetricSeries') seriesPoints = pointsOf(sel);
           total += 2 + multiplier(parent, field, sel) * costOf(sel.selectionSet, named, seen);
         }
       } else if (sel.kind === Kind.INLINE_FRAGMENT) {

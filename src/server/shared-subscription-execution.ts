@@ -1,6 +1,13 @@
 import { type ExecutionArgs, type ExecutionResult, createSourceEventStream, execute, print } from 'graphql';
 
 import type { Delivery } from '../subscriptions/event-log.js';
+import type { MetricDelivery } from '../subscriptions/metric-subscription.js';
+
+/** What one subscription's source stream yields, and the key its result is shared under. */
+function deliveryKey(d: Delivery | MetricDelivery): string {
+  if (d.type === 'METRICS') return `metrics:${d.update.key}`;
+  return d.type === 'EVENT' ? d.envelope.cursor : `resync:${d.cursor}`;
+}
 
 export interface SharedSubscribeOptions {
   /** Who runs an operation: operations of different callers are never shared. */
@@ -35,9 +42,12 @@ export function createSharedSubscribe(opts: SharedSubscribeOptions) {
     return `${args.operationName ?? ''}\u0000${opts.callerOf(args)}\u0000${JSON.stringify(args.variableValues ?? {})}\u0000${doc}`;
   };
 
-  const resolveEvent = (operationId: number, args: ExecutionArgs, delivery: Delivery): Promise<string> => {
-    const cursor = delivery.type === 'EVENT' ? delivery.envelope.cursor : `resync:${delivery.cursor}`;
-    const key = `${cursor}|${operationId}`;
+  const resolveEvent = (
+    operationId: number,
+    args: ExecutionArgs,
+    delivery: Delivery | MetricDelivery,
+  ): Promise<string> => {
+    const key = `${deliveryKey(delivery)}|${operationId}`;
     let result = kept.get(key);
     if (!result) {
       result = Promise.resolve(execute({ ...args, rootValue: delivery })).then((r) => opts.serialize(r, args));
@@ -50,7 +60,7 @@ export function createSharedSubscribe(opts: SharedSubscribeOptions) {
   return async (args: ExecutionArgs): Promise<ExecutionResult | AsyncIterator<string>> => {
     const stream = await createSourceEventStream(args);
     if (!(Symbol.asyncIterator in stream)) return stream as ExecutionResult;
-    const source = stream as AsyncIterableIterator<Delivery>;
+    const source = stream as AsyncIterableIterator<Delivery | MetricDelivery>;
     const key = operationKey(args);
     let operation = operations.get(key);
     if (!operation) operations.set(key, (operation = { id: nextOperationId++, users: 0 }));

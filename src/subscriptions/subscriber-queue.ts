@@ -40,9 +40,9 @@ export interface EventSource {
  * never silently thinned. A backlog handed over at once does not count
  * against the bound.
  */
-export class SubscriberQueue implements AsyncIterableIterator<Delivery> {
+export class SubscriberQueue<T = Delivery> implements AsyncIterableIterator<T> {
   readonly filter: (event: GatewayEvent) => boolean;
-  private readonly items: Delivery[] = [];
+  private readonly items: T[] = [];
   private maxQueue: number;
   private wake: (() => void) | null = null;
   private failed: SubscriberTooSlowError | null = null;
@@ -50,11 +50,12 @@ export class SubscriberQueue implements AsyncIterableIterator<Delivery> {
   private inARow = 0;
 
   constructor(
-    options: SubscribeOptions,
+    /** A queue fed directly (not from an event log) needs no filter. */
+    options: Omit<SubscribeOptions, 'filter'> & Partial<Pick<SubscribeOptions, 'filter'>>,
     /** Called once when the subscriber goes (ends, fails or is cut off). */
-    private readonly onGone: (queue: SubscriberQueue) => void,
+    private readonly onGone: (queue: SubscriberQueue<T>) => void,
   ) {
-    this.filter = options.filter;
+    this.filter = options.filter ?? (() => false);
     this.maxQueue = options.maxQueue;
     this.onOverflow = options.onOverflow;
   }
@@ -66,13 +67,13 @@ export class SubscriberQueue implements AsyncIterableIterator<Delivery> {
   }
 
   /** Queues what came before the live stream, beyond the bound. */
-  backlog(items: readonly Delivery[]): void {
+  backlog(items: readonly T[]): void {
     for (const d of items) this.items.push(d);
     this.maxQueue += items.length;
     this.wake?.();
   }
 
-  push(d: Delivery): void {
+  push(d: T): void {
     if (this.closed) return;
     if (this.items.length >= this.maxQueue) {
       this.failed = new SubscriberTooSlowError(this.items.length);
@@ -89,7 +90,7 @@ export class SubscriberQueue implements AsyncIterableIterator<Delivery> {
     return this;
   }
 
-  async next(): Promise<IteratorResult<Delivery>> {
+  async next(): Promise<IteratorResult<T>> {
     for (;;) {
       if (this.failed) throw this.failed;
       // A backlog handed over without a pause would keep the event loop
@@ -104,12 +105,12 @@ export class SubscriberQueue implements AsyncIterableIterator<Delivery> {
     }
   }
 
-  async return(): Promise<IteratorResult<Delivery>> {
+  async return(): Promise<IteratorResult<T>> {
     this.finish();
     return { value: undefined, done: true };
   }
 
-  async throw(e: unknown): Promise<IteratorResult<Delivery>> {
+  async throw(e: unknown): Promise<IteratorResult<T>> {
     this.finish();
     throw e;
   }

@@ -344,3 +344,56 @@ export function adminSession(sim: Vcsim): Promise<VsphereSession> {
     logger: pino({ level: 'silent' }),
   });
 }
+
+/** What govmomi's performance package read for one entity: the samples' times and each counter's values by name. */
+export interface GovmomiPerfEntity {
+  type: string;
+  samples: { timestamp: string; interval: number }[] | null;
+  series: Record<string, number[]>;
+}
+
+export interface GovmomiPerfQuery {
+  entities: { type: string; value: string }[];
+  /** Counter names (`cpu.usage.average`); those the simulator does not have are left out. */
+  counters: readonly string[];
+  intervalId: number;
+  /** Exclusive. */
+  start?: Date;
+  /** Inclusive. */
+  end?: Date;
+  maxSample?: number;
+}
+
+/**
+ * Reads performance counters from the simulator through govmomi's own
+ * client (the fixture's -perf-query mode): the tests' oracle for QueryPerf.
+ * Entities the answer leaves out are absent; a fault rejects.
+ */
+export async function govmomiPerf(
+  sim: SimulatorLogin,
+  q: GovmomiPerfQuery,
+): Promise<Record<string, GovmomiPerfEntity>> {
+  const url = new URL(sim.url);
+  url.username = encodeURIComponent(sim.username);
+  url.password = encodeURIComponent(sim.password);
+  const args = [
+    `-perf-query=${url.toString()}`,
+    `-perf-entities=${q.entities.map((e) => `${e.type}:${e.value}`).join(',')}`,
+    `-perf-counters=${q.counters.join(',')}`,
+    `-perf-interval=${q.intervalId}`,
+    ...(q.start ? [`-perf-start=${q.start.toISOString()}`] : []),
+    ...(q.end ? [`-perf-end=${q.end.toISOString()}`] : []),
+    ...(q.maxSample !== undefined ? [`-perf-max-sample=${q.maxSample}`] : []),
+  ];
+  const child = spawn(VCSIM_BINARY, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const code = await new Promise<number | null>((resolve, reject) => {
+    child.once('error', reject);
+    child.once('close', resolve);
+  });
+  if (code !== 0) throw new Error(`govmomi's performance query failed (${code}): ${stderr.trim()}`);
+  return JSON.parse(stdout) as Record<string, GovmomiPerfEntity>;
+}

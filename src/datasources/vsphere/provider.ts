@@ -1,4 +1,3 @@
-import type { MetricsSource } from '../../model/metrics.js';
 import type { Logger } from 'pino';
 
 import type { VspherePlatformConfig } from '../../config/schema.js';
@@ -31,6 +30,7 @@ import {
   vmRecord,
   vmState,
 } from './mapping.js';
+import { VsphereMetrics } from './metrics.js';
 import { createVirtualMachine, followTask, runVmOperation } from './operations.js';
 import { VsphereSession } from './session.js';
 import { type VsphereInventoryWatch, watchVsphere } from './watch.js';
@@ -171,7 +171,8 @@ export class VsphereProvider extends ConnectedProvider<VsphereSession> implement
     return stores.map((d) => datastoreRecord(this.id, d, tree));
   }
 
-  readonly metrics: MetricsSource | null = null;
+  /** PerformanceManager's counters, read through the platform's session (see metrics.ts). */
+  readonly metrics: VsphereMetrics = new VsphereMetrics((fn) => this.connection.use(fn));
   readonly unsupported: Unsupported = {
     PAUSE_VM: 'vSphere cannot pause a VM with its memory kept in place; use suspendVm.',
     UNPAUSE_VM: 'vSphere cannot pause a VM with its memory kept in place; use resumeVm.',

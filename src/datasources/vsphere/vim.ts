@@ -12,6 +12,8 @@ export interface ServiceContent {
   sessionManager: MoRef;
   /** Absent on endpoints without one. */
   taskManager: MoRef | null;
+  /** The PerformanceManager (QueryPerf); absent on endpoints without one. */
+  perfManager: MoRef | null;
   about: {
     fullName: string;
     apiType: string;
@@ -40,6 +42,7 @@ export async function retrieveServiceContent(client: SoapClient): Promise<Servic
     viewManager: requireRef(child(rv, 'viewManager'), 'viewManager'),
     sessionManager: requireRef(child(rv, 'sessionManager'), 'sessionManager'),
     taskManager: moRefOf(child(rv, 'taskManager')),
+    perfManager: moRefOf(child(rv, 'perfManager')),
     about: {
       fullName: textOf(child(about, 'fullName')) ?? '',
       apiType: textOf(child(about, 'apiType')) ?? '',
