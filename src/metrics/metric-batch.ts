@@ -22,6 +22,8 @@ export interface MetricBatch {
   updates: ReadonlyMap<string, MetricUpdate>;
   /** Objects that could not be read, by `kind:nativeId`, with why. */
   errors: ReadonlyMap<string, string>;
+  /** Objects asked about that have no sample this time (a VM that is off), by `kind:nativeId`. */
+  missing: readonly string[];
 }
 
 export const targetKey = (kind: MetricEntityKind, nativeId: string): string => `${kind}:${nativeId}`;
@@ -32,9 +34,10 @@ export function parseTargetKey(key: string): { kind: MetricEntityKind; nativeId:
 }
 
 export function metricBatch(
-  fields: Omit<MetricBatch, 'updates' | 'errors'>,
+  fields: Omit<MetricBatch, 'updates' | 'errors' | 'missing'>,
   samples: Iterable<[MetricEntityKind, string, MetricSample]>,
   errors: ReadonlyMap<string, string> = new Map(),
+  missing: readonly string[] = [],
 ): MetricBatch {
   const updates = new Map<string, MetricUpdate>();
   for (const [kind, nativeId, sample] of samples) {
@@ -47,7 +50,7 @@ export function metricBatch(
       sample,
     });
   }
-  return { ...fields, updates, errors };
+  return { ...fields, updates, errors, missing };
 }
 
 /** A batch as JSON, for other instances. */
@@ -58,6 +61,7 @@ export interface WireBatch {
   scheduled: boolean;
   samples: [MetricEntityKind, string, MetricSample][];
   errors: [string, string][];
+  missing: string[];
 }
 
 export function toWire(batch: MetricBatch): WireBatch {
@@ -68,10 +72,11 @@ export function toWire(batch: MetricBatch): WireBatch {
     scheduled: batch.scheduled,
     samples: [...batch.updates.values()].map((u) => [u.kind, u.nativeId, u.sample]),
     errors: [...batch.errors],
+    missing: [...batch.missing],
   };
 }
 
 export function fromWire(wire: WireBatch): MetricBatch {
-  const { samples, errors, ...fields } = wire;
-  return metricBatch(fields, samples, new Map(errors));
+  const { samples, errors, missing, ...fields } = wire;
+  return metricBatch(fields, samples, new Map(errors), missing ?? []);
 }

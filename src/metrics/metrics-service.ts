@@ -179,6 +179,12 @@ export class MetricsService {
    */
   async latest(platformId: string, kind: MetricEntityKind, nativeId: string): Promise<MetricSample | null> {
     const { sampler, source } = this.source(platformId);
+    const recent = sampler.latest(kind, nativeId);
+    // A VM the live inventory knows to be off has no sample to wait for.
+    if (!recent && kind === 'VM') {
+      const state = this.inventory.serving(platformId)?.vm(nativeId);
+      if (state && state.vm.powerState !== 'ON') return null;
+    }
     const key = `${platformId}|${targetKey(kind, nativeId)}`;
     const interval = Math.max(
       source.minIntervalSeconds,

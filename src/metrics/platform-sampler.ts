@@ -227,10 +227,15 @@ export class PlatformSampler {
           else samples.push([kind, id, s]);
         }
       }
+      const missing = [...wanted].filter((k) => {
+        const { kind, nativeId } = parseTargetKey(k);
+        return !(kind === 'VM' ? readings.vms : readings.hosts).has(nativeId);
+      });
       batch = metricBatch(
         { platformId: this.platformId, intervalSeconds: loop.intervalSeconds, tick, scheduled },
         samples,
         errors,
+        missing,
       );
     } catch (e) {
       const reason = errorMessage(e);
@@ -260,7 +265,7 @@ export class PlatformSampler {
       const fresh = loop.newSamples(batch);
       for (const l of loop.listeners) l(fresh);
     }
-    for (const key of [...batch.updates.keys(), ...batch.errors.keys()]) {
+    for (const key of [...batch.updates.keys(), ...batch.errors.keys(), ...batch.missing]) {
       for (const w of [...(this.waiters.get(key) ?? [])]) w();
     }
   }
