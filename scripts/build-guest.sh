@@ -9,7 +9,8 @@
 #   modules/         the kernel modules the guest loads, with their modules.dep
 #   initramfs.gz     static busybox, those modules, and an init that prints
 #                    "VIRT-GRAPH-GUEST READY" on ttyS0, powers off on the ACPI
-#                    power button and reboots on request
+#                    power button, reboots on request and, given vg.load=cpu,disk,net
+#                    on the kernel command line, keeps busy in the background
 #   disk.qcow2       an empty qcow2 template the tests overlay or copy
 # Needs the Debian packages busybox-static, qemu-utils and xz-utils
 # (qemu-system-x86 to boot the guest), and apt to fetch the kernel package.
@@ -195,6 +196,34 @@ acpid -c /etc/acpi -a /etc/acpid.conf -l /dev/null -p /run/acpid.pid
 disks=\$(echo \$(ls /sys/block | grep -v -e '^loop' -e '^ram'))
 nics=\$(echo \$(ls /sys/class/net | grep -v '^lo\$'))
 echo "virt-graph-guest: kernel \$(uname -r), disks: \${disks:-none}, nics: \${nics:-none}"
+# Load for tests that measure the guest (vg.load=cpu,disk,net on the kernel
+# command line): a busy loop; reads of the first disk that bypass the guest's
+# page cache (else a second pass would never reach the host); pings from the
+# first NIC to a neighbour that is never there (a static ARP entry, so each
+# packet goes out as it is). Each runs in the background until power off.
+for word in \$(cat /proc/cmdline); do
+  case "\$word" in vg.load=*) loads=\$(echo "\${word#vg.load=}" | tr , ' ') ;; esac
+done
+for load in \${loads:-}; do
+  case "\$load" in
+    cpu) (while :; do :; done) & ;;
+    disk)
+      disk=\$(ls /sys/block | grep -v -e '^loop' -e '^ram' | head -n 1)
+      if [ -n "\$disk" ]; then
+        (while :; do dd if=/dev/\$disk of=/dev/null bs=64k iflag=direct 2>/dev/null; done) &
+      fi ;;
+    net)
+      nic=\$(ls /sys/class/net | grep -v '^lo\$' | head -n 1)
+      if [ -n "\$nic" ]; then
+        ip link set "\$nic" up
+        ip addr add 192.0.2.2/24 dev "\$nic"
+        arp -i "\$nic" -s 192.0.2.1 02:00:00:00:00:01
+        ping -q -s 1400 -i 0.1 192.0.2.1 >/dev/null 2>&1 &
+      fi ;;
+    *) echo "virt-graph-guest: unknown load \$load" ;;
+  esac
+done
+if [ -n "\${loads:-}" ]; then echo "virt-graph-guest: load:" \$loads; fi
 echo "$READY_MARKER"
 EOF
   cat >"$root/etc/init.d/rcK" <<'EOF'

@@ -184,6 +184,9 @@ Napi::Object Connection::Init(Napi::Env env, Napi::Object exports) {
           InstanceMethod<&Connection::IsAlive>("isAlive"),
           InstanceMethod<&Connection::ListAllDomains>("listAllDomains"),
           InstanceMethod<&Connection::GetAllDomainStats>("getAllDomainStats"),
+          InstanceMethod<&Connection::GetDomainStats>("getDomainStats"),
+          InstanceMethod<&Connection::SetMemoryStatsPeriod>("setMemoryStatsPeriod"),
+          InstanceMethod<&Connection::GetNodeStats>("getNodeStats"),
           InstanceMethod<&Connection::LookupDomainByUuid>("lookupDomainByUuid"),
           InstanceMethod<&Connection::LookupDomainByName>("lookupDomainByName"),
           InstanceMethod<&Connection::GetDomainXmlDescs>("getDomainXmlDescs"),
@@ -306,6 +309,36 @@ Napi::Value Connection::GetAllDomainStats(const Napi::CallbackInfo& info) {
   return Schedule(info.Env(), [stats, flags](ConnState& st) {
     return vg::GetAllDomainStats(st, stats, flags);
   });
+}
+
+Napi::Value Connection::GetDomainStats(const Napi::CallbackInfo& info) {
+  std::vector<std::string> uuids = StringListArg(info, 0, "uuids");
+  unsigned int stats = FlagsArg(info, 1);
+  unsigned int flags = FlagsArg(info, 2);
+  return Schedule(info.Env(), [uuids = std::move(uuids), stats, flags](ConnState& st) {
+    return vg::GetDomainStats(st, uuids, stats, flags);
+  });
+}
+
+Napi::Value Connection::SetMemoryStatsPeriod(const Napi::CallbackInfo& info) {
+  std::vector<std::string> uuids = StringListArg(info, 0, "uuids");
+  if (info.Length() <= 1 || !info[1].IsNumber()) {
+    throw Napi::TypeError::New(info.Env(), "periodSeconds must be a number");
+  }
+  double period = info[1].As<Napi::Number>().DoubleValue();
+  // 0 turns the guest's reports off; libvirt takes an int.
+  if (!(period >= 0) || period > 86400 || period != static_cast<int>(period)) {
+    throw Napi::RangeError::New(info.Env(), "periodSeconds must be a whole number of seconds from 0 to 86400");
+  }
+  int seconds = static_cast<int>(period);
+  unsigned int flags = FlagsArg(info, 2);
+  return Schedule(info.Env(), [uuids = std::move(uuids), seconds, flags](ConnState& st) {
+    return vg::SetMemoryStatsPeriod(st, uuids, seconds, flags);
+  });
+}
+
+Napi::Value Connection::GetNodeStats(const Napi::CallbackInfo& info) {
+  return Schedule(info.Env(), [](ConnState& st) { return vg::GetNodeStats(st); });
 }
 
 Napi::Value Connection::LookupDomainByUuid(const Napi::CallbackInfo& info) {

@@ -67,6 +67,9 @@ class Connection : public Napi::ObjectWrap<Connection> {
   Napi::Value IsAlive(const Napi::CallbackInfo& info);
   Napi::Value ListAllDomains(const Napi::CallbackInfo& info);
   Napi::Value GetAllDomainStats(const Napi::CallbackInfo& info);
+  Napi::Value GetDomainStats(const Napi::CallbackInfo& info);
+  Napi::Value SetMemoryStatsPeriod(const Napi::CallbackInfo& info);
+  Napi::Value GetNodeStats(const Napi::CallbackInfo& info);
   Napi::Value LookupDomainByUuid(const Napi::CallbackInfo& info);
   Napi::Value LookupDomainByName(const Napi::CallbackInfo& info);
   Napi::Value GetDomainXmlDescs(const Napi::CallbackInfo& info);

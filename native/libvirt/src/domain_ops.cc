@@ -4,6 +4,7 @@
 #include <functional>
 #include <new>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "errors.h"
 #include "ops.h"
@@ -93,6 +94,66 @@ Value GetAllDomainStats(ConnState& st, unsigned int stats, unsigned int flags) {
     out.Push(std::move(rec));
   }
   return out;
+}
+
+Value GetDomainStats(ConnState& st, const std::vector<std::string>& uuids, unsigned int stats,
+                     unsigned int flags) {
+  DomainList list;
+  std::vector<virDomainPtr> doms = ResolveDomains(st, list, uuids);
+  // virDomainListGetStats wants a NULL-terminated array of distinct domains.
+  std::vector<virDomainPtr> found;
+  found.reserve(doms.size() + 1);
+  std::unordered_set<virDomainPtr> seen;
+  for (virDomainPtr dom : doms) {
+    if (dom != nullptr && seen.insert(dom).second) found.push_back(dom);
+  }
+  found.push_back(nullptr);
+  StatsRecords records;
+  int n = 0;
+  double at = NowMs();
+  if (found.size() > 1) {
+    double before = NowMs();
+    st.Count();
+    n = virDomainListGetStats(found.data(), stats, records.out(), flags);
+    if (n < 0) ThrowLast("virDomainListGetStats");
+    at = before + (NowMs() - before) / 2;
+  }
+  // Records come in the driver's order, each with a domain object of its own: matched by UUID.
+  std::unordered_map<std::string, int> byUuid;
+  char uuid[VIR_UUID_STRING_BUFLEN];
+  for (int i = 0; i < n; i++) {
+    if (virDomainGetUUIDString(records[i]->dom, uuid) == 0) byUuid.emplace(uuid, i);
+  }
+  Value out = Value::Object();
+  out.Set("time", Value::Number(at));
+  Value domains = Value::ArrayOf(uuids.size());
+  for (size_t i = 0; i < uuids.size(); i++) {
+    // By the domain's own UUID string: the one asked may be spelled otherwise (upper case, no dashes).
+    auto it = byUuid.end();
+    if (doms[i] != nullptr && virDomainGetUUIDString(doms[i], uuid) == 0) it = byUuid.find(uuid);
+    if (it == byUuid.end()) {
+      // Not found, or undefined between the lookup and the stats call (drivers skip those).
+      domains.At(i) = NoDomainError(uuids[i]);
+      continue;
+    }
+    virDomainStatsRecordPtr rec = records[it->second];
+    Value entry = DomainRef(rec->dom);
+    entry.Set("params", TypedParamsToValue(rec->params, rec->nparams));
+    domains.At(i) = std::move(entry);
+  }
+  out.Set("domains", std::move(domains));
+  return out;
+}
+
+Value SetMemoryStatsPeriod(ConnState& st, const std::vector<std::string>& uuids, int periodSeconds,
+                           unsigned int flags) {
+  return ForEachDomain(st, uuids, [&](virDomainPtr dom) {
+    st.Count();
+    if (virDomainSetMemoryStatsPeriod(dom, periodSeconds, flags) < 0) {
+      ThrowLast("virDomainSetMemoryStatsPeriod");
+    }
+    return Value::Bool(true);
+  });
 }
 
 Value LookupDomainByUuid(ConnState& st, const std::string& uuid) {

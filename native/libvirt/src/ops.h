@@ -14,10 +14,22 @@ namespace vg {
 Value GetHostInfo(ConnState& st);
 Value GetCapabilities(ConnState& st);
 Value IsAlive(ConnState& st);
+// The host's CPU times (ns, all CPUs) and memory (KiB, all cells):
+// {time, cpu: {kernel, user, idle, iowait}, memory: {total, free, buffers,
+// cached}}, a part the driver does not support as its error; `time` is when
+// the CPU counters were read (ms since the epoch).
+Value GetNodeStats(ConnState& st);
 
 // domain_ops.cc
 Value ListAllDomains(ConnState& st, unsigned int flags);
 Value GetAllDomainStats(ConnState& st, unsigned int stats, unsigned int flags);
+// Bulk stats of a few domains without asking for every domain's (one
+// virDomainListGetStats): {time, domains: [record or error per UUID]}.
+Value GetDomainStats(ConnState& st, const std::vector<std::string>& uuids, unsigned int stats,
+                     unsigned int flags);
+// How often each domain's guest balloon driver reports memory stats; true or the error per UUID.
+Value SetMemoryStatsPeriod(ConnState& st, const std::vector<std::string>& uuids, int periodSeconds,
+                           unsigned int flags);
 Value LookupDomainByUuid(ConnState& st, const std::string& uuid);
 Value LookupDomainByName(ConnState& st, const std::string& name);
 Value GetDomainXmlDescs(ConnState& st, const std::vector<std::string>& uuids, unsigned int flags);
@@ -66,5 +78,7 @@ Value ForEachDomain(ConnState& st, const std::vector<std::string>& uuids,
 Value DomainRef(virDomainPtr dom);
 // Takes ownership of a libvirt-allocated string (freed here).
 std::string TakeString(char* s);
+// The wall clock in ms since the epoch, with its sub-millisecond part.
+double NowMs();
 
 }  // namespace vg

@@ -12,6 +12,22 @@ export interface NativeDomainRef {
 export interface NativeDomainStats extends NativeDomainRef {
   params: Record<string, number | string | boolean>;
 }
+/** What getDomainStats read: one entry per UUID asked, in order. */
+export interface NativeDomainStatsReading {
+  /** When libvirt read the counters: the middle of its stats call, in ms since the epoch (with a fraction). */
+  time: number;
+  /** The domain's record (an inactive one has little more than `state.*`), or an Error for a UUID with no domain. */
+  domains: (NativeDomainStats | Error)[];
+}
+/** The host's counters by libvirt's field names; a part the driver does not support is its Error (VIR_ERR_NO_SUPPORT). */
+export interface NativeNodeStats {
+  /** When the CPU counters were read: the middle of that call, in ms since the epoch (with a fraction). */
+  time: number;
+  /** virNodeGetCPUStats over all CPUs, in ns: `kernel`, `user`, `idle`, `iowait` on Linux. */
+  cpu: Record<string, number> | Error;
+  /** virNodeGetMemoryStats over all NUMA cells, in KiB: `total`, `free`, `buffers`, `cached` on Linux. */
+  memory: Record<string, number> | Error;
+}
 export interface NativeNodeInfo {
   model: string;
   memoryKiB: number;
@@ -146,6 +162,16 @@ export interface NativeConnection {
   isAlive(): Promise<boolean>;
   listAllDomains(flags?: number): Promise<NativeDomainRef[]>;
   getAllDomainStats(stats?: number, flags?: number): Promise<NativeDomainStats[]>;
+  /**
+   * Bulk stats (virDomainListGetStats) of the domains named, without asking
+   * for every domain's: resolved like the other batches (a few by lookup,
+   * more with one listing), then one stats call for all of them.
+   */
+  getDomainStats(uuids: readonly string[], stats?: number, flags?: number): Promise<NativeDomainStatsReading>;
+  /** virDomainSetMemoryStatsPeriod on each domain: how often its guest reports memory use (0: never). */
+  setMemoryStatsPeriod(uuids: readonly string[], periodSeconds: number, flags?: number): Promise<(true | Error)[]>;
+  /** The host's CPU times and memory (virNodeGetCPUStats, virNodeGetMemoryStats), two calls each. */
+  getNodeStats(): Promise<NativeNodeStats>;
   lookupDomainByUuid(uuid: string): Promise<NativeDomainRef>;
   lookupDomainByName(name: string): Promise<NativeDomainRef>;
   getDomainXmlDescs(uuids: readonly string[], flags?: number): Promise<(string | Error)[]>;
@@ -262,6 +288,8 @@ export const MigrateFlags = {
   OFFLINE: 1024,
 } as const;
 export const DomainStats = { STATE: 1, CPU_TOTAL: 2, BALLOON: 4, VCPU: 8, INTERFACE: 16, BLOCK: 32 } as const;
+// virConnectGetAllDomainStatsFlags (also virDomainListGetStats')
+export const DomainStatsFlags = { NOWAIT: 2 ** 29, BACKING: 2 ** 30, ENFORCE_STATS: 2 ** 31 } as const;
 // virDomainEventType, the code of a domain lifecycle event.
 export const DomainEventType = {
   DEFINED: 0,

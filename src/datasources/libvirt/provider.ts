@@ -1,4 +1,3 @@
-import type { MetricsSource } from '../../model/metrics.js';
 import type { Logger } from 'pino';
 
 import type { LibvirtPlatformConfig } from '../../config/schema.js';
@@ -24,6 +23,7 @@ import type {
 } from '../../model/operations.js';
 import { DomainStats, ListDomainsFlags } from './addon.js';
 import { LibvirtClient } from './client.js';
+import { LibvirtMetricsSource } from './metrics.js';
 import { parseOrError, readDomainStates, snapshotRecords, vmRecordOf } from './domain-read.js';
 import { createDomain, runDomainOperation } from './operations.js';
 import { type LibvirtInventoryWatch, watchLibvirt } from './watch.js';
@@ -45,6 +45,8 @@ export class LibvirtProvider extends ConnectedProvider<LibvirtClient> implements
   readonly id: string;
   readonly uri: string;
   protected readonly connection: PlatformConnection<LibvirtClient>;
+  /** Bulk domain stats and the host's counters; see metrics.ts. */
+  readonly metrics: LibvirtMetricsSource;
   /** The host's name as read at connect; the native ID of the platform's single host. */
   private hostName = '';
 
@@ -93,11 +95,16 @@ export class LibvirtProvider extends ConnectedProvider<LibvirtClient> implements
       retryInitialMs: config.retryInitialMs,
       retryMaxMs: config.retryMaxMs,
     });
+    this.metrics = new LibvirtMetricsSource({
+      use: (fn) => this.connection.use(fn),
+      hostName: () => this.hostName,
+      setStatsPeriod: !config.readOnly,
+      logger,
+    });
   }
 
   /** Every operation maps to a libvirt call; a driver that lacks one fails the task with libvirt's reason. */
   /** The test driver cannot migrate; other drivers say so themselves when they cannot. */
-  readonly metrics: MetricsSource | null = null;
   get unsupported(): Unsupported {
     return this.state().hypervisorType === 'TEST'
       ? { MIGRATE_VM: "libvirt's test driver cannot migrate domains." }
