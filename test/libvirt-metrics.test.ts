@@ -25,7 +25,9 @@ import { writeEstate } from './fixtures/libvirt-estate.js';
 import { GUEST, READY_MARKER, assertGuestBuilt, diskOverlay, guestAccel } from './helpers/guest.js';
 import { type QemuLibvirtd, qemuLibvirtd } from './helpers/qemu-libvirtd.js';
 import { rejection } from './helpers/rejection.js';
-import { eventually } from './helpers/subscriptions.js';
+import { type TestGateway, startTestGateway } from './helpers/gateway.js';
+import { redisServer } from './helpers/redis-server.js';
+import { eventually, subscribe } from './helpers/subscriptions.js';
 
 // libvirt's performance counters as the gateway's MetricsSource: the rate
 // arithmetic in pure code; the source's bookkeeping (previous readings,
@@ -696,4 +698,83 @@ describe('libvirt metrics of real QEMU guests', () => {
       expect(s[f], f).toBeGreaterThanOrEqual(0);
     }
   }, 90_000);
+
+  it('serves samples through the graph, and keeps recorded history across a gateway restart with Redis', async () => {
+    const redis = await redisServer();
+    const config = () => ({
+      redis: { url: redis.url, leaseTtlMs: 1_500, connectTimeoutMs: 2_000 },
+      platforms: [
+        { id: 'qemu', kind: 'libvirt', uri: daemon.uri, metrics: { history: true, historyIntervalSeconds: 5 } },
+      ],
+    });
+    let gw: TestGateway | null = await startTestGateway(config());
+    const history = async (g: TestGateway, id: string) => {
+      const res = await g.query<{
+        node: {
+          metrics: {
+            source: string;
+            resolutionSeconds: number;
+            points: { timestamp: string; cpuUsagePercent: number | null }[];
+          };
+        };
+      }>(
+        `query($id: ID!, $from: DateTime!) { node(id: $id) { ... on VirtualMachine {
+          metrics(from: $from) { source resolutionSeconds points { timestamp cpuUsagePercent } } } } }`,
+        { id, from: new Date(Date.now() - 600_000).toISOString() },
+      );
+      expect(res.errors).toBeUndefined();
+      return res.data!.node.metrics;
+    };
+    try {
+      let id = '';
+      await eventually(async () => {
+        const res = await gw!.query<{ virtualMachines: { nodes: { id: string; name: string }[] } }>(
+          '{ virtualMachines(first: 10) { nodes { id name } } }',
+        );
+        id = res.data?.virtualMachines.nodes.find((v) => v.name === BUSY)?.id ?? '';
+        return id !== '';
+      }, 20_000);
+      const sub = subscribe<{
+        vmMetrics: { sample: { cpuUsagePercent: number | null; diskReadBytesPerSecond: number | null } };
+      }>(
+        gw.url,
+        'subscription($ids: [ID!]!) { vmMetrics(ids: $ids, intervalSeconds: 2) { sample { cpuUsagePercent diskReadBytesPerSecond } } }',
+        { ids: [id] },
+      );
+      try {
+        const events = await sub.until(2, 30_000);
+        for (const e of events) {
+          expect(e.vmMetrics.sample.cpuUsagePercent).toBeGreaterThan(20);
+          expect(e.vmMetrics.sample.diskReadBytesPerSecond).toBeGreaterThan(100_000);
+        }
+      } finally {
+        await sub.close();
+      }
+      const host = await gw.query<{
+        hosts: { nodes: { metrics: { latest: { memoryUsedBytes: number; cpuUsagePercent: number } | null } }[] };
+      }>('{ hosts(first: 1) { nodes { metrics { latest { memoryUsedBytes cpuUsagePercent } } } } }');
+      expect(host.data!.hosts.nodes[0]!.metrics.latest!.memoryUsedBytes).toBeGreaterThan(0);
+
+      // The holder records every 5 s, into Redis.
+      await eventually(async () => (await history(gw!, id)).points.length >= 2, 40_000);
+      const before = await history(gw, id);
+      expect(before.source).toBe('RECORDED');
+      expect(before.resolutionSeconds).toBe(5);
+      await gw.close();
+      gw = null;
+
+      // Another gateway, the same Redis: the history recorded before is there.
+      gw = await startTestGateway(config());
+      const after = await history(gw, id);
+      expect(after.source).toBe('RECORDED');
+      const kept = new Map(after.points.map((p) => [p.timestamp, p.cpuUsagePercent]));
+      for (const p of before.points) {
+        // Recorded with 7 significant digits.
+        expect(kept.get(p.timestamp)).toBeCloseTo(p.cpuUsagePercent!, 3);
+      }
+    } finally {
+      await gw?.close();
+      await redis.stop();
+    }
+  }, 120_000);
 });
