@@ -463,6 +463,20 @@ describe('operations', () => {
     ]);
   });
 
+  it('has no metrics: latest, history and subscriptions say so with METRICS_UNAVAILABLE', async () => {
+    const { id } = (await vm('alpha'))!;
+    const res = await gw.query(
+      'query($id: ID!) { node(id: $id) { ... on VirtualMachine { metrics { latest { timestamp } } } } }',
+      {
+        id,
+      },
+    );
+    expect(res.errors![0]!.extensions!['code']).toBe('METRICS_UNAVAILABLE');
+    expect(res.errors![0]!.message).toContain('(QMP) has no metrics');
+    const sub = await gw.wsQuery('subscription($ids: [ID!]!) { vmMetrics(ids: $ids) { vmId } }', { ids: [id] });
+    expect(sub.errors![0]!.extensions!['code']).toBe('METRICS_UNAVAILABLE');
+  });
+
   it('a guest that ignores the ACPI power button: graceful stop fails clearly and leaves the VM running', async () => {
     const { id } = (await vm('bravo'))!;
     const payload = await mutate(gw, 'stopVm', { vmId: id });

@@ -44,6 +44,7 @@ export class PlatformSampler {
   private readonly interestListeners = new Set<() => void>();
   private readonly waiters = new Map<string, Set<() => void>>();
   private stopped = false;
+  private forgotAt = Date.now();
   /** Calls made to the platform's MetricsSource, for tests and benchmarks. */
   samplings = 0;
 
@@ -154,6 +155,13 @@ export class PlatformSampler {
     this.loops.clear();
   }
 
+  private forgetOld(now = Date.now()): void {
+    if (now - this.forgotAt < FORGET_EVERY_MS) return;
+    this.forgotAt = now;
+    for (const [key, s] of this.latestSamples) if (!isRecent(s, now)) this.latestSamples.delete(key);
+    for (const key of this.failures.keys()) if (!this.latestSamples.has(key)) this.failures.delete(key);
+  }
+
   private loopOf(intervalSeconds: number): SamplingLoop {
     let loop = this.loops.get(intervalSeconds);
     if (!loop) {
@@ -253,6 +261,7 @@ export class PlatformSampler {
   }
 
   private take(batch: MetricBatch, sampledHere: boolean): void {
+    if (batch.scheduled) this.forgetOld();
     for (const [key, u] of batch.updates) {
       const prev = this.latestSamples.get(key);
       if (!prev || prev.timestamp <= u.sample.timestamp) this.latestSamples.set(key, u.sample);
@@ -270,6 +279,9 @@ export class PlatformSampler {
     }
   }
 }
+
+/** How often samples no longer recent are dropped, so memory follows what is watched. */
+const FORGET_EVERY_MS = 60_000;
 
 /** A sample counts as the latest for twice its interval (and a little slack for a slow platform). */
 function isRecent(sample: MetricSample, now: number): boolean {
