@@ -4,6 +4,11 @@ import { pino } from 'pino';
 import { validateConfig } from '../src/config/load.js';
 import type { VspherePlatformConfig } from '../src/config/schema.js';
 import { isVimFault } from '../src/datasources/vsphere/errors.js';
+import {
+  VSPHERE_HISTORY_RESOLUTIONS,
+  VSPHERE_PERF_MAX_QUERY_METRICS,
+  VsphereMetrics,
+} from '../src/datasources/vsphere/metrics.js';
 import { VsphereProvider } from '../src/datasources/vsphere/provider.js';
 import type { VsphereSession } from '../src/datasources/vsphere/session.js';
 import { invokeTask, terminateSession } from '../src/datasources/vsphere/vim.js';
@@ -20,10 +25,13 @@ import {
 } from './helpers/vcsim.js';
 
 // The vSphere MetricsSource reads PerformanceManager's counters with one
-// QueryPerf. Every number is compared with what govmomi's performance
-// package reads from the same simulator for the same samples: the fixture's
-// QueryPerf is deterministic per (entity, counter, time), so both clients see
-// the same values (see test/fixtures/vcsim/perf.go).
+// QueryPerf per sampling, and history in as few QueryPerf calls as vCenter's
+// limit on historical queries allows (config.vpxd.stats.maxQueryMetrics,
+// which the fixture enforces as vCenter does). Every number is compared with
+// what govmomi's performance package reads from the same simulator for the
+// same samples: the fixture's QueryPerf is deterministic per (entity,
+// counter, time), so both clients see the same values (see
+// test/fixtures/vcsim/perf.go).
 
 const silent = pino({ level: 'silent' });
 const reporter = { progress: () => {}, upstreamTask: () => {} };
@@ -58,6 +66,9 @@ const RAW = [
 ];
 const COUNTERS = [...Object.keys(FIELDS), ...RAW];
 
+/** History asks for the neutral fields' counters only. */
+const HISTORY_COUNTERS = Object.keys(FIELDS);
+
 /** What the gateway should make of govmomi's samples `indexes` (oldest first) of one entity: their mean. */
 function expected(e: GovmomiPerfEntity, indexes: number[], cpus: number): MetricSample {
   const samples = e.samples ?? [];
@@ -72,6 +83,57 @@ function expected(e: GovmomiPerfEntity, indexes: number[], cpus: number): Metric
     else sample.raw[name] = mean;
   }
   return sample;
+}
+
+/**
+ * govmomi's history of `ids` at `resolution` from `from` to `to`, as the
+ * gateway's points should be: read in queries of at most `maxQueryMetrics`
+ * pairs, which the simulator allows (govmomi does not split them itself),
+ * and merged by time.
+ */
+async function govmomiHistory(
+  sim: Vcsim,
+  type: string,
+  ids: readonly string[],
+  from: number,
+  to: number,
+  resolution: number,
+  maxQueryMetrics = VSPHERE_PERF_MAX_QUERY_METRICS,
+): Promise<Map<string, MetricSample[]>> {
+  const chunks = <T>(xs: readonly T[], n: number): T[][] =>
+    Array.from({ length: Math.ceil(xs.length / n) }, (_, i) => xs.slice(i * n, (i + 1) * n));
+  const queries = chunks(HISTORY_COUNTERS, maxQueryMetrics).flatMap((counters) =>
+    chunks(ids, Math.floor(maxQueryMetrics / counters.length)).map((group) =>
+      govmomiPerf(sim, {
+        entities: group.map((value) => ({ type, value })),
+        counters,
+        intervalId: resolution,
+        // A wider window than asked for, cut to it below: the oracle does not share our reading of startTime.
+        start: new Date(from - 3600_000),
+        end: new Date(to + 3600_000),
+      }),
+    ),
+  );
+  // By entity, by time: each counter's value.
+  const byTime = new Map<string, Map<number, GovmomiPerfEntity>>(ids.map((id) => [id, new Map()]));
+  for (const answer of await Promise.all(queries)) {
+    for (const [id, e] of Object.entries(answer)) {
+      (e.samples ?? []).forEach((x, i) => {
+        const ts = Date.parse(x.timestamp);
+        if (ts < from || ts > to) return;
+        const points = byTime.get(id)!;
+        const point = points.get(ts) ?? { type, samples: [x], series: {} };
+        for (const [name, values] of Object.entries(e.series)) point.series[name] = [values[i]!];
+        points.set(ts, point);
+      });
+    }
+  }
+  return new Map(
+    [...byTime].map(([id, points]) => [
+      id,
+      [...points].sort(([a], [b]) => a - b).map(([, point]) => expected(point, [0], cpusOf(sim, type, id))),
+    ]),
+  );
 }
 
 const cleanups: (() => Promise<unknown>)[] = [];
@@ -231,7 +293,7 @@ describe('vSphere metrics (PerformanceManager) match govmomi', () => {
     }
   });
 
-  it('reads history at 300 s as govmomi does, oldest first', async () => {
+  it('reads history at 300 s as govmomi does, oldest first, the neutral fields only', async () => {
     const to = Date.now();
     const from = to - 2 * 3600_000;
     for (const [kind, type, ids] of [
@@ -239,27 +301,173 @@ describe('vSphere metrics (PerformanceManager) match govmomi', () => {
       ['HOST', 'HostSystem', hosts],
     ] as const) {
       const history = await vcProvider.metrics.history(kind, ids, from, to, 300);
-      // A wider window than asked for, cut to it here: the oracle does not share our reading of startTime.
-      const oracle = await govmomiPerf(vc, {
-        entities: ids.map((value) => ({ type, value })),
-        counters: COUNTERS,
-        intervalId: 300,
-        start: new Date(from - 3600_000),
-        end: new Date(to + 3600_000),
-      });
+      const oracle = await govmomiHistory(vc, type, ids, from, to, 300);
       for (const id of ids) {
         const points = history.get(id) as MetricSample[];
-        const theirs = oracle[id]!;
-        const inRange = theirs
-          .samples!.map((x, i) => [Date.parse(x.timestamp), i] as const)
-          .filter(([ts]) => ts >= from && ts <= to);
         expect(points.length).toBeGreaterThanOrEqual(23);
-        expect(points.map((x) => x.timestamp)).toEqual(inRange.map(([ts]) => ts));
         expect(points.every((x) => x.timestamp % 300_000 === 0 && x.intervalSeconds === 300)).toBe(true);
-        expect(points).toEqual(inRange.map(([, i]) => expected(theirs, [i], cpusOf(vc, type, id))));
+        // History has no `raw`: the raw counters would cost vCenter's limited query size.
+        expect(points.every((x) => Object.keys(x.raw).length === 0)).toBe(true);
+        expect(points).toEqual(oracle.get(id));
       }
     }
-    await expect(vcProvider.metrics.history('VM', vms.slice(0, 1), from, to, 600)).rejects.toThrow(RangeError);
+    await expect(vcProvider.metrics.history('VM', vms.slice(0, 1), from, to, 600)).rejects.toThrow(
+      new RangeError('vSphere keeps history at 300 s, 1800 s, 7200 s, 86400 s, not at 600 s'),
+    );
+  });
+
+  it('splits history over as few QueryPerf calls as vCenter’s maxQueryMetrics allows', async () => {
+    // 20 VMs x 10 counters: 200 pairs; vCenter allows 64 a call: 6 VMs a call, 4 calls.
+    const ids = vms.slice(0, 20);
+    const to = Date.now();
+    const from = to - 2 * 3600_000;
+    let history: Map<string, MetricSample[] | Error> | undefined;
+    const calls = await callsDuring(vcProvider, async () => {
+      history = await vcProvider.metrics.history('VM', ids, from, to, 300);
+    });
+    const perCall = Math.floor(VSPHERE_PERF_MAX_QUERY_METRICS / HISTORY_COUNTERS.length);
+    expect(calls['QueryPerf']).toBe(Math.ceil(ids.length / perCall));
+    expect(calls['QueryPerf']).toBe(4);
+    // Besides QueryPerf, at most the CPU counts of VMs not read before.
+    expect(Object.keys(calls).filter((m) => m !== 'QueryPerf' && m !== 'RetrievePropertiesEx')).toEqual([]);
+    const oracle = await govmomiHistory(vc, 'VirtualMachine', ids, from, to, 300);
+    for (const id of ids) {
+      expect((history!.get(id) as MetricSample[]).length).toBeGreaterThanOrEqual(23);
+      expect(history!.get(id), id).toEqual(oracle.get(id));
+    }
+    // And all 100 VMs: ceil(100 / 6).
+    const all = await callsDuring(vcProvider, () => vcProvider.metrics.history('VM', vms, from, to, 300));
+    expect(all['QueryPerf']).toBe(17);
+  });
+
+  it('finds out a vCenter that allows fewer pairs a call by halving, and keeps to it for the session', async () => {
+    // config.vpxd.stats.maxQueryMetrics = 8: fewer than one VM's 10 counters.
+    const small = await startVcsim({ cluster: 1, clusterHost: 1, host: 1, vm: 5, perfMaxQueryMetrics: 8 });
+    cleanups.push(() => small.stop());
+    const p = await provider(small);
+    const ids = Object.keys(small.oracle.vms).sort();
+    expect(ids).toHaveLength(10);
+    const to = Date.now();
+    const from = to - 3600_000;
+    let history: Map<string, MetricSample[] | Error> | undefined;
+    const first = await callsDuring(p, async () => {
+      history = await p.metrics.history('VM', ids, from, to, 300);
+    });
+    // 100 pairs: refused as 60 + 40 pairs (64 a call), as 30 + 30 + 30 + 10 (32 a call),
+    // as 10 pairs (16 a call: 4 in flight, the other 6 wait), then 8 a call, each VM's
+    // counters spread over calls: 2 + 4 + 4 + 13.
+    const pairs = ids.length * HISTORY_COUNTERS.length;
+    expect(first).toEqual({ RetrievePropertiesEx: 2, QueryPerf: 2 + 4 + 4 + Math.ceil(pairs / 8) });
+    const oracle = await govmomiHistory(small, 'VirtualMachine', ids.slice(0, 3), from, to, 300, 8);
+    for (const id of ids) expect((history!.get(id) as MetricSample[]).length).toBeGreaterThanOrEqual(11);
+    for (const id of ids.slice(0, 3)) expect(history!.get(id), id).toEqual(oracle.get(id));
+    // The session keeps the budget found: 8 pairs a call, filled, no refusal.
+    const again = await callsDuring(p, () => p.metrics.history('VM', ids, from, to, 300));
+    expect(again).toEqual({ QueryPerf: Math.ceil(pairs / 8) });
+
+    // Configured as the vCenter is: no refusal from the first call.
+    const configured = new VsphereMetrics((fn) => p.withClient(fn), { maxQueryMetrics: 8 });
+    let same: Map<string, MetricSample[] | Error> | undefined;
+    const direct = await callsDuring(p, async () => {
+      same = await configured.history('VM', ids, from, to, 300);
+    });
+    // Its own PerformanceManager read and CPU counts, and 13 calls.
+    expect(direct).toEqual({ RetrievePropertiesEx: 2, QueryPerf: 13 });
+    expect(same).toEqual(history);
+  });
+
+  it('with no limit configured, still finds out vCenter’s', async () => {
+    // maxQueryMetrics -1 (vCenter's "no limit"), against a vCenter that allows 64:
+    // 200 pairs refused, then 2 x 100 refused, then 4 x 50.
+    const unlimited = new VsphereMetrics((fn) => vcProvider.withClient(fn), { maxQueryMetrics: -1 });
+    const ids = vms.slice(0, 20);
+    const to = Date.now();
+    const from = to - 3600_000;
+    let history: Map<string, MetricSample[] | Error> | undefined;
+    const calls = await callsDuring(vcProvider, async () => {
+      history = await unlimited.history('VM', ids, from, to, 300);
+    });
+    expect(calls['QueryPerf']).toBe(7);
+    expect(history).toEqual(await vcProvider.metrics.history('VM', ids, from, to, 300));
+  });
+});
+
+describe('vSphere metrics: the history an endpoint keeps', () => {
+  it('offers vCenter’s default intervals before any read, and as read from a vCenter that keeps them', async () => {
+    const p = await provider(vc);
+    expect(p.metrics.historyResolutions).toEqual(VSPHERE_HISTORY_RESOLUTIONS);
+    // Read with the counters, in the same call.
+    expect(await callsDuring(p, () => p.metrics.sample({ vms: vms.slice(0, 2), hosts: [] }, 20))).toEqual({
+      RetrievePropertiesEx: 2,
+      QueryPerf: 1,
+    });
+    expect(p.metrics.historyResolutions).toEqual([
+      { resolutionSeconds: 300, retentionSeconds: 86_400 },
+      { resolutionSeconds: 1_800, retentionSeconds: 604_800 },
+      { resolutionSeconds: 7_200, retentionSeconds: 2_592_000 },
+      { resolutionSeconds: 86_400, retentionSeconds: 31_536_000 },
+    ]);
+  });
+
+  it('follows a vCenter whose intervals were changed', async () => {
+    // The day's 5-minute samples kept 3 days; the month's and year's intervals turned off.
+    const sim = await startVcsim({
+      cluster: 1,
+      clusterHost: 1,
+      host: 0,
+      vm: 1,
+      perfIntervals: '300:259200,1800:604800,7200:2592000:disabled,86400:31536000:disabled',
+    });
+    cleanups.push(() => sim.stop());
+    const p = await provider(sim);
+    const [vm] = Object.keys(sim.oracle.vms).sort();
+    // The first history read finds them out; 2 days back at 300 s is there.
+    const to = Date.now();
+    const from = to - 2 * 86_400_000;
+    const history = await p.metrics.history('VM', [vm!], from, to, 300);
+    expect(p.metrics.historyResolutions).toEqual([
+      { resolutionSeconds: 300, retentionSeconds: 259_200 },
+      { resolutionSeconds: 1_800, retentionSeconds: 604_800 },
+    ]);
+    const points = history.get(vm!) as MetricSample[];
+    expect(points.length).toBeGreaterThanOrEqual(2 * 288 - 1);
+    expect(points).toEqual((await govmomiHistory(sim, 'VirtualMachine', [vm!], from, to, 300)).get(vm!));
+    // The turned-off ones are refused without a call, naming those kept.
+    expect(
+      await callsDuring(p, () =>
+        expect(p.metrics.history('VM', [vm!], from, to, 7200)).rejects.toThrow(
+          new RangeError('vSphere keeps history at 300 s, 1800 s, not at 7200 s'),
+        ),
+      ),
+    ).toEqual({});
+  });
+
+  it('offers none on a standalone ESXi host, and refuses history there', async () => {
+    // A fresh provider, whose first call is for history: the read tells, before any QueryPerf.
+    const p = await provider(esx);
+    expect(p.metrics.historyResolutions).toEqual(VSPHERE_HISTORY_RESOLUTIONS);
+    const vmIds = Object.keys(esx.oracle.vms);
+    const refused = new RangeError(
+      'vSphere keeps no history here (a standalone ESXi host serves its last hour at 20 s only), not at 300 s',
+    );
+    expect(
+      await callsDuring(p, () =>
+        expect(p.metrics.history('VM', vmIds, Date.now() - 3600_000, Date.now(), 300)).rejects.toThrow(refused),
+      ),
+    ).toEqual({ RetrievePropertiesEx: 1 });
+    // ESXi lists one interval (300 s, 36 h) that it does not serve: none.
+    expect(p.metrics.historyResolutions).toEqual([]);
+    expect(
+      await callsDuring(p, () =>
+        expect(p.metrics.history('HOST', ['ha-host'], Date.now() - 3600_000, Date.now(), 300)).rejects.toThrow(
+          RangeError,
+        ),
+      ),
+    ).toEqual({});
+    // Live samples as ever.
+    const readings = await p.metrics.sample({ vms: vmIds, hosts: [] }, 20);
+    expect([...readings.vms.values()].every(isSample)).toBe(true);
+    expect(esxProvider.metrics.historyResolutions).toEqual([]);
   });
 });
 
@@ -326,9 +534,6 @@ describe('vSphere metrics: upstream calls and failures', () => {
     // perfCounter and the CPU counts.
     expect(await callsDuring(p, () => p.metrics.sample(ids, 20))).toEqual({ RetrievePropertiesEx: 2, QueryPerf: 1 });
     expect(await callsDuring(p, () => p.metrics.sample(ids, 20))).toEqual({ QueryPerf: 1 });
-    expect(await callsDuring(p, () => p.metrics.history('VM', ids.vms, Date.now() - 600_000, Date.now(), 300))).toEqual(
-      { QueryPerf: 1 },
-    );
 
     const a = await admin(esx);
     await terminateSession(a.client, a.content, [await p.withClient(async (s) => s.sessionKey)]);

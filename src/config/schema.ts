@@ -78,6 +78,11 @@ export const vspherePlatformSchema = z
     pageSize: z.number().int().min(1).max(10_000).default(1_000),
     /** Keep-alive interval of the session, in ms (vCenter drops idle sessions after 30 minutes). */
     keepAliveMs: z.number().int().min(1_000).max(1_800_000).default(600_000),
+    /**
+     * vCenter's `config.vpxd.stats.maxQueryMetrics`: entities × counters one
+     * historical QueryPerf may ask for (-1: no limit). History reads are split to fit.
+     */
+    perfMaxQueryMetrics: z.number().int().min(-1).max(1_000_000).default(64),
     gracefulStopTimeoutMs,
     ...retry,
   })

@@ -280,7 +280,12 @@ export class MetricsService {
         async (ids) => {
           this.platformHistory.delete(key);
           const { source } = this.source(k.platformId);
-          const got = await source.history(k.kind, ids, k.from, k.to, k.resolutionSeconds);
+          const got = await source.history(k.kind, ids, k.from, k.to, k.resolutionSeconds).catch((e: unknown) => {
+            // What the platform found it keeps once asked (an ESXi host keeps no history).
+            if (e instanceof RangeError)
+              throw new GatewayError(ErrorCode.INVALID_METRICS_REQUEST, e.message, { platformId: k.platformId });
+            throw e;
+          });
           return ids.map((id) => got.get(id) ?? []);
         },
         { cache: false },

@@ -93,6 +93,17 @@ export interface VcsimOptions {
   port?: number;
   /** Slow methods down, in ms: { PowerOnVM_Task: 1500 }. */
   methodDelay?: Record<string, number>;
+  /**
+   * vCenter's config.vpxd.stats.maxQueryMetrics: the most entity x counter
+   * pairs of a historical QueryPerf (0 or less: no limit).
+   * @default 64
+   */
+  perfMaxQueryMetrics?: number;
+  /**
+   * vCenter's historical intervals, `samplingPeriod:lengthSeconds[:disabled]`
+   * comma-separated (default: vCenter's 300:86400,1800:604800,7200:2592000,86400:31536000).
+   */
+  perfIntervals?: string;
 }
 
 export interface Vcsim {
@@ -205,6 +216,8 @@ export async function startVcsim(opts: VcsimOptions = {}): Promise<Vcsim> {
     `-ds=${opts.ds ?? 1}`,
     `-pg=${opts.pg ?? 1}`,
     ...(opts.esx ? ['-esx'] : []),
+    ...(opts.perfMaxQueryMetrics !== undefined ? [`-perf-max-query-metrics=${opts.perfMaxQueryMetrics}`] : []),
+    ...(opts.perfIntervals !== undefined ? [`-perf-intervals=${opts.perfIntervals}`] : []),
     ...(opts.methodDelay
       ? [
           `-method-delay=${Object.entries(opts.methodDelay)

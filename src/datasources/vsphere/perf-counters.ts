@@ -4,6 +4,7 @@ import type { PropertySpec } from './vim.js';
 import {
   type MoRef,
   type XNode,
+  boolOf,
   child,
   children,
   elementXml,
@@ -14,11 +15,18 @@ import {
   textOf,
 } from './xml.js';
 
-// The PerformanceManager's side of vim25 (the perfCounter property and
-// QueryPerf), typed by hand like vim.ts; names are vSphere's own.
+// The PerformanceManager's side of vim25 (the perfCounter and
+// historicalInterval properties and QueryPerf), typed by hand like vim.ts;
+// names are vSphere's own.
 
-/** Read once per session: every counter the endpoint has, with its key. */
-export const PERF_COUNTER_SPEC: PropertySpec = { type: 'PerformanceManager', paths: ['perfCounter'] };
+/**
+ * Read once per session, in one call: every counter the endpoint has, with
+ * its key, and the historical intervals it keeps (vCenter's are configurable).
+ */
+export const PERF_MANAGER_SPEC: PropertySpec = {
+  type: 'PerformanceManager',
+  paths: ['perfCounter', 'historicalInterval'],
+};
 
 /** One PerfCounterInfo, as much of it as the gateway uses. */
 export interface PerfCounterInfo {
@@ -39,6 +47,28 @@ export function parsePerfCounters(val: XNode): PerfCounterInfo[] {
     const rollup = textOf(child(c, 'rollupType'));
     if (key === null || !group || !name || !rollup) return [];
     return [{ key, name: `${group}.${name}.${rollup}`, unit: textOf(child(child(c, 'unitInfo'), 'key')) ?? '' }];
+  });
+}
+
+/** One PerfInterval of PerformanceManager.historicalInterval. */
+export interface PerfInterval {
+  /** The interval's intervalId in a PerfQuerySpec, in seconds: 300 for vCenter's first. */
+  samplingPeriod: number;
+  /** How long its samples are kept, in seconds. */
+  length: number;
+  /** The statistics level collected (1 to 4); null on ESXi, whose one interval is a baseline. */
+  level: number | null;
+  /** A disabled interval collects nothing. */
+  enabled: boolean;
+}
+
+/** The intervals of a `historicalInterval` property value (ArrayOfPerfInterval). */
+export function parsePerfIntervals(val: XNode): PerfInterval[] {
+  return children(val, 'PerfInterval').flatMap((i) => {
+    const samplingPeriod = intOf(child(i, 'samplingPeriod'));
+    const length = intOf(child(i, 'length'));
+    if (samplingPeriod === null || length === null) return [];
+    return [{ samplingPeriod, length, level: intOf(child(i, 'level')), enabled: boolOf(child(i, 'enabled')) ?? false }];
   });
 }
 

@@ -62,6 +62,9 @@ export class VsphereProvider extends ConnectedProvider<VsphereSession> implement
     this.id = config.id;
     this.uri = config.url;
     this.gracefulStopTimeoutMs = config.gracefulStopTimeoutMs;
+    this.metrics = new VsphereMetrics((fn) => this.connection.use(fn), {
+      maxQueryMetrics: config.perfMaxQueryMetrics,
+    });
     this.connection = new PlatformConnection({
       platformId: config.id,
       logger,
@@ -172,7 +175,7 @@ export class VsphereProvider extends ConnectedProvider<VsphereSession> implement
   }
 
   /** PerformanceManager's counters, read through the platform's session (see metrics.ts). */
-  readonly metrics: VsphereMetrics = new VsphereMetrics((fn) => this.connection.use(fn));
+  readonly metrics: VsphereMetrics;
   readonly unsupported: Unsupported = {
     PAUSE_VM: 'vSphere cannot pause a VM with its memory kept in place; use suspendVm.',
     UNPAUSE_VM: 'vSphere cannot pause a VM with its memory kept in place; use resumeVm.',
