@@ -5,3 +5,5 @@ await import('./soap-xml.js');
 // Live inventory and subscriptions (issue 7): several minutes, see BENCHMARKS.md.
 await import('./live-inventory.js');
 await import('./subscribers.js');
+// Metrics: one sampling at 1,000 and 5,000 VMs against govmomi and the addon (about 3 minutes).
+await import('./metrics-sampling.js');

@@ -58,8 +58,24 @@ export function deviceSum(
   return sum;
 }
 
+/**
+ * A function of a reading's counters, computed once per counters object: a
+ * reading is compared with several others (reset checks, rates), and at
+ * thousands of domains per sampling recomputing the sums is the main cost.
+ */
+function oncePerReading<T>(fn: (counters: Readonly<Record<string, number>>) => T) {
+  const cache = new WeakMap<object, T>();
+  return (counters: Readonly<Record<string, number>>): T => {
+    let v = cache.get(counters);
+    if (v === undefined) cache.set(counters, (v = fn(counters)));
+    return v;
+  };
+}
+
 /** Every counter of a domain that a rate is made of, summed over devices where the rate is: name → value. */
-export function domainRateCounters(counters: Readonly<Record<string, number>>): Map<string, number> {
+export const domainRateCounters = oncePerReading(domainRateCountersOf);
+
+function domainRateCountersOf(counters: Readonly<Record<string, number>>): Map<string, number> {
   const out = new Map<string, number>();
   const cpu = counters['cpu.time'];
   if (cpu !== undefined) out.set('cpu.time', cpu);
@@ -73,7 +89,9 @@ export function domainRateCounters(counters: Readonly<Record<string, number>>): 
 }
 
 /** The host's counters that its CPU rate is made of. */
-export function hostRateCounters(counters: Readonly<Record<string, number>>): Map<string, number> {
+export const hostRateCounters = oncePerReading(hostRateCountersOf);
+
+function hostRateCountersOf(counters: Readonly<Record<string, number>>): Map<string, number> {
   const out = new Map<string, number>();
   for (const f of HOST_CPU_ALL) {
     const v = counters[f];
@@ -167,7 +185,8 @@ export function domainSample(
   const c = current.counters;
   const seconds = previous ? (current.time - previous.time) / 1000 : fallbackIntervalSeconds;
   const sample = emptySample(current.time, seconds);
-  sample.raw = { ...c };
+  // Shared with the reading, not copied: neither is changed once read.
+  sample.raw = c as Record<string, number>;
 
   // The guest's own view: what its balloon driver reports unused (needs the
   // balloon's stats period set, see metrics.ts); the host's view (balloon.rss,
@@ -220,7 +239,8 @@ export function hostSample(
   const c = current.counters;
   const seconds = previous ? (current.time - previous.time) / 1000 : fallbackIntervalSeconds;
   const sample = emptySample(current.time, seconds);
-  sample.raw = { ...c };
+  // Shared with the reading, not copied: neither is changed once read.
+  sample.raw = c as Record<string, number>;
 
   const total = c['memory.total'];
   const free = c['memory.free'];
