@@ -231,6 +231,123 @@ export const redisSchema = z
     path: ['snapshotEveryEntries'],
   });
 
+/** The roles, each including what the one before it may do (auditor stands apart: the audit log). */
+export const ROLES = ['viewer', 'operator', 'admin', 'auditor'] as const;
+const role = z.enum(ROLES);
+const tenantName = z
+  .string()
+  .regex(
+    /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/,
+    'must be 1-63 letters, digits, ".", "_" or "-", starting with a letter or digit',
+  );
+const names = z.array(z.string().min(1)).min(1);
+
+/**
+ * A tenant: a named set of objects. An object belongs to it when it is on
+ * one of `platforms` (all platforms when absent) and, when any other
+ * selector is given, matches at least one of them.
+ */
+export const tenantSchema = z
+  .object({
+    platforms: names.optional(),
+    /** vSphere clusters, by name: their hosts and the VMs on them. */
+    clusters: names.optional(),
+    /** Hosts by name: the VMs on them. */
+    hosts: names.optional(),
+    /** vSphere resource pools, by name: the VMs in them. */
+    resourcePools: names.optional(),
+    /** VM names, as globs (`web-*`, `db-??`). */
+    namePatterns: names.optional(),
+  })
+  .strict();
+
+const jwtAlgorithm = z.enum(['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA']);
+
+export const authSchema = z
+  .object({
+    /**
+     * What a request without credentials may do, as a binding; absent: such
+     * requests are refused (UNAUTHENTICATED). A request with a bad credential
+     * is refused either way, never served as anonymous.
+     */
+    anonymous: z
+      .object({ roles: z.array(role).min(1), tenants: z.array(z.string().min(1)).min(1).default(['*']) })
+      .strict()
+      .optional(),
+    /** Serve anonymous operator or admin access on a non-loopback address (refused at start unless true). */
+    allowAnonymousWriteOnNetwork: z.boolean().default(false),
+    /** OIDC / JWT bearer tokens, checked against a JWKS URL or a static public key. */
+    jwt: z
+      .object({
+        jwksUrl: z.string().url().optional(),
+        /** PEM (SPKI) public key file, instead of jwksUrl. */
+        publicKeyFile: z.string().min(1).optional(),
+        issuer: z.string().min(1),
+        audience: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]),
+        /** Accepted signature algorithms; `none` and HMAC never are. */
+        algorithms: z.array(jwtAlgorithm).min(1).default(['RS256', 'ES256']),
+        clockToleranceSeconds: z.number().int().min(0).max(300).default(30),
+        /** The claim that names the user (`user:<value>` in bindings). */
+        subjectClaim: z.string().min(1).default('sub'),
+        /** The claim listing the user's groups (`group:<name>` in bindings). */
+        groupsClaim: z.string().min(1).default('groups'),
+      })
+      .strict()
+      .refine((j) => Boolean(j.jwksUrl) !== Boolean(j.publicKeyFile), {
+        message: 'give exactly one of jwksUrl and publicKeyFile',
+      })
+      .optional(),
+    /** Service accounts: `npm run create-api-token -- NAME` prints a token once and the entry to paste here. */
+    apiTokens: z
+      .array(
+        z
+          .object({
+            name: tenantName,
+            /** SHA-256 of the token, hex; the token itself is never stored. */
+            sha256: z.string().regex(/^[0-9a-f]{64}$/, 'must be the 64 hex digits of a SHA-256'),
+          })
+          .strict(),
+      )
+      .default([])
+      .superRefine((tokens, ctx) => {
+        tokens.forEach((t, i) => {
+          if (tokens.findIndex((u) => u.name === t.name) !== i)
+            ctx.addIssue({ code: 'custom', message: `duplicate token name "${t.name}"`, path: [i, 'name'] });
+        });
+      }),
+    /** Named sets of objects that bindings grant roles on; `*` (everything) needs no entry. */
+    tenants: z.record(tenantName, tenantSchema).default({}),
+    /** Who has which roles on which tenants. Subjects: `user:<sub>`, `group:<name>`, `token:<name>`. */
+    bindings: z
+      .array(
+        z
+          .object({
+            subjects: z
+              .array(z.string().regex(/^(user|group|token):.+$/, 'must be user:NAME, group:NAME or token:NAME'))
+              .min(1),
+            roles: z.array(role).min(1),
+            tenants: z.array(z.string().min(1)).min(1),
+          })
+          .strict(),
+      )
+      .default([]),
+  })
+  .strict()
+  .superRefine((auth, ctx) => {
+    // A binding to a tenant that does not exist would silently grant nothing.
+    const known = (t: string) => t === '*' || t in auth.tenants;
+    auth.bindings.forEach((b, i) =>
+      b.tenants.forEach((t, j) => {
+        if (!known(t))
+          ctx.addIssue({ code: 'custom', message: `unknown tenant "${t}"`, path: ['bindings', i, 'tenants', j] });
+      }),
+    );
+    auth.anonymous?.tenants.forEach((t, j) => {
+      if (!known(t))
+        ctx.addIssue({ code: 'custom', message: `unknown tenant "${t}"`, path: ['anonymous', 'tenants', j] });
+    });
+  });
+
 export const configSchema = z
   .object({
     server: z
@@ -376,6 +493,12 @@ export const configSchema = z
      * platform, idempotency keys shared. Absent: one instance, in memory.
      */
     redis: redisSchema.optional(),
+    /**
+     * Who may call, and what each caller may see and do. Absent: anonymous
+     * callers are admins of everything, which the gateway serves on a
+     * loopback address only.
+     */
+    auth: authSchema.prefault({ anonymous: { roles: ['admin'], tenants: ['*'] } }),
     platforms: z
       .array(platformSchema)
       .min(1, 'configure at least one platform')
@@ -398,6 +521,9 @@ export const configSchema = z
 export type Config = z.infer<typeof configSchema>;
 export type Limits = z.infer<typeof limitsSchema>;
 export type RedisConfig = z.infer<typeof redisSchema>;
+export type AuthConfig = z.infer<typeof authSchema>;
+export type TenantConfig = z.infer<typeof tenantSchema>;
+export type Role = (typeof ROLES)[number];
 export type MetricsConfig = z.infer<typeof configSchema>['metrics'];
 export type PlatformConfig = z.infer<typeof platformSchema>;
 export type LibvirtPlatformConfig = z.infer<typeof libvirtPlatformSchema>;
