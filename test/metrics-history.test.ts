@@ -8,7 +8,8 @@ import {
   RAW_SAMPLE_BYTES,
   ROLLUP_WINDOW_BYTES,
 } from '../src/metrics/memory-history.js';
-import { RedisMetricHistory } from '../src/metrics/redis-history.js';
+import { RAW_RECORD_BYTES, ROLLUP_CHUNK_WINDOWS } from '../src/metrics/packed-samples.js';
+import { RAW_CHUNK_MS, RedisMetricHistory } from '../src/metrics/redis-history.js';
 import { METRIC_FIELDS, type MetricField, type MetricSample, emptySample } from '../src/model/metrics.js';
 import { type RedisServer, redisServer } from './helpers/redis-server.js';
 import { type RedisClusterProcesses, redisCluster } from './helpers/redis-topologies.js';
@@ -64,6 +65,20 @@ function randomSample(rnd: () => number, timestamp: number, intervalSeconds = 60
   for (const f of METRIC_FIELDS) {
     if (rnd() < 0.2) continue;
     s[f] = f.endsWith('Percent') ? rnd() * 100 : f === 'memoryUsedBytes' ? Math.round(rnd() * 2 ** 34) : rnd() * 1e8;
+  }
+  return s;
+}
+
+/**
+ * A sample as a running VM gives them: every field, except the rates (all
+ * but memory) of the first sample, which has no earlier counters to count from.
+ */
+function steadySample(rnd: () => number, timestamp: number, first: boolean): MetricSample {
+  const s = emptySample(timestamp, 60);
+  for (const f of METRIC_FIELDS) {
+    if (f === 'memoryUsedBytes') s[f] = Math.round(rnd() * 2 ** 34);
+    else if (f === 'memoryUsagePercent') s[f] = rnd() * 100;
+    else if (!first) s[f] = f.endsWith('Percent') ? rnd() * 100 : rnd() * 1e8;
   }
   return s;
 }
@@ -193,6 +208,7 @@ describe.each(KINDS)('the $name metrics history', ({ open }) => {
         const points = await store.read('kvm', 'VM', id, T0, T0 + HOUR, 300, aggregate);
         expect(points.length, id).toBeGreaterThanOrEqual(id === 'gone' ? 3 : 6);
         expectSamples(points, expectedPoints(closed, 300, aggregate));
+        expect((await store.kept('kvm', 'VM', id)).rollupFrom).toBe(points[0]!.timestamp);
       }
     }
     await store.close();
@@ -274,6 +290,27 @@ describe.each(KINDS)('the $name metrics history', ({ open }) => {
     const window = (await store.read('kvm', 'VM', 'a', late, late + 60 * SEC, 60, 'MAXIMUM'))[0]!;
     await store.record('kvm', 'VM', new Map([['a', sample(late, 10, { cpuUsagePercent: 1_000 })]]));
     expectSamples(await store.read('kvm', 'VM', 'a', late, late + 60 * SEC, 60, 'MAXIMUM'), [window]);
+    await store.close();
+  });
+
+  it('puts a late sample in time order, and computes its closed window again', async () => {
+    const store = open();
+    const at = (seconds: number) => T0 + seconds * SEC;
+    // 900 s ends a 15-minute span, 910 s starts the next.
+    for (const t of [10, 130, 250, 370, 900, 910])
+      await store.record('kvm', 'VM', new Map([['a', sample(at(t), 60, { cpuUsagePercent: t })]]));
+    // 190 s comes after the window (0, 300 s] closed.
+    await store.record('kvm', 'VM', new Map([['a', sample(at(190), 60, { cpuUsagePercent: 1_000 })]]));
+    const raw = await store.read('kvm', 'VM', 'a', T0, T0 + HOUR, null, 'AVERAGE');
+    expect(raw.map((s) => [s.timestamp, s.cpuUsagePercent])).toEqual(
+      [10, 130, 190, 250, 370, 900, 910].map((t) => [at(t), t === 190 ? 1_000 : t]),
+    );
+    const windows = await store.read('kvm', 'VM', 'a', T0, T0 + HOUR, 300, 'AVERAGE');
+    expect(windows.map((s) => [s.timestamp, s.cpuUsagePercent])).toEqual([
+      [at(300), (10 + 130 + 1_000 + 250) / 4],
+      [at(600), 370],
+      [at(900), 900],
+    ]);
     await store.close();
   });
 
@@ -404,11 +441,98 @@ describe('the Redis metrics history', () => {
         expectedPoints(raw.slice(0, 2), 300, 'MAXIMUM'),
       );
     }
-    // Every key of the platform under its hash tag, each with a TTL.
+    // Every key of the platform under its hash tag, each with a TTL: per object a raw chunk, a rollup chunk and
+    // (where a field had values in some of a window's samples only, as random nulls make likely) a counts entry.
+    const base = `bulk${prefixes}:{vc}:history:VM:`;
     const keys = await client.keys(`bulk${prefixes}:*`);
-    expect(keys.every((k) => k.startsWith(`bulk${prefixes}:{vc}:history:VM:`))).toBe(true);
-    expect(keys.length).toBe(2 * 5_000 + 3);
-    for (const k of [keys[0]!, keys[keys.length - 1]!]) expect(await client.pttl(k)).toBeGreaterThan(0);
+    expect(keys.every((k) => k.startsWith(base))).toBe(true);
+    const family = (name: string) => keys.filter((k) => k.startsWith(`${base}${name}:`));
+    expect(family('raw').length).toBe(5_000);
+    expect(family('rollup').length).toBe(5_000);
+    expect(family('counts').length).toBeGreaterThan(0);
+    expect(keys.length).toBe(2 * 5_000 + family('counts').length + 3);
+    for (const k of [family('raw')[0]!, family('rollup')[0]!, family('counts')[0]!, `${base}objects`, `${base}closed`])
+      expect(await client.pttl(k)).toBeGreaterThan(0);
+    await store.close();
+  });
+
+  it('keeps the full retention of an object in well under a megabyte, as Redis counts its memory', async () => {
+    const client = redisClient();
+    const prefix = `size${++prefixes}:`;
+    const store = new RedisMetricHistory(client, prefix);
+    const rnd = random(11);
+    // Native IDs as long as libvirt's UUIDs: key names are part of what a chunk costs.
+    const ids = Array.from({ length: 10 }, (_, i) => `6f1c2a4e-0000-4000-8000-${String(i).padStart(12, '0')}`);
+    // From the start of a rollup chunk, six chunks of 5-minute windows (24 h 30 min) at 60 s: a day of raw
+    // samples, and rollup chunks all full.
+    const chunkMs = ROLLUP_CHUNK_WINDOWS * 5 * MIN;
+    const start = Math.ceil(T0 / chunkMs) * chunkMs;
+    const windows = 6 * ROLLUP_CHUNK_WINDOWS;
+    for (let k = 0; k <= windows * 5; k++) {
+      const ts = start + 30 * SEC + k * MIN;
+      await store.record('kvm', 'VM', new Map(ids.map((id) => [id, steadySample(rnd, ts, k === 0)] as const)));
+    }
+    const points = await store.read('kvm', 'VM', ids[3]!, start, start + 2 * 86_400 * SEC, 300, 'AVERAGE');
+    expect(points.length).toBe(windows);
+
+    const base = `${prefix}{kvm}:history:VM:`;
+    const total = async (commands: string[][]) =>
+      ((await client.pipeline(commands).exec()) ?? []).reduce((sum, [err, value]) => {
+        if (err) throw err;
+        return sum + Number(value);
+      }, 0);
+    const usage = (keys: string[]) => total(keys.map((k) => ['memory', 'usage', k, 'samples', '0']));
+    const [raw = [], rollup = [], counts = []] = await Promise.all(
+      ['raw', 'rollup', 'counts'].map((f) => client.keys(`${base}${f}:*`)),
+    );
+    const indexes = ['objects', 'rolled', 'closed'].map((k) => `${base}${k}`);
+    expect(raw.length + rollup.length + counts.length + 3).toBe((await client.keys(`${prefix}*`)).length);
+    expect(rollup.length).toBe(6 * ids.length);
+    // Only the first window of each object has fields with values in some of its samples (no rates yet).
+    expect(counts.length).toBe(ids.length);
+
+    const samples = (await total(raw.map((k) => ['strlen', k]))) / RAW_RECORD_BYTES;
+    const perSample = (await usage(raw)) / samples;
+    const perWindow = ((await usage(rollup)) + (await usage(counts))) / (ids.length * windows);
+    const perObject = 1_440 * perSample + 8_640 * perWindow + (await usage(indexes)) / ids.length;
+    // The layout before, measured so: 204 bytes a sample, 325 a window, 3.1 MB an object; this one with Redis 7.0:
+    // 59 bytes, 87 bytes, 0.84 MB.
+    expect(perSample).toBeLessThanOrEqual(64);
+    expect(perWindow).toBeLessThanOrEqual(90);
+    expect(perObject).toBeLessThanOrEqual(1_200_000);
+    expect(perObject).toBeLessThanOrEqual(900_000);
+    await store.close();
+  });
+
+  it('deletes what is past retention, and every key of an object once nothing of it is kept', async () => {
+    const client = redisClient();
+    const prefix = `trim${++prefixes}:`;
+    const store = new RedisMetricHistory(client, prefix, { retention: SMALL });
+    const rnd = random(12);
+    for (let k = 0; k < 3 * 360; k++) {
+      const ts = T0 + 5 * SEC + k * 10 * SEC;
+      const s = new Map<string, MetricSample>(
+        Array.from({ length: 10 }, (_, i) => [`vm-${i}`, randomSample(rnd, ts, 10)]),
+      );
+      // Five that go away after an hour.
+      if (k < 360) for (let i = 0; i < 5; i++) s.set(`gone-${i}`, randomSample(rnd, ts, 10));
+      await store.record('kvm', 'VM', s);
+    }
+    const base = `${prefix}{kvm}:history:VM:`;
+    const keys = await client.keys(`${prefix}*`);
+    // Gone for two hours, longer than either retention (10 min raw, 30 min rollups): nothing of them is left.
+    expect(keys.filter((k) => k.includes(':gone-'))).toEqual([]);
+    expect(await client.zcard(`${base}objects`)).toBe(10);
+    expect(await client.zcard(`${base}rolled`)).toBe(10);
+    // Of the others, the chunks that hold what retention keeps: raw samples of 10 minutes and a window at most
+    // (two 15-minute chunks), rollups of 30 minutes and a window (two chunks of 49 one-minute windows).
+    expect(RAW_CHUNK_MS).toBe(15 * MIN);
+    for (const family of ['raw', 'rollup', 'counts']) {
+      for (let i = 0; i < 10; i++) {
+        const held = keys.filter((k) => k.startsWith(`${base}${family}:vm-${i}:`));
+        expect(held.length, `${family} of vm-${i}`).toBeLessThanOrEqual(2);
+      }
+    }
     await store.close();
   });
 });

@@ -73,8 +73,13 @@ export function windowsToClose(
  * kept reaches at most that much further back than retention.
  */
 export function trimDue(closedEnd: number | null, lastEnd: number, windowMs: number, retentionMs: number): boolean {
-  const period = Math.max(windowMs, retentionMs / 100);
+  const period = trimPeriod(windowMs, retentionMs);
   return closedEnd === null || Math.floor(lastEnd / period) !== Math.floor(closedEnd / period);
+}
+
+/** How often trimDue() says to trim what is kept for `retentionMs` (ms): a hundredth of it, at least a window. */
+export function trimPeriod(windowMs: number, retentionMs: number): number {
+  return Math.max(windowMs, retentionMs / 100);
 }
 
 /** Sums one window's raw values as they come, oldest first or not. */
