@@ -1,6 +1,6 @@
 /**
  * The house's layer order, checked on every test run. Rooms, bottom first:
- *   model -> config -> state -> datasources -> inventory -> metrics -> mutations -> subscriptions
+ *   model -> config -> access -> state -> datasources -> inventory -> metrics -> mutations -> subscriptions
  *   -> resolvers (with generated/) -> server -> main.ts, cli/
  * A room imports only rooms below it (and itself). A platform folder
  * (datasources/<kind>/) is reached only through the provider interface and
@@ -9,6 +9,7 @@
 const ROOMS = [
   'model',
   'config',
+  'access',
   'datasources',
   'inventory',
   'metrics',

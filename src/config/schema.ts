@@ -254,8 +254,6 @@ export const tenantSchema = z
     clusters: names.optional(),
     /** Hosts by name: the VMs on them. */
     hosts: names.optional(),
-    /** vSphere resource pools, by name: the VMs in them. */
-    resourcePools: names.optional(),
     /** VM names, as globs (`web-*`, `db-??`). */
     namePatterns: names.optional(),
   })

@@ -11,6 +11,7 @@ import type { Provider } from '../datasources/provider.js';
 import type { PlatformRegistry } from '../datasources/registry.js';
 import { createRequestScope } from '../datasources/request-scope.js';
 import { type VolumeIndex, indexVolumes } from '../datasources/volume-index.js';
+import type { CallerAccess, VmPlacement } from '../access/policy.js';
 import type { Inventory } from './inventory.js';
 import type { PlatformMirror } from './platform-mirror.js';
 
@@ -120,13 +121,17 @@ function perObjectLoader<V>(
   );
 }
 
-/** A loader of one whole-platform listing per platform ID, read once per request. */
+/**
+ * A loader of one whole-platform listing per platform ID, read once per
+ * request; `keep` cuts it down to what the caller may see.
+ */
 function perPlatformLoader<V>(
   registry: PlatformRegistry,
   deadline: Deadline,
   list: (provider: Provider) => Promise<V>,
   fromMirror: (mirror: PlatformMirror) => V,
   mirrorOf: (platformId: string) => PlatformMirror | null,
+  keep: (platformId: string, value: V) => V | Promise<V> = (_p, v) => v,
 ): DataLoader<string, V> {
   return new DataLoader<string, V>(async (platformIds) =>
     Promise.all(
@@ -134,9 +139,8 @@ function perPlatformLoader<V>(
         const provider = registry.get(id);
         if (!provider) return new Error(`unknown platform "${id}"`);
         const mirror = mirrorOf(id);
-        if (mirror) return fromMirror(mirror);
         try {
-          return await beforeDeadline(list(provider), id, deadline);
+          return await keep(id, mirror ? fromMirror(mirror) : await beforeDeadline(list(provider), id, deadline));
         } catch (e) {
           return e instanceof Error ? e : new Error(String(e));
         }
@@ -159,7 +163,10 @@ export function createLoaders(
   inventory: Inventory,
   deadline: Deadline,
   direct: DirectReadObserver = () => {},
+  /** What the caller may see; null (or one who sees everything): no filtering. */
+  access: CallerAccess | null = null,
 ) {
+  const limited = access && !access.seesEverything ? access : null;
   const scope = createRequestScope();
   const chosen = new Map<string, PlatformMirror | null>();
   const mirrorOf = (platformId: string) => {
@@ -168,17 +175,67 @@ export function createLoaders(
     if (!chosen.has(platformId)) chosen.set(platformId, source(inventory, platformId, direct));
     return chosen.get(platformId) ?? null;
   };
-  const platformLoader = <V>(list: (p: Provider) => Promise<V>, fromMirror: (m: PlatformMirror) => V) =>
-    perPlatformLoader(registry, deadline, list, fromMirror, mirrorOf);
+  // Infrastructure is shown to whoever holds a role on a tenant of its platform.
+  const platformLoader = <V>(
+    list: (p: Provider) => Promise<readonly V[]>,
+    fromMirror: (m: PlatformMirror) => readonly V[],
+  ) =>
+    perPlatformLoader(registry, deadline, list, fromMirror, mirrorOf, (platformId, records) =>
+      !limited || limited.seesPlatform(platformId) ? records : [],
+    );
   const objectLoader = <V>(
     batch: (p: Provider, ids: readonly string[]) => Promise<(V | Error)[]>,
     fromMirror: (m: PlatformMirror, id: string) => V | undefined,
   ) => perObjectLoader(registry, deadline, batch, fromMirror, mirrorOf);
-  const vms = platformLoader<readonly VmRecord[]>(
+  const hostsOf = perPlatformLoader<readonly HostRecord[]>(
+    registry,
+    deadline,
+    (p) => p.listHosts(scope),
+    (m) => m.listHosts(),
+    mirrorOf,
+  );
+  const clustersOf = perPlatformLoader<readonly ClusterRecord[]>(
+    registry,
+    deadline,
+    (p) => p.listClusters(scope),
+    (m) => m.listClusters(),
+    mirrorOf,
+  );
+  /** Where a platform's VMs are, by the names tenants select on: from the mirror, else from the listings. */
+  const placements = async (platformId: string): Promise<(vm: VmRecord) => VmPlacement> => {
+    const mirror = mirrorOf(platformId);
+    const [hosts, clusters] = mirror
+      ? [null, null]
+      : await Promise.all([hostsOf.load(platformId), clustersOf.load(platformId)]);
+    const hostById = hosts ? new Map(hosts.map((h) => [h.nativeId, h])) : null;
+    const clusterById = clusters ? new Map(clusters.map((c) => [c.nativeId, c])) : null;
+    return (vm) => {
+      const host = vm.hostNativeId
+        ? mirror
+          ? mirror.host(vm.hostNativeId)
+          : hostById?.get(vm.hostNativeId)
+        : undefined;
+      const clusterId = host?.clusterNativeId;
+      const cluster = clusterId ? (mirror ? mirror.cluster(clusterId) : clusterById?.get(clusterId)) : undefined;
+      return { platformId, name: vm.name, hostName: host?.name ?? null, clusterName: cluster?.name ?? null };
+    };
+  };
+  /** The VMs of one platform the caller may see. */
+  const visibleOf = async (platformId: string, list: readonly VmRecord[]): Promise<readonly VmRecord[]> => {
+    if (!limited) return list;
+    if (!limited.seesPlatform(platformId)) return [];
+    const place = await placements(platformId);
+    return list.filter((v) => limited.seesVm(place(v)));
+  };
+  const vms = perPlatformLoader<readonly VmRecord[]>(
+    registry,
+    deadline,
     (p) => p.listVms(scope),
     (m) => m.listVms(),
+    mirrorOf,
+    visibleOf,
   );
-  const storage = platformLoader<readonly StorageRecord[]>(
+  const storage = platformLoader<StorageRecord>(
     (p) => p.listStorage(scope),
     (m) => m.listStorage(),
   );
@@ -187,15 +244,15 @@ export function createLoaders(
     (m, id) => m.volumes(id) ?? [],
   );
   return {
-    datacenters: platformLoader<readonly DatacenterRecord[]>(
+    datacenters: platformLoader<DatacenterRecord>(
       (p) => p.listDatacenters(scope),
       (m) => m.listDatacenters(),
     ),
-    clusters: platformLoader<readonly ClusterRecord[]>(
+    clusters: platformLoader<ClusterRecord>(
       (p) => p.listClusters(scope),
       (m) => m.listClusters(),
     ),
-    hosts: platformLoader<readonly HostRecord[]>(
+    hosts: platformLoader<HostRecord>(
       (p) => p.listHosts(scope),
       (m) => m.listHosts(),
     ),
@@ -208,7 +265,7 @@ export function createLoaders(
       (p, ids) => p.getSnapshots(ids, scope),
       (m, id) => m.snapshots(id),
     ),
-    networks: platformLoader<readonly NetworkRecord[]>(
+    networks: platformLoader<NetworkRecord>(
       (p) => p.listNetworks(scope),
       (m) => m.listNetworks(),
     ),
@@ -216,10 +273,18 @@ export function createLoaders(
     volumes,
     /** The mirror this request reads a platform from, or null when it reads the platform directly. */
     mirrorOf,
+    /** Of some VMs of one platform (a relation's, read from the mirror's indexes), those the caller may see. */
+    visible: visibleOf,
+    /** What the caller may see and do; null when it sees everything. */
+    access: limited,
     /** A VM by native ID: at once from the mirror, else from the platform's listing (indexed once per request). */
     vm(platformId: string, nativeId: string): VmRecord | null | Promise<VmRecord | null> {
       const mirror = mirrorOf(platformId);
-      if (mirror) return mirror.vm(nativeId)?.vm ?? null;
+      if (mirror && !limited) return mirror.vm(nativeId)?.vm ?? null;
+      if (mirror) {
+        const vm = mirror.vm(nativeId)?.vm;
+        return vm ? visibleOf(platformId, [vm]).then((seen) => seen[0] ?? null) : null;
+      }
       return vms.load(platformId).then((listing) => {
         let index = vmIndexes.get(listing);
         if (!index) vmIndexes.set(listing, (index = new Map(listing.map((v) => [v.nativeId, v]))));
@@ -227,9 +292,12 @@ export function createLoaders(
       });
     },
     /** Every volume of a platform, indexed once per request (disks look their volume up in it). */
-    volumeIndex: platformLoader<VolumeIndex>(
+    volumeIndex: perPlatformLoader<VolumeIndex>(
+      registry,
+      deadline,
       async (p) => volumeIndexOf(p.id),
       (m) => m.volumeIndex(),
+      mirrorOf,
     ),
   };
 

@@ -171,7 +171,8 @@ export async function vmsRelatedTo(
   scan: (details: VmDetails) => boolean,
 ): Promise<VmRecord[]> {
   const mirror = ctx.loaders.mirrorOf(platformId);
-  if (mirror) return mirror.vmRecords(fromMirror(mirror));
+  if (mirror) return [...(await ctx.loaders.visible(platformId, mirror.vmRecords(fromMirror(mirror))))];
+  // The listing the scan starts from is already cut down to what the caller may see.
   return (await vmsWithDetails(ctx, platformId)).filter(({ details }) => scan(details)).map(({ vm }) => vm);
 }
 

@@ -1,0 +1,165 @@
+import type { AuthConfig, Role, TenantConfig } from '../config/schema.js';
+import { type Caller, subjectsOf } from '../model/caller.js';
+
+/** Where a VM is, as far as tenants can tell: what their selectors match. */
+export interface VmPlacement {
+  platformId: string;
+  name: string;
+  hostName: string | null;
+  clusterName: string | null;
+}
+
+/** One role on one tenant (`*`: every object). */
+interface Grant {
+  role: Role;
+  tenant: TenantConfig | '*';
+}
+
+/** The mutations each role may run; each role may do what the ones before it may. */
+const OPERATOR_ACTIONS = new Set([
+  'startVm',
+  'stopVm',
+  'rebootVm',
+  'resetVm',
+  'suspendVm',
+  'resumeVm',
+  'pauseVm',
+  'unpauseVm',
+  'createSnapshot',
+  'revertToSnapshot',
+  'deleteSnapshot',
+  'powerVms',
+  'snapshotVms',
+  'cancelTask',
+]);
+const ADMIN_ACTIONS = new Set(['createVm', 'cloneVm', 'deleteVm', 'reconfigureVm', 'migrateVm', 'deployVms']);
+
+const RANK: Record<Exclude<Role, 'auditor'>, number> = { viewer: 1, operator: 2, admin: 3 };
+
+/** The least role an action needs. */
+export function roleNeeded(action: string): Exclude<Role, 'auditor'> {
+  if (ADMIN_ACTIONS.has(action)) return 'admin';
+  if (OPERATOR_ACTIONS.has(action)) return 'operator';
+  return 'admin';
+}
+
+/** A glob (`*`, `?`) as a whole-string, case-sensitive pattern. */
+function globRegExp(glob: string): RegExp {
+  const body = glob
+    .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+    .replace(/\*/g, '.*')
+    .replace(/\?/g, '.');
+  return new RegExp(`^${body}$`);
+}
+
+/** Whether a tenant holds a VM: on one of its platforms and, when it has other selectors, matching one. */
+function tenantHolds(tenant: TenantConfig, vm: VmPlacement, patterns: Map<string, RegExp>): boolean {
+  if (tenant.platforms && !tenant.platforms.includes(vm.platformId)) return false;
+  const selectors = [tenant.clusters, tenant.hosts, tenant.namePatterns];
+  if (selectors.every((s) => s === undefined)) return true;
+  if (tenant.clusters && vm.clusterName !== null && tenant.clusters.includes(vm.clusterName)) return true;
+  if (tenant.hosts && vm.hostName !== null && tenant.hosts.includes(vm.hostName)) return true;
+  return (tenant.namePatterns ?? []).some((g) => {
+    let re = patterns.get(g);
+    if (!re) patterns.set(g, (re = globRegExp(g)));
+    return re.test(vm.name);
+  });
+}
+
+/** Whether a tenant may hold objects of a platform at all. */
+const tenantOnPlatform = (tenant: TenantConfig | '*', platformId: string) =>
+  tenant === '*' || !tenant.platforms || tenant.platforms.includes(platformId);
+
+export type Decision = { allowed: true } | { allowed: false; reason: string };
+
+/**
+ * What one caller may see and do, from the configured bindings: the one
+ * place every read filter and every mutation check asks. VMs belong to
+ * tenants; the infrastructure they run on (datacenters, clusters, hosts,
+ * networks, storage) is shared, and shown to whoever holds a role on a
+ * tenant of its platform, as KubeVirt shows nodes to every namespace.
+ */
+export class CallerAccess {
+  private readonly patterns = new Map<string, RegExp>();
+
+  constructor(
+    readonly caller: Caller,
+    private readonly grants: readonly Grant[],
+  ) {}
+
+  /** Sees every object of every platform: reads need no filtering. */
+  get seesEverything(): boolean {
+    return this.grants.some((g) => g.tenant === '*' && g.role !== 'auditor');
+  }
+
+  /** May read the audit log. */
+  get readsAudit(): boolean {
+    return this.grants.some((g) => g.role === 'auditor' || g.role === 'admin');
+  }
+
+  /** Holds a role (other than auditor) on a tenant that may hold objects of this platform. */
+  seesPlatform(platformId: string): boolean {
+    return this.grants.some((g) => g.role !== 'auditor' && tenantOnPlatform(g.tenant, platformId));
+  }
+
+  /** The highest role the caller holds over a VM, or null when the VM is hidden from it. */
+  roleOn(vm: VmPlacement): Exclude<Role, 'auditor'> | null {
+    let best: Exclude<Role, 'auditor'> | null = null;
+    for (const g of this.grants) {
+      if (g.role === 'auditor') continue;
+      if (best && RANK[best] >= RANK[g.role]) continue;
+      if (g.tenant === '*' || tenantHolds(g.tenant, vm, this.patterns)) best = g.role;
+    }
+    return best;
+  }
+
+  seesVm(vm: VmPlacement): boolean {
+    return this.roleOn(vm) !== null;
+  }
+
+  /** May the caller run `action` on this VM (or, for a VM to be created, on the VM it would be)? */
+  may(action: string, vm: VmPlacement): Decision {
+    const needed = roleNeeded(action);
+    const held = this.roleOn(vm);
+    if (held && RANK[held] >= RANK[needed]) return { allowed: true };
+    return {
+      allowed: false,
+      reason: held
+        ? `${action} needs the ${needed} role on ${vm.name}; ${this.caller.id} is ${held} there.`
+        : `${this.caller.id} holds no role that allows ${action} on ${vm.name}.`,
+    };
+  }
+}
+
+/** The configured bindings, resolved per caller. */
+export class AccessPolicy {
+  private readonly cache = new Map<string, CallerAccess>();
+
+  constructor(private readonly auth: AuthConfig) {}
+
+  /** What a caller may see and do (resolved once per caller identity and groups). */
+  for(caller: Caller): CallerAccess {
+    const key = `${caller.id}\u0000${caller.groups.join('\u0000')}`;
+    let access = this.cache.get(key);
+    if (!access) {
+      access = new CallerAccess(caller, this.grantsOf(caller));
+      // Bounded: identities come and go; the grants are cheap to resolve again.
+      if (this.cache.size >= 10_000) this.cache.clear();
+      this.cache.set(key, access);
+    }
+    return access;
+  }
+
+  private grantsOf(caller: Caller): Grant[] {
+    const tenant = (name: string): TenantConfig | '*' =>
+      name === '*' ? '*' : (this.auth.tenants[name] as TenantConfig);
+    if (caller.kind === 'anonymous') {
+      const a = this.auth.anonymous;
+      return a ? a.roles.flatMap((role) => a.tenants.map((t) => ({ role, tenant: tenant(t) }))) : [];
+    }
+    const subjects = new Set(subjectsOf(caller));
+    return this.auth.bindings
+      .filter((b) => b.subjects.some((s) => subjects.has(s)))
+      .flatMap((b) => b.roles.flatMap((role) => b.tenants.map((t) => ({ role, tenant: tenant(t) }))));
+  }
+}
