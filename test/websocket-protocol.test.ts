@@ -161,6 +161,7 @@ describe('the WebSocket send path', () => {
       connectionInitTimeoutMs: 5_000,
       keepAliveMs: 60_000,
       highWaterBytes: 256 * 1024,
+      init: async () => ({ kind: 'accepted', state: null, closeAt: null }),
       onInternalError: (e) => {
         throw e;
       },

@@ -6,6 +6,9 @@ export function createLogger(level: string): Logger {
     level,
     base: { service: 'virt-graph' },
     timestamp: pino.stdTimeFunctions.isoTime,
-    redact: { paths: ['password', '*.password', '*.*.password', 'headers.authorization'], censor: '[redacted]' },
+    redact: {
+      paths: ['password', '*.password', '*.*.password', 'authorization', '*.authorization', 'headers.authorization'],
+      censor: '[redacted]',
+    },
   });
 }

@@ -364,10 +364,12 @@ export const configSchema = z
         /** How long SIGTERM waits for requests in flight before closing, in ms. */
         shutdownGraceMs: z.number().int().min(0).max(600_000).default(10_000),
         /**
-         * Browser origins allowed to call the API (CORS), for example
-         * `https://portal.example`; `*` allows any. An empty list sends no CORS headers.
+         * Browser origins allowed to call the API besides the gateway's own
+         * pages (CORS headers, and the Origin check on requests and WebSocket
+         * upgrades), for example `https://portal.example`; `*` allows any.
+         * Empty (the default): no foreign origin.
          */
-        corsOrigins: z.array(z.string().min(1)).default(['*']),
+        corsOrigins: z.array(z.string().min(1)).default([]),
       })
       .strict()
       .prefault({}),

@@ -202,7 +202,9 @@ export function createLoaders(
     mirrorOf,
   );
   /** Where a platform's VMs are, by the names tenants select on: from the mirror, else from the listings. */
-  const placements = async (platformId: string): Promise<(vm: VmRecord) => VmPlacement> => {
+  const placements = async (
+    platformId: string,
+  ): Promise<(vm: Pick<VmRecord, 'name' | 'hostNativeId'>) => VmPlacement> => {
     const mirror = mirrorOf(platformId);
     const [hosts, clusters] = mirror
       ? [null, null]
@@ -227,14 +229,25 @@ export function createLoaders(
     const place = await placements(platformId);
     return list.filter((v) => limited.seesVm(place(v)));
   };
-  const vms = perPlatformLoader<readonly VmRecord[]>(
+  const rawVms = perPlatformLoader<readonly VmRecord[]>(
     registry,
     deadline,
     (p) => p.listVms(scope),
     (m) => m.listVms(),
     mirrorOf,
-    visibleOf,
   );
+  const vms = limited
+    ? new DataLoader<string, readonly VmRecord[]>((ids) =>
+        Promise.all(
+          ids.map((id) =>
+            rawVms.load(id).then(
+              (list) => visibleOf(id, list),
+              (e: unknown) => e as Error,
+            ),
+          ),
+        ),
+      )
+    : rawVms;
   const storage = platformLoader<StorageRecord>(
     (p) => p.listStorage(scope),
     (m) => m.listStorage(),
@@ -275,6 +288,23 @@ export function createLoaders(
     mirrorOf,
     /** Of some VMs of one platform (a relation's, read from the mirror's indexes), those the caller may see. */
     visible: visibleOf,
+    /** Every VM of a platform, whoever asks: for checks that must see them all (a new VM's name is free). */
+    allVms: rawVms,
+    /** Where a VM is (or one to be created would be), by the names tenants select on. */
+    async placementOf(vm: {
+      platformId: string;
+      name: string;
+      hostNativeId: string | null;
+      clusterNativeId?: string | null;
+    }): Promise<VmPlacement> {
+      const placed = (await placements(vm.platformId))(vm);
+      if (placed.clusterName !== null || !vm.clusterNativeId) return placed;
+      const mirror = mirrorOf(vm.platformId);
+      const cluster = mirror
+        ? mirror.cluster(vm.clusterNativeId)
+        : (await clustersOf.load(vm.platformId)).find((c) => c.nativeId === vm.clusterNativeId);
+      return { ...placed, clusterName: cluster?.name ?? null };
+    },
     /** What the caller may see and do; null when it sees everything. */
     access: limited,
     /** A VM by native ID: at once from the mirror, else from the platform's listing (indexed once per request). */

@@ -547,6 +547,7 @@ export class PlatformMirror implements WatchSink {
       aspects,
       previousPowerState: before?.vm.powerState ?? null,
       powerState: after?.vm.powerState ?? null,
+      vm: { name: (after ?? before)?.vm.name ?? nativeId, hostNativeId: (after ?? before)?.vm.hostNativeId ?? null },
     });
   }
 }

@@ -47,6 +47,22 @@ export const ErrorCode = {
    * points than `metrics.maxSeriesPoints`. The error's extensions say what is possible.
    */
   INVALID_METRICS_REQUEST: 'INVALID_METRICS_REQUEST',
+  /**
+   * The request's credential was refused: malformed, unknown, expired, not
+   * yet valid, for another issuer or audience, signed with an algorithm or
+   * key the gateway does not accept, or unsigned; or it carried none where
+   * anonymous callers are not allowed. Never served as anonymous instead.
+   * On HTTP with status 401 and `WWW-Authenticate: Bearer`; a WebSocket is
+   * closed with 4403 instead. Send a valid token and retry.
+   */
+  UNAUTHENTICATED: 'UNAUTHENTICATED',
+  /** The caller's roles do not allow this read (the audit log without the auditor or admin role). */
+  FORBIDDEN: 'FORBIDDEN',
+  /**
+   * A browser page from an origin not in `server.corsOrigins` called the
+   * gateway (HTTP status 403; a WebSocket upgrade is refused with 403 too).
+   */
+  ORIGIN_NOT_ALLOWED: 'ORIGIN_NOT_ALLOWED',
   /** The upstream answered with an error the gateway did not expect. */
   UPSTREAM_ERROR: 'UPSTREAM_ERROR',
   /** Anything else; details are in the server log only. */

@@ -38,6 +38,11 @@ export interface InventoryEvent {
   /** VMs only: the power state before and after (null when it did not exist). */
   previousPowerState: PowerState | null;
   powerState: PowerState | null;
+  /**
+   * VMs only: its name and host (after the change, or before it when it was
+   * removed), so that who may see it can be decided once it is gone too.
+   */
+  vm?: { name: string; hostNativeId: string | null };
 }
 
 export interface PlatformStatusEvent {

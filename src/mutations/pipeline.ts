@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 
-import type { Authorizer } from './authorizer.js';
+import type { CallerAccess } from '../access/policy.js';
 import type { AuditLog } from './audit-log.js';
 import { redact } from './audit-log.js';
 import type { OperationResult, Reconfiguration, VmOperation, VmOperationKind, VmSpec } from '../model/operations.js';
@@ -17,6 +17,9 @@ import type { Idempotency } from './idempotency.js';
 /** What the mutation path needs of the request it serves: who asks, and its reads of the platforms. */
 export interface MutationCall {
   caller: Caller;
+  /** What the caller may do: every mutation asks it about its target. */
+  access: CallerAccess;
+  /** The caller's reads: a VM it may not see is one that does not exist. */
   loaders: Loaders;
   registry: PlatformRegistry;
 }
@@ -122,7 +125,6 @@ export type StoredOutcome =
 export interface MutationPipelineDeps {
   tasks: TaskManager;
   audit: AuditLog;
-  authorizer: Authorizer;
   idempotencyKeys: Idempotency<StoredOutcome>;
   /** Brings the live inventory up to date with VMs an operation changed, before its task succeeds. */
   inventory: { refresh(platformId: string, what: { vms: readonly string[]; storage: boolean }): Promise<void> };
@@ -255,7 +257,7 @@ export class MutationPipeline {
   private async attempt(ctx: MutationCall, req: OperationRequest, targetId: string): Promise<OperationPayload> {
     try {
       const { vm, snapshotKey } = await this.resolveTarget(ctx, req.input);
-      const decision = this.deps.authorizer.authorize(ctx.caller, req.mutation, targetId);
+      const decision = ctx.access.may(req.mutation, await ctx.loaders.placementOf(vm));
       if (!decision.allowed) refuse('FORBIDDEN', decision.reason);
 
       const op = this.buildOperation(req, snapshotKey, vm);
@@ -333,8 +335,20 @@ export class MutationPipeline {
         message: e instanceof GatewayError ? e.message : 'Not a valid ID.',
       });
     }
-    const decision = this.deps.authorizer.authorize(ctx.caller, 'cancelTask', input.taskId);
-    if (!decision.allowed) return refusedWith({ code: 'FORBIDDEN', field: null, message: decision.reason });
+    const task = this.deps.tasks.get(nativeId);
+    if (task) {
+      // A task is as visible as the VM it acts on (or, for a create, the VM it makes).
+      const target = await ctx.loaders.placementOf({
+        platformId: task.platformId,
+        name: task.targetName,
+        hostNativeId: task.hostNativeId,
+      });
+      if (!ctx.access.seesVm(target)) {
+        return refusedWith({ code: 'NOT_FOUND', field: ['taskId'], message: 'No task with that ID exists.' });
+      }
+      const decision = ctx.access.may('cancelTask', target);
+      if (!decision.allowed) return refusedWith({ code: 'FORBIDDEN', field: null, message: decision.reason });
+    }
     const outcome = await this.deps.tasks.cancel(nativeId);
     if ('refused' in outcome) {
       return refusedWith({
@@ -377,7 +391,7 @@ export class MutationPipeline {
       );
     }
     const taken =
-      (await ctx.loaders.vms.load(platformId)).some((v) => v.name === name) ||
+      (await ctx.loaders.allVms.load(platformId)).some((v) => v.name === name) ||
       this.deps.tasks.creating(platformId, name);
     if (taken) refuse('INVALID_INPUT', `A VM named "${name}" already exists on this platform.`, ['name']);
   }
@@ -428,9 +442,8 @@ export class MutationPipeline {
             return refuse('INVALID_INPUT', e instanceof GatewayError ? e.message : 'Not a valid ID.', ['platformId']);
           }
           const provider = ctx.registry.get(platformId);
-          if (!provider) return refuse('NOT_FOUND', `No platform "${platformId}" is configured.`, ['platformId']);
-          const decision = this.deps.authorizer.authorize(ctx.caller, 'createVm', input.platformId);
-          if (!decision.allowed) refuse('FORBIDDEN', decision.reason);
+          if (!provider || !ctx.access.seesPlatform(platformId))
+            return refuse('NOT_FOUND', `No platform "${platformId}" is configured.`, ['platformId']);
           let spec: VmSpec;
           try {
             spec = req.build(platformId);
@@ -439,6 +452,17 @@ export class MutationPipeline {
               return refuse('INVALID_INPUT', e.message, (e.extensions['field'] as string[] | undefined) ?? null);
             throw e;
           }
+          // The VM it would be, where it would be, must be one the caller may create.
+          const decision = ctx.access.may(
+            'createVm',
+            await ctx.loaders.placementOf({
+              platformId,
+              name: spec.name,
+              hostNativeId: spec.placement.hostNativeId,
+              clusterNativeId: spec.placement.clusterNativeId,
+            }),
+          );
+          if (!decision.allowed) refuse('FORBIDDEN', decision.reason);
           const problem = provider.placementProblem(spec);
           if (problem) refuse('INVALID_INPUT', problem, ['placement']);
           try {

@@ -2,6 +2,7 @@ import type { AuditEntryResolvers, QueryResolvers } from '../generated/graphql.j
 import type { AuditRecord } from '../mutations/audit-log.js';
 import { encodeId } from '../model/ids.js';
 import { paginate } from './pagination.js';
+import { assertReadsAudit } from './scope.js';
 import { taskId } from './task.js';
 
 /** Audit entries belong to the gateway, not to a platform. */
@@ -21,6 +22,7 @@ export const AuditEntry: AuditEntryResolvers = {
 
 export const auditQueries: Pick<QueryResolvers, 'auditLog'> = {
   auditLog: (_root, args, ctx) => {
+    assertReadsAudit(ctx);
     const f = args.filter ?? {};
     const targets = f.targetIds ? new Set(f.targetIds) : null;
     const callers = f.callers ? new Set(f.callers) : null;

@@ -1,6 +1,7 @@
 import type { GraphQLError } from 'graphql';
 import type { Logger } from 'pino';
 
+import type { AccessPolicy, CallerAccess } from '../access/policy.js';
 import { ANONYMOUS, type Caller } from '../model/caller.js';
 import type { Limits } from '../config/schema.js';
 import { type Loaders, createLoaders } from '../inventory/loaders.js';
@@ -19,6 +20,8 @@ export interface GatewayContext {
   limits: Limits;
   logger: Logger;
   caller: Caller;
+  /** What the caller may see and do; the request's loaders show it only what it may see. */
+  access: CallerAccess;
   /**
    * Errors that do not void the data, such as a platform that could not
    * answer while others did; sent as entries of the response's `errors`.
@@ -46,6 +49,7 @@ export interface GatewayContext {
 
 export interface ContextDeps {
   registry: PlatformRegistry;
+  policy: AccessPolicy;
   limits: Limits;
   logger: Logger;
   mutations: MutationPipeline;
@@ -64,6 +68,7 @@ export function createContext(
   connection: GatewayContext['connection'] = null,
 ): GatewayContext {
   const ms = deps.limits.operationTimeoutMs;
+  const access = deps.policy.for(caller);
   // The reads of one request (or of one subscription event); the loaders are
   // made on first use, so an idle subscription holds none.
   const reads = () => {
@@ -73,8 +78,12 @@ export function createContext(
       directReads,
       partialErrors: [] as GraphQLError[],
       loaders: () =>
-        (loaders ??= createLoaders(deps.registry, deps.inventory, { at: Date.now() + ms, ms }, (platformId, reason) =>
-          directReads.set(platformId, reason),
+        (loaders ??= createLoaders(
+          deps.registry,
+          deps.inventory,
+          { at: Date.now() + ms, ms },
+          (platformId, reason) => directReads.set(platformId, reason),
+          access,
         )),
     };
   };
@@ -82,6 +91,7 @@ export function createContext(
   return {
     ...deps,
     caller,
+    access,
     connection,
     get loaders() {
       return current.loaders();

@@ -1,6 +1,7 @@
 import type { NodeResolvers, QueryResolvers, ResolversParentTypes } from '../generated/graphql.js';
 import { ErrorCode, GatewayError, UnreachableCaseError } from '../model/errors.js';
 import { type NodeKind, type NodeRef, decodeId, splitChildNativeId } from '../model/ids.js';
+import { visibleTask } from './scope.js';
 import type { GatewayContext } from './context.js';
 import { findCluster, findDatacenter, findHost, findNetwork, findStorage, findVm, snapshotsOf } from './lookups.js';
 
@@ -18,9 +19,9 @@ function tagged<T extends AnyNode>(value: T | null | undefined, kind: NodeKind):
 
 export async function loadNode(ctx: GatewayContext, ref: NodeRef): Promise<AnyNode | null> {
   const { platformId, nativeId } = ref;
-  if (ref.kind === 'AuditEntry') return tagged(ctx.audit.get(nativeId), 'AuditEntry');
-  if (ref.kind === 'Task') return tagged(ctx.tasks.get(nativeId), 'Task');
-  if (!ctx.registry.get(platformId)) return null;
+  if (ref.kind === 'AuditEntry') return ctx.access.readsAudit ? tagged(ctx.audit.get(nativeId), 'AuditEntry') : null;
+  if (ref.kind === 'Task') return tagged(await visibleTask(ctx, ctx.tasks.get(nativeId)), 'Task');
+  if (!ctx.registry.get(platformId) || !ctx.access.seesPlatform(platformId)) return null;
   switch (ref.kind) {
     case 'Platform':
       return nativeId === platformId ? tagged(ctx.registry.record(platformId), 'Platform') : null;

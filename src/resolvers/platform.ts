@@ -26,5 +26,5 @@ export const Platform: PlatformResolvers = {
 };
 
 export const platformQueries: Pick<QueryResolvers, 'platforms'> = {
-  platforms: (_root, _args, ctx) => ctx.registry.records(),
+  platforms: (_root, _args, ctx) => ctx.registry.records().filter((p) => ctx.access.seesPlatform(p.id)),
 };

@@ -6,6 +6,7 @@ import { ErrorCode, GatewayError } from '../model/errors.js';
 import { decodeIdOf } from '../model/ids.js';
 import { type Page, type PageArgs, paginate } from './pagination.js';
 import type { PlatformRecord } from '../model/platform.js';
+import type { TaskRecord } from '../mutations/task-manager.js';
 import type { GatewayContext } from './context.js';
 
 /**
@@ -13,16 +14,42 @@ import type { GatewayContext } from './context.js';
  * named by `platformIds` (Platform global IDs), each of which must exist.
  */
 export function platformsInScope(ctx: GatewayContext, platformIds: readonly string[] | null | undefined): string[] {
-  if (!platformIds) return ctx.registry.providers.map((p) => p.id);
+  if (!platformIds) return ctx.registry.providers.map((p) => p.id).filter((id) => ctx.access.seesPlatform(id));
   return platformIds.map((gid) => {
     const ref = decodeIdOf(gid, 'Platform');
-    if (!ctx.registry.get(ref.platformId)) {
+    // A platform the caller has no role on is one that does not exist, for it.
+    if (!ctx.registry.get(ref.platformId) || !ctx.access.seesPlatform(ref.platformId)) {
       throw new GatewayError(ErrorCode.UNKNOWN_PLATFORM, `No platform "${ref.platformId}" is configured.`, {
         platformId: ref.platformId,
       });
     }
     return ref.platformId;
   });
+}
+
+/** Of some tasks, those the caller may see: a task is as visible as the VM it acts on (or makes). */
+export async function visibleTasks(ctx: GatewayContext, tasks: readonly TaskRecord[]): Promise<TaskRecord[]> {
+  if (!ctx.loaders.access) return [...tasks];
+  const seen = await Promise.all(
+    tasks.map(async (t) =>
+      ctx.access.seesVm(
+        await ctx.loaders.placementOf({ platformId: t.platformId, name: t.targetName, hostNativeId: t.hostNativeId }),
+      ),
+    ),
+  );
+  return tasks.filter((_, i) => seen[i]);
+}
+
+/** A task, when the caller may see it. */
+export async function visibleTask(ctx: GatewayContext, task: TaskRecord | undefined): Promise<TaskRecord | null> {
+  return task ? ((await visibleTasks(ctx, [task]))[0] ?? null) : null;
+}
+
+/** Refuses a caller that may not read the audit log. */
+export function assertReadsAudit(ctx: GatewayContext): void {
+  if (!ctx.access.readsAudit) {
+    throw new GatewayError(ErrorCode.FORBIDDEN, 'Reading the audit log needs the auditor or admin role.');
+  }
 }
 
 /**

@@ -9,6 +9,7 @@ import type {
 import type { GatewayEvent, InventoryEvent, InventoryEventKind } from '../model/events.js';
 import { type NodeKind, decodeIdOf, encodeId } from '../model/ids.js';
 import type { Delivery } from '../subscriptions/event-log.js';
+import { eventVisibility } from '../subscriptions/visibility.js';
 import {
   inventoryChangeFilter,
   platformStatusFilter,
@@ -55,8 +56,9 @@ function nodeKindOf(ctx: GatewayContext, e: InventoryEvent): NodeKind {
  * the live inventory (a subscription's context lives as long as it does).
  */
 function deliveries(ctx: GatewayContext, filter: (e: GatewayEvent) => boolean, after: string | null | undefined) {
+  const visible = eventVisibility(ctx.access, ctx.inventory, (id) => ctx.tasks.get(id));
   return ctx.events.subscribe({
-    filter,
+    filter: visible ? (e) => filter(e) && visible(e) : filter,
     after,
     maxQueue: ctx.subscriptionLimits.maxQueuedEvents,
     onOverflow: (error) => ctx.connection?.close(4008, error.message),

@@ -9,7 +9,7 @@ import type { TaskRecord } from '../mutations/task-manager.js';
 import type { Awaitable } from './awaitable.js';
 import { findVm, snapshotsOf } from './lookups.js';
 import { paginate } from './pagination.js';
-import { platformOf, platformsInScope } from './scope.js';
+import { platformOf, platformsInScope, visibleTask, visibleTasks } from './scope.js';
 
 export const taskId = (t: TaskRecord) => encodeId({ kind: 'Task', platformId: t.platformId, nativeId: t.id });
 
@@ -70,15 +70,18 @@ export const BatchPayload: BatchPayloadResolvers = {
 };
 
 export const taskQueries: Pick<QueryResolvers, 'task' | 'tasks' | 'taskAggregate'> = {
-  taskAggregate: (_root, { ids }, ctx) =>
+  taskAggregate: async (_root, { ids }, ctx) =>
     aggregate(
-      ids.flatMap((id) => {
-        const t = ctx.tasks.get(decodeIdOf(id, 'Task').nativeId);
-        return t ? [t] : [];
-      }),
+      await visibleTasks(
+        ctx,
+        ids.flatMap((id) => {
+          const t = ctx.tasks.get(decodeIdOf(id, 'Task').nativeId);
+          return t ? [t] : [];
+        }),
+      ),
     ),
-  task: (_root, { id }, ctx) => ctx.tasks.get(decodeIdOf(id, 'Task').nativeId) ?? null,
-  tasks: (_root, args, ctx) => {
+  task: (_root, { id }, ctx) => visibleTask(ctx, ctx.tasks.get(decodeIdOf(id, 'Task').nativeId)),
+  tasks: async (_root, args, ctx) => {
     const filter = args.filter ?? {};
     const platforms = new Set(platformsInScope(ctx, filter.platformIds));
     const states = filter.states ? new Set(filter.states) : null;
@@ -90,8 +93,7 @@ export const taskQueries: Pick<QueryResolvers, 'task' | 'tasks' | 'taskAggregate
           }),
         )
       : null;
-    const tasks = ctx.tasks
-      .list()
+    const tasks = (await visibleTasks(ctx, ctx.tasks.list()))
       .filter((t) => platforms.has(t.platformId))
       .filter((t) => !states || states.has(t.state))
       .filter((t) => !targets || targets.has(`${t.platformId}\u0000${t.targetNativeId}`));

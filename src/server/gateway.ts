@@ -4,10 +4,12 @@ import { join } from 'node:path';
 
 import type { Logger } from 'pino';
 
+import { ConfigError } from '../config/load.js';
 import type { Config } from '../config/schema.js';
+import type { Caller } from '../model/caller.js';
 import { PlatformRegistry } from '../datasources/registry.js';
 import { AuditLog } from '../mutations/audit-log.js';
-import { allowAll } from '../mutations/authorizer.js';
+import { AccessPolicy } from '../access/policy.js';
 import { type Idempotency, IdempotencyKeys, type RememberedOutcome } from '../mutations/idempotency.js';
 import { SharedIdempotencyKeys } from '../mutations/shared-idempotency.js';
 import { MutationPipeline, type StoredOutcome } from '../mutations/pipeline.js';
@@ -20,6 +22,7 @@ import { openMetrics } from './metrics-wiring.js';
 import type { MetricsService } from '../metrics/metrics-service.js';
 import { type SharedState, openSharedState } from './shared-state.js';
 import { createApollo } from './apollo.js';
+import { anonymousWriteRefusal, createAuthenticator } from './authentication.js';
 import { type GatewayContext, createContext } from '../resolvers/context.js';
 import { createErrorFormatter } from './format-error.js';
 import { createHttpHandler } from './http.js';
@@ -43,6 +46,10 @@ type Phase = 'starting' | 'serving' | 'draining' | 'stopped';
 
 export async function startGateway(config: Config, logger: Logger): Promise<RunningGateway> {
   const { server: serverConfig, limits } = config;
+  // Refused before anything opens: a gateway that anyone on the network may use to delete VMs.
+  const exposure = anonymousWriteRefusal(serverConfig.host, config.auth);
+  if (exposure) throw new ConfigError(exposure);
+  const authenticator = await createAuthenticator(config.auth, logger);
   const registry = PlatformRegistry.fromConfig(config.platforms, logger);
   const schema = buildGatewaySchema();
   const errors = createErrorFormatter(logger, (e) => registry.describeError(e));
@@ -74,14 +81,16 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
     logger,
     shared.replication,
   );
-  const mutations = new MutationPipeline({ tasks, audit, authorizer: allowAll, idempotencyKeys, inventory, logger });
+  const mutations = new MutationPipeline({ tasks, audit, idempotencyKeys, inventory, logger });
+  const policy = new AccessPolicy(config.auth);
   const subscriptionLimits = { maxQueuedEvents: config.subscriptions.maxQueuedEvents };
   const metrics = openMetrics(config, shared, registry, inventory, logger);
   const metricsLimits = { maxObjectsPerSubscription: config.metrics.maxObjectsPerSubscription };
-  const contextFor = (connection: GatewayContext['connection'] = null) =>
+  const contextFor = (caller: Caller, connection: GatewayContext['connection'] = null) =>
     createContext(
       {
         registry,
+        policy,
         limits,
         logger,
         mutations,
@@ -93,7 +102,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
         metricsLimits,
         subscriptionLimits,
       },
-      undefined,
+      caller,
       connection,
     );
   const http: Server = createServer(
@@ -104,6 +113,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
       explorer: serverConfig.explorer,
       maxBodyBytes: limits.maxBodyBytes,
       logger,
+      authenticate: (credential) => authenticator.authenticate(credential),
       contextFor,
       estateMetrics: config.metrics.estate.enabled
         ? () =>
@@ -137,6 +147,8 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
     connectionInitTimeoutMs: config.subscriptions.connectionInitTimeoutMs,
     keepAliveMs: config.subscriptions.keepAliveMs,
     highWaterBytes: config.subscriptions.sendBufferBytes,
+    authenticator,
+    corsOrigins: serverConfig.corsOrigins,
     contextFor,
     logger,
   });

@@ -1,3 +1,5 @@
+import type { IncomingMessage } from 'node:http';
+
 import { type RawData, type WebSocket, WebSocketServer } from 'ws';
 
 // The server side of the graphql-transport-ws protocol (the one graphql-ws,
@@ -15,6 +17,8 @@ export const CloseCode = {
   GoingAway: 1001,
   BadRequest: 4400,
   Unauthorized: 4401,
+  /** connection_init refused (the credential), or the connection's credential expired. */
+  Forbidden: 4403,
   SubprotocolNotAcceptable: 4406,
   ConnectionInitialisationTimeout: 4408,
   SubscriberAlreadyExists: 4409,
@@ -43,13 +47,29 @@ export type OperationOutcome =
   | { kind: 'stream'; payloads: AsyncIterator<string> };
 
 /** The connection an operation came over, as operations see it. */
-export interface TransportConnection {
+export interface TransportConnection<S> {
+  /** What `init` accepted the connection with (its caller). */
+  state: S;
   close(code: number, reason: string): void;
   /** Operations running on this connection, the one being started included. */
   operationCount(): number;
 }
 
-export interface TransportOptions {
+/**
+ * What a connection_init decides: the connection goes on with `state`
+ * (acknowledged) until `closeAt` (ms since the epoch, null: no end), or is
+ * closed with 4403 and `reason`.
+ */
+export type InitOutcome<S> =
+  { kind: 'accepted'; state: S; closeAt: number | null } | { kind: 'refused'; reason: string };
+
+export interface TransportOptions<S> {
+  /**
+   * Decides on a connection from its connection_init payload and the HTTP
+   * upgrade request; no operation is accepted before it has answered.
+   * Throws only on a fault of the gateway's own (the socket is closed with 4500).
+   */
+  init(payload: Record<string, unknown> | null, request: IncomingMessage): Promise<InitOutcome<S>>;
   /** How long a connection may wait before its connection_init. */
   connectionInitTimeoutMs: number;
   /** WebSocket ping interval; a client that misses a pong by the next one is dropped. */
@@ -57,7 +77,7 @@ export interface TransportOptions {
   /** Bytes a socket may hold unsent before its streams wait for it (and, waiting, fall behind). */
   highWaterBytes: number;
   /** Runs one operation; throws only on a fault of the gateway's own. */
-  run(id: string, request: OperationRequest, connection: TransportConnection): Promise<OperationOutcome>;
+  run(id: string, request: OperationRequest, connection: TransportConnection<S>): Promise<OperationOutcome>;
   /** Called with what went wrong when the gateway itself failed (the socket is closed with 4500). */
   onInternalError(error: unknown): void;
 }
@@ -113,10 +133,21 @@ function chooseProtocol(offered: Set<string>): string | false {
   return offered.has(PROTOCOL) ? PROTOCOL : false;
 }
 
+/** A close reason as the protocol allows it: at most 123 bytes of UTF-8 (cut at a character). */
+export function closeReason(text: string): string {
+  if (Buffer.byteLength(text) <= 123) return text;
+  let cut = text.slice(0, 123);
+  while (Buffer.byteLength(cut) > 123) cut = cut.slice(0, -1);
+  return cut;
+}
+
+/** setTimeout's longest delay (about 24.8 days); a later deadline is reached in steps. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** Serves the protocol on `wss` (created with the HTTP server and path it answers on). */
-export function serveGraphqlTransportWs(wss: WebSocketServer, opts: TransportOptions): TransportServer {
+export function serveGraphqlTransportWs<S>(wss: WebSocketServer, opts: TransportOptions<S>): TransportServer {
   wss.options.handleProtocols = chooseProtocol;
-  wss.on('connection', (socket) => openConnection(socket, opts));
+  wss.on('connection', (socket, request) => openConnection(socket, request, opts));
   return {
     clientCount: () => wss.clients.size,
     close: () =>
@@ -127,18 +158,20 @@ export function serveGraphqlTransportWs(wss: WebSocketServer, opts: TransportOpt
   };
 }
 
-function openConnection(socket: WebSocket, opts: TransportOptions): void {
+function openConnection<S>(socket: WebSocket, request: IncomingMessage, opts: TransportOptions<S>): void {
   if (socket.protocol !== PROTOCOL) {
     socket.close(CloseCode.SubprotocolNotAcceptable, 'Subprotocol not acceptable');
     return;
   }
   let initReceived = false;
+  /** Set once `init` has accepted the connection (and the ack is sent); operations need it. */
+  let connection: TransportConnection<S> | null = null;
+  /** When the connection's credential stops being accepted; null: never. */
+  let closeAt: number | null = null;
+  let expiryTimer: NodeJS.Timeout | undefined;
   /** Operations running, by ID; a stream's iterator once it has one. */
   const operations = new Map<string, AsyncIterator<string> | null>();
-  const connection: TransportConnection = {
-    close: (code, reason) => socket.close(code, reason.slice(0, 120)),
-    operationCount: () => operations.size,
-  };
+  const close = (code: number, reason: string) => socket.close(code, closeReason(reason));
 
   const initTimer = setTimeout(() => {
     if (!initReceived) socket.close(CloseCode.ConnectionInitialisationTimeout, 'Connection initialisation timeout');
@@ -168,7 +201,18 @@ function openConnection(socket: WebSocket, opts: TransportOptions): void {
     if (open()) socket.close(CloseCode.InternalServerError, 'Internal server error');
   };
 
-  const runOperation = async (id: string, payload: OperationRequest) => {
+  /** Closes the connection once its credential has expired: no operation outlives the right to start it. */
+  const expired = (): boolean => {
+    if (closeAt === null || Date.now() < closeAt) return false;
+    if (open()) close(CloseCode.Forbidden, 'Forbidden: token expired');
+    return true;
+  };
+  const armExpiry = () => {
+    if (closeAt === null || expired()) return;
+    expiryTimer = setTimeout(armExpiry, Math.min(closeAt - Date.now(), MAX_TIMER_MS));
+  };
+
+  const runOperation = async (id: string, payload: OperationRequest, connection: TransportConnection<S>) => {
     const outcome = await opts.run(id, payload, connection);
     if (!operations.has(id)) {
       // Completed by the client while it was being set up.
@@ -211,7 +255,14 @@ function openConnection(socket: WebSocket, opts: TransportOptions): void {
           return socket.close(CloseCode.TooManyInitialisationRequests, 'Too many initialisation requests');
         initReceived = true;
         clearTimeout(initTimer);
-        void send('{"type":"connection_ack"}');
+        opts.init(message.payload, request).then((outcome) => {
+          if (!open()) return;
+          if (outcome.kind === 'refused') return close(CloseCode.Forbidden, outcome.reason);
+          connection = { state: outcome.state, close, operationCount: () => operations.size };
+          closeAt = outcome.closeAt;
+          armExpiry();
+          if (open()) void send('{"type":"connection_ack"}');
+        }, failInternally);
         return;
       case 'ping':
         void send(message.payload ? JSON.stringify({ type: 'pong', payload: message.payload }) : '{"type":"pong"}');
@@ -219,13 +270,15 @@ function openConnection(socket: WebSocket, opts: TransportOptions): void {
       case 'pong':
         return;
       case 'subscribe': {
-        if (!initReceived) return socket.close(CloseCode.Unauthorized, 'Unauthorized');
+        // As graphql-ws: an operation before the ack (init not sent, or still being decided) is a protocol error.
+        if (!connection) return socket.close(CloseCode.Unauthorized, 'Unauthorized');
+        if (expired()) return;
         const { id, payload } = message;
         if (operations.has(id)) {
           return socket.close(CloseCode.SubscriberAlreadyExists, `Subscriber for ${id.slice(0, 80)} already exists`);
         }
         operations.set(id, null);
-        runOperation(id, payload).catch((e: unknown) => {
+        runOperation(id, payload, connection).catch((e: unknown) => {
           const payloads = operations.get(id);
           operations.delete(id);
           void payloads?.return?.();
@@ -252,6 +305,7 @@ function openConnection(socket: WebSocket, opts: TransportOptions): void {
   socket.once('error', () => socket.terminate());
   socket.once('close', () => {
     clearTimeout(initTimer);
+    clearTimeout(expiryTimer);
     clearInterval(pinger);
     const running = [...operations.values()];
     operations.clear();

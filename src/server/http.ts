@@ -4,19 +4,23 @@ import type { ApolloServer } from '@apollo/server';
 import { HeaderMap } from '@apollo/server';
 import type { Logger } from 'pino';
 
+import type { Caller } from '../model/caller.js';
 import { ErrorCode } from '../model/errors.js';
 import type { GatewayContext } from '../resolvers/context.js';
+import { AuthenticationError, type Credential } from './authentication.js';
 import { EXPLORER_ASSET_PREFIX, explorerAsset, explorerPage } from './explorer.js';
 
 export interface HttpHandlerOptions {
   apollo: ApolloServer<GatewayContext>;
   path: string;
-  /** Origins allowed by CORS; `*` for any. */
+  /** Browser origins allowed besides the gateway's own (CORS, and refusal of others); `*` for any. */
   corsOrigins: readonly string[];
   explorer: boolean;
   maxBodyBytes: number;
   logger: Logger;
-  contextFor: () => GatewayContext;
+  /** The caller a request's credential proves; throws AuthenticationError when it proves none. */
+  authenticate: (credential: Credential) => Promise<Caller>;
+  contextFor: (caller: Caller) => GatewayContext;
   /** The estate's metrics in Prometheus text (GET /metrics/estate); absent when not enabled. */
   estateMetrics?: () => string;
   /** Liveness and readiness, each with a JSON body. */
@@ -53,12 +57,42 @@ function sendError(res: ServerResponse, status: number, code: string, message: s
 
 const CORS_HEADERS = 'content-type, authorization, apollo-require-preflight, x-apollo-operation-name';
 
-/** CORS headers for a request's Origin, when the origin is allowed. */
+/**
+ * Whether the page a browser request comes from may call the gateway: an
+ * origin in `allowed` (`*`: any), or the gateway's own (the explorer). A
+ * request without an Origin header is not a browser's cross-origin call
+ * (curl, a backend, a top-level navigation) and always may; browsers send
+ * Origin on every cross-origin request and WebSocket, and a page cannot
+ * forge it. Behind a proxy, the gateway's own origin is the one in
+ * X-Forwarded-Host when the proxy sets it (a page cannot set that header
+ * either without a preflight, which a foreign origin fails).
+ */
+export function originAllowed(req: IncomingMessage, allowed: readonly string[]): boolean {
+  const origin = req.headers.origin;
+  if (origin === undefined || allowed.includes('*') || allowed.includes(origin)) return true;
+  let host: string;
+  try {
+    host = new URL(origin).host;
+  } catch {
+    return false;
+  }
+  const forwarded = req.headers['x-forwarded-host'];
+  const own = [req.headers.host, ...(typeof forwarded === 'string' ? forwarded.split(',') : [])];
+  return own.some((h) => h !== undefined && h.trim().toLowerCase() === host);
+}
+
+/** CORS headers for a request's Origin, when the origin is a listed foreign one; a same-origin page needs none. */
 function corsHeaders(req: IncomingMessage, allowed: readonly string[]): Record<string, string> {
   const origin = req.headers.origin;
   if (!origin || allowed.length === 0) return {};
   if (allowed.includes('*')) return { 'access-control-allow-origin': '*' };
   return allowed.includes(origin) ? { 'access-control-allow-origin': origin, vary: 'Origin' } : {};
+}
+
+/** RFC 6750's challenge: `invalid_token` when a credential was sent and refused, `invalid_request` when it was garbled. */
+function bearerChallenge(e: AuthenticationError): string {
+  if (e.reason === 'missing') return 'Bearer realm="virt-graph"';
+  return `Bearer realm="virt-graph", error="${e.reason === 'malformed' ? 'invalid_request' : 'invalid_token'}"`;
 }
 
 function wantsHtml(req: IncomingMessage): boolean {
@@ -73,7 +107,25 @@ function wantsHtml(req: IncomingMessage): boolean {
 export function createHttpHandler(opts: HttpHandlerOptions) {
   const { apollo, logger } = opts;
 
+  /** The request's caller, or null once a 401 has been sent. Runs before the body is read: a stranger's megabyte is not parsed. */
+  async function callerOf(req: IncomingMessage, res: ServerResponse): Promise<Caller | null> {
+    try {
+      return await opts.authenticate({
+        authorization: req.headers.authorization,
+        transport: 'http',
+        remoteAddress: req.socket.remoteAddress,
+      });
+    } catch (e) {
+      if (!(e instanceof AuthenticationError)) throw e;
+      res.setHeader('www-authenticate', bearerChallenge(e));
+      sendError(res, 401, ErrorCode.UNAUTHENTICATED, e.message);
+      return null;
+    }
+  }
+
   async function graphql(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+    const caller = await callerOf(req, res);
+    if (!caller) return;
     let body: unknown;
     if (req.method === 'POST') {
       let text: string;
@@ -105,7 +157,7 @@ export function createHttpHandler(opts: HttpHandlerOptions) {
     }
     const result = await apollo.executeHTTPGraphQLRequest({
       httpGraphQLRequest: { method: (req.method ?? 'GET').toUpperCase(), headers, search: url.search, body },
-      context: async () => opts.contextFor(),
+      context: async () => opts.contextFor(caller),
     });
     for (const [key, value] of result.headers) res.setHeader(key, value);
     res.statusCode = result.status ?? 200;
@@ -135,6 +187,15 @@ export function createHttpHandler(opts: HttpHandlerOptions) {
             : {}),
         });
         res.end();
+      } else if (url.pathname === opts.path && !originAllowed(req, opts.corsOrigins)) {
+        // Browsers do not stop a cross-origin POST from being sent (only its answer being read), and
+        // a WebSocket not at all: a page from an origin not listed is refused before anything runs.
+        sendError(
+          res,
+          403,
+          ErrorCode.ORIGIN_NOT_ALLOWED,
+          `Pages from ${req.headers.origin} may not call this gateway; see server.corsOrigins.`,
+        );
       } else if (url.pathname === opts.path) {
         if (req.method === 'GET' && opts.explorer && wantsHtml(req) && !url.searchParams.has('query')) {
           res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
@@ -143,8 +204,11 @@ export function createHttpHandler(opts: HttpHandlerOptions) {
           await graphql(req, res, url);
         }
       } else if (url.pathname === '/metrics/estate' && opts.estateMetrics) {
-        res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
-        res.end(opts.estateMetrics());
+        // The estate's names and numbers are no more public than the graph (Prometheus sends a bearer token).
+        if (await callerOf(req, res)) {
+          res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
+          res.end(opts.estateMetrics());
+        }
       } else if (url.pathname === '/healthz') {
         const h = opts.health();
         sendJson(res, h.live ? 200 : 503, { status: h.live ? 'ok' : 'failing' });

@@ -1,4 +1,4 @@
-import type { Server as HttpServer } from 'node:http';
+import type { Server as HttpServer, IncomingMessage } from 'node:http';
 
 import {
   type DocumentNode,
@@ -17,15 +17,19 @@ import type { Logger } from 'pino';
 import { WebSocketServer } from 'ws';
 
 import type { Limits } from '../config/schema.js';
+import type { Caller } from '../model/caller.js';
 import type { GatewayContext } from '../resolvers/context.js';
 import { ErrorCode } from '../model/errors.js';
+import { AuthenticationError, type Authenticator } from './authentication.js';
 import type { ErrorFormatter } from './format-error.js';
 import {
+  type InitOutcome,
   type OperationOutcome,
   type OperationRequest,
   type TransportConnection,
   serveGraphqlTransportWs,
 } from './graphql-transport-ws.js';
+import { originAllowed } from './http.js';
 import { createSharedSubscribe } from './shared-subscription-execution.js';
 import { assertCostWithin, isTokenLimitError, limitRules, operationCost, tokenLimitError } from './limits.js';
 
@@ -45,7 +49,11 @@ export interface WebSocketOptions {
   /** Bytes a socket may hold unsent before its streams wait for it. @default 1_048_576 // 1 MiB */
   highWaterBytes?: number;
   logger: Logger;
-  contextFor: (connection: GatewayContext['connection']) => GatewayContext;
+  /** Who a connection's credential proves, checked at connection_init. */
+  authenticator: Authenticator;
+  /** Browser origins allowed to open a WebSocket besides the gateway's own; `*` for any. */
+  corsOrigins: readonly string[];
+  contextFor: (caller: Caller, connection: GatewayContext['connection']) => GatewayContext;
 }
 
 export interface RunningWebSocket {
@@ -72,8 +80,23 @@ function withCode(error: GraphQLError, code: 'GRAPHQL_PARSE_FAILED' | 'GRAPHQL_V
 }
 
 /**
+ * The credential of a connection: `authorization` (or `Authorization`) in
+ * the connection_init payload (what browser clients can send: they cannot
+ * set headers on a WebSocket), else the upgrade request's Authorization header.
+ */
+function authorizationOf(payload: Record<string, unknown> | null, request: IncomingMessage): string | undefined {
+  const value = payload?.['authorization'] ?? payload?.['Authorization'];
+  if (value === undefined || value === null) return request.headers.authorization;
+  // A value of another type is a garbled credential, refused as malformed rather than ignored.
+  return typeof value === 'string' ? value : `(${typeof value})`;
+}
+
+/**
  * GraphQL over WebSocket (graphql-transport-ws) on the same port and path as
- * HTTP. Operations pass the same parse, validation, depth/alias/token/cost
+ * HTTP. A page from a foreign origin is refused at the upgrade (403; browsers
+ * apply no CORS to WebSockets); the caller is established at connection_init
+ * (refused: 4403) and the connection closed with 4403 when its credential
+ * expires. Operations pass the same parse, validation, depth/alias/token/cost
  * limits and error masking as on HTTP; a message larger than maxBodyBytes
  * closes the socket (ws's maxPayload).
  */
@@ -84,7 +107,16 @@ export function attachWebSocket(opts: WebSocketOptions): RunningWebSocket {
     ...limitRules(limits),
     ...(opts.introspection ? [] : [NoSchemaIntrospectionCustomRule]),
   ];
-  const wss = new WebSocketServer({ server: opts.server, path: opts.path, maxPayload: limits.maxBodyBytes });
+  const wss = new WebSocketServer({
+    server: opts.server,
+    path: opts.path,
+    maxPayload: limits.maxBodyBytes,
+    verifyClient: ({ req }, done) => {
+      if (originAllowed(req, opts.corsOrigins)) return done(true);
+      opts.logger.info({ origin: req.headers.origin, transport: 'websocket' }, 'origin refused');
+      done(false, 403, 'Forbidden');
+    },
+  });
 
   /** A result as sent: errors (the request's partial ones too) formatted as on HTTP. */
   const serialize = (result: ExecutionResult, args: ExecutionArgs): string => {
@@ -103,7 +135,10 @@ export function attachWebSocket(opts: WebSocketOptions): RunningWebSocket {
   });
 
   /** The operation's execution arguments, or the errors that refuse it. */
-  const prepare = (request: OperationRequest, connection: TransportConnection): ExecutionArgs | GraphQLError[] => {
+  const prepare = (
+    request: OperationRequest,
+    connection: TransportConnection<Caller>,
+  ): ExecutionArgs | GraphQLError[] => {
     if (connection.operationCount() > opts.maxSubscriptionsPerConnection) {
       return [
         new GraphQLError(
@@ -135,11 +170,30 @@ export function attachWebSocket(opts: WebSocketOptions): RunningWebSocket {
       operationName: request.operationName,
       variableValues: request.variables,
       // A subscriber that cannot keep up is cut off with a close code of its own.
-      contextValue: opts.contextFor({ close: (code, reason) => connection.close(code, reason) }),
+      contextValue: opts.contextFor(connection.state, { close: (code, reason) => connection.close(code, reason) }),
     };
   };
 
+  const init = async (
+    payload: Record<string, unknown> | null,
+    request: IncomingMessage,
+  ): Promise<InitOutcome<Caller>> => {
+    try {
+      const caller = await opts.authenticator.authenticate({
+        authorization: authorizationOf(payload, request),
+        transport: 'websocket',
+        remoteAddress: request.socket.remoteAddress,
+      });
+      return { kind: 'accepted', state: caller, closeAt: opts.authenticator.acceptedUntil(caller) };
+    } catch (e) {
+      // The close reason is all a browser client gets to see: it says why, as the 401's message does.
+      if (e instanceof AuthenticationError) return { kind: 'refused', reason: `Forbidden: ${e.message}` };
+      throw e;
+    }
+  };
+
   const transport = serveGraphqlTransportWs(wss, {
+    init,
     connectionInitTimeoutMs: opts.connectionInitTimeoutMs ?? 5_000,
     keepAliveMs: opts.keepAliveMs ?? 12_000,
     highWaterBytes: opts.highWaterBytes ?? 1024 * 1024,

@@ -1,0 +1,51 @@
+import type { CallerAccess, VmPlacement } from '../access/policy.js';
+import type { Inventory } from '../inventory/inventory.js';
+import type { GatewayEvent } from '../model/events.js';
+import type { TaskRecord } from '../mutations/task-manager.js';
+
+/**
+ * Which events a caller may receive: those about VMs it may see (their
+ * snapshots and tasks too), and about the infrastructure and status of
+ * platforms it holds a role on. Decided when the event is delivered, from
+ * the live inventory, so a VM that moves into or out of a caller's tenant is
+ * followed from then on. Null: the caller sees everything.
+ */
+export function eventVisibility(
+  access: CallerAccess,
+  inventory: Inventory,
+  taskOf: (taskId: string) => TaskRecord | undefined,
+): ((e: GatewayEvent) => boolean) | null {
+  if (access.seesEverything) return null;
+  const placement = (platformId: string, name: string, hostNativeId: string | null): VmPlacement => {
+    const mirror = inventory.mirror(platformId);
+    const host = hostNativeId ? mirror?.host(hostNativeId) : undefined;
+    const cluster = host?.clusterNativeId ? mirror?.cluster(host.clusterNativeId) : undefined;
+    return { platformId, name, hostName: host?.name ?? null, clusterName: cluster?.name ?? null };
+  };
+  const vmVisible = (platformId: string, nativeId: string): boolean => {
+    const vm = inventory.mirror(platformId)?.vm(nativeId)?.vm;
+    return vm ? access.seesVm(placement(platformId, vm.name, vm.hostNativeId)) : false;
+  };
+  return (e) => {
+    if (!access.seesPlatform(e.platformId)) return false;
+    switch (e.type) {
+      case 'PLATFORM_STATUS':
+        return true;
+      case 'TASK': {
+        if (e.upstream)
+          return e.upstream.targetVmNativeId !== null && vmVisible(e.platformId, e.upstream.targetVmNativeId);
+        const task = taskOf(e.taskId);
+        return task ? access.seesVm(placement(task.platformId, task.targetName, task.hostNativeId)) : false;
+      }
+      case 'INVENTORY':
+        if (e.kind === 'VirtualMachine') {
+          return e.vm
+            ? access.seesVm(placement(e.platformId, e.vm.name, e.vm.hostNativeId))
+            : vmVisible(e.platformId, e.nativeId);
+        }
+        // A snapshot is as visible as its VM (`vm/snapshot`); a snapshot of a VM that is gone, to nobody limited.
+        if (e.kind === 'Snapshot') return vmVisible(e.platformId, e.nativeId.slice(0, e.nativeId.indexOf('/')));
+        return true;
+    }
+  };
+}
