@@ -313,6 +313,33 @@ export const authSchema = z
             ctx.addIssue({ code: 'custom', message: `duplicate token name "${t.name}"`, path: [i, 'name'] });
         });
       }),
+    /**
+     * A budget of query cost points per caller (anonymous callers: per
+     * source address) and time window, as GitHub's GraphQL API keeps one;
+     * shared by every instance through Redis when configured.
+     */
+    rateLimit: z
+      .object({
+        enabled: z.boolean().default(true),
+        pointsPerWindow: z.number().int().min(1).max(1_000_000_000).default(1_000_000),
+        windowSeconds: z.number().int().min(1).max(86_400).default(60),
+      })
+      .strict()
+      .prefault({}),
+    /** Per tenant: what its VMs may hold in all; createVm, cloneVm, deployVms and reconfigureVm past it are refused (QUOTA_EXCEEDED). */
+    quotas: z
+      .record(
+        z.string().min(1),
+        z
+          .object({
+            vms: z.number().int().min(0).optional(),
+            vcpus: z.number().int().min(0).optional(),
+            memoryMiB: z.number().int().min(0).optional(),
+            diskGiB: z.number().int().min(0).optional(),
+          })
+          .strict(),
+      )
+      .default({}),
     /** Named sets of objects that bindings grant roles on; `*` (everything) needs no entry. */
     tenants: z.record(tenantName, tenantSchema).default({}),
     /** Who has which roles on which tenants. Subjects: `user:<sub>`, `group:<name>`, `token:<name>`. */
@@ -340,6 +367,9 @@ export const authSchema = z
           ctx.addIssue({ code: 'custom', message: `unknown tenant "${t}"`, path: ['bindings', i, 'tenants', j] });
       }),
     );
+    Object.keys(auth.quotas).forEach((t) => {
+      if (!(t in auth.tenants)) ctx.addIssue({ code: 'custom', message: `unknown tenant "${t}"`, path: ['quotas', t] });
+    });
     auth.anonymous?.tenants.forEach((t, j) => {
       if (!known(t))
         ctx.addIssue({ code: 'custom', message: `unknown tenant "${t}"`, path: ['anonymous', 'tenants', j] });
