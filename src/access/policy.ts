@@ -53,7 +53,14 @@ function globRegExp(glob: string): RegExp {
 }
 
 /** Whether a tenant holds a VM: on one of its platforms and, when it has other selectors, matching one. */
-function tenantHolds(tenant: TenantConfig, vm: VmPlacement, patterns: Map<string, RegExp>): boolean {
+/** Globs compiled once, whoever asks. */
+const compiledGlobs = new Map<string, RegExp>();
+
+export function tenantHolds(
+  tenant: TenantConfig,
+  vm: VmPlacement,
+  patterns: Map<string, RegExp> = compiledGlobs,
+): boolean {
   if (tenant.platforms && !tenant.platforms.includes(vm.platformId)) return false;
   const selectors = [tenant.clusters, tenant.hosts, tenant.namePatterns];
   if (selectors.every((s) => s === undefined)) return true;

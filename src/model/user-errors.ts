@@ -1,6 +1,13 @@
 /** Expected refusals of a mutation, sent in its payload's `userErrors`. */
 export type UserErrorCode =
-  'NOT_FOUND' | 'WRONG_STATE' | 'UNSUPPORTED' | 'CONFLICT' | 'FORBIDDEN' | 'INVALID_INPUT' | 'PLATFORM_UNAVAILABLE';
+  | 'NOT_FOUND'
+  | 'WRONG_STATE'
+  | 'UNSUPPORTED'
+  | 'CONFLICT'
+  | 'FORBIDDEN'
+  | 'QUOTA_EXCEEDED'
+  | 'INVALID_INPUT'
+  | 'PLATFORM_UNAVAILABLE';
 
 export interface UserError {
   field: string[] | null;

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 
-import type { CallerAccess } from '../access/policy.js';
+import type { CallerAccess, VmPlacement } from '../access/policy.js';
+import { type QuotaUse, type QuotaVerdict, type Quotas, useOf } from './quotas.js';
 import type { AuditLog } from './audit-log.js';
 import { redact } from './audit-log.js';
 import type { OperationResult, Reconfiguration, VmOperation, VmOperationKind, VmSpec } from '../model/operations.js';
@@ -101,6 +102,8 @@ interface Audited {
   input: { idempotencyKey?: string | null; clientMutationId?: string | null; [field: string]: unknown };
 }
 
+const NO_QUOTA: QuotaVerdict = { fits: true, release: () => {} };
+
 class Refusal extends Error {
   constructor(readonly userError: UserError) {
     super(userError.message);
@@ -128,6 +131,8 @@ export interface MutationPipelineDeps {
   idempotencyKeys: Idempotency<StoredOutcome>;
   /** Brings the live inventory up to date with VMs an operation changed, before its task succeeds. */
   inventory: { refresh(platformId: string, what: { vms: readonly string[]; storage: boolean }): Promise<void> };
+  /** Per-tenant quotas; absent: none. */
+  quotas?: Quotas;
   logger: Logger;
 }
 
@@ -264,6 +269,20 @@ export class MutationPipeline {
       const provider = ctx.registry.get(vm.platformId);
       const unsupported = provider?.unsupported[op.kind];
       if (!provider || unsupported) return refuse('UNSUPPORTED', unsupported ?? 'The platform cannot do this.');
+      // A copy is a VM of its own: the caller must be allowed to make it where and as it would be.
+      const copy =
+        op.kind === 'CLONE_VM'
+          ? await ctx.loaders.placementOf({
+              platformId: vm.platformId,
+              name: op.name,
+              hostNativeId: op.placement.hostNativeId ?? vm.hostNativeId,
+              clusterNativeId: op.placement.clusterNativeId,
+            })
+          : null;
+      if (copy) {
+        const allowed = ctx.access.may(req.mutation, copy);
+        if (!allowed.allowed) refuse('FORBIDDEN', allowed.reason);
+      }
 
       if (op.kind === 'CLONE_VM') await this.checkNewName(ctx, vm.platformId, op.name);
       if (op.kind === 'RECONFIGURE_VM') await this.checkDevicesToRemove(ctx, vm, op);
@@ -284,25 +303,31 @@ export class MutationPipeline {
             `${req.mutation} needs it ${allowed.join(' or ')}${provider.allowedStates?.[op.kind] ? ' on this platform' : ''}.`,
         );
       }
-      const task = await this.deps.tasks.submit({
-        platformId: vm.platformId,
-        hostNativeId: vm.hostNativeId,
-        operation: op.kind,
-        targetNativeId: vm.nativeId,
-        targetName: vm.name,
-        newVmName: op.kind === 'CLONE_VM' ? op.name : undefined,
-        caller: ctx.caller.id,
-        mutation: req.mutation,
-        auditTargetId: targetId,
-        shared,
-        run: (reporter) =>
-          this.withReadYourWrites(
-            vm.platformId,
-            [vm.nativeId],
-            touchesStorage(op),
-            provider.runOperation(vm.nativeId, op, reporter),
-          ),
-      });
+      const release = await this.reserveQuota(ctx, vm, op, copy);
+      const task = await this.deps.tasks
+        .submit({
+          platformId: vm.platformId,
+          hostNativeId: vm.hostNativeId,
+          operation: op.kind,
+          targetNativeId: vm.nativeId,
+          targetName: vm.name,
+          newVmName: op.kind === 'CLONE_VM' ? op.name : undefined,
+          caller: ctx.caller.id,
+          mutation: req.mutation,
+          auditTargetId: targetId,
+          shared,
+          run: (reporter) =>
+            this.withReadYourWrites(
+              vm.platformId,
+              [vm.nativeId],
+              touchesStorage(op),
+              provider.runOperation(vm.nativeId, op, reporter),
+            ).finally(release),
+        })
+        .catch((e: unknown) => {
+          release();
+          throw e;
+        });
       await this.audit(ctx, req, targetId, 'ACCEPTED', [], task.id);
       return { clientMutationId: req.input.clientMutationId ?? null, vm, task, userErrors: [] };
     } catch (e) {
@@ -312,6 +337,39 @@ export class MutationPipeline {
       }
       throw e;
     }
+  }
+
+  /**
+   * Reserves what a clone or a reconfiguration adds to the tenants that hold
+   * the VM (or the copy), refusing QUOTA_EXCEEDED past a quota; the returned
+   * function gives the reservation back.
+   */
+  private async reserveQuota(
+    ctx: MutationCall,
+    vm: VmRecord,
+    op: VmOperation,
+    copy: VmPlacement | null,
+  ): Promise<() => void> {
+    const quotas = this.deps.quotas;
+    if (!quotas || (op.kind !== 'CLONE_VM' && op.kind !== 'RECONFIGURE_VM')) return () => {};
+    const details = await ctx.loaders.vmDetails.load({ platformId: vm.platformId, nativeId: vm.nativeId });
+    let demand: QuotaUse;
+    if (op.kind === 'CLONE_VM') demand = useOf(details);
+    else {
+      const removed = details.disks.filter((d) => d.device === 'DISK' && op.removeDiskTargets.includes(d.target));
+      const bytes =
+        op.addDisks.reduce((sum, d) => sum + d.capacityBytes, 0) -
+        removed.reduce((sum, d) => sum + (d.capacityBytes ?? 0), 0);
+      demand = {
+        vms: 0,
+        vcpus: op.vcpus === null ? 0 : op.vcpus - details.vcpus,
+        memoryMiB: op.memoryMiB === null ? 0 : op.memoryMiB - details.memoryMiB,
+        diskGiB: bytes / 1024 ** 3,
+      };
+    }
+    const verdict = await quotas.reserve(ctx.loaders, copy ?? (await ctx.loaders.placementOf(vm)), demand);
+    if (!verdict.fits) return refuse('QUOTA_EXCEEDED', verdict.reason);
+    return verdict.release;
   }
 
   /** Cancels a queued task, through the same authorization check and audit as every mutation. */
@@ -453,15 +511,13 @@ export class MutationPipeline {
             throw e;
           }
           // The VM it would be, where it would be, must be one the caller may create.
-          const decision = ctx.access.may(
-            'createVm',
-            await ctx.loaders.placementOf({
-              platformId,
-              name: spec.name,
-              hostNativeId: spec.placement.hostNativeId,
-              clusterNativeId: spec.placement.clusterNativeId,
-            }),
-          );
+          const target = await ctx.loaders.placementOf({
+            platformId,
+            name: spec.name,
+            hostNativeId: spec.placement.hostNativeId,
+            clusterNativeId: spec.placement.clusterNativeId,
+          });
+          const decision = ctx.access.may('createVm', target);
           if (!decision.allowed) refuse('FORBIDDEN', decision.reason);
           const problem = provider.placementProblem(spec);
           if (problem) refuse('INVALID_INPUT', problem, ['placement']);
@@ -472,18 +528,29 @@ export class MutationPipeline {
               return refuse('PLATFORM_UNAVAILABLE', e.message);
             throw e;
           }
-          const task = await this.deps.tasks.submit({
-            platformId,
-            hostNativeId: spec.placement.hostNativeId,
-            operation: 'CREATE_VM',
-            targetNativeId: `new/${spec.name}`,
-            targetName: spec.name,
-            caller,
-            mutation: 'createVm',
-            auditTargetId: input.platformId,
-            newVmName: spec.name,
-            run: (reporter) => this.withReadYourWrites(platformId, [], true, provider.createVm(spec, reporter)),
-          });
+          const disks = spec.disks.reduce((sum, d) => sum + d.capacityBytes, 0);
+          const demand = { vms: 1, vcpus: spec.vcpus, memoryMiB: spec.memoryMiB, diskGiB: disks / 1024 ** 3 };
+          const verdict = (await this.deps.quotas?.reserve(ctx.loaders, target, demand)) ?? NO_QUOTA;
+          if (!verdict.fits) refuse('QUOTA_EXCEEDED', verdict.reason);
+          const release = verdict.fits ? verdict.release : () => {};
+          const task = await this.deps.tasks
+            .submit({
+              platformId,
+              hostNativeId: spec.placement.hostNativeId,
+              operation: 'CREATE_VM',
+              targetNativeId: `new/${spec.name}`,
+              targetName: spec.name,
+              caller,
+              mutation: 'createVm',
+              auditTargetId: input.platformId,
+              newVmName: spec.name,
+              run: (reporter) =>
+                this.withReadYourWrites(platformId, [], true, provider.createVm(spec, reporter)).finally(release),
+            })
+            .catch((e: unknown) => {
+              release();
+              throw e;
+            });
           await this.audit(ctx, audited, input.platformId, 'ACCEPTED', [], task.id);
           return { clientMutationId: input.clientMutationId ?? null, vm: null, task, userErrors: [] };
         } catch (e) {

@@ -10,6 +10,7 @@ import type { Caller } from '../model/caller.js';
 import { PlatformRegistry } from '../datasources/registry.js';
 import { AuditLog } from '../mutations/audit-log.js';
 import { AccessPolicy } from '../access/policy.js';
+import { Quotas } from '../mutations/quotas.js';
 import { type Idempotency, IdempotencyKeys, type RememberedOutcome } from '../mutations/idempotency.js';
 import { SharedIdempotencyKeys } from '../mutations/shared-idempotency.js';
 import { MutationPipeline, type StoredOutcome } from '../mutations/pipeline.js';
@@ -81,7 +82,14 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
     logger,
     shared.replication,
   );
-  const mutations = new MutationPipeline({ tasks, audit, idempotencyKeys, inventory, logger });
+  const mutations = new MutationPipeline({
+    tasks,
+    audit,
+    idempotencyKeys,
+    inventory,
+    quotas: new Quotas(config.auth),
+    logger,
+  });
   const policy = new AccessPolicy(config.auth);
   const subscriptionLimits = { maxQueuedEvents: config.subscriptions.maxQueuedEvents };
   const metrics = openMetrics(config, shared, registry, inventory, logger);

@@ -1,0 +1,113 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { writeEstate } from './fixtures/libvirt-estate.js';
+import { type TestGateway, startTestGateway } from './helpers/gateway.js';
+import { finished, mutate } from './helpers/mutations.js';
+
+// Per-tenant quotas against the libvirt test driver: a tenant of the VMs
+// named q-* may hold 5 VMs, 8 vCPUs and 6 GiB of memory in all.
+const GiB = 1024 ** 3;
+let gw: TestGateway;
+let platform: string;
+
+async function vmId(name: string): Promise<string> {
+  const res = await gw.query<{ virtualMachines: { nodes: { id: string; name: string }[] } }>(
+    'query($n: String) { virtualMachines(first: 50, filter: { nameContains: $n }) { nodes { id name } } }',
+    { n: name },
+  );
+  return res.data!.virtualMachines.nodes.find((v) => v.name === name)!.id;
+}
+
+beforeAll(async () => {
+  gw = await startTestGateway({
+    platforms: [{ id: 'kvm', kind: 'libvirt', uri: writeEstate({ vms: 3 }).uri }],
+    auth: {
+      anonymous: { roles: ['admin'], tenants: ['*'] },
+      tenants: { q: { platforms: ['kvm'], namePatterns: ['q-*'] } },
+      quotas: { q: { vms: 5, vcpus: 8, memoryMiB: 6144 } },
+    },
+  });
+  const res = await gw.query<{ platforms: { id: string }[] }>('{ platforms { id } }');
+  platform = res.data!.platforms[0]!.id;
+});
+afterAll(() => gw?.close());
+
+describe('tenant quotas', () => {
+  it('lets exactly the VMs that fit through 20 concurrent creates, and refuses the rest naming the quota', async () => {
+    const outcomes = await Promise.all(
+      Array.from({ length: 20 }, (_, i) =>
+        mutate(gw, 'createVm', {
+          platformId: platform,
+          name: `q-${String(i).padStart(2, '0')}`,
+          vcpus: 1,
+          memoryMiB: 512,
+        }),
+      ),
+    );
+    const accepted = outcomes.filter((o) => o.task);
+    const refused = outcomes.filter((o) => !o.task);
+    expect(accepted.length).toBe(5);
+    for (const o of refused) {
+      expect(o.userErrors).toEqual([
+        {
+          code: 'QUOTA_EXCEEDED',
+          field: null,
+          message: 'Tenant q may hold 5 VMs; it holds 5 and this asks for 1 more.',
+        },
+      ]);
+    }
+    for (const o of accepted) expect((await finished(gw, o.task!.id)).state).toBe('SUCCEEDED');
+    // Once made, they count from the inventory: still no room.
+    const again = await mutate(gw, 'createVm', { platformId: platform, name: 'q-late', memoryMiB: 256 });
+    expect(again.userErrors[0]!.code).toBe('QUOTA_EXCEEDED');
+    // A VM outside the tenant is not counted against it.
+    const outside = await mutate(gw, 'createVm', { platformId: platform, name: 'other-1', memoryMiB: 256 });
+    expect(outside.userErrors).toEqual([]);
+    await finished(gw, outside.task!.id);
+  });
+
+  it('checks reconfigurations and clones against vCPUs and memory, and frees what a deleted VM held', async () => {
+    const id = await vmId('q-00');
+    // 5 VMs x 1 vCPU: 3 more fit (8), 4 do not.
+    const tooMany = await mutate(gw, 'reconfigureVm', { vmId: id, vcpus: 5 });
+    expect(tooMany.userErrors[0]).toMatchObject({
+      code: 'QUOTA_EXCEEDED',
+      message: 'Tenant q may hold 8 vCPUs; it holds 5 and this asks for 4 more.',
+    });
+    const memory = await mutate(gw, 'reconfigureVm', { vmId: id, memoryMiB: 4608 });
+    expect(memory.userErrors[0]!.message).toBe(
+      'Tenant q may hold 6144 memory (MiB); it holds 2560 and this asks for 4096 more.',
+    );
+    const fits = await mutate(gw, 'reconfigureVm', { vmId: id, vcpus: 4 });
+    expect(fits.userErrors).toEqual([]);
+    await finished(gw, fits.task!.id);
+
+    const clone = await mutate(gw, 'cloneVm', { vmId: await vmId('q-01'), name: 'q-copy' });
+    expect(clone.userErrors[0]!.code).toBe('QUOTA_EXCEEDED');
+
+    const del = await mutate(gw, 'deleteVm', { vmId: await vmId('q-02'), force: true });
+    await finished(gw, del.task!.id);
+    const now = await mutate(gw, 'cloneVm', { vmId: await vmId('q-01'), name: 'q-copy', disks: undefined });
+    expect(now.userErrors).toEqual([]);
+    await finished(gw, now.task!.id);
+    expect(
+      (
+        await mutate(gw, 'createVm', {
+          platformId: platform,
+          name: 'q-more',
+          memoryMiB: 256,
+          disks: [{ capacityBytes: GiB }],
+        })
+      ).userErrors[0]!.code,
+    ).toBe('QUOTA_EXCEEDED');
+  });
+
+  it('refuses a quota on an unknown tenant at start, naming it', async () => {
+    await expect(
+      startTestGateway({
+        platforms: [{ id: 'kvm', kind: 'libvirt', uri: 'test:///default' }],
+        auth: { anonymous: { roles: ['admin'] }, quotas: { nope: { vms: 1 } } },
+      }),
+    ).rejects.toThrow(/auth\.quotas\.nope.*unknown tenant "nope"/s);
+  });
+});
