@@ -83,6 +83,16 @@ describe('metrics across instances', () => {
       expect(latest.data!.node.metrics.latest).not.toBeNull();
       expect(await queryPerfCalls(follower)).toBe(followerCallsBefore);
 
+      // What the follower's clients stop watching, the holder stops sampling (not when the entry lapses).
+      const extra = subscribe(
+        follower.url,
+        'subscription($ids: [ID!]!) { vmMetrics(ids: $ids, intervalSeconds: 40) { vmId } }',
+        { ids },
+      );
+      await eventually(() => holder.metrics.sampler('vc')!.activeIntervals().includes(40), 10_000);
+      await extra.close();
+      await eventually(() => !holder.metrics.sampler('vc')!.activeIntervals().includes(40), 3_000);
+
       // The holder goes; the follower takes the lease and samples for its own subscriber from then on.
       const seen = sub.events.length;
       await holder.close();

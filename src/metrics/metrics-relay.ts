@@ -125,6 +125,9 @@ export class MetricsRelay {
       return;
     }
     const now = Date.now();
+    // An instance whose clients stopped watching removed its entry: its interests end now.
+    for (const instance of sampler.remoteInstances())
+      if (!(instance in all)) sampler.setRemoteInterest(instance, [], 0);
     for (const [instance, json] of Object.entries(all)) {
       if (instance === this.instanceId) continue;
       const parsed = parseInterest(json);

@@ -95,6 +95,11 @@ export class PlatformSampler {
     }
   }
 
+  /** The other instances whose interests are held. */
+  remoteInstances(): string[] {
+    return [...this.remote.keys()];
+  }
+
   /** Drops what instances that stopped telling said they watch. */
   expireRemoteInterest(now = Date.now()): void {
     for (const [instance, r] of this.remote) if (r.expiresAt < now) this.setRemoteInterest(instance, [], 0);
