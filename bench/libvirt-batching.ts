@@ -11,6 +11,7 @@ import { LibvirtClient } from '../src/datasources/libvirt/client.js';
 import type { LibvirtProvider } from '../src/datasources/libvirt/provider.js';
 import { startGateway } from '../src/server/gateway.js';
 import { writeEstate } from '../test/fixtures/libvirt-estate.js';
+import { BENCH_AUTH } from './support.js';
 
 const ROUNDS = 5;
 
@@ -52,6 +53,7 @@ async function graphqlListing(sizes: number[]): Promise<void> {
     const config = validateConfig({
       server: { port: 0 },
       limits: { maxCost: 100_000_000, maxPageSize: 10_000 },
+      auth: BENCH_AUTH,
       platforms: [{ id: 'bench', kind: 'libvirt', uri: estate.uri }],
     });
     const gw = await startGateway(config, pino({ level: 'silent' }));

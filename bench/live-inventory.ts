@@ -23,6 +23,7 @@ import { writeEstate } from '../test/fixtures/libvirt-estate.js';
 import { libvirtd } from '../test/helpers/libvirtd.js';
 import { vspherePlatform } from '../test/helpers/vcsim.js';
 import {
+  BENCH_AUTH,
   type GatewayProcess,
   type GraphQLBody,
   buildGovmomiList,
@@ -91,6 +92,7 @@ if (PARTS.has('vsphere')) {
     console.log(`vcsim with ${VMS} VMs started in ${ms(sim.startMs)}, RSS ${mib(memoryOf(sim.pid).rssMiB)}`);
     gw = await spawnGateway({
       limits: LIMITS,
+      auth: BENCH_AUTH,
       inventory: INVENTORY,
       platforms: [{ id: 'vc', kind: 'vsphere', url: proxy.url, username: sim.username, password: sim.password }],
     });
@@ -254,6 +256,7 @@ async function addonReads(client: LibvirtClient, parse: boolean): Promise<void> 
 async function libvirtListing(label: string, uri: string): Promise<string[][]> {
   const gw = await spawnGateway({
     limits: LIMITS,
+    auth: BENCH_AUTH,
     inventory: INVENTORY,
     platforms: [{ id: 'lv', kind: 'libvirt', uri }],
   });
@@ -335,6 +338,7 @@ if (PARTS.has('large')) {
     const simRss = memoryOf(sim.pid).rssMiB;
     gw = await spawnGateway({
       limits: LIMITS,
+      auth: BENCH_AUTH,
       inventory: INVENTORY,
       platforms: [vspherePlatform(sim)],
     });

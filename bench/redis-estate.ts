@@ -12,6 +12,7 @@ import { Redis } from 'ioredis';
 import { redisServer } from '../test/helpers/redis-server.js';
 import { vspherePlatform } from '../test/helpers/vcsim.js';
 import {
+  BENCH_AUTH,
   type GatewayProcess,
   machine,
   memoryOf,
@@ -62,13 +63,19 @@ async function main(): Promise<void> {
   const gateways: GatewayProcess[] = [];
   try {
     const platform = vspherePlatform(sim);
-    const alone = await spawnGateway({ limits: LIMITS, inventory: INVENTORY, platforms: [platform] });
+    const alone = await spawnGateway({ limits: LIMITS, auth: BENCH_AUTH, inventory: INVENTORY, platforms: [platform] });
     gateways.push(alone);
     const baseline = await measure(alone);
     await alone.stop();
     gateways.length = 0;
 
-    const shared = { limits: LIMITS, inventory: INVENTORY, platforms: [platform], redis: { url: redis.url } };
+    const shared = {
+      limits: LIMITS,
+      auth: BENCH_AUTH,
+      inventory: INVENTORY,
+      platforms: [platform],
+      redis: { url: redis.url },
+    };
     const holder = await spawnGateway(shared);
     gateways.push(holder);
     const held = await measure(holder);

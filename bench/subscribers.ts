@@ -36,6 +36,7 @@ import { type RedisServer, redisServer } from '../test/helpers/redis-server.js';
 import type { BroadcastCommand } from './subscribers-broadcast.js';
 import { BUCKETS, type ClientCommand, type ClientReport, bucketLimit } from './subscribers-client.js';
 import {
+  BENCH_AUTH,
   type GatewayProcess,
   machine,
   memoryOf,
@@ -395,6 +396,7 @@ async function measureGateways(mode: Mode, estate: Estate): Promise<ModeRun> {
   try {
     const config = {
       inventory: { resyncIntervalSeconds: 3600 },
+      auth: BENCH_AUTH,
       platforms: [{ id: PLATFORM, kind: 'libvirt', uri: estate.uri }],
       ...(redis ? { redis: { url: redis.url } } : {}),
     };

@@ -356,7 +356,10 @@ describe('good credentials', () => {
     const alice = `Bearer ${await jwt(keyA)}`;
     const http = await post(gw.url, QUERY, alice);
     expect(http.status).toBe(200);
-    expect(http.body).toEqual({ data: { platforms: [{ id: expect.any(String) }] } });
+    expect(http.body).toEqual({
+      data: { platforms: [{ id: expect.any(String) }] },
+      extensions: { rateLimit: expect.any(Object) },
+    });
     expect(await auditedCaller('http', alice, 'jwt-http')).toEqual(['user:alice']);
     // Each connection keeps its own caller for every operation on it.
     expect(await auditedCaller('websocket', `Bearer ${await jwt(keyA, { sub: 'bob' })}`, 'jwt-ws')).toEqual([
@@ -367,7 +370,10 @@ describe('good credentials', () => {
   it('serves a configured API token as token:<name>, also under connection_init "Authorization"', async () => {
     expect(await auditedCaller('http', `Bearer ${apiToken}`, 'token-http')).toEqual(['token:ci']);
     const ws = await wsRun(gw.url, QUERY, { Authorization: `Bearer ${apiToken}` });
-    expect(ws.result).toEqual({ data: { platforms: [{ id: expect.any(String) }] } });
+    expect(ws.result).toEqual({
+      data: { platforms: [{ id: expect.any(String) }] },
+      extensions: { rateLimit: expect.any(Object) },
+    });
     expect(JSON.stringify(gw.logs())).not.toContain(apiToken);
   });
 
@@ -424,8 +430,14 @@ describe('anonymous callers', () => {
   afterAll(() => anon?.close());
 
   it('serves a request without a credential as anonymous where configured', async () => {
-    expect((await post(anon.url, QUERY)).body).toEqual({ data: { platforms: [{ id: expect.any(String) }] } });
-    expect((await wsRun(anon.url, QUERY)).result).toEqual({ data: { platforms: [{ id: expect.any(String) }] } });
+    expect((await post(anon.url, QUERY)).body).toEqual({
+      data: { platforms: [{ id: expect.any(String) }] },
+      extensions: { rateLimit: expect.any(Object) },
+    });
+    expect((await wsRun(anon.url, QUERY)).result).toEqual({
+      data: { platforms: [{ id: expect.any(String) }] },
+      extensions: { rateLimit: expect.any(Object) },
+    });
   });
 
   it('still refuses a bad credential: never downgraded to anonymous', async () => {

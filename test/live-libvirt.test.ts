@@ -81,7 +81,7 @@ describe('the live inventory of a libvirt host', () => {
       '{ virtualMachines(first: 5, filter: { nameContains: "test" }) { nodes { powerState } } }',
     );
     expect(res.data!.virtualMachines.nodes[0]!.powerState).toBe('PAUSED');
-    expect((res as { extensions?: unknown }).extensions).toBeUndefined();
+    expect((res as { extensions?: { directReads?: unknown } }).extensions?.directReads).toBeUndefined();
 
     // A domain defined and removed behind the gateway's back.
     const dir = mkdtempSync(join(tmpdir(), 'virt-graph-virsh-'));

@@ -67,7 +67,7 @@ describe('the live inventory of a vCenter', () => {
         { id },
       );
       expect(res.data!.node.powerState).toBe('OFF');
-      expect((res as { extensions?: unknown }).extensions).toBeUndefined();
+      expect((res as { extensions?: { directReads?: unknown } }).extensions?.directReads).toBeUndefined();
     } finally {
       await admin.close();
       await sub.close();

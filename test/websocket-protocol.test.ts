@@ -76,7 +76,10 @@ describe('GraphQL over WebSocket (graphql-transport-ws)', () => {
     expect(await c.frame((f) => f.type === 'pong')).toEqual({ type: 'pong', payload: { n: 1 } });
     await c.send({ type: 'subscribe', id: 'q1', payload: { query: '{ platforms { name kind } }' } });
     const next = await c.frame((f) => f.type === 'next' && f.id === 'q1');
-    expect(next.payload).toEqual({ data: { platforms: [{ name: 'kvm', kind: 'LIBVIRT' }] } });
+    expect(next.payload).toEqual({
+      data: { platforms: [{ name: 'kvm', kind: 'LIBVIRT' }] },
+      extensions: { rateLimit: expect.any(Object) },
+    });
     await c.frame((f) => f.type === 'complete' && f.id === 'q1');
     c.socket.close();
   });

@@ -99,9 +99,12 @@ export class CallerAccess {
     return this.grants.some((g) => g.tenant === '*' && g.role !== 'auditor');
   }
 
-  /** May read the audit log. */
+  /**
+   * May read the audit log: it names every tenant's VMs, so only an auditor
+   * or an admin of everything (`*`) may; an admin of some tenants may not.
+   */
   get readsAudit(): boolean {
-    return this.grants.some((g) => g.role === 'auditor' || g.role === 'admin');
+    return this.grants.some((g) => g.role === 'auditor' || (g.role === 'admin' && g.tenant === '*'));
   }
 
   /** Holds a role (other than auditor) on a tenant that may hold objects of this platform. */

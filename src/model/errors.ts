@@ -23,8 +23,19 @@ export const ErrorCode = {
   TOO_MANY_DIRECTIVES: 'TOO_MANY_DIRECTIVES',
   /** The document has more tokens than `limits.maxTokens`. */
   TOO_MANY_TOKENS: 'TOO_MANY_TOKENS',
-  /** The estimated cost exceeds `limits.maxCost`. */
+  /**
+   * The estimated cost exceeds `limits.maxCost`, or the caller's whole budget
+   * per window (`auth.rateLimit.pointsPerWindow`), so that it could never run.
+   */
   QUERY_TOO_COSTLY: 'QUERY_TOO_COSTLY',
+  /**
+   * The caller has fewer points left in the current rate-limit window than
+   * the operation costs (`auth.rateLimit`); nothing ran and nothing was
+   * charged. HTTP status 429 with `Retry-After`; on a WebSocket an error for
+   * that operation, the connection stays open. Extensions: `cost`,
+   * `remaining`, `resetAt` (ISO 8601) and `retryAfterSeconds`.
+   */
+  RATE_LIMITED: 'RATE_LIMITED',
   /** A WebSocket connection holds `subscriptions.maxPerConnection` operations already. */
   TOO_MANY_SUBSCRIPTIONS: 'TOO_MANY_SUBSCRIPTIONS',
   /** The HTTP body is larger than `limits.maxBodyBytes`. */

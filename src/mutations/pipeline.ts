@@ -270,17 +270,29 @@ export class MutationPipeline {
       const unsupported = provider?.unsupported[op.kind];
       if (!provider || unsupported) return refuse('UNSUPPORTED', unsupported ?? 'The platform cannot do this.');
       // A copy is a VM of its own: the caller must be allowed to make it where and as it would be.
+      // A copy is a VM of its own, and a migrated VM lands where it goes: the caller must be allowed there.
       const copy =
         op.kind === 'CLONE_VM'
           ? await ctx.loaders.placementOf({
               platformId: vm.platformId,
               name: op.name,
-              hostNativeId: op.placement.hostNativeId ?? vm.hostNativeId,
+              // Placed in a cluster only: the copy's host is the cluster's choice, not the source's.
+              hostNativeId: op.placement.hostNativeId ?? (op.placement.clusterNativeId ? null : vm.hostNativeId),
               clusterNativeId: op.placement.clusterNativeId,
             })
           : null;
-      if (copy) {
-        const allowed = ctx.access.may(req.mutation, copy);
+      const landing =
+        op.kind === 'MIGRATE_VM'
+          ? await ctx.loaders.placementOf({
+              platformId: op.destination?.platformId ?? vm.platformId,
+              name: vm.name,
+              hostNativeId: op.hostNativeId,
+            })
+          : null;
+      for (const place of [copy, landing]) {
+        if (!place) continue;
+        if (!ctx.access.seesPlatform(place.platformId)) refuse('NOT_FOUND', 'No such host.', ['hostId']);
+        const allowed = ctx.access.may(req.mutation, place);
         if (!allowed.allowed) refuse('FORBIDDEN', allowed.reason);
       }
 
@@ -401,9 +413,9 @@ export class MutationPipeline {
         name: task.targetName,
         hostNativeId: task.hostNativeId,
       });
-      if (!ctx.access.seesVm(target)) {
-        return refusedWith({ code: 'NOT_FOUND', field: ['taskId'], message: 'No task with that ID exists.' });
-      }
+      // Worded as TaskManager words a task it does not have: a hidden task is one that does not exist.
+      if (!ctx.access.seesVm(target))
+        return refusedWith({ code: 'NOT_FOUND', field: ['taskId'], message: 'No such task.' });
       const decision = ctx.access.may('cancelTask', target);
       if (!decision.allowed) return refusedWith({ code: 'FORBIDDEN', field: null, message: decision.reason });
     }

@@ -13,6 +13,27 @@ import type { AuditLog } from '../mutations/audit-log.js';
 import type { MutationPipeline } from '../mutations/pipeline.js';
 import type { TaskManager } from '../mutations/task-manager.js';
 
+/** A caller's budget of query cost points in the current window, as the operation's charge left it. */
+export interface RateLimitStatus {
+  /** Points per window (`auth.rateLimit.pointsPerWindow`). */
+  limit: number;
+  /** What this operation costs (at least 1); charged unless it is a dry run. */
+  cost: number;
+  /** Points spent in this window, this operation's included. */
+  used: number;
+  remaining: number;
+  /** When the window ends and the budget is whole again. */
+  resetAt: Date;
+}
+
+/** The rate limit of one operation: whose budget it spends, and what the charge left. */
+export interface RequestRateLimit {
+  /** The caller's id, or `anonymous@<address>` for an anonymous caller. */
+  readonly subject: string;
+  /** Set when the operation has been charged, before it runs; null until then (or when it was refused). */
+  status: RateLimitStatus | null;
+}
+
 /** Everything a resolver may use during one operation. */
 export interface GatewayContext {
   registry: PlatformRegistry;
@@ -45,6 +66,8 @@ export interface GatewayContext {
   connection: { close(code: number, reason: string): void } | null;
   /** Starts over with new reads (new loaders): a subscription resolves each event as a request of its own. */
   freshReads(): void;
+  /** The operation's budget of cost points (the `rateLimit` field); null when `auth.rateLimit` is off. */
+  rateLimit: RequestRateLimit | null;
 }
 
 export interface ContextDeps {
@@ -105,5 +128,7 @@ export function createContext(
     freshReads: () => {
       current = reads();
     },
+    // Set by the gateway for the transport's subject; the charge fills in the status.
+    rateLimit: null,
   };
 }

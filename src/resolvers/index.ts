@@ -14,6 +14,7 @@ import {
 } from './metrics.js';
 import { Node, nodeQueries } from './node.js';
 import { Platform, platformQueries } from './platform.js';
+import { rateLimitQueries } from './rate-limit.js';
 import { DateTime, SafeInt } from './scalars.js';
 import { Snapshot } from './snapshot.js';
 import { Datastore, Storage, StoragePool, StorageVolume, storageQueries } from './storage.js';
@@ -42,6 +43,7 @@ export const resolvers: Resolvers = {
     ...storageQueries,
     ...taskQueries,
     ...auditQueries,
+    ...rateLimitQueries,
   },
   Mutation: { ...vmMutations, ...batchMutations },
   Subscription: { ...subscriptionResolvers, ...metricSubscriptions },

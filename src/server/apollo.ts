@@ -1,15 +1,22 @@
-import { ApolloServer, type ApolloServerPlugin } from '@apollo/server';
+import { ApolloServer, type ApolloServerPlugin, HeaderMap } from '@apollo/server';
 import {
   ApolloServerPluginCacheControlDisabled,
   ApolloServerPluginLandingPageDisabled,
 } from '@apollo/server/plugin/disabled';
-import type { GraphQLSchema } from 'graphql';
+import { type DocumentNode, type GraphQLSchema, execute } from 'graphql';
 import type { Logger } from 'pino';
 
 import type { Limits } from '../config/schema.js';
 import type { GatewayContext } from '../resolvers/context.js';
 import type { ErrorFormatter } from './format-error.js';
 import { assertCostWithin, limitRules, operationCost } from './limits.js';
+import {
+  type RateLimiter,
+  chargeOperation,
+  dryRunDocument,
+  rateLimitExtension,
+  rateLimitHeaders,
+} from './rate-limit.js';
 
 export interface ApolloOptions {
   schema: GraphQLSchema;
@@ -17,15 +24,63 @@ export interface ApolloOptions {
   logger: Logger;
   errors: ErrorFormatter;
   introspection: boolean;
+  /** Budgets of cost points per caller (`auth.rateLimit`); null when off. */
+  rateLimiter: RateLimiter | null;
 }
 
-/** Refuses operations whose estimated cost, with their variables, is over the limit. */
-function costPlugin(limits: Limits): ApolloServerPlugin<GatewayContext> {
+/**
+ * Prices each operation before it runs: refuses it when its estimated cost,
+ * with its variables, is over the limit, or over what the caller has left of
+ * its budget (429, Retry-After); says what it cost and what is left in
+ * `extensions.rateLimit` and GitHub's `x-ratelimit-*` headers. A dry run
+ * (`rateLimit(dryRun: true)`) runs only its rateLimit fields.
+ */
+function costPlugin(
+  limits: Limits,
+  rateLimiter: RateLimiter | null,
+  errors: ErrorFormatter,
+  logger: Logger,
+): ApolloServerPlugin<GatewayContext> {
   return {
     async requestDidStart() {
+      // The document to run instead of the request's, for a dry run.
+      let instead: DocumentNode | null = null;
       return {
-        async didResolveOperation({ request, document, schema }) {
-          assertCostWithin(operationCost(schema, document, request.operationName, request.variables, limits), limits);
+        async didResolveOperation({ request, document, schema, contextValue }) {
+          const cost = operationCost(schema, document, request.operationName, request.variables, limits);
+          assertCostWithin(cost, limits);
+          const operation = { document, operationName: request.operationName, variables: request.variables, cost };
+          const toRun =
+            rateLimiter && contextValue.rateLimit
+              ? await chargeOperation(rateLimiter, contextValue.rateLimit, operation, logger)
+              : (dryRunDocument(document, request.operationName, request.variables) ?? document);
+          if (toRun !== document) instead = toRun;
+        },
+        async responseForOperation({ request, schema, contextValue, operationName }) {
+          if (!instead) return null;
+          const result = await execute({
+            schema,
+            document: instead,
+            operationName,
+            variableValues: request.variables,
+            contextValue,
+          });
+          return {
+            http: { status: undefined, headers: new HeaderMap() },
+            body: {
+              kind: 'single',
+              // Apollo formats only the errors of its own execution; these are formatted as it would.
+              singleResult: { ...result, errors: result.errors?.map((e) => errors.formatOne(e)) },
+            },
+          };
+        },
+        async willSendResponse({ response, contextValue }) {
+          const status = contextValue.rateLimit?.status;
+          if (!status) return;
+          for (const [name, value] of Object.entries(rateLimitHeaders(status))) response.http.headers.set(name, value);
+          if (response.body.kind !== 'single') return;
+          const result = response.body.singleResult;
+          result.extensions = { ...result.extensions, rateLimit: rateLimitExtension(status) };
         },
       };
     },
@@ -85,7 +140,7 @@ export function createApollo(opts: ApolloOptions): ApolloServer<GatewayContext> 
       ApolloServerPluginLandingPageDisabled(),
       // Apollo's HTTP cache hints are never used here (every answer is live), and the plugin wraps every field's resolver.
       ApolloServerPluginCacheControlDisabled(),
-      costPlugin(limits),
+      costPlugin(limits, opts.rateLimiter, opts.errors, logger),
       partialErrorsPlugin(opts.errors),
       directReadsPlugin(),
     ],

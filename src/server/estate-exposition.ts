@@ -1,3 +1,4 @@
+import type { CallerAccess } from '../access/policy.js';
 import type { Inventory } from '../inventory/inventory.js';
 import type { MetricsService } from '../metrics/metrics-service.js';
 import { METRIC_FIELDS, type MetricField, type MetricSample } from '../model/metrics.js';
@@ -34,14 +35,20 @@ interface Row {
  * /metrics/estate. Numbers carry the sample's own time, so a scrape between
  * two samplings does not pretend they are new.
  */
-export function renderEstate(inventory: Inventory, metrics: MetricsService, platformIds: readonly string[]): string {
+export function renderEstate(
+  inventory: Inventory,
+  metrics: MetricsService,
+  platformIds: readonly string[],
+  /** What the scraper may see: the VMs of its tenants, the hosts of their platforms. */
+  access: CallerAccess,
+): string {
   const vms: Row[] = [];
   const hosts: Row[] = [];
   for (const platformId of platformIds) {
     const sampler = metrics.sampler(platformId);
     const mirror = inventory.mirror(platformId);
-    if (!sampler || !mirror) continue;
-    const hostNames = new Map(mirror.listHosts().map((h) => [h.nativeId, h.name]));
+    if (!sampler || !mirror || !access.seesPlatform(platformId)) continue;
+    const hostsById = new Map(mirror.listHosts().map((h) => [h.nativeId, h]));
     for (const h of mirror.listHosts()) {
       const sample = sampler.latest('HOST', h.nativeId);
       if (sample) hosts.push({ labels: labels({ platform: platformId, host: h.name, id: h.nativeId }), sample });
@@ -49,7 +56,16 @@ export function renderEstate(inventory: Inventory, metrics: MetricsService, plat
     for (const v of mirror.listVms()) {
       const sample = sampler.latest('VM', v.nativeId);
       if (!sample) continue;
-      const host = v.hostNativeId ? (hostNames.get(v.hostNativeId) ?? v.hostNativeId) : '';
+      const onHost = v.hostNativeId ? hostsById.get(v.hostNativeId) : undefined;
+      const cluster = onHost?.clusterNativeId ? mirror.cluster(onHost.clusterNativeId) : undefined;
+      const placement = {
+        platformId,
+        name: v.name,
+        hostName: onHost?.name ?? null,
+        clusterName: cluster?.name ?? null,
+      };
+      if (!access.seesEverything && !access.seesVm(placement)) continue;
+      const host = onHost?.name ?? v.hostNativeId ?? '';
       vms.push({ labels: labels({ platform: platformId, vm: v.name, host, id: v.nativeId }), sample });
     }
   }

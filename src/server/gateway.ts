@@ -27,6 +27,7 @@ import { anonymousWriteRefusal, createAuthenticator } from './authentication.js'
 import { type GatewayContext, createContext } from '../resolvers/context.js';
 import { createErrorFormatter } from './format-error.js';
 import { createHttpHandler } from './http.js';
+import { createRateLimiter, rateLimitSubject } from './rate-limit.js';
 import { buildGatewaySchema } from './schema.js';
 import { attachWebSocket } from './websocket.js';
 
@@ -54,8 +55,6 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
   const registry = PlatformRegistry.fromConfig(config.platforms, logger);
   const schema = buildGatewaySchema();
   const errors = createErrorFormatter(logger, (e) => registry.describeError(e));
-  const apollo = createApollo({ schema, limits, logger, errors, introspection: serverConfig.introspection });
-  await apollo.start();
 
   let phase: Phase = 'starting';
   const state = openFileStore(config.state.dir, logger);
@@ -66,6 +65,17 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
     config.audit.retainInMemory,
   );
   const shared: SharedState = await openSharedState(config, logger);
+  // Shared through Redis when this instance reached it at start.
+  const rateLimiter = createRateLimiter(config.auth.rateLimit, shared, logger);
+  const apollo = createApollo({
+    schema,
+    limits,
+    logger,
+    errors,
+    introspection: serverConfig.introspection,
+    rateLimiter,
+  });
+  await apollo.start();
   const idempotencyKeys: Idempotency<StoredOutcome> = shared.redis
     ? new SharedIdempotencyKeys(shared.redis, shared.keyPrefix)
     : new IdempotencyKeys(await state.collection<RememberedOutcome<StoredOutcome>>('idempotency'));
@@ -94,8 +104,12 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
   const subscriptionLimits = { maxQueuedEvents: config.subscriptions.maxQueuedEvents };
   const metrics = openMetrics(config, shared, registry, inventory, logger);
   const metricsLimits = { maxObjectsPerSubscription: config.metrics.maxObjectsPerSubscription };
-  const contextFor = (caller: Caller, connection: GatewayContext['connection'] = null) =>
-    createContext(
+  const contextFor = (
+    caller: Caller,
+    connection: GatewayContext['connection'],
+    remoteAddress: string | undefined,
+  ): GatewayContext => {
+    const context = createContext(
       {
         registry,
         policy,
@@ -113,6 +127,9 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
       caller,
       connection,
     );
+    if (rateLimiter) context.rateLimit = { subject: rateLimitSubject(caller, remoteAddress), status: null };
+    return context;
+  };
   const http: Server = createServer(
     createHttpHandler({
       apollo,
@@ -122,13 +139,14 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
       maxBodyBytes: limits.maxBodyBytes,
       logger,
       authenticate: (credential) => authenticator.authenticate(credential),
-      contextFor,
+      contextFor: (caller, remoteAddress) => contextFor(caller, null, remoteAddress),
       estateMetrics: config.metrics.estate.enabled
-        ? () =>
+        ? (caller) =>
             renderEstate(
               inventory,
               metrics,
               config.platforms.map((p) => p.id),
+              policy.for(caller),
             )
         : undefined,
       health: () => ({
@@ -158,6 +176,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
     authenticator,
     corsOrigins: serverConfig.corsOrigins,
     contextFor,
+    rateLimiter,
     logger,
   });
 

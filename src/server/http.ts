@@ -20,9 +20,10 @@ export interface HttpHandlerOptions {
   logger: Logger;
   /** The caller a request's credential proves; throws AuthenticationError when it proves none. */
   authenticate: (credential: Credential) => Promise<Caller>;
-  contextFor: (caller: Caller) => GatewayContext;
+  /** An operation's context; the source address is whose budget an anonymous caller spends. */
+  contextFor: (caller: Caller, remoteAddress: string | undefined) => GatewayContext;
   /** The estate's metrics in Prometheus text (GET /metrics/estate); absent when not enabled. */
-  estateMetrics?: () => string;
+  estateMetrics?: (caller: Caller) => string;
   /** Liveness and readiness, each with a JSON body. */
   health: () => { live: boolean; ready: boolean; details: Record<string, unknown> };
 }
@@ -157,7 +158,7 @@ export function createHttpHandler(opts: HttpHandlerOptions) {
     }
     const result = await apollo.executeHTTPGraphQLRequest({
       httpGraphQLRequest: { method: (req.method ?? 'GET').toUpperCase(), headers, search: url.search, body },
-      context: async () => opts.contextFor(caller),
+      context: async () => opts.contextFor(caller, req.socket.remoteAddress),
     });
     for (const [key, value] of result.headers) res.setHeader(key, value);
     res.statusCode = result.status ?? 200;
@@ -205,9 +206,10 @@ export function createHttpHandler(opts: HttpHandlerOptions) {
         }
       } else if (url.pathname === '/metrics/estate' && opts.estateMetrics) {
         // The estate's names and numbers are no more public than the graph (Prometheus sends a bearer token).
-        if (await callerOf(req, res)) {
+        const caller = await callerOf(req, res);
+        if (caller) {
           res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
-          res.end(opts.estateMetrics());
+          res.end(opts.estateMetrics(caller));
         }
       } else if (url.pathname === '/healthz') {
         const h = opts.health();

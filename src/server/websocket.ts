@@ -32,6 +32,7 @@ import {
 import { originAllowed } from './http.js';
 import { createSharedSubscribe } from './shared-subscription-execution.js';
 import { assertCostWithin, isTokenLimitError, limitRules, operationCost, tokenLimitError } from './limits.js';
+import { type RateLimiter, chargeOperation, dryRunDocument, rateLimitExtension } from './rate-limit.js';
 
 export interface WebSocketOptions {
   server: HttpServer;
@@ -53,7 +54,21 @@ export interface WebSocketOptions {
   authenticator: Authenticator;
   /** Browser origins allowed to open a WebSocket besides the gateway's own; `*` for any. */
   corsOrigins: readonly string[];
-  contextFor: (caller: Caller, connection: GatewayContext['connection']) => GatewayContext;
+  /** An operation's context; the source address is whose budget an anonymous caller spends. */
+  contextFor: (
+    caller: Caller,
+    connection: GatewayContext['connection'],
+    remoteAddress: string | undefined,
+  ) => GatewayContext;
+  /** Budgets of cost points per caller (`auth.rateLimit`); null when off. */
+  rateLimiter: RateLimiter | null;
+}
+
+/** What a connection goes on with once its connection_init is accepted. */
+interface ConnectionState {
+  caller: Caller;
+  /** The upgrade request's source address, kept for the operations' budgets (the socket may be gone by then). */
+  remoteAddress: string | undefined;
 }
 
 export interface RunningWebSocket {
@@ -129,16 +144,21 @@ export function attachWebSocket(opts: WebSocketOptions): RunningWebSocket {
     kind: 'refused',
     errors: JSON.stringify(errors.map((e) => opts.errors.formatOne(e))),
   });
+  /** A query's or mutation's result, with what it cost and what is left of the caller's budget. */
+  const withRateLimit = (result: ExecutionResult, args: ExecutionArgs): ExecutionResult => {
+    const status = (args.contextValue as GatewayContext).rateLimit?.status;
+    return status ? { ...result, extensions: { ...result.extensions, rateLimit: rateLimitExtension(status) } } : result;
+  };
   const subscribe = createSharedSubscribe({
     callerOf: (args) => (args.contextValue as GatewayContext).caller.id,
     serialize,
   });
 
   /** The operation's execution arguments, or the errors that refuse it. */
-  const prepare = (
+  const prepare = async (
     request: OperationRequest,
-    connection: TransportConnection<Caller>,
-  ): ExecutionArgs | GraphQLError[] => {
+    connection: TransportConnection<ConnectionState>,
+  ): Promise<ExecutionArgs | GraphQLError[]> => {
     if (connection.operationCount() > opts.maxSubscriptionsPerConnection) {
       return [
         new GraphQLError(
@@ -156,35 +176,49 @@ export function attachWebSocket(opts: WebSocketOptions): RunningWebSocket {
     }
     const errors = validate(schema, document, rules);
     if (errors.length > 0) return errors.map((e) => withCode(e, 'GRAPHQL_VALIDATION_FAILED'));
-    try {
-      assertCostWithin(operationCost(schema, document, request.operationName, request.variables, limits), limits);
-    } catch (e) {
-      return [asGraphQLError(e)];
-    }
     if (!getOperationAST(document, request.operationName)) {
       return [withCode(new GraphQLError('Unable to identify operation'), 'GRAPHQL_VALIDATION_FAILED')];
     }
+    const { caller, remoteAddress } = connection.state;
+    // A subscriber that cannot keep up is cut off with a close code of its own.
+    const context = opts.contextFor(caller, { close: (code, reason) => connection.close(code, reason) }, remoteAddress);
+    let toRun: DocumentNode;
+    try {
+      const cost = operationCost(schema, document, request.operationName, request.variables, limits);
+      assertCostWithin(cost, limits);
+      const operation = { document, operationName: request.operationName, variables: request.variables, cost };
+      // Charged here, before anything runs: a subscription once, when it starts.
+      toRun =
+        opts.rateLimiter && context.rateLimit
+          ? await chargeOperation(opts.rateLimiter, context.rateLimit, operation, opts.logger)
+          : (dryRunDocument(document, request.operationName, request.variables) ?? document);
+    } catch (e) {
+      return [asGraphQLError(e)];
+    }
     return {
       schema,
-      document,
+      document: toRun,
       operationName: request.operationName,
       variableValues: request.variables,
-      // A subscriber that cannot keep up is cut off with a close code of its own.
-      contextValue: opts.contextFor(connection.state, { close: (code, reason) => connection.close(code, reason) }),
+      contextValue: context,
     };
   };
 
   const init = async (
     payload: Record<string, unknown> | null,
     request: IncomingMessage,
-  ): Promise<InitOutcome<Caller>> => {
+  ): Promise<InitOutcome<ConnectionState>> => {
     try {
       const caller = await opts.authenticator.authenticate({
         authorization: authorizationOf(payload, request),
         transport: 'websocket',
         remoteAddress: request.socket.remoteAddress,
       });
-      return { kind: 'accepted', state: caller, closeAt: opts.authenticator.acceptedUntil(caller) };
+      return {
+        kind: 'accepted',
+        state: { caller, remoteAddress: request.socket.remoteAddress },
+        closeAt: opts.authenticator.acceptedUntil(caller),
+      };
     } catch (e) {
       // The close reason is all a browser client gets to see: it says why, as the 401's message does.
       if (e instanceof AuthenticationError) return { kind: 'refused', reason: `Forbidden: ${e.message}` };
@@ -199,15 +233,16 @@ export function attachWebSocket(opts: WebSocketOptions): RunningWebSocket {
     highWaterBytes: opts.highWaterBytes ?? 1024 * 1024,
     onInternalError: (error) => opts.logger.error({ err: error }, 'WebSocket operation failed inside the gateway'),
     run: async (_id, request, connection) => {
-      const args = prepare(request, connection);
+      const args = await prepare(request, connection);
       if (Array.isArray(args)) return refused(args);
       if (getOperationAST(args.document, args.operationName)?.operation === 'subscription') {
+        // The events of a stream are shared by every subscriber of the operation: none carries one caller's budget.
         const stream = await subscribe(args);
         return 'next' in stream
           ? { kind: 'stream', payloads: stream }
-          : { kind: 'result', payload: serialize(stream, args) };
+          : { kind: 'result', payload: serialize(withRateLimit(stream, args), args) };
       }
-      return { kind: 'result', payload: serialize(await execute(args), args) };
+      return { kind: 'result', payload: serialize(withRateLimit(await execute(args), args), args) };
     },
   });
 
