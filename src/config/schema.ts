@@ -387,10 +387,24 @@ export const configSchema = z
           .string()
           .regex(/^\/[A-Za-z0-9/_-]*$/, 'must be an absolute URL path')
           .default('/graphql'),
-        /** Serve the GraphiQL explorer on GET. */
-        explorer: z.boolean().default(true),
-        /** Allow schema introspection (the explorer needs it). */
-        introspection: z.boolean().default(true),
+        /**
+         * Serve the GraphiQL explorer on GET. @default true on a loopback
+         * address, false elsewhere (production: say true to have it)
+         */
+        explorer: z.boolean().optional(),
+        /** Allow schema introspection (the explorer needs it). @default as explorer */
+        introspection: z.boolean().optional(),
+        /**
+         * Run only operations of a registered manifest (trusted documents):
+         * a JSON file mapping each document's SHA-256 (hex) to its text, as
+         * GraphQL Code Generator's client preset or Apollo's persisted-query
+         * manifest writes it. Clients send `documentId: "sha256:<hex>"` (or
+         * Apollo's `extensions.persistedQuery.sha256Hash`); any other document is refused.
+         */
+        trustedDocuments: z
+          .object({ manifestFile: z.string().min(1), enforce: z.boolean().default(true) })
+          .strict()
+          .optional(),
         /** How long SIGTERM waits for requests in flight before closing, in ms. */
         shutdownGraceMs: z.number().int().min(0).max(600_000).default(10_000),
         /**

@@ -23,7 +23,7 @@ import { openMetrics } from './metrics-wiring.js';
 import type { MetricsService } from '../metrics/metrics-service.js';
 import { type SharedState, openSharedState } from './shared-state.js';
 import { createApollo } from './apollo.js';
-import { anonymousWriteRefusal, createAuthenticator } from './authentication.js';
+import { anonymousWriteRefusal, createAuthenticator, isLoopbackHost } from './authentication.js';
 import { type GatewayContext, createContext } from '../resolvers/context.js';
 import { createErrorFormatter } from './format-error.js';
 import { createHttpHandler } from './http.js';
@@ -67,12 +67,15 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
   const shared: SharedState = await openSharedState(config, logger);
   // Shared through Redis when this instance reached it at start.
   const rateLimiter = createRateLimiter(config.auth.rateLimit, shared, logger);
+  // A development default on a loopback address; in production (any other address) only when asked.
+  const explorer = serverConfig.explorer ?? isLoopbackHost(serverConfig.host);
+  const introspection = serverConfig.introspection ?? explorer;
   const apollo = createApollo({
     schema,
     limits,
     logger,
     errors,
-    introspection: serverConfig.introspection,
+    introspection,
     rateLimiter,
   });
   await apollo.start();
@@ -135,7 +138,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
       apollo,
       path: serverConfig.path,
       corsOrigins: serverConfig.corsOrigins,
-      explorer: serverConfig.explorer,
+      explorer,
       maxBodyBytes: limits.maxBodyBytes,
       logger,
       authenticate: (credential) => authenticator.authenticate(credential),
@@ -168,7 +171,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
     schema,
     limits,
     errors,
-    introspection: serverConfig.introspection,
+    introspection,
     maxSubscriptionsPerConnection: config.subscriptions.maxPerConnection,
     connectionInitTimeoutMs: config.subscriptions.connectionInitTimeoutMs,
     keepAliveMs: config.subscriptions.keepAliveMs,
