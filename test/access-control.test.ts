@@ -937,10 +937,19 @@ describe('mutations act only within the caller’s tenant and role', () => {
 
   it('audits each of a-viewer’s refusals with its caller', async () => {
     const { auditLog } = await ok<{
-      auditLog: { nodes: { caller: string; operation: string; outcome: string; userErrorCodes: string[] }[] };
+      auditLog: {
+        nodes: {
+          caller: string;
+          operation: string;
+          outcome: string;
+          userErrorCodes: string[];
+          grants: string[];
+          sourceAddress: string | null;
+        }[];
+      };
     }>(
       'auditor',
-      '{ auditLog(first: 500, filter: { callers: ["token:a-viewer"] }) { nodes { caller operation outcome userErrorCodes } } }',
+      '{ auditLog(first: 500, filter: { callers: ["token:a-viewer"] }) { nodes { caller operation outcome userErrorCodes grants sourceAddress } } }',
     );
     const expected = new Map<string, number>();
     for (const [name, row] of Object.entries(MUTATIONS)) {
@@ -956,6 +965,9 @@ describe('mutations act only within the caller’s tenant and role', () => {
           operation: op,
           outcome: 'REFUSED',
           userErrorCodes: ['FORBIDDEN'],
+          // Who it was, by its roles and where it came from.
+          grants: expect.arrayContaining(['viewer@a-kvm']),
+          sourceAddress: expect.stringMatching(/127\.0\.0\.1$/),
         });
     }
   });

@@ -20,6 +20,8 @@ const entry = (operation: string, outcome: AuditRecord['outcome'] = 'ACCEPTED') 
   userErrorCodes: [],
   taskId: null,
   errorCode: null,
+  grants: ['operator@web'],
+  sourceAddress: '127.0.0.1',
 });
 
 /** A logger whose lines the test reads. */

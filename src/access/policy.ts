@@ -13,6 +13,7 @@ export interface VmPlacement {
 interface Grant {
   role: Role;
   tenant: TenantConfig | '*';
+  tenantName: string;
 }
 
 /** The mutations each role may run; each role may do what the ones before it may. */
@@ -99,6 +100,11 @@ export class CallerAccess {
     return this.grants.some((g) => g.tenant === '*' && g.role !== 'auditor');
   }
 
+  /** The caller's roles, as `role@tenant`, for the audit log. */
+  get grantNames(): string[] {
+    return [...new Set(this.grants.map((g) => `${g.role}@${g.tenantName}`))];
+  }
+
   /**
    * May read the audit log: it names every tenant's VMs, so only an auditor
    * or an admin of everything (`*`) may; an admin of some tenants may not.
@@ -165,11 +171,11 @@ export class AccessPolicy {
       name === '*' ? '*' : (this.auth.tenants[name] as TenantConfig);
     if (caller.kind === 'anonymous') {
       const a = this.auth.anonymous;
-      return a ? a.roles.flatMap((role) => a.tenants.map((t) => ({ role, tenant: tenant(t) }))) : [];
+      return a ? a.roles.flatMap((role) => a.tenants.map((t) => ({ role, tenant: tenant(t), tenantName: t }))) : [];
     }
     const subjects = new Set(subjectsOf(caller));
     return this.auth.bindings
       .filter((b) => b.subjects.some((s) => subjects.has(s)))
-      .flatMap((b) => b.roles.flatMap((role) => b.tenants.map((t) => ({ role, tenant: tenant(t) }))));
+      .flatMap((b) => b.roles.flatMap((role) => b.tenants.map((t) => ({ role, tenant: tenant(t), tenantName: t }))));
   }
 }

@@ -21,6 +21,10 @@ export interface AuditRecord {
   taskId: string | null;
   /** The task's error code, when its task failed or was cancelled by the gateway. */
   errorCode: string | null;
+  /** The caller's roles when it acted, as `role@tenant`; empty for entries of a task's end (see the ACCEPTED entry). */
+  grants: string[];
+  /** Where the request came from (the client's address as the gateway saw it); null where unknown. */
+  sourceAddress: string | null;
 }
 
 const SECRET_KEYS = /^(password|secret|token|apiKey|credentials?)$/i;
@@ -30,7 +34,8 @@ export function redact(input: unknown): string {
   return JSON.stringify(input, (key, value: unknown) => (SECRET_KEYS.test(key) ? '[redacted]' : value));
 }
 
-type StoredRecord = Omit<AuditRecord, 'at'> & { at: string };
+type StoredRecord = Omit<AuditRecord, 'at' | 'grants' | 'sourceAddress'> &
+  Partial<Pick<AuditRecord, 'grants' | 'sourceAddress'>> & { at: string };
 
 function isStoredRecord(v: unknown): v is StoredRecord {
   const r = v as Partial<StoredRecord> | null;
@@ -73,7 +78,17 @@ export class AuditLog {
         'skipped unreadable audit lines (torn by a crash or damaged); the rest was loaded',
       );
     }
-    for (const raw of values) if (isStoredRecord(raw)) log.remember({ ...raw, at: new Date(raw.at) });
+    // Entries written before grants and addresses were recorded have neither.
+    for (const raw of values) {
+      if (isStoredRecord(raw)) {
+        log.remember({
+          ...raw,
+          grants: raw.grants ?? [],
+          sourceAddress: raw.sourceAddress ?? null,
+          at: new Date(raw.at),
+        });
+      }
+    }
     return log;
   }
 

@@ -22,6 +22,8 @@ export interface MutationCall {
   access: CallerAccess;
   /** The caller's reads: a VM it may not see is one that does not exist. */
   loaders: Loaders;
+  /** Where the request came from, for the audit log. */
+  remoteAddress: string | null;
   registry: PlatformRegistry;
 }
 
@@ -655,6 +657,8 @@ export class MutationPipeline {
       userErrorCodes: codes,
       taskId,
       errorCode: null,
+      grants: ctx.access.grantNames,
+      sourceAddress: ctx.remoteAddress,
     });
   }
 
@@ -670,6 +674,8 @@ export class MutationPipeline {
         userErrorCodes: [],
         taskId: task.id,
         errorCode: task.error?.code ?? null,
+        grants: [],
+        sourceAddress: null,
       });
     } catch (e) {
       this.deps.logger.error({ err: e, task: task.id }, 'could not audit how a task ended');

@@ -43,6 +43,8 @@ export interface GatewayContext {
   caller: Caller;
   /** What the caller may see and do; the request's loaders show it only what it may see. */
   access: CallerAccess;
+  /** The client's address, as the gateway saw it; null where unknown. */
+  remoteAddress: string | null;
   /**
    * Errors that do not void the data, such as a platform that could not
    * answer while others did; sent as entries of the response's `errors`.
@@ -89,6 +91,7 @@ export function createContext(
   deps: ContextDeps,
   caller: Caller = ANONYMOUS,
   connection: GatewayContext['connection'] = null,
+  remoteAddress: string | null = null,
 ): GatewayContext {
   const ms = deps.limits.operationTimeoutMs;
   const access = deps.policy.for(caller);
@@ -115,6 +118,7 @@ export function createContext(
     ...deps,
     caller,
     access,
+    remoteAddress,
     connection,
     get loaders() {
       return current.loaders();

@@ -129,6 +129,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
       },
       caller,
       connection,
+      remoteAddress ?? null,
     );
     if (rateLimiter) context.rateLimit = { subject: rateLimitSubject(caller, remoteAddress), status: null };
     return context;
