@@ -399,7 +399,7 @@ export const configSchema = z
          * a JSON file mapping each document's SHA-256 (hex) to its text, as
          * GraphQL Code Generator's client preset or Apollo's persisted-query
          * manifest writes it. Clients send `documentId: "sha256:<hex>"` (or
-         * Apollo's `extensions.persistedQuery.sha256Hash`); any other document is refused.
+         * Apollo's `extensions.persistedQuery.sha256Hash`); with `enforce`, any other document is refused.
          */
         trustedDocuments: z
           .object({ manifestFile: z.string().min(1), enforce: z.boolean().default(true) })

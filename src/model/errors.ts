@@ -74,6 +74,24 @@ export const ErrorCode = {
    * gateway (HTTP status 403; a WebSocket upgrade is refused with 403 too).
    */
   ORIGIN_NOT_ALLOWED: 'ORIGIN_NOT_ALLOWED',
+  /**
+   * The request names its document by hash (`documentId`, or Apollo's
+   * `extensions.persistedQuery.sha256Hash`) and the trusted-document
+   * manifest (`server.trustedDocuments`) holds none by that hash, the hash is
+   * malformed, or the gateway has no manifest and was sent a `documentId`.
+   * Nothing ran. HTTP status 400 (Apollo Server answers a miss of its
+   * automatic persisted queries with 200; here a request that cannot run is
+   * a client error like any other); on a WebSocket an error for that
+   * operation, the connection stays open.
+   */
+  PERSISTED_QUERY_NOT_FOUND: 'PERSISTED_QUERY_NOT_FOUND',
+  /**
+   * With `server.trustedDocuments` enforced, a document sent as text whose
+   * SHA-256 is not in the manifest: refused before it is parsed, HTTP status
+   * 403 (on a WebSocket an error for that operation). Send a registered
+   * `documentId` instead.
+   */
+  OPERATION_NOT_TRUSTED: 'OPERATION_NOT_TRUSTED',
   /** The upstream answered with an error the gateway did not expect. */
   UPSTREAM_ERROR: 'UPSTREAM_ERROR',
   /** Anything else; details are in the server log only. */
@@ -89,7 +107,6 @@ const CLIENT_FACING: ReadonlySet<string> = new Set<string>([
   'GRAPHQL_VALIDATION_FAILED',
   'BAD_REQUEST',
   'OPERATION_RESOLUTION_FAILURE',
-  'PERSISTED_QUERY_NOT_FOUND',
   'PERSISTED_QUERY_NOT_SUPPORTED',
 ]);
 

@@ -26,6 +26,12 @@ export interface ApolloOptions {
   introspection: boolean;
   /** Budgets of cost points per caller (`auth.rateLimit`); null when off. */
   rateLimiter: RateLimiter | null;
+  /**
+   * Apollo's automatic persisted queries (its own cache, filled by clients).
+   * Off when trusted documents are configured: the manifest is then the only
+   * store of documents, and the HTTP layer has resolved every hash already.
+   */
+  automaticPersistedQueries: boolean;
 }
 
 /**
@@ -129,6 +135,11 @@ export function createApollo(opts: ApolloOptions): ApolloServer<GatewayContext> 
     schema: opts.schema,
     introspection: opts.introspection,
     includeStacktraceInErrorResponses: false,
+    // Said explicitly although it is Apollo's default: a GET, or a POST with a type a plain HTML form or
+    // <img> can send (text/plain, form encodings), runs only with a header that forces a CORS preflight
+    // (apollo-require-preflight, x-apollo-operation-name, or a JSON content-type).
+    csrfPrevention: true,
+    persistedQueries: opts.automaticPersistedQueries ? undefined : false,
     // The gateway drains and stops on SIGTERM itself; Apollo's own handler
     // would stop it first and send the signal again (seen as a second one).
     stopOnTerminationSignals: false,

@@ -29,6 +29,7 @@ import { createErrorFormatter } from './format-error.js';
 import { createHttpHandler } from './http.js';
 import { createRateLimiter, rateLimitSubject } from './rate-limit.js';
 import { buildGatewaySchema } from './schema.js';
+import { loadTrustedDocuments } from './trusted-documents.js';
 import { attachWebSocket } from './websocket.js';
 
 export interface RunningGateway {
@@ -51,6 +52,8 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
   // Refused before anything opens: a gateway that anyone on the network may use to delete VMs.
   const exposure = anonymousWriteRefusal(serverConfig.host, config.auth);
   if (exposure) throw new ConfigError(exposure);
+  // Read before anything opens too: a manifest that cannot be used stops the start.
+  const documents = loadTrustedDocuments(serverConfig.trustedDocuments, logger);
   const authenticator = await createAuthenticator(config.auth, logger);
   const registry = PlatformRegistry.fromConfig(config.platforms, logger);
   const schema = buildGatewaySchema();
@@ -77,6 +80,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
     errors,
     introspection,
     rateLimiter,
+    automaticPersistedQueries: !documents.enabled,
   });
   await apollo.start();
   const idempotencyKeys: Idempotency<StoredOutcome> = shared.redis
@@ -143,6 +147,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
       maxBodyBytes: limits.maxBodyBytes,
       logger,
       authenticate: (credential) => authenticator.authenticate(credential),
+      documents,
       contextFor: (caller, remoteAddress) => contextFor(caller, null, remoteAddress),
       estateMetrics: config.metrics.estate.enabled
         ? (caller) =>
@@ -181,6 +186,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
     corsOrigins: serverConfig.corsOrigins,
     contextFor,
     rateLimiter,
+    documents,
     logger,
   });
 

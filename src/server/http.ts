@@ -5,10 +5,11 @@ import { HeaderMap } from '@apollo/server';
 import type { Logger } from 'pino';
 
 import type { Caller } from '../model/caller.js';
-import { ErrorCode } from '../model/errors.js';
+import { ErrorCode, UnreachableCaseError } from '../model/errors.js';
 import type { GatewayContext } from '../resolvers/context.js';
 import { AuthenticationError, type Credential } from './authentication.js';
-import { EXPLORER_ASSET_PREFIX, explorerAsset, explorerPage } from './explorer.js';
+import { EXPLORER_ASSET_PREFIX, explorerAsset, explorerNonce, explorerPage, explorerPageHeaders } from './explorer.js';
+import type { DocumentRequest, DocumentResolution, TrustedDocuments } from './trusted-documents.js';
 
 export interface HttpHandlerOptions {
   apollo: ApolloServer<GatewayContext>;
@@ -26,6 +27,8 @@ export interface HttpHandlerOptions {
   estateMetrics?: (caller: Caller) => string;
   /** Liveness and readiness, each with a JSON body. */
   health: () => { live: boolean; ready: boolean; details: Record<string, unknown> };
+  /** The trusted-document check (`server.trustedDocuments`), run on each request before Apollo parses it. */
+  documents: TrustedDocuments;
 }
 
 class BodyTooLargeError extends Error {}
@@ -100,6 +103,110 @@ function wantsHtml(req: IncomingMessage): boolean {
   return (req.headers.accept ?? '').includes('text/html');
 }
 
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** `extensions` without Apollo's `persistedQuery`, which has served once the document is resolved; undefined when nothing is left. */
+function withoutPersistedQuery(extensions: unknown): unknown {
+  if (!isRecord(extensions) || !('persistedQuery' in extensions)) return extensions;
+  const { persistedQuery: _resolved, ...rest } = extensions;
+  return Object.keys(rest).length > 0 ? rest : undefined;
+}
+
+type Refusal = Extract<DocumentResolution, { kind: 'refused' }>;
+
+/**
+ * A POST body with its document resolved against the trusted documents:
+ * `query` set to the document to run, `documentId` and the persisted-query
+ * extension dropped (Apollo would refuse the one it does not know). A
+ * batch (an array) is resolved item by item and refused whole when one item
+ * is. Anything else (a text body) goes on as it is: Apollo refuses it
+ * before parsing a document.
+ */
+function resolvePostBody(body: unknown, documents: TrustedDocuments): { body: unknown } | Refusal {
+  if (Array.isArray(body)) {
+    const items: unknown[] = [];
+    for (const item of body) {
+      const resolved = resolvePostBody(item, documents);
+      if ('kind' in resolved) return resolved;
+      items.push(resolved.body);
+    }
+    return { body: items };
+  }
+  if (!isRecord(body)) return { body };
+  const { documentId, extensions, ...rest } = body;
+  const request: DocumentRequest = {
+    query: body['query'],
+    documentId,
+    extensions,
+    operationName: body['operationName'],
+  };
+  const resolution = documents.resolve(request, 'http');
+  switch (resolution.kind) {
+    case 'refused':
+      return resolution;
+    case 'asSent':
+      return { body };
+    case 'run': {
+      const others = withoutPersistedQuery(extensions);
+      return { body: { ...rest, query: resolution.query, ...(others === undefined ? {} : { extensions: others }) } };
+    }
+    default:
+      throw new UnreachableCaseError(resolution);
+  }
+}
+
+/**
+ * A GET request's search string with its document resolved, as for a POST
+ * body. A parameter that names the document given twice is refused here:
+ * which of the two was checked and which would run must not be a question.
+ */
+function resolveSearch(url: URL, documents: TrustedDocuments): { search: string } | Refusal {
+  const search = url.searchParams;
+  for (const name of ['query', 'documentId', 'extensions']) {
+    if (search.getAll(name).length > 1) {
+      return {
+        kind: 'refused',
+        status: 400,
+        code: 'BAD_REQUEST',
+        message: `The '${name}' search parameter may only be specified once.`,
+      };
+    }
+  }
+  let extensions: unknown;
+  try {
+    extensions = JSON.parse(search.get('extensions') ?? 'null');
+  } catch {
+    // Apollo refuses it with its own message; no hash can be read from it.
+    extensions = undefined;
+  }
+  const resolution = documents.resolve(
+    {
+      query: search.get('query') ?? undefined,
+      documentId: search.get('documentId') ?? undefined,
+      extensions,
+      operationName: search.get('operationName') ?? undefined,
+    },
+    'http',
+  );
+  switch (resolution.kind) {
+    case 'refused':
+      return resolution;
+    case 'asSent':
+      return { search: url.search };
+    case 'run': {
+      const params = new URLSearchParams(search);
+      params.set('query', resolution.query);
+      params.delete('documentId');
+      const rest = withoutPersistedQuery(extensions);
+      if (rest === undefined) params.delete('extensions');
+      else if (rest !== extensions) params.set('extensions', JSON.stringify(rest));
+      return { search: `?${params}` };
+    }
+    default:
+      throw new UnreachableCaseError(resolution);
+  }
+}
+
 /**
  * The HTTP side of the gateway: GraphQL (through Apollo Server), the
  * explorer, and health probes. Bodies are read with a size cap before
@@ -122,6 +229,10 @@ export function createHttpHandler(opts: HttpHandlerOptions) {
       sendError(res, 401, ErrorCode.UNAUTHENTICATED, e.message);
       return null;
     }
+  }
+
+  function refuseDocument(res: ServerResponse, refusal: Refusal): void {
+    sendError(res, refusal.status, refusal.code, refusal.message);
   }
 
   async function graphql(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
@@ -152,12 +263,24 @@ export function createHttpHandler(opts: HttpHandlerOptions) {
         body = text;
       }
     }
+    // Trusted documents are looked up before Apollo parses anything: an unregistered document is refused as text.
+    const method = (req.method ?? 'GET').toUpperCase();
+    let search = url.search;
+    if (method === 'POST') {
+      const resolved = resolvePostBody(body, opts.documents);
+      if ('kind' in resolved) return refuseDocument(res, resolved);
+      body = resolved.body;
+    } else if (method === 'GET') {
+      const resolved = resolveSearch(url, opts.documents);
+      if ('kind' in resolved) return refuseDocument(res, resolved);
+      search = resolved.search;
+    }
     const headers = new HeaderMap();
     for (const [key, value] of Object.entries(req.headers)) {
       if (value !== undefined) headers.set(key, Array.isArray(value) ? value.join(', ') : value);
     }
     const result = await apollo.executeHTTPGraphQLRequest({
-      httpGraphQLRequest: { method: (req.method ?? 'GET').toUpperCase(), headers, search: url.search, body },
+      httpGraphQLRequest: { method, headers, search, body },
       context: async () => opts.contextFor(caller, req.socket.remoteAddress),
     });
     for (const [key, value] of result.headers) res.setHeader(key, value);
@@ -175,6 +298,8 @@ export function createHttpHandler(opts: HttpHandlerOptions) {
     const url = new URL(req.url ?? '/', 'http://localhost');
     const cors = corsHeaders(req, opts.corsOrigins);
     for (const [k, v] of Object.entries(cors)) res.setHeader(k, v);
+    // Every answer is what its content-type says: a JSON error is never run as a script or rendered as a page.
+    res.setHeader('x-content-type-options', 'nosniff');
     try {
       if (url.pathname === opts.path && req.method === 'OPTIONS') {
         // A browser's preflight: answer it here; Apollo never sees it.
@@ -198,9 +323,11 @@ export function createHttpHandler(opts: HttpHandlerOptions) {
           `Pages from ${req.headers.origin} may not call this gateway; see server.corsOrigins.`,
         );
       } else if (url.pathname === opts.path) {
-        if (req.method === 'GET' && opts.explorer && wantsHtml(req) && !url.searchParams.has('query')) {
-          res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
-          res.end(explorerPage(opts.path));
+        const namesDocument = url.searchParams.has('query') || url.searchParams.has('documentId');
+        if (req.method === 'GET' && opts.explorer && wantsHtml(req) && !namesDocument) {
+          const nonce = explorerNonce();
+          res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', ...explorerPageHeaders(nonce) });
+          res.end(explorerPage(opts.path, nonce));
         } else {
           await graphql(req, res, url);
         }
@@ -222,7 +349,12 @@ export function createHttpHandler(opts: HttpHandlerOptions) {
         if (!asset) {
           sendError(res, 404, 'NOT_FOUND', 'No such file.');
         } else {
-          res.writeHead(200, { 'content-type': asset.type, 'cache-control': 'public, max-age=3600' });
+          res.writeHead(200, {
+            'content-type': asset.type,
+            'cache-control': 'public, max-age=3600',
+            // Only the explorer's own page loads these; other sites may not pull them in (no-cors).
+            'cross-origin-resource-policy': 'same-origin',
+          });
           res.end(asset.body);
         }
       } else {

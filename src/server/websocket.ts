@@ -33,6 +33,7 @@ import { originAllowed } from './http.js';
 import { createSharedSubscribe } from './shared-subscription-execution.js';
 import { assertCostWithin, isTokenLimitError, limitRules, operationCost, tokenLimitError } from './limits.js';
 import { type RateLimiter, chargeOperation, dryRunDocument, rateLimitExtension } from './rate-limit.js';
+import type { TrustedDocuments } from './trusted-documents.js';
 
 export interface WebSocketOptions {
   server: HttpServer;
@@ -62,6 +63,8 @@ export interface WebSocketOptions {
   ) => GatewayContext;
   /** Budgets of cost points per caller (`auth.rateLimit`); null when off. */
   rateLimiter: RateLimiter | null;
+  /** The trusted-document check (`server.trustedDocuments`), run on each subscribe before its document is parsed. */
+  documents: TrustedDocuments;
 }
 
 /** What a connection goes on with once its connection_init is accepted. */
@@ -233,7 +236,21 @@ export function attachWebSocket(opts: WebSocketOptions): RunningWebSocket {
     highWaterBytes: opts.highWaterBytes ?? 1024 * 1024,
     onInternalError: (error) => opts.logger.error({ err: error }, 'WebSocket operation failed inside the gateway'),
     run: async (_id, request, connection) => {
-      const args = await prepare(request, connection);
+      // The protocol requires `query` to be a string: a client naming a registered document sends "" with its documentId.
+      const resolution = opts.documents.resolve(
+        {
+          query: request.query,
+          documentId: (request as OperationRequest & { documentId?: unknown }).documentId,
+          extensions: request.extensions,
+          operationName: request.operationName,
+        },
+        'websocket',
+      );
+      if (resolution.kind === 'refused') {
+        return refused([new GraphQLError(resolution.message, { extensions: { code: resolution.code } })]);
+      }
+      const toRun = resolution.kind === 'run' ? { ...request, query: resolution.query } : request;
+      const args = await prepare(toRun, connection);
       if (Array.isArray(args)) return refused(args);
       if (getOperationAST(args.document, args.operationName)?.operation === 'subscription') {
         // The events of a stream are shared by every subscriber of the operation: none carries one caller's budget.
