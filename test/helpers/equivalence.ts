@@ -56,7 +56,7 @@ export async function compareLiveWithDirect(platforms: Record<string, unknown>[]
     const [a, b] = await Promise.all([live.query(EVERYTHING), direct.query(EVERYTHING)]);
     expect(a.errors).toBeUndefined();
     expect(b.errors).toBeUndefined();
-    expect((a as { extensions?: unknown }).extensions).toBeUndefined();
+    expect((a as { extensions?: { directReads?: unknown } }).extensions?.directReads).toBeUndefined();
     expect((b as { extensions?: { directReads?: unknown[] } }).extensions?.directReads).toHaveLength(platforms.length);
     expect(a.data).toEqual(b.data);
   } finally {
