@@ -7,3 +7,4 @@ await import('./live-inventory.js');
 await import('./subscribers.js');
 // Metrics: one sampling at 1,000 and 5,000 VMs against govmomi and the addon (about 3 minutes).
 await import('./metrics-sampling.js');
+await import('./authorization.js');

@@ -149,6 +149,15 @@ function perPlatformLoader<V>(
   );
 }
 
+/** Per caller, the part of a mirror's VM listing it may see, with the host and cluster listings it was placed by. */
+const visibleListings = new WeakMap<
+  CallerAccess,
+  WeakMap<
+    readonly VmRecord[],
+    { hosts: readonly HostRecord[]; clusters: readonly ClusterRecord[]; visible: readonly VmRecord[] }
+  >
+>();
+
 // A listing read from a platform is indexed by VM on first lookup, once per request.
 const vmIndexes = new WeakMap<readonly VmRecord[], Map<string, VmRecord>>();
 
@@ -226,8 +235,22 @@ export function createLoaders(
   const visibleOf = async (platformId: string, list: readonly VmRecord[]): Promise<readonly VmRecord[]> => {
     if (!limited) return list;
     if (!limited.seesPlatform(platformId)) return [];
+    // The mirror's own listing (the same array until a VM changes): filtered once per caller and
+    // listing, so the page cache (sortedOnce) keeps its order across requests too.
+    const mirror = mirrorOf(platformId);
+    const kept = mirror !== null && list === mirror.listVms();
+    if (kept) {
+      const memo = visibleListings.get(limited)?.get(list);
+      if (memo && memo.hosts === mirror.listHosts() && memo.clusters === mirror.listClusters()) return memo.visible;
+    }
     const place = await placements(platformId);
-    return list.filter((v) => limited.seesVm(place(v)));
+    const visible = list.filter((v) => limited.seesVm(place(v)));
+    if (kept) {
+      let byList = visibleListings.get(limited);
+      if (!byList) visibleListings.set(limited, (byList = new WeakMap()));
+      byList.set(list, { hosts: mirror.listHosts(), clusters: mirror.listClusters(), visible });
+    }
+    return visible;
   };
   const rawVms = perPlatformLoader<readonly VmRecord[]>(
     registry,
