@@ -224,7 +224,9 @@ describe('several instances sharing Redis', () => {
     const first = listen(a, { f: { vmIds: [id] } });
     await subscribed();
     await virsh('suspend', 'test');
-    const [seen] = await first.until(1, 10_000);
+    // The suspend's event, whatever a change of the test before it (its startVm) may still bring first.
+    await eventually(() => first.events.some((e) => e.vmChanged.powerState === 'PAUSED'), 10_000);
+    const seen = first.events.find((e) => e.vmChanged.powerState === 'PAUSED');
     await first.close();
     await virsh('resume', 'test');
     await virsh('suspend', 'test');
