@@ -3,7 +3,7 @@ import { type Client, createClient } from 'graphql-ws';
 import { WebSocket } from 'ws';
 
 import { apiTokenSha256, generateApiToken } from '../../src/server/api-tokens.js';
-import type { Subscription } from './subscriptions.js';
+import { type Subscription, subscribe } from './subscriptions.js';
 
 /** A response over HTTP, with its status. */
 export type HttpResult<T> = FormattedExecutionResult<T> & { status: number };
@@ -33,14 +33,13 @@ export function apiToken(name: string): { token: string; entry: { name: string; 
   return { token, entry: { name, sha256: apiTokenSha256(token) } };
 }
 
-function wsClient(url: string, token: string, onClosed?: (code: number | null) => void): Client {
+function wsClient(url: string, token: string): Client {
   return createClient({
     url: url.replace(/^http/, 'ws'),
     webSocketImpl: WebSocket,
     retryAttempts: 0,
     lazy: true,
     connectionParams: { authorization: `Bearer ${token}` },
-    on: { closed: (e) => onClosed?.((e as { code?: number }).code ?? null) },
   });
 }
 
@@ -78,52 +77,7 @@ export function callerClient(url: string, name: string, token: string): CallerCl
       }
     },
     subscribe<T>(query: string, variables: Record<string, unknown> = {}): Subscription<T> {
-      let closeCode: number | null = null;
-      const client = wsClient(url, token, (code) => (closeCode = code));
-      const events: T[] = [];
-      const errors: unknown[] = [];
-      const waiters: (() => void)[] = [];
-      const wake = () => {
-        for (const w of waiters.splice(0)) w();
-      };
-      const dispose = client.subscribe<T>(
-        { query, variables },
-        {
-          next: (value) => {
-            if (value.errors) errors.push(...value.errors);
-            if (value.data) events.push(value.data as T);
-            wake();
-          },
-          error: (e) => {
-            errors.push(...(Array.isArray(e) ? e : [e]));
-            wake();
-          },
-          complete: wake,
-        },
-      );
-      return {
-        events,
-        errors,
-        async until(count, timeoutMs = 5_000) {
-          const deadline = Date.now() + timeoutMs;
-          while (events.length < count) {
-            if (errors.length > 0) throw new Error(`subscription failed: ${JSON.stringify(errors)}`);
-            const left = deadline - Date.now();
-            if (left <= 0)
-              throw new Error(`only ${events.length} of ${count} events arrived: ${JSON.stringify(events)}`);
-            await new Promise<void>((resolve) => {
-              waiters.push(resolve);
-              setTimeout(resolve, left);
-            });
-          }
-          return events.slice(0, count);
-        },
-        async close() {
-          dispose();
-          await client.dispose();
-        },
-        closeCode: () => closeCode,
-      };
+      return subscribe<T>(url, query, variables, { authorization: `Bearer ${token}` });
     },
   };
 }

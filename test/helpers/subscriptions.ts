@@ -17,6 +17,8 @@ export function subscribe<T = Record<string, unknown>>(
   url: string,
   query: string,
   variables: Record<string, unknown> = {},
+  /** What connection_init carries (a caller's credential). */
+  connectionParams?: Record<string, unknown>,
 ): Subscription<T> {
   let closeCode: number | null = null;
   const client: Client = createClient({
@@ -24,6 +26,7 @@ export function subscribe<T = Record<string, unknown>>(
     webSocketImpl: WebSocket,
     retryAttempts: 0,
     lazy: true,
+    ...(connectionParams ? { connectionParams } : {}),
     on: { closed: (e) => (closeCode = (e as { code?: number }).code ?? null) },
   });
   const events: T[] = [];
@@ -37,11 +40,14 @@ export function subscribe<T = Record<string, unknown>>(
         if (value.data) events.push(value.data as T);
         for (const w of waiters.splice(0)) w();
       },
+      // graphql-ws reports an operation refused before it ran as an array of GraphQL errors.
       error: (e) => {
-        errors.push(e);
+        errors.push(...(Array.isArray(e) ? e : [e]));
         for (const w of waiters.splice(0)) w();
       },
-      complete: () => {},
+      complete: () => {
+        for (const w of waiters.splice(0)) w();
+      },
     },
   );
   return {
