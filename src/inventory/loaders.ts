@@ -215,19 +215,13 @@ export function createLoaders(
     platformId: string,
   ): Promise<(vm: Pick<VmRecord, 'name' | 'hostNativeId'>) => VmPlacement> => {
     const mirror = mirrorOf(platformId);
-    const [hosts, clusters] = mirror
-      ? [null, null]
-      : await Promise.all([hostsOf.load(platformId), clustersOf.load(platformId)]);
-    const hostById = hosts ? new Map(hosts.map((h) => [h.nativeId, h])) : null;
-    const clusterById = clusters ? new Map(clusters.map((c) => [c.nativeId, c])) : null;
+    if (mirror) return (vm) => mirror.placementOf(vm);
+    const [hosts, clusters] = await Promise.all([hostsOf.load(platformId), clustersOf.load(platformId)]);
+    const hostById = new Map(hosts.map((h) => [h.nativeId, h]));
+    const clusterById = new Map(clusters.map((c) => [c.nativeId, c]));
     return (vm) => {
-      const host = vm.hostNativeId
-        ? mirror
-          ? mirror.host(vm.hostNativeId)
-          : hostById?.get(vm.hostNativeId)
-        : undefined;
-      const clusterId = host?.clusterNativeId;
-      const cluster = clusterId ? (mirror ? mirror.cluster(clusterId) : clusterById?.get(clusterId)) : undefined;
+      const host = vm.hostNativeId ? hostById.get(vm.hostNativeId) : undefined;
+      const cluster = host?.clusterNativeId ? clusterById.get(host.clusterNativeId) : undefined;
       return { platformId, name: vm.name, hostName: host?.name ?? null, clusterName: cluster?.name ?? null };
     };
   };

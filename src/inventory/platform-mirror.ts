@@ -1,3 +1,4 @@
+import type { VmPlacement } from '../access/policy.js';
 import type { Logger } from 'pino';
 
 import type {
@@ -225,6 +226,18 @@ export class PlatformMirror implements WatchSink {
 
   cluster(nativeId: string): ClusterRecord | undefined {
     return this.clusters.get(nativeId);
+  }
+
+  /** Where a VM is, by the names tenants select on (its host's and that host's cluster's). */
+  placementOf(vm: Pick<VmRecord, 'name' | 'hostNativeId'>): VmPlacement {
+    const host = vm.hostNativeId ? this.host(vm.hostNativeId) : undefined;
+    const cluster = host?.clusterNativeId ? this.cluster(host.clusterNativeId) : undefined;
+    return {
+      platformId: this.platformId,
+      name: vm.name,
+      hostName: host?.name ?? null,
+      clusterName: cluster?.name ?? null,
+    };
   }
 
   host(nativeId: string): HostRecord | undefined {

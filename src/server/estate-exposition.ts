@@ -56,16 +56,8 @@ export function renderEstate(
     for (const v of mirror.listVms()) {
       const sample = sampler.latest('VM', v.nativeId);
       if (!sample) continue;
-      const onHost = v.hostNativeId ? hostsById.get(v.hostNativeId) : undefined;
-      const cluster = onHost?.clusterNativeId ? mirror.cluster(onHost.clusterNativeId) : undefined;
-      const placement = {
-        platformId,
-        name: v.name,
-        hostName: onHost?.name ?? null,
-        clusterName: cluster?.name ?? null,
-      };
-      if (!access.seesEverything && !access.seesVm(placement)) continue;
-      const host = onHost?.name ?? v.hostNativeId ?? '';
+      if (!access.seesEverything && !access.seesVm(mirror.placementOf(v))) continue;
+      const host = (v.hostNativeId ? hostsById.get(v.hostNativeId)?.name : undefined) ?? v.hostNativeId ?? '';
       vms.push({ labels: labels({ platform: platformId, vm: v.name, host, id: v.nativeId }), sample });
     }
   }

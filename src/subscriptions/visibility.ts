@@ -16,12 +16,13 @@ export function eventVisibility(
   taskOf: (taskId: string) => TaskRecord | undefined,
 ): ((e: GatewayEvent) => boolean) | null {
   if (access.seesEverything) return null;
-  const placement = (platformId: string, name: string, hostNativeId: string | null): VmPlacement => {
-    const mirror = inventory.mirror(platformId);
-    const host = hostNativeId ? mirror?.host(hostNativeId) : undefined;
-    const cluster = host?.clusterNativeId ? mirror?.cluster(host.clusterNativeId) : undefined;
-    return { platformId, name, hostName: host?.name ?? null, clusterName: cluster?.name ?? null };
-  };
+  const placement = (platformId: string, name: string, hostNativeId: string | null): VmPlacement =>
+    inventory.mirror(platformId)?.placementOf({ name, hostNativeId }) ?? {
+      platformId,
+      name,
+      hostName: null,
+      clusterName: null,
+    };
   const vmVisible = (platformId: string, nativeId: string): boolean => {
     const vm = inventory.mirror(platformId)?.vm(nativeId)?.vm;
     return vm ? access.seesVm(placement(platformId, vm.name, vm.hostNativeId)) : false;
