@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { AccessPolicy, roleNeeded } from '../src/access/policy.js';
+import { AccessPolicy, UNFILED, type VmFiling, roleNeeded } from '../src/access/policy.js';
 import { validateConfig } from '../src/config/load.js';
 import type { Caller } from '../src/model/caller.js';
 
@@ -12,6 +12,9 @@ const config = validateConfig({
       lab: { platforms: ['kvm'] },
       'cluster-a': { platforms: ['vc'], clusters: ['A'] },
       'host-1': { hosts: ['esx-1'] },
+      'folder-web': { platforms: ['vc'], folders: ['/DC0/vm/web', '/*/vm/shared-*'] },
+      'pool-batch': { resourcePools: ['/DC0/host/C0/Resources/batch'] },
+      'tag-team': { tags: ['team-a', 'pci'] },
     },
     bindings: [
       { subjects: ['group:web-ops'], roles: ['operator'], tenants: ['web'] },
@@ -19,6 +22,7 @@ const config = validateConfig({
       { subjects: ['user:alice'], roles: ['admin'], tenants: ['cluster-a'] },
       { subjects: ['token:ci'], roles: ['admin'], tenants: ['host-1'] },
       { subjects: ['user:audrey'], roles: ['auditor'], tenants: ['*'] },
+      { subjects: ['user:fay'], roles: ['operator'], tenants: ['folder-web', 'pool-batch', 'tag-team'] },
     ],
   },
 });
@@ -29,12 +33,13 @@ const user = (sub: string, groups: string[] = []): Caller => ({
   groups,
   expiresAt: null,
 });
-const vm = (platformId: string, name: string, hostName: string | null = null, clusterName: string | null = null) => ({
-  platformId,
-  name,
-  hostName,
-  clusterName,
-});
+const vm = (
+  platformId: string,
+  name: string,
+  hostName: string | null = null,
+  clusterName: string | null = null,
+  filing: Partial<VmFiling> = {},
+) => ({ platformId, name, hostName, clusterName, ...UNFILED, ...filing });
 
 describe('who may see and do what', () => {
   it('grants a group its role on the VMs its tenant names, and nothing elsewhere', () => {
@@ -85,6 +90,39 @@ describe('who may see and do what', () => {
     const anonymous = open.for({ id: 'anonymous', kind: 'anonymous', groups: [], expiresAt: null });
     expect(anonymous.seesEverything).toBe(true);
     expect(anonymous.may('deleteVm', vm('kvm', 'a')).allowed).toBe(true);
+  });
+
+  it('selects VMs by vSphere folder and resource pool (and everything below them) and by libvirt tags', () => {
+    const fay = policy.for(user('fay'));
+    expect(fay.selectsByFiling).toBe(true);
+    expect(policy.for(user('bob', ['web-ops'])).selectsByFiling).toBe(false);
+    const inFolder = (folderPath: string) => vm('vc', 'x', null, null, { folderPath });
+    expect(fay.seesVm(inFolder('/DC0/vm/web'))).toBe(true);
+    expect(fay.seesVm(inFolder('/DC0/vm/web/frontends/eu'))).toBe(true);
+    // A folder is a whole path segment: /DC0/vm/webshop is not below /DC0/vm/web.
+    expect(fay.seesVm(inFolder('/DC0/vm/webshop'))).toBe(false);
+    expect(fay.seesVm(inFolder('/DC0/vm'))).toBe(false);
+    expect(fay.seesVm(inFolder('/DC7/vm/shared-tools/x'))).toBe(true);
+    // The tenant is on vc only.
+    expect(fay.seesVm(vm('kvm', 'x', null, null, { folderPath: '/DC0/vm/web' }))).toBe(false);
+    const inPool = (resourcePoolPath: string) => vm('vc', 'x', null, null, { resourcePoolPath });
+    expect(fay.seesVm(inPool('/DC0/host/C0/Resources/batch'))).toBe(true);
+    expect(fay.seesVm(inPool('/DC0/host/C0/Resources/batch/nightly'))).toBe(true);
+    expect(fay.seesVm(inPool('/DC0/host/C0/Resources'))).toBe(false);
+    expect(fay.roleOn(vm('kvm', 'y', null, null, { tags: ['other', 'pci'] }))).toBe('operator');
+    expect(fay.seesVm(vm('kvm', 'y', null, null, { tags: ['team-b'] }))).toBe(false);
+    expect(fay.seesVm(vm('kvm', 'y'))).toBe(false);
+  });
+
+  it('refuses tenant selectors that are not inventory paths or tags, naming the key', () => {
+    const withTenant = (tenant: object) =>
+      validateConfig({
+        platforms: [{ id: 'kvm', kind: 'libvirt', uri: 'test:///default' }],
+        auth: { tenants: { t: tenant } },
+      });
+    expect(() => withTenant({ folders: ['DC0/vm/web'] })).toThrow(/auth\.tenants\.t\.folders\[0\].*inventory path/s);
+    expect(() => withTenant({ tags: ['has space'] })).toThrow(/auth\.tenants\.t\.tags\[0\]/);
+    expect(() => withTenant({ labels: ['x'] })).toThrow(/labels/);
   });
 
   it('names the least role of each mutation', () => {

@@ -114,6 +114,21 @@ platforms:
       'limits: { maxDepth: "deep" }\nplatforms: [{ id: a, kind: libvirt, uri: x }]',
       /limits\.maxDepth: /,
     ],
+    [
+      'a readiness policy that requires an unconfigured platform',
+      'server: { readiness: { requirePlatforms: [a, b] } }\nplatforms: [{ id: a, kind: libvirt, uri: x }]',
+      /server\.readiness\.requirePlatforms\[1\]: unknown platform "b"/,
+    ],
+    [
+      'an unknown readiness mode',
+      'server: { readiness: { requirePlatforms: most } }\nplatforms: [{ id: a, kind: libvirt, uri: x }]',
+      /server\.readiness\.requirePlatforms: /,
+    ],
+    [
+      'an empty list of platforms for readiness',
+      'server: { readiness: { requirePlatforms: [] } }\nplatforms: [{ id: a, kind: libvirt, uri: x }]',
+      /server\.readiness\.requirePlatforms: /,
+    ],
   ])('refuses %s and names the key', (_label, text, message) => {
     expect(loadError(text)).toMatch(message);
   });
@@ -136,6 +151,20 @@ platforms: [{ id: a, kind: libvirt, uri: "test:///default" }]
       connectTimeoutMs: 5_000,
     });
     expect(() => loadConfig({ path, env: {} })).toThrow(/redis\.password: /);
+  });
+
+  it('reads the readiness policy: at least one platform by default, Redis only when asked', () => {
+    expect(loadConfig({ env: {} }).config.server.readiness).toEqual({ requirePlatforms: 'any', requireRedis: false });
+    const path = configFile(`
+server: { readiness: { requirePlatforms: [b], requireRedis: true } }
+platforms:
+  - { id: a, kind: libvirt, uri: "test:///default" }
+  - { id: b, kind: libvirt, uri: "test:///default" }
+`);
+    expect(loadConfig({ path, env: {} }).config.server.readiness).toEqual({
+      requirePlatforms: ['b'],
+      requireRedis: true,
+    });
   });
 
   it('refuses a file that is not YAML, and one that does not exist', () => {

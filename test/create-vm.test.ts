@@ -188,7 +188,7 @@ describe('createVm on vSphere, checked by govmomi', () => {
       {
         code: 'INVALID_INPUT',
         field: ['placement'],
-        message: 'vSphere needs placement.clusterId or placement.hostId for a new VM.',
+        message: 'vSphere needs placement.clusterId, placement.hostId or placement.resourcePool for a new VM.',
       },
     ]);
   });

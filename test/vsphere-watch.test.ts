@@ -324,8 +324,21 @@ describe('vSphere watch: changes', () => {
     watch(p, sink);
     const { state } = await sink.next('replace');
 
-    // A cluster and a datacenter renamed: their own records, nothing else.
+    // A cluster and a datacenter renamed: their own records, and the VMs whose inventory paths name them.
     const cluster = state.clusters[0]!;
+    const dc = state.datacenters[0]!;
+    const pathsOf = (changes: readonly InventoryChange[], rename: (path: string) => string = (p) => p) =>
+      changes
+        .filter((ch) => ch.kind === 'VirtualMachine')
+        .map((ch) => {
+          const facts = (ch.record as VmState).details.vsphere;
+          return [ch.nativeId, rename(facts?.folderPath ?? ''), rename(facts?.resourcePoolPath ?? '')];
+        })
+        .sort();
+    const inCluster = state.vms.filter((v) =>
+      v.details.vsphere?.resourcePoolPath?.startsWith(`/${dc.name}/host/${cluster.name}/`),
+    );
+    expect(inCluster.length).toBeGreaterThan(0);
     let from = sink.calls.length;
     await task(
       a,
@@ -334,16 +347,32 @@ describe('vSphere watch: changes', () => {
       elementXml('newName', 'c-new'),
     );
     const c = await sink.next('apply', () => true, 1_000, from);
-    expect(c.changes).toEqual([{ kind: 'Cluster', nativeId: cluster.nativeId, record: { ...cluster, name: 'c-new' } }]);
+    expect(c.changes.filter((ch) => ch.kind !== 'VirtualMachine')).toEqual([
+      { kind: 'Cluster', nativeId: cluster.nativeId, record: { ...cluster, name: 'c-new' } },
+    ]);
+    expect(pathsOf(c.changes)).toEqual(
+      pathsOf(
+        inCluster.map((v) => ({ kind: 'VirtualMachine', nativeId: v.vm.nativeId, record: v })),
+        (p) => p.replace(`/host/${cluster.name}/`, '/host/c-new/'),
+      ),
+    );
     // The rename's own vCenter task came through the same filter, apart from the inventory.
     await eventually(() =>
       [...sink.upstreamTasks.values()].some((t) => t.description.endsWith('.rename') && t.state === 'SUCCEEDED'),
     );
-    const dc = state.datacenters[0]!;
     from = sink.calls.length;
     await task(a, 'Rename_Task', { type: 'Datacenter', value: dc.nativeId }, elementXml('newName', 'dc-new'));
     const d = await sink.next('apply', () => true, 1_000, from);
-    expect(d.changes).toEqual([{ kind: 'Datacenter', nativeId: dc.nativeId, record: { ...dc, name: 'dc-new' } }]);
+    expect(d.changes.filter((ch) => ch.kind !== 'VirtualMachine')).toEqual([
+      { kind: 'Datacenter', nativeId: dc.nativeId, record: { ...dc, name: 'dc-new' } },
+    ]);
+    // Every VM's folder and pool are in the datacenter.
+    expect(pathsOf(d.changes)).toEqual(
+      pathsOf(
+        state.vms.map((v) => ({ kind: 'VirtualMachine', nativeId: v.vm.nativeId, record: v })),
+        (p) => p.replace(`/${dc.name}/`, '/dc-new/').replace(`/host/${cluster.name}/`, '/host/c-new/'),
+      ),
+    );
 
     // The standalone host's compute resource moved into a new folder: still in its datacenter.
     const standalone = state.hosts.find((h) => h.clusterNativeId === null)!;
@@ -637,17 +666,24 @@ describe('WatchedInventory', () => {
       }),
     );
 
-  it('reports only what a tree change changes: pool names in VMs, datacenters of hosts, clusters themselves', () => {
+  it('reports only what a tree change changes: pool names and paths in VMs, datacenters of hosts, clusters themselves', () => {
     const inv = new WatchedInventory('vc');
     inv.apply(full(), filter);
     const state = inv.state();
     expect(state.vms.map((v) => v.details.vsphere?.resourcePoolName)).toEqual(['Resources', 'Child']);
+    const poolPaths = (changes: readonly InventoryChange[]) =>
+      changes.map((c) => [c.nativeId, (c.record as VmState | null)?.details.vsphere?.resourcePoolPath]);
+    expect(poolPaths(state.vms.map((v) => ({ kind: 'VirtualMachine', nativeId: v.vm.nativeId, record: v })))).toEqual([
+      ['vm-1', '/DC1/host/C1/Resources'],
+      ['vm-2', '/DC1/host/C1/Resources/Child'],
+    ]);
     expect(state.hosts[0]).toMatchObject({ nativeId: 'host-1', clusterNativeId: 'c-1', datacenterNativeId: 'dc-1' });
 
-    // A pool renamed: the VMs in it, nothing else.
+    // A pool renamed: the VMs in it and in the pools below it (whose paths name it), nothing else.
     let changes = inv.changes(inv.apply(set(update('modify', 'ResourcePool', 'rp-1', { name: 'Gold' })), filter));
-    expect(changes).toEqual([
-      { kind: 'VirtualMachine', nativeId: 'vm-1', record: expect.objectContaining({ vm: expect.anything() }) },
+    expect(poolPaths(changes)).toEqual([
+      ['vm-1', '/DC1/host/C1/Gold'],
+      ['vm-2', '/DC1/host/C1/Gold/Child'],
     ]);
     expect((changes[0]!.record as VmState).details.vsphere?.resourcePoolName).toBe('Gold');
 
@@ -666,15 +702,23 @@ describe('WatchedInventory', () => {
       },
     ]);
 
-    // The cluster moved to the other datacenter: the cluster and its host.
+    // The cluster moved to the other datacenter: the cluster, its host, and the VMs in its pools.
     changes = inv.changes(
       inv.apply(set(update('modify', 'ClusterComputeResource', 'c-1', { parent: ref('Folder', 'hosts-2') })), filter),
     );
+    const [vmChanges, others] = [
+      changes.filter((c) => c.kind === 'VirtualMachine'),
+      changes.filter((c) => c.kind !== 'VirtualMachine'),
+    ];
     expect(
-      changes.map((c) => [c.kind, c.nativeId, (c.record as { datacenterNativeId: string }).datacenterNativeId]),
+      others.map((c) => [c.kind, c.nativeId, (c.record as { datacenterNativeId: string }).datacenterNativeId]),
     ).toEqual([
       ['Cluster', 'c-1', 'dc-2'],
       ['Host', 'host-1', 'dc-2'],
+    ]);
+    expect(poolPaths(vmChanges)).toEqual([
+      ['vm-1', '/DC2/host/C1/Gold'],
+      ['vm-2', '/DC2/host/C1/Gold/Child'],
     ]);
 
     // A pool and a datacenter gone.

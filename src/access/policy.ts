@@ -1,8 +1,36 @@
 import type { AuthConfig, Role, TenantConfig } from '../config/schema.js';
 import { type Caller, subjectsOf } from '../model/caller.js';
+import type { VmDetails } from '../model/vm.js';
+
+/** Where a VM is filed, beside where it runs: vSphere's folder and resource pool, libvirt's tags. */
+export interface VmFiling {
+  /** vSphere: inventory path of the VM's folder (`/DC0/vm/web`). */
+  folderPath: string | null;
+  /** vSphere: inventory path of its resource pool or vApp (`/DC0/host/C0/Resources/web`). */
+  resourcePoolPath: string | null;
+  /** libvirt: the tags in the domain's metadata. */
+  tags: readonly string[];
+}
+
+export const UNFILED: VmFiling = { folderPath: null, resourcePoolPath: null, tags: [] };
+
+/** Only the filing of something filed (a placement, say): what a task keeps. */
+export function filingPart(f: VmFiling): VmFiling {
+  return { folderPath: f.folderPath, resourcePoolPath: f.resourcePoolPath, tags: f.tags };
+}
+
+/** A VM's filing, from its details (unfiled while they are unknown). */
+export function filingOf(details: VmDetails | null | undefined): VmFiling {
+  if (!details) return UNFILED;
+  return {
+    folderPath: details.vsphere?.folderPath ?? null,
+    resourcePoolPath: details.vsphere?.resourcePoolPath ?? null,
+    tags: details.tags,
+  };
+}
 
 /** Where a VM is, as far as tenants can tell: what their selectors match. */
-export interface VmPlacement {
+export interface VmPlacement extends VmFiling {
   platformId: string;
   name: string;
   hostName: string | null;
@@ -53,25 +81,65 @@ function globRegExp(glob: string): RegExp {
   return new RegExp(`^${body}$`);
 }
 
-/** Whether a tenant holds a VM: on one of its platforms and, when it has other selectors, matching one. */
 /** Globs compiled once, whoever asks. */
 const compiledGlobs = new Map<string, RegExp>();
 
+function globMatcher(patterns: Map<string, RegExp>): (glob: string, value: string) => boolean {
+  return (glob, value) => {
+    let re = patterns.get(glob);
+    if (!re) patterns.set(glob, (re = globRegExp(glob)));
+    return re.test(value);
+  };
+}
+
+/** An inventory path and the paths above it, deepest first: `/a/b/c`, `/a/b`, `/a`. */
+function pathAndAncestors(path: string): string[] {
+  const out: string[] = [];
+  for (let p = path; p.length > 1; p = p.slice(0, p.lastIndexOf('/')) || '/') out.push(p);
+  return out;
+}
+
+/** Whether an object filed at `path` is in (or below) one of the folders or pools `globs` name. */
+function filedUnder(
+  globs: readonly string[] | undefined,
+  path: string | null,
+  matches: (g: string, v: string) => boolean,
+) {
+  if (!globs || path === null) return false;
+  const paths = pathAndAncestors(path);
+  return globs.some((g) => paths.some((p) => matches(g, p)));
+}
+
+/** Whether a tenant holds a VM: on one of its platforms and, when it has other selectors, matching one. */
 export function tenantHolds(
   tenant: TenantConfig,
   vm: VmPlacement,
   patterns: Map<string, RegExp> = compiledGlobs,
 ): boolean {
   if (tenant.platforms && !tenant.platforms.includes(vm.platformId)) return false;
-  const selectors = [tenant.clusters, tenant.hosts, tenant.namePatterns];
+  const selectors = [
+    tenant.clusters,
+    tenant.hosts,
+    tenant.namePatterns,
+    tenant.folders,
+    tenant.resourcePools,
+    tenant.tags,
+  ];
   if (selectors.every((s) => s === undefined)) return true;
-  if (tenant.clusters && vm.clusterName !== null && tenant.clusters.includes(vm.clusterName)) return true;
-  if (tenant.hosts && vm.hostName !== null && tenant.hosts.includes(vm.hostName)) return true;
-  return (tenant.namePatterns ?? []).some((g) => {
-    let re = patterns.get(g);
-    if (!re) patterns.set(g, (re = globRegExp(g)));
-    return re.test(vm.name);
-  });
+  const matches = globMatcher(patterns);
+  return (
+    (tenant.clusters !== undefined && vm.clusterName !== null && tenant.clusters.includes(vm.clusterName)) ||
+    (tenant.hosts !== undefined && vm.hostName !== null && tenant.hosts.includes(vm.hostName)) ||
+    (tenant.namePatterns ?? []).some((g) => matches(g, vm.name)) ||
+    filedUnder(tenant.folders, vm.folderPath, matches) ||
+    filedUnder(tenant.resourcePools, vm.resourcePoolPath, matches) ||
+    (tenant.tags ?? []).some((t) => vm.tags.includes(t))
+  );
+}
+
+/** Whether a tenant selects VMs by what only their details say (folder, resource pool, tags). */
+export function selectsByFiling(tenant: TenantConfig): boolean {
+  return tenant.folders !== undefined || tenant.resourcePools !== undefined || tenant.tags !== undefined;
 }
 
 /** Whether a tenant may hold objects of a platform at all. */
@@ -111,6 +179,11 @@ export class CallerAccess {
    */
   get readsAudit(): boolean {
     return this.grants.some((g) => g.role === 'auditor' || (g.role === 'admin' && g.tenant === '*'));
+  }
+
+  /** Some of the caller's tenants select VMs by folder, resource pool or tags: placing a VM needs its details. */
+  get selectsByFiling(): boolean {
+    return this.grants.some((g) => g.tenant !== '*' && selectsByFiling(g.tenant));
   }
 
   /** Holds a role (other than auditor) on a tenant that may hold objects of this platform. */

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 
 import { PLATFORM_ID_PATTERN } from '../model/ids.js';
+import { VM_TAG, VM_TAG_RULE } from '../model/vm.js';
 
 const platformId = z
   .string()
@@ -241,6 +242,8 @@ const tenantName = z
     'must be 1-63 letters, digits, ".", "_" or "-", starting with a letter or digit',
   );
 const names = z.array(z.string().min(1)).min(1);
+const inventoryPaths = z.array(z.string().regex(/^\/./, 'must be an inventory path, starting with "/"')).min(1);
+const vmTag = z.string().regex(VM_TAG, VM_TAG_RULE);
 
 /**
  * A tenant: a named set of objects. An object belongs to it when it is on
@@ -256,6 +259,12 @@ export const tenantSchema = z
     hosts: names.optional(),
     /** VM names, as globs (`web-*`, `db-??`). */
     namePatterns: names.optional(),
+    /** vSphere VM folders by inventory path (`/DC0/vm/web`, globs allowed): the VMs in them and in the folders below. */
+    folders: inventoryPaths.optional(),
+    /** vSphere resource pools and vApps by inventory path (`/DC0/host/C0/Resources/web`): the VMs in them and in the pools below. */
+    resourcePools: inventoryPaths.optional(),
+    /** libvirt tags, kept in a domain's metadata: the VMs carrying one of them. */
+    tags: z.array(vmTag).min(1).optional(),
   })
   .strict();
 
@@ -414,6 +423,33 @@ export const configSchema = z
          * Empty (the default): no foreign origin.
          */
         corsOrigins: z.array(z.string().min(1)).default([]),
+        /**
+         * What GET /readyz requires, besides a gateway that has started and
+         * is not draining, before it answers 200 (503 otherwise, naming what
+         * is missing). A platform counts as reachable while
+         * `platforms { status }` says CONNECTED.
+         */
+        readiness: z
+          .object({
+            /**
+             * `any` (the default): at least one platform reachable, so an
+             * instance that reaches none (its own network, DNS or secrets)
+             * leaves the load balancer while one platform's outage of many
+             * does not take the graph away from the others' users. `all`:
+             * every platform. `none`: platforms do not count. Or a list of
+             * platform IDs that must each be reachable.
+             */
+            requirePlatforms: z.union([z.enum(['any', 'all', 'none']), z.array(platformId).min(1)]).default('any'),
+            /**
+             * With `redis` configured: unready while Redis does not answer.
+             * Off by default: every instance loses the same Redis at once, and
+             * each keeps serving without it (alone, see `redis`), so requiring
+             * it would take every instance out of the load balancer together.
+             */
+            requireRedis: z.boolean().default(false),
+          })
+          .strict()
+          .prefault({}),
       })
       .strict()
       .prefault({}),
@@ -560,10 +596,25 @@ export const configSchema = z
   .refine((c) => !c.redis || c.inventory.enabled, {
     message: 'several instances share their platforms through the live inventory: redis needs inventory.enabled',
     path: ['redis'],
+  })
+  .superRefine((c, ctx) => {
+    const required = c.server.readiness.requirePlatforms;
+    if (!Array.isArray(required)) return;
+    // A platform that does not exist would never be reachable: the gateway would never be ready.
+    const configured = new Set(c.platforms.map((p) => p.id));
+    required.forEach((id, i) => {
+      if (!configured.has(id))
+        ctx.addIssue({
+          code: 'custom',
+          message: `unknown platform "${id}"`,
+          path: ['server', 'readiness', 'requirePlatforms', i],
+        });
+    });
   });
 
 export type Config = z.infer<typeof configSchema>;
 export type Limits = z.infer<typeof limitsSchema>;
+export type ReadinessConfig = Config['server']['readiness'];
 export type RedisConfig = z.infer<typeof redisSchema>;
 export type AuthConfig = z.infer<typeof authSchema>;
 export type TenantConfig = z.infer<typeof tenantSchema>;

@@ -15,6 +15,7 @@ import type {
   Unsupported,
   VmOperation,
   VmOperationKind,
+  Placement,
   VmSpec,
 } from '../model/operations.js';
 import type { RequestScope } from './request-scope.js';
@@ -67,8 +68,12 @@ export interface Provider {
    * failed). State checks happen before; this only acts.
    */
   runOperation(vmNativeId: string, op: VmOperation, reporter: OperationReporter): Promise<OperationResult>;
-  /** Why a spec cannot be placed on this platform (vSphere needs a cluster or host), or null. */
-  placementProblem(spec: VmSpec): string | null;
+  /**
+   * Why a VM cannot be made (`new`) or copied (`copy`) where and as filed as
+   * asked on this platform (vSphere needs a cluster or host for a new VM and
+   * has no tags; libvirt has no clusters, folders or pools), or null.
+   */
+  placementProblem(placement: Placement, tags: readonly string[] | null, made: 'new' | 'copy'): string | null;
   /** Creates a VM; resolves with its native ID once it exists (and runs, when asked). */
   createVm(spec: VmSpec, reporter: OperationReporter): Promise<OperationResult>;
   /**

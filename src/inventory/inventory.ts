@@ -6,6 +6,7 @@ import type { PlatformRegistry } from '../datasources/registry.js';
 import type { InventoryChange, InventoryWatch, WatchOptions } from '../datasources/watch.js';
 import type { EventPublisher } from '../model/events.js';
 import { errorMessage } from '../model/errors.js';
+import type { PlatformRecord, PlatformState } from '../model/platform.js';
 import { PlatformMirror } from './platform-mirror.js';
 import type { LeaseView, Replication } from './replication/replication.js';
 
@@ -31,13 +32,13 @@ export class Inventory {
       const mirror = new PlatformMirror(p.id, events, logger.child({ platform: p.id, room: 'inventory' }));
       // A platform's status event carries both its connection and its mirror, whichever changed.
       const publish = () => {
-        const connection = p.state();
+        const shown = this.platformState(p.id, p.state());
         events.publish({
           type: 'PLATFORM_STATUS',
           platformId: p.id,
-          status: connection.status,
+          status: shown.status,
           inventory: mirror.state.state,
-          message: mirror.state.reason ?? connection.statusMessage,
+          message: mirror.state.reason ?? shown.statusMessage,
         });
       };
       mirror.onStatus(publish);
@@ -67,6 +68,34 @@ export class Inventory {
   /** Who watches a platform among instances sharing a Redis; undefined for a gateway that runs alone. */
   lease(platformId: string): LeaseView | undefined {
     return this.replication?.lease(platformId);
+  }
+
+  /**
+   * A platform as the graph and /readyz show it: the worse of its
+   * connection's state and its change stream's. The connection learns of a
+   * dead or stalled platform only when a call through it fails, and while
+   * the mirror answers reads none is made; the watch's long poll is the one
+   * request always in flight, so its failure (a reset, or no answer within
+   * its timeout: vSphere's maxWaitSeconds plus the request timeout) is the
+   * first sign. A stream that is down means the gateway no longer sees the
+   * platform: it is not shown CONNECTED, whatever the connection last knew.
+   * On an instance that follows another's stream, the holder's view counts.
+   */
+  platformState<S extends PlatformState>(platformId: string, connection: S): S {
+    const stream = this.mirrors.get(platformId)?.state;
+    if (connection.status !== 'CONNECTED' || stream?.state !== 'STALE') return connection;
+    const since = stream.staleSince ? ` since ${stream.staleSince.toISOString()}` : '';
+    return {
+      ...connection,
+      status: 'UNREACHABLE',
+      statusMessage: `change stream down${since}: ${stream.reason ?? 'no reason given'}`,
+      connectedAt: null,
+    };
+  }
+
+  /** Every configured platform as platformState() shows it, in configuration order. */
+  platformStates(): PlatformRecord[] {
+    return this.registry.records().map((r) => this.platformState(r.id, r));
   }
 
   mirror(platformId: string): PlatformMirror | undefined {

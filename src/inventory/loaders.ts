@@ -11,7 +11,7 @@ import type { Provider } from '../datasources/provider.js';
 import type { PlatformRegistry } from '../datasources/registry.js';
 import { createRequestScope } from '../datasources/request-scope.js';
 import { type VolumeIndex, indexVolumes } from '../datasources/volume-index.js';
-import type { CallerAccess, VmPlacement } from '../access/policy.js';
+import { type CallerAccess, type VmFiling, type VmPlacement, filingOf, filingPart } from '../access/policy.js';
 import type { Inventory } from './inventory.js';
 import type { PlatformMirror } from './platform-mirror.js';
 
@@ -149,6 +149,9 @@ function perPlatformLoader<V>(
   );
 }
 
+/** Places a VM (by its native ID when it has one) or one to be made (filed as `filing` says). */
+type Placer = (vm: Pick<VmRecord, 'name' | 'hostNativeId'> & { nativeId?: string }, filing?: VmFiling) => VmPlacement;
+
 /** Per caller, the part of a mirror's VM listing it may see, with the host and cluster listings it was placed by. */
 const visibleListings = new WeakMap<
   CallerAccess,
@@ -210,19 +213,37 @@ export function createLoaders(
     (m) => m.listClusters(),
     mirrorOf,
   );
-  /** Where a platform's VMs are, by the names tenants select on: from the mirror, else from the listings. */
-  const placements = async (
-    platformId: string,
-  ): Promise<(vm: Pick<VmRecord, 'name' | 'hostNativeId'>) => VmPlacement> => {
+  const vmDetails = objectLoader<VmDetails>(
+    (p, ids) => p.getVmDetails(ids, scope),
+    (m, id) => m.details(id),
+  );
+  /**
+   * Where a platform's VMs are, by what tenants select on: from the mirror,
+   * else from the listings, and the details of `filedIds` (where those VMs
+   * are filed: read only for them, and only when the mirror cannot say).
+   */
+  const placements = async (platformId: string, filedIds: readonly string[] = []): Promise<Placer> => {
     const mirror = mirrorOf(platformId);
-    if (mirror) return (vm) => mirror.placementOf(vm);
-    const [hosts, clusters] = await Promise.all([hostsOf.load(platformId), clustersOf.load(platformId)]);
+    if (mirror) return (vm, filing) => mirror.placementOf(vm, filing);
+    const [hosts, clusters, details] = await Promise.all([
+      hostsOf.load(platformId),
+      clustersOf.load(platformId),
+      vmDetails.loadMany(filedIds.map((nativeId) => ({ platformId, nativeId }))),
+    ]);
     const hostById = new Map(hosts.map((h) => [h.nativeId, h]));
     const clusterById = new Map(clusters.map((c) => [c.nativeId, c]));
-    return (vm) => {
+    const detailsById = new Map(filedIds.map((id, i) => [id, details[i]]));
+    return (vm, filing) => {
       const host = vm.hostNativeId ? hostById.get(vm.hostNativeId) : undefined;
       const cluster = host?.clusterNativeId ? clusterById.get(host.clusterNativeId) : undefined;
-      return { platformId, name: vm.name, hostName: host?.name ?? null, clusterName: cluster?.name ?? null };
+      const known = vm.nativeId === undefined ? undefined : detailsById.get(vm.nativeId);
+      return {
+        platformId,
+        name: vm.name,
+        hostName: host?.name ?? null,
+        clusterName: cluster?.name ?? null,
+        ...filingPart(filing ?? filingOf(known instanceof Error ? undefined : known)),
+      };
     };
   };
   /** The VMs of one platform the caller may see. */
@@ -237,7 +258,7 @@ export function createLoaders(
       const memo = visibleListings.get(limited)?.get(list);
       if (memo && memo.hosts === mirror.listHosts() && memo.clusters === mirror.listClusters()) return memo.visible;
     }
-    const place = await placements(platformId);
+    const place = await placements(platformId, limited.selectsByFiling ? list.map((v) => v.nativeId) : []);
     const visible = list.filter((v) => limited.seesVm(place(v)));
     if (kept) {
       let byList = visibleListings.get(limited);
@@ -287,10 +308,7 @@ export function createLoaders(
       (m) => m.listHosts(),
     ),
     vms,
-    vmDetails: objectLoader<VmDetails>(
-      (p, ids) => p.getVmDetails(ids, scope),
-      (m, id) => m.details(id),
-    ),
+    vmDetails,
     snapshots: objectLoader<readonly SnapshotRecord[]>(
       (p, ids) => p.getSnapshots(ids, scope),
       (m, id) => m.snapshots(id),
@@ -307,14 +325,23 @@ export function createLoaders(
     visible: visibleOf,
     /** Every VM of a platform, whoever asks: for checks that must see them all (a new VM's name is free). */
     allVms: rawVms,
-    /** Where a VM is (or one to be created would be), by the names tenants select on. */
-    async placementOf(vm: {
-      platformId: string;
-      name: string;
-      hostNativeId: string | null;
-      clusterNativeId?: string | null;
-    }): Promise<VmPlacement> {
-      const placed = (await placements(vm.platformId))(vm);
+    /**
+     * Where a VM is, by what tenants select on: one of the platform's by its
+     * native ID, one to be made (or that is gone) by where it would be and how
+     * it would be filed.
+     */
+    async placementOf(
+      vm: {
+        platformId: string;
+        name: string;
+        hostNativeId: string | null;
+        nativeId?: string;
+        clusterNativeId?: string | null;
+      },
+      filing?: VmFiling,
+    ): Promise<VmPlacement> {
+      const filedIds = vm.nativeId !== undefined && !filing ? [vm.nativeId] : [];
+      const placed = (await placements(vm.platformId, filedIds))(vm, filing);
       if (placed.clusterName !== null || !vm.clusterNativeId) return placed;
       const mirror = mirrorOf(vm.platformId);
       const cluster = mirror

@@ -1,4 +1,4 @@
-import type { VmPlacement } from '../access/policy.js';
+import { type VmFiling, type VmPlacement, filingOf, filingPart } from '../access/policy.js';
 import type { Logger } from 'pino';
 
 import type {
@@ -228,8 +228,12 @@ export class PlatformMirror implements WatchSink {
     return this.clusters.get(nativeId);
   }
 
-  /** Where a VM is, by the names tenants select on (its host's and that host's cluster's). */
-  placementOf(vm: Pick<VmRecord, 'name' | 'hostNativeId'>): VmPlacement {
+  /**
+   * Where a VM is, by what tenants select on: its host's and that host's
+   * cluster's names, and where it is filed (a VM of the mirror's, by its
+   * details; one to be made, as `filing` says).
+   */
+  placementOf(vm: Pick<VmRecord, 'name' | 'hostNativeId'> & { nativeId?: string }, filing?: VmFiling): VmPlacement {
     const host = vm.hostNativeId ? this.host(vm.hostNativeId) : undefined;
     const cluster = host?.clusterNativeId ? this.cluster(host.clusterNativeId) : undefined;
     return {
@@ -237,6 +241,7 @@ export class PlatformMirror implements WatchSink {
       name: vm.name,
       hostName: host?.name ?? null,
       clusterName: cluster?.name ?? null,
+      ...filingPart(filing ?? filingOf(vm.nativeId === undefined ? undefined : this.details(vm.nativeId))),
     };
   }
 

@@ -12,7 +12,14 @@ export type VmOperation =
   | { kind: 'CREATE_SNAPSHOT'; name: string; description: string | null; includeMemory: boolean; quiesce: boolean }
   | { kind: 'REVERT_TO_SNAPSHOT'; snapshotKey: string }
   | { kind: 'DELETE_SNAPSHOT'; snapshotKey: string; withChildren: boolean }
-  | { kind: 'CLONE_VM'; name: string; placement: Placement; powerOn: boolean }
+  | {
+      kind: 'CLONE_VM';
+      name: string;
+      placement: Placement;
+      powerOn: boolean;
+      /** The copy's tags in place of the source's (libvirt); null: the source's. */
+      tags: string[] | null;
+    }
   | ({ kind: 'RECONFIGURE_VM' } & Reconfiguration)
   | {
       kind: 'MIGRATE_VM';
@@ -49,6 +56,8 @@ export interface VmSpec {
   disks: { capacityBytes: number; storageNativeId: string | null }[];
   nics: { networkNativeId: string }[];
   placement: Placement;
+  /** libvirt: tags for the domain's metadata. */
+  tags: string[];
   powerOn: boolean;
 }
 
@@ -72,6 +81,9 @@ export interface Placement {
   hostNativeId: string | null;
   clusterNativeId: string | null;
   storageNativeId: string | null;
+  /** vSphere: the VM folder and resource pool, by inventory path. */
+  folderPath: string | null;
+  resourcePoolPath: string | null;
 }
 
 export type VmOperationKind = VmOperation['kind'];

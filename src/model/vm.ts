@@ -1,3 +1,7 @@
+/** A tag, as libvirt domains carry it in their metadata and tenants select VMs by. */
+export const VM_TAG = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$/;
+export const VM_TAG_RULE = 'must be 1-63 letters, digits, ".", "_", ":" or "-", starting with a letter or digit';
+
 export type PowerState = 'ON' | 'OFF' | 'SUSPENDED' | 'PAUSED';
 export type VmPhase =
   'PENDING' | 'STARTING' | 'RUNNING' | 'PAUSED' | 'STOPPING' | 'STOPPED' | 'MIGRATING' | 'CRASHED' | 'UNKNOWN';
@@ -80,6 +84,8 @@ export interface VmDetails {
   disks: VmDiskRecord[];
   nics: VmNicRecord[];
   graphics: VmGraphicsRecord[];
+  /** libvirt: the tags kept in the domain's metadata; empty elsewhere. */
+  tags: string[];
   /** vSphere-only facts; null elsewhere. */
   vsphere: VsphereVmFacts | null;
 }
@@ -90,5 +96,8 @@ export interface VsphereVmFacts {
   toolsStatus: 'NOT_INSTALLED' | 'NOT_RUNNING' | 'OLD' | 'OK' | null;
   toolsRunningStatus: string | null;
   resourcePoolName: string | null;
+  /** Inventory paths (`/DC0/host/C0/Resources/web`, `/DC0/vm/web`); null for a VM in none. */
+  resourcePoolPath: string | null;
+  folderPath: string | null;
   vmPathName: string | null;
 }

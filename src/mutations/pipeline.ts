@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 
-import type { CallerAccess, VmPlacement } from '../access/policy.js';
+import { type CallerAccess, type VmFiling, type VmPlacement, UNFILED, filingPart } from '../access/policy.js';
 import { type QuotaUse, type QuotaVerdict, type Quotas, useOf } from './quotas.js';
 import type { AuditLog } from './audit-log.js';
 import { redact } from './audit-log.js';
@@ -264,32 +264,39 @@ export class MutationPipeline {
   private async attempt(ctx: MutationCall, req: OperationRequest, targetId: string): Promise<OperationPayload> {
     try {
       const { vm, snapshotKey } = await this.resolveTarget(ctx, req.input);
-      const decision = ctx.access.may(req.mutation, await ctx.loaders.placementOf(vm));
+      const placed = await ctx.loaders.placementOf(vm);
+      const decision = ctx.access.may(req.mutation, placed);
       if (!decision.allowed) refuse('FORBIDDEN', decision.reason);
 
       const op = this.buildOperation(req, snapshotKey, vm);
       const provider = ctx.registry.get(vm.platformId);
       const unsupported = provider?.unsupported[op.kind];
       if (!provider || unsupported) return refuse('UNSUPPORTED', unsupported ?? 'The platform cannot do this.');
-      // A copy is a VM of its own: the caller must be allowed to make it where and as it would be.
+      if (op.kind === 'CLONE_VM') {
+        const problem = provider.placementProblem(op.placement, op.tags, 'copy');
+        if (problem) refuse('INVALID_INPUT', problem, ['placement']);
+      }
       // A copy is a VM of its own, and a migrated VM lands where it goes: the caller must be allowed there.
       const copy =
         op.kind === 'CLONE_VM'
-          ? await ctx.loaders.placementOf({
-              platformId: vm.platformId,
-              name: op.name,
-              // Placed in a cluster only: the copy's host is the cluster's choice, not the source's.
-              hostNativeId: op.placement.hostNativeId ?? (op.placement.clusterNativeId ? null : vm.hostNativeId),
-              clusterNativeId: op.placement.clusterNativeId,
-            })
+          ? await ctx.loaders.placementOf(
+              {
+                platformId: vm.platformId,
+                name: op.name,
+                // Placed in a cluster only: the copy's host is the cluster's choice, not the source's.
+                hostNativeId: op.placement.hostNativeId ?? (op.placement.clusterNativeId ? null : vm.hostNativeId),
+                clusterNativeId: op.placement.clusterNativeId,
+              },
+              copyFiling(placed, op),
+            )
           : null;
       const landing =
         op.kind === 'MIGRATE_VM'
-          ? await ctx.loaders.placementOf({
-              platformId: op.destination?.platformId ?? vm.platformId,
-              name: vm.name,
-              hostNativeId: op.hostNativeId,
-            })
+          ? await ctx.loaders.placementOf(
+              { platformId: op.destination?.platformId ?? vm.platformId, name: vm.name, hostNativeId: op.hostNativeId },
+              // It keeps its tags, and its folder and pool (vSphere migrates within one vCenter).
+              filingPart(placed),
+            )
           : null;
       for (const place of [copy, landing]) {
         if (!place) continue;
@@ -325,6 +332,7 @@ export class MutationPipeline {
           operation: op.kind,
           targetNativeId: vm.nativeId,
           targetName: vm.name,
+          targetFiling: filingPart(placed),
           newVmName: op.kind === 'CLONE_VM' ? op.name : undefined,
           caller: ctx.caller.id,
           mutation: req.mutation,
@@ -410,11 +418,10 @@ export class MutationPipeline {
     const task = this.deps.tasks.get(nativeId);
     if (task) {
       // A task is as visible as the VM it acts on (or, for a create, the VM it makes).
-      const target = await ctx.loaders.placementOf({
-        platformId: task.platformId,
-        name: task.targetName,
-        hostNativeId: task.hostNativeId,
-      });
+      const target = await ctx.loaders.placementOf(
+        { platformId: task.platformId, name: task.targetName, hostNativeId: task.hostNativeId },
+        task.targetFiling ?? UNFILED,
+      );
       // Worded as TaskManager words a task it does not have: a hidden task is one that does not exist.
       if (!ctx.access.seesVm(target))
         return refusedWith({ code: 'NOT_FOUND', field: ['taskId'], message: 'No such task.' });
@@ -525,15 +532,23 @@ export class MutationPipeline {
             throw e;
           }
           // The VM it would be, where it would be, must be one the caller may create.
-          const target = await ctx.loaders.placementOf({
-            platformId,
-            name: spec.name,
-            hostNativeId: spec.placement.hostNativeId,
-            clusterNativeId: spec.placement.clusterNativeId,
-          });
+          const filing: VmFiling = {
+            folderPath: spec.placement.folderPath,
+            resourcePoolPath: spec.placement.resourcePoolPath,
+            tags: spec.tags,
+          };
+          const target = await ctx.loaders.placementOf(
+            {
+              platformId,
+              name: spec.name,
+              hostNativeId: spec.placement.hostNativeId,
+              clusterNativeId: spec.placement.clusterNativeId,
+            },
+            filing,
+          );
           const decision = ctx.access.may('createVm', target);
           if (!decision.allowed) refuse('FORBIDDEN', decision.reason);
-          const problem = provider.placementProblem(spec);
+          const problem = provider.placementProblem(spec.placement, spec.tags, 'new');
           if (problem) refuse('INVALID_INPUT', problem, ['placement']);
           try {
             await this.checkNewName(ctx, platformId, spec.name);
@@ -554,6 +569,7 @@ export class MutationPipeline {
               operation: 'CREATE_VM',
               targetNativeId: `new/${spec.name}`,
               targetName: spec.name,
+              targetFiling: filing,
               caller,
               mutation: 'createVm',
               auditTargetId: input.platformId,
@@ -701,4 +717,15 @@ function touchesStorage(op: VmOperation): boolean {
 interface Codec<V> {
   store(value: V): StoredOutcome;
   restore(stored: StoredOutcome, clientMutationId: string | null): V;
+}
+
+/** Where a copy is filed: where the clone puts it, else where its source is. */
+function copyFiling(source: VmFiling, op: Extract<VmOperation, { kind: 'CLONE_VM' }>): VmFiling {
+  const placedElsewhere = op.placement.clusterNativeId !== null || op.placement.hostNativeId !== null;
+  return {
+    folderPath: op.placement.folderPath ?? source.folderPath,
+    // Sent to a cluster or host without a pool, the copy runs in its top pool, whose path the copy is not told.
+    resourcePoolPath: op.placement.resourcePoolPath ?? (placedElsewhere ? null : source.resourcePoolPath),
+    tags: op.tags ?? source.tags,
+  };
 }

@@ -115,8 +115,9 @@ export class Quotas {
       } catch {
         continue; // A platform that cannot answer holds nothing we can count; the others still do.
       }
-      const held = [];
-      for (const vm of vms) if (tenantHolds(tenant, await loaders.placementOf(vm))) held.push(vm);
+      // All at once: where a VM is filed may take a read of its details, batched so.
+      const placements = await Promise.all(vms.map((vm) => loaders.placementOf(vm)));
+      const held = vms.filter((_, i) => tenantHolds(tenant, placements[i] as VmPlacement));
       const details = await loaders.vmDetails.loadMany(held.map((v) => ({ platformId: p, nativeId: v.nativeId })));
       for (const d of details) if (d && !(d instanceof Error)) sum = add(sum, useOf(d));
     }

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 
 import type { Logger } from 'pino';
 
+import type { VmFiling } from '../access/policy.js';
 import { errorMessage } from '../model/errors.js';
 import {
   OperationFailedError,
@@ -24,6 +25,8 @@ export interface TaskRecord {
   targetNativeId: string;
   targetName: string;
   hostNativeId: string | null;
+  /** Where the target was filed when the task was made (folder, pool, tags): with its name and host, who may see the task. */
+  targetFiling: VmFiling | null;
   caller: string;
   /** The mutation that started it and the ID its input named, for the audit trail. */
   mutation: string;
@@ -65,6 +68,7 @@ export interface TaskSpec {
   operation: TaskOperation;
   targetNativeId: string;
   targetName: string;
+  targetFiling?: VmFiling;
   caller: string;
   mutation: string;
   auditTargetId: string;
@@ -162,6 +166,7 @@ export class TaskManager {
       progress: 0,
       targetNativeId: spec.targetNativeId,
       targetName: spec.targetName,
+      targetFiling: spec.targetFiling ?? null,
       hostNativeId: spec.hostNativeId,
       caller: spec.caller,
       mutation: spec.mutation,

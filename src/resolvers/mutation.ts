@@ -10,7 +10,7 @@ import type {
 } from '../generated/graphql.js';
 import type { VmRecord } from '../model/vm.js';
 import type { GatewayContext } from './context.js';
-import { nativeIdOn, placementOn } from './placement.js';
+import { nativeIdOn, placementOn, tagsOf } from './placement.js';
 
 // Thin: each mutation names its operation; MutationPipeline does the rest.
 export const vmMutations: MutationResolvers = {
@@ -140,6 +140,7 @@ function vmSpec(platformId: string, input: CreateVmInput): VmSpec {
       networkNativeId: nativeIdOn(platformId, n.networkId, ['nics'], 'Network'),
     })),
     placement: placementOn(platformId, input.placement),
+    tags: tagsOf(input.tags) ?? [],
     powerOn: input.powerOn ?? false,
   };
 }
@@ -209,6 +210,7 @@ export const batchMutations: Pick<
         name: input.name,
         placement: placementOn(vm.platformId, input.placement),
         powerOn: input.powerOn ?? false,
+        tags: tagsOf(input.tags),
       }),
     }),
   deployVms: (_r, { input }, ctx) =>
@@ -235,6 +237,7 @@ export const batchMutations: Pick<
               name,
               placement: placementOn(vm.platformId, input.placement),
               powerOn: input.powerOn ?? true,
+              tags: tagsOf(input.tags),
             }),
           };
         });

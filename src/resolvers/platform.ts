@@ -5,6 +5,10 @@ import { reportUnavailable } from './scope.js';
 export const Platform: PlatformResolvers = {
   id: (p) => encodeId({ kind: 'Platform', platformId: p.id, nativeId: p.id }),
   name: (p) => p.id,
+  // The record holds what the connection knows; the live watch may know worse (see Inventory.platformState).
+  status: (p, _a, ctx) => ctx.inventory.platformState(p.id, p).status,
+  statusMessage: (p, _a, ctx) => ctx.inventory.platformState(p.id, p).statusMessage,
+  connectedAt: (p, _a, ctx) => ctx.inventory.platformState(p.id, p).connectedAt,
   inventoryState: (p, _a, ctx) => ctx.inventory.mirror(p.id)?.state.state ?? 'SYNCING',
   syncedAt: (p, _a, ctx) => ctx.inventory.mirror(p.id)?.state.syncedAt ?? null,
   staleSince: (p, _a, ctx) => ctx.inventory.mirror(p.id)?.state.staleSince ?? null,

@@ -2,6 +2,7 @@ import type DataLoader from 'dataloader';
 
 import { GraphQLError } from 'graphql';
 
+import { UNFILED } from '../access/policy.js';
 import { ErrorCode, GatewayError } from '../model/errors.js';
 import { decodeIdOf } from '../model/ids.js';
 import { type Page, type PageArgs, paginate } from './pagination.js';
@@ -33,7 +34,10 @@ export async function visibleTasks(ctx: GatewayContext, tasks: readonly TaskReco
   const seen = await Promise.all(
     tasks.map(async (t) =>
       ctx.access.seesVm(
-        await ctx.loaders.placementOf({ platformId: t.platformId, name: t.targetName, hostNativeId: t.hostNativeId }),
+        await ctx.loaders.placementOf(
+          { platformId: t.platformId, name: t.targetName, hostNativeId: t.hostNativeId },
+          t.targetFiling ?? UNFILED,
+        ),
       ),
     ),
   );

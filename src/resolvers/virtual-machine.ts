@@ -117,6 +117,7 @@ export const VirtualMachine: VirtualMachineResolvers = {
   guestArch: detail('guestArch'),
   machineType: detail('machineType'),
   description: detail('description'),
+  tags: detail('tags'),
   guestOsFullName: detail('guestOsFullName'),
   hardwareVersion: detail('hardwareVersion'),
   ipAddresses: detail('ipAddresses'),

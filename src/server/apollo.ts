@@ -3,7 +3,7 @@ import {
   ApolloServerPluginCacheControlDisabled,
   ApolloServerPluginLandingPageDisabled,
 } from '@apollo/server/plugin/disabled';
-import { type DocumentNode, type GraphQLSchema, execute } from 'graphql';
+import { type DocumentNode, GraphQLError, type GraphQLSchema, OperationTypeNode, execute } from 'graphql';
 import type { Logger } from 'pino';
 
 import type { Limits } from '../config/schema.js';
@@ -35,7 +35,21 @@ export interface ApolloOptions {
 }
 
 /**
- * Prices each operation before it runs: refuses it when its estimated cost,
+ * Apollo Server runs a subscription sent over HTTP as if it were a query:
+ * its field is resolved without an event, and the null it gets for a
+ * non-null field is answered as an internal error. Subscriptions are served
+ * over WebSocket at the same path.
+ */
+function subscriptionOverHttpError(): GraphQLError {
+  return new GraphQLError(
+    'Subscriptions are served over WebSocket (the graphql-transport-ws protocol, as graphql-ws speaks it) at this same URL, not over HTTP.',
+    { extensions: { code: 'BAD_REQUEST', http: { status: 400 } } },
+  );
+}
+
+/**
+ * Refuses an operation HTTP cannot serve (a subscription), then prices each
+ * operation before it runs: refuses it when its estimated cost,
  * with its variables, is over the limit, or over what the caller has left of
  * its budget (429, Retry-After); says what it cost and what is left in
  * `extensions.rateLimit` and GitHub's `x-ratelimit-*` headers. A dry run
@@ -52,7 +66,9 @@ function costPlugin(
       // The document to run instead of the request's, for a dry run.
       let instead: DocumentNode | null = null;
       return {
-        async didResolveOperation({ request, document, schema, contextValue }) {
+        async didResolveOperation({ request, document, operation: resolved, schema, contextValue }) {
+          // Refused before it is priced: nothing is charged for what cannot run here.
+          if (resolved?.operation === OperationTypeNode.SUBSCRIPTION) throw subscriptionOverHttpError();
           const cost = operationCost(schema, document, request.operationName, request.variables, limits);
           assertCostWithin(cost, limits);
           const operation = { document, operationName: request.operationName, variables: request.variables, cost };

@@ -33,15 +33,31 @@ export interface ErrorFormatter {
   formatOne(error: GraphQLError): GraphQLFormattedError;
 }
 
+export interface ErrorFormatterOptions {
+  /**
+   * Keep graphql-js's "Did you mean ...?" in validation and variable errors.
+   * They name fields, arguments, types and enum values the caller did not
+   * ask about, so they belong only where the schema is open anyway
+   * (introspection on).
+   * @default false
+   */
+  suggestions?: boolean;
+}
+
 /**
  * What a client sees of an error. Expected errors keep their message and
  * stable `extensions.code`; a platform's own error is worded by its platform
  * (UPSTREAM_ERROR); anything unexpected becomes "Unexpected error." with
  * INTERNAL_SERVER_ERROR, and is logged in full.
  */
-export function createErrorFormatter(logger: Logger, describeUpstream: DescribeUpstreamError): ErrorFormatter {
+export function createErrorFormatter(
+  logger: Logger,
+  describeUpstream: DescribeUpstreamError,
+  options: ErrorFormatterOptions = {},
+): ErrorFormatter {
+  const suggestions = options.suggestions ?? false;
   const format = (formatted: GraphQLFormattedError, error: unknown): GraphQLFormattedError => {
-    const out = classify(formatted, error, logger, describeUpstream);
+    const out = classify(formatted, error, logger, describeUpstream, suggestions);
     // Errors about one platform (partial data) name it, whatever their code.
     const platformId = formatted.extensions?.['platformId'];
     return typeof platformId === 'string' ? { ...out, extensions: { ...out.extensions, platformId } } : out;
@@ -54,6 +70,7 @@ function classify(
   error: unknown,
   logger: Logger,
   describeUpstream: DescribeUpstreamError,
+  suggestions: boolean,
 ): GraphQLFormattedError {
   const where = { locations: formatted.locations, path: formatted.path };
   const chain = causes(error);
@@ -98,9 +115,29 @@ function classify(
     return { message: formatted.message, ...where, extensions: { code: ErrorCode.TOO_MANY_TOKENS } };
   }
   if (isClientFacingCode(code)) {
-    return { message: formatted.message, ...where, extensions: { code } };
+    const message =
+      suggestions || !SUGGESTING_CODES.has(code) ? formatted.message : withoutSuggestion(formatted.message);
+    return { message, ...where, extensions: { code } };
   }
 
   logger.error({ err: chain[chain.length - 1] ?? error, path: formatted.path }, 'unexpected error in a response');
   return { message: 'Unexpected error.', ...where, extensions: { code: ErrorCode.INTERNAL_SERVER_ERROR } };
+}
+
+/**
+ * Codes of the errors graphql-js words with suggestions: validation, and
+ * variables it cannot coerce (Apollo Server's and the WebSocket's BAD_USER_INPUT).
+ */
+const SUGGESTING_CODES: ReadonlySet<unknown> = new Set(['GRAPHQL_VALIDATION_FAILED', ErrorCode.BAD_USER_INPUT]);
+
+/**
+ * graphql-js's suggestion, always the message's last sentence: ` Did you mean "name"?`,
+ * `... "a" or "b"?`, `... "a", "b", or "c"?`, `... the enum value "ON"?`,
+ * `... to use an inline fragment on "Host"?`. Anchored at the end and made of
+ * quoted GraphQL names only, so no other part of a message is cut.
+ */
+const SUGGESTION = / Did you mean (?:[a-z ]+ )?"[_A-Za-z]\w*"(?:,? (?:or )?"[_A-Za-z]\w*")*\?$/;
+
+function withoutSuggestion(message: string): string {
+  return message.replace(SUGGESTION, '');
 }

@@ -57,7 +57,6 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
   const authenticator = await createAuthenticator(config.auth, logger);
   const registry = PlatformRegistry.fromConfig(config.platforms, logger);
   const schema = buildGatewaySchema();
-  const errors = createErrorFormatter(logger, (e) => registry.describeError(e));
 
   let phase: Phase = 'starting';
   const state = openFileStore(config.state.dir, logger);
@@ -73,6 +72,8 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
   // A development default on a loopback address; in production (any other address) only when asked.
   const explorer = serverConfig.explorer ?? isLoopbackHost(serverConfig.host);
   const introspection = serverConfig.introspection ?? explorer;
+  // graphql-js's "Did you mean" names what introspection would: shown only when it is on.
+  const errors = createErrorFormatter(logger, (e) => registry.describeError(e), { suggestions: introspection });
   const apollo = createApollo({
     schema,
     limits,
@@ -161,12 +162,13 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
       health: () => ({
         live: phase !== 'stopped',
         ready: phase === 'serving',
-        details: {
-          phase,
-          platforms: registry.records().map((p) => ({ id: p.id, status: p.status })),
-          ...shared.health(),
-        },
+        details: { phase, ...shared.health() },
       }),
+      readiness: {
+        policy: serverConfig.readiness,
+        platforms: () => inventory.platformStates(),
+        redisUp: () => (config.redis ? shared.redis?.status === 'ready' : null),
+      },
     }),
   );
   http.requestTimeout = 60_000;

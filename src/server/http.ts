@@ -4,8 +4,10 @@ import type { ApolloServer } from '@apollo/server';
 import { HeaderMap } from '@apollo/server';
 import type { Logger } from 'pino';
 
+import type { ReadinessConfig } from '../config/schema.js';
 import type { Caller } from '../model/caller.js';
 import { ErrorCode, UnreachableCaseError } from '../model/errors.js';
+import type { PlatformStatus } from '../model/platform.js';
 import type { GatewayContext } from '../resolvers/context.js';
 import { AuthenticationError, type Credential } from './authentication.js';
 import { EXPLORER_ASSET_PREFIX, explorerAsset, explorerNonce, explorerPage, explorerPageHeaders } from './explorer.js';
@@ -25,10 +27,61 @@ export interface HttpHandlerOptions {
   contextFor: (caller: Caller, remoteAddress: string | undefined) => GatewayContext;
   /** The estate's metrics in Prometheus text (GET /metrics/estate); absent when not enabled. */
   estateMetrics?: (caller: Caller) => string;
-  /** Liveness and readiness, each with a JSON body. */
+  /** Liveness and the gateway's own part of readiness (started, not draining), each with a JSON body. */
   health: () => { live: boolean; ready: boolean; details: Record<string, unknown> };
+  /**
+   * What /readyz requires besides `health().ready` (`server.readiness`), and
+   * the platforms and Redis as the gateway sees them at each probe.
+   */
+  readiness: {
+    policy: ReadinessConfig;
+    /** Every platform with its status as `platforms { status }` shows it, in configuration order. */
+    platforms: () => readonly PlatformReadiness[];
+    /** Whether Redis answers; null when none is configured. */
+    redisUp: () => boolean | null;
+  };
   /** The trusted-document check (`server.trustedDocuments`), run on each request before Apollo parses it. */
   documents: TrustedDocuments;
+}
+
+/** One platform as /readyz weighs it. */
+export interface PlatformReadiness {
+  id: string;
+  status: PlatformStatus;
+  statusMessage: string | null;
+}
+
+/** Something the readiness policy requires and does not have, as the /readyz body names it. */
+export type ReadinessProblem =
+  | { check: 'gateway'; message: string }
+  | { check: 'platform'; platform: string; status: PlatformStatus; message: string | null }
+  | { check: 'redis'; message: string };
+
+/**
+ * What the readiness policy requires that is missing at this moment: empty
+ * when the platforms and Redis satisfy it. Every platform that keeps the
+ * gateway unready is named, so that the probe's body says which.
+ */
+export function readinessProblems(
+  policy: ReadinessConfig,
+  platforms: readonly PlatformReadiness[],
+  redisUp: boolean | null,
+): ReadinessProblem[] {
+  const down = (p: PlatformReadiness) => p.status !== 'CONNECTED';
+  const required = policy.requirePlatforms;
+  let missing: PlatformReadiness[];
+  if (required === 'none') missing = [];
+  else if (required === 'all') missing = platforms.filter(down);
+  else if (required === 'any') missing = platforms.some((p) => !down(p)) ? [] : [...platforms];
+  else missing = platforms.filter((p) => required.includes(p.id) && down(p));
+  const problems: ReadinessProblem[] = missing.map((p) => ({
+    check: 'platform',
+    platform: p.id,
+    status: p.status,
+    message: p.statusMessage,
+  }));
+  if (policy.requireRedis && redisUp === false) problems.push({ check: 'redis', message: 'Redis does not answer' });
+  return problems;
 }
 
 class BodyTooLargeError extends Error {}
@@ -293,6 +346,28 @@ export function createHttpHandler(opts: HttpHandlerOptions) {
     res.end();
   }
 
+  /**
+   * 200 when the gateway serves and the readiness policy is met, else 503;
+   * the body lists the platforms as the graph shows them and, under
+   * `unready`, what keeps the gateway out of a load balancer.
+   */
+  function sendReadiness(res: ServerResponse): void {
+    const h = opts.health();
+    const problems: ReadinessProblem[] = h.ready
+      ? []
+      : [{ check: 'gateway', message: 'the gateway is not serving (starting or draining; see phase)' }];
+    const platforms = opts.readiness.platforms();
+    problems.push(...readinessProblems(opts.readiness.policy, platforms, opts.readiness.redisUp()));
+    const ready = problems.length === 0;
+    sendJson(res, ready ? 200 : 503, {
+      status: ready ? 'ready' : 'not ready',
+      ...h.details,
+      platforms: platforms.map((p) => ({ id: p.id, status: p.status })),
+      readiness: opts.readiness.policy,
+      unready: problems,
+    });
+  }
+
   return async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const started = process.hrtime.bigint();
     const url = new URL(req.url ?? '/', 'http://localhost');
@@ -342,8 +417,7 @@ export function createHttpHandler(opts: HttpHandlerOptions) {
         const h = opts.health();
         sendJson(res, h.live ? 200 : 503, { status: h.live ? 'ok' : 'failing' });
       } else if (url.pathname === '/readyz') {
-        const h = opts.health();
-        sendJson(res, h.ready ? 200 : 503, { status: h.ready ? 'ready' : 'not ready', ...h.details });
+        sendReadiness(res);
       } else if (opts.explorer && req.method === 'GET' && url.pathname.startsWith(EXPLORER_ASSET_PREFIX)) {
         const asset = explorerAsset(url.pathname.slice(EXPLORER_ASSET_PREFIX.length));
         if (!asset) {

@@ -9,6 +9,7 @@ import {
   NoSchemaIntrospectionCustomRule,
   execute,
   getOperationAST,
+  getVariableValues,
   parse,
   specifiedRules,
   validate,
@@ -80,14 +81,23 @@ export interface RunningWebSocket {
   clientCount(): number;
 }
 
+/** Variable errors reported for one operation before graphql-js stops counting (as execute() does). */
+const MAX_VARIABLE_ERRORS = 50;
+
 function asGraphQLError(e: unknown): GraphQLError {
   return e instanceof GraphQLError
     ? e
     : new GraphQLError(e instanceof Error ? e.message : String(e), { originalError: e as Error });
 }
 
-/** Gives parse and validation errors the codes Apollo Server gives them on HTTP; our own limit errors keep theirs. */
-function withCode(error: GraphQLError, code: 'GRAPHQL_PARSE_FAILED' | 'GRAPHQL_VALIDATION_FAILED'): GraphQLError {
+/**
+ * Gives parse, validation and variable errors the codes Apollo Server gives
+ * them on HTTP (graphql-js gives them none); our own limit errors keep theirs.
+ */
+function withCode(
+  error: GraphQLError,
+  code: 'GRAPHQL_PARSE_FAILED' | 'GRAPHQL_VALIDATION_FAILED' | typeof ErrorCode.BAD_USER_INPUT,
+): GraphQLError {
   return new GraphQLError(error.message, {
     nodes: error.nodes,
     source: error.source,
@@ -179,9 +189,15 @@ export function attachWebSocket(opts: WebSocketOptions): RunningWebSocket {
     }
     const errors = validate(schema, document, rules);
     if (errors.length > 0) return errors.map((e) => withCode(e, 'GRAPHQL_VALIDATION_FAILED'));
-    if (!getOperationAST(document, request.operationName)) {
+    const operation = getOperationAST(document, request.operationName);
+    if (!operation) {
       return [withCode(new GraphQLError('Unable to identify operation'), 'GRAPHQL_VALIDATION_FAILED')];
     }
+    // Checked before anything is charged or run: execute() would report them without a code, masked as internal errors.
+    const variables = getVariableValues(schema, operation.variableDefinitions ?? [], request.variables ?? {}, {
+      maxErrors: MAX_VARIABLE_ERRORS,
+    });
+    if (variables.errors) return variables.errors.map((e) => withCode(e, ErrorCode.BAD_USER_INPUT));
     const { caller, remoteAddress } = connection.state;
     // A subscriber that cannot keep up is cut off with a close code of its own.
     const context = opts.contextFor(caller, { close: (code, reason) => connection.close(code, reason) }, remoteAddress);

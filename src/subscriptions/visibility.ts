@@ -1,4 +1,4 @@
-import type { CallerAccess, VmPlacement } from '../access/policy.js';
+import { type CallerAccess, type VmFiling, type VmPlacement, UNFILED, filingPart } from '../access/policy.js';
 import type { Inventory } from '../inventory/inventory.js';
 import type { GatewayEvent } from '../model/events.js';
 import type { TaskRecord } from '../mutations/task-manager.js';
@@ -16,16 +16,21 @@ export function eventVisibility(
   taskOf: (taskId: string) => TaskRecord | undefined,
 ): ((e: GatewayEvent) => boolean) | null {
   if (access.seesEverything) return null;
-  const placement = (platformId: string, name: string, hostNativeId: string | null): VmPlacement =>
-    inventory.mirror(platformId)?.placementOf({ name, hostNativeId }) ?? {
+  const placement = (
+    platformId: string,
+    vm: { name: string; hostNativeId: string | null; nativeId?: string },
+    filing?: VmFiling,
+  ): VmPlacement =>
+    inventory.mirror(platformId)?.placementOf(vm, filing) ?? {
       platformId,
-      name,
+      name: vm.name,
       hostName: null,
       clusterName: null,
+      ...filingPart(filing ?? UNFILED),
     };
   const vmVisible = (platformId: string, nativeId: string): boolean => {
     const vm = inventory.mirror(platformId)?.vm(nativeId)?.vm;
-    return vm ? access.seesVm(placement(platformId, vm.name, vm.hostNativeId)) : false;
+    return vm ? access.seesVm(placement(platformId, vm)) : false;
   };
   return (e) => {
     if (!access.seesPlatform(e.platformId)) return false;
@@ -36,13 +41,19 @@ export function eventVisibility(
         if (e.upstream)
           return e.upstream.targetVmNativeId !== null && vmVisible(e.platformId, e.upstream.targetVmNativeId);
         const task = taskOf(e.taskId);
-        return task ? access.seesVm(placement(task.platformId, task.targetName, task.hostNativeId)) : false;
+        return task
+          ? access.seesVm(
+              placement(
+                task.platformId,
+                { name: task.targetName, hostNativeId: task.hostNativeId },
+                task.targetFiling ?? UNFILED,
+              ),
+            )
+          : false;
       }
       case 'INVENTORY':
         if (e.kind === 'VirtualMachine') {
-          return e.vm
-            ? access.seesVm(placement(e.platformId, e.vm.name, e.vm.hostNativeId))
-            : vmVisible(e.platformId, e.nativeId);
+          return e.vm ? access.seesVm(placement(e.platformId, e.vm)) : vmVisible(e.platformId, e.nativeId);
         }
         // A snapshot is as visible as its VM (`vm/snapshot`); a snapshot of a VM that is gone, to nobody limited.
         if (e.kind === 'Snapshot') return vmVisible(e.platformId, e.nativeId.slice(0, e.nativeId.indexOf('/')));

@@ -84,6 +84,8 @@ export interface VcsimOptions {
   clusterHost?: number;
   host?: number;
   vm?: number;
+  /** Extra resource pools per cluster (`DC0_C0_RP1`, ...), each with its own VMs. */
+  pool?: number;
   ds?: number;
   pg?: number;
   esx?: boolean;
@@ -215,6 +217,7 @@ export async function startVcsim(opts: VcsimOptions = {}): Promise<Vcsim> {
     `-vm=${opts.vm ?? 2}`,
     `-ds=${opts.ds ?? 1}`,
     `-pg=${opts.pg ?? 1}`,
+    `-pool=${opts.pool ?? 0}`,
     ...(opts.esx ? ['-esx'] : []),
     ...(opts.perfMaxQueryMetrics !== undefined ? [`-perf-max-query-metrics=${opts.perfMaxQueryMetrics}`] : []),
     ...(opts.perfIntervals !== undefined ? [`-perf-intervals=${opts.perfIntervals}`] : []),

@@ -24,6 +24,7 @@ import {
 } from './addon.js';
 import type { LibvirtClient } from './client.js';
 import { editDomainXml } from './domain-edit.js';
+import { withTags } from './tags.js';
 import { VirErr, isLibvirtCode } from './errors.js';
 import { parsePoolXml, parseVolumeXml } from './xml.js';
 import { escapeXml } from '../xml/tree.js';
@@ -156,7 +157,7 @@ export async function createDomain(
     `<memory unit='KiB'>0</memory><currentMemory unit='KiB'>0</currentMemory><vcpu placement='static'>1</vcpu>` +
     `<os><type arch='${guest.arch}'>hvm</type><boot dev='hd'/></os>` +
     `<devices><graphics type='vnc' port='-1' autoport='yes' listen='127.0.0.1'/></devices></domain>`;
-  const xml = editDomainXml(skeleton, {
+  const xml = editDomainXml(withTags(skeleton, spec.tags), {
     vcpus: spec.vcpus,
     coresPerSocket: spec.coresPerSocket,
     memoryMiB: spec.memoryMiB,
@@ -228,6 +229,7 @@ async function clone(
     xml = xml.replace(disk, copied);
     reporter.progress(10 + ((i + 1) / disks.length) * 70);
   }
+  if (op.tags) xml = withTags(xml, op.tags);
   const created = await c.call('defineXml', xml);
   if (op.powerOn) await c.call('domainLifecycle', created.uuid, 'create', 0);
   return { vmNativeId: created.uuid };

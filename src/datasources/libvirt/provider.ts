@@ -19,6 +19,7 @@ import type {
   OperationResult,
   Unsupported,
   VmOperation,
+  Placement,
   VmSpec,
 } from '../../model/operations.js';
 import { DomainStats, ListDomainsFlags } from './addon.js';
@@ -164,8 +165,10 @@ export class LibvirtProvider extends ConnectedProvider<LibvirtClient> implements
   }
 
   /** libvirt places a VM on the host of its connection; nothing to choose. */
-  placementProblem(spec: VmSpec): string | null {
-    if (spec.placement.clusterNativeId) return 'libvirt has no clusters; leave clusterId out.';
+  placementProblem(placement: Placement): string | null {
+    if (placement.clusterNativeId) return 'libvirt has no clusters; leave clusterId out.';
+    if (placement.folderPath || placement.resourcePoolPath)
+      return 'libvirt has no folders or resource pools; file the VM with tags instead.';
     return null;
   }
 

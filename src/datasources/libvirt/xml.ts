@@ -1,6 +1,7 @@
 import type { NetworkAddressRecord } from '../../model/network.js';
 import type { DiskDevice, VmDetails, VmDiskRecord, VmGraphicsRecord, VmNicRecord } from '../../model/vm.js';
 import { type XNode, attrOf, child, children, parseXml } from '../xml/tree.js';
+import { tagsOf } from './tags.js';
 
 /** Text content of an element, trimmed; null when empty or absent. */
 function text(node: XNode | undefined): string | null {
@@ -148,6 +149,7 @@ export function parseDomainXml(xml: string): VmDetails {
     disks: children(devices, 'disk').map(parseDisk),
     nics: children(devices, 'interface').map(parseNic),
     graphics: children(devices, 'graphics').map(parseGraphics),
+    tags: tagsOf(child(d, 'metadata')),
     vsphere: null,
   };
 }

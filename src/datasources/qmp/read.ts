@@ -107,6 +107,7 @@ export function vmDetailsOf(
     disks: disksOf(blocks),
     nics: [],
     graphics: [],
+    tags: [],
     vsphere: null,
   };
 }

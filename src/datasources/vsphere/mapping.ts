@@ -45,6 +45,7 @@ export const VM_DETAIL_SPEC: PropertySpec = {
     'guest.hostName',
     'guest.net',
     'resourcePool',
+    'parent',
     'summary.config.vmPathName',
   ],
 };
@@ -92,9 +93,12 @@ export class InventoryTree {
   readonly datacenters: DatacenterRecord[] = [];
   readonly clusters: ClusterRecord[] = [];
   private readonly names = new Map<string, string>();
+  private readonly refs = new Map<string, MoRef>();
+  private byPath: Map<string, MoRef> | null = null;
 
   constructor(platformId: string, objects: ObjectContent[]) {
     for (const o of objects) {
+      this.refs.set(key(o.obj), o.obj);
       const parent = moRefOf(prop(o, 'parent'));
       if (parent) this.parents.set(key(o.obj), parent);
       const name = str(o, 'name');
@@ -125,9 +129,14 @@ export class InventoryTree {
 
   /** The datacenter above an object, walking its parents. */
   datacenterOf(ref: MoRef | null): string | null {
+    return this.above(ref, ['Datacenter'])?.value ?? null;
+  }
+
+  /** The object itself or the first above it of one of `types`. */
+  above(ref: MoRef | null, types: readonly string[]): MoRef | null {
     let current: MoRef | undefined = ref ?? undefined;
     for (let depth = 0; current && depth < 64; depth++) {
-      if (current.type === 'Datacenter') return current.value;
+      if (types.includes(current.type)) return current;
       current = this.parents.get(key(current));
     }
     return null;
@@ -135,6 +144,36 @@ export class InventoryTree {
 
   nameOf(ref: MoRef | null): string | null {
     return ref ? (this.names.get(key(ref)) ?? null) : null;
+  }
+
+  /**
+   * An object's inventory path, as vSphere's tools print it (`/DC0/vm/web`):
+   * the names from below the root folder down to it. vSphere itself escapes
+   * `/` in names (`%2f`), so the names join unambiguously.
+   */
+  pathOf(ref: MoRef | null): string | null {
+    const names: string[] = [];
+    let current: MoRef | undefined = ref ?? undefined;
+    for (let depth = 0; current && depth < 64; depth++) {
+      const parent = this.parents.get(key(current));
+      if (!parent) break; // the root folder, which paths leave out
+      const name = this.names.get(key(current));
+      if (name === undefined) return null;
+      names.push(name);
+      current = parent;
+    }
+    return names.length > 0 ? `/${names.reverse().join('/')}` : null;
+  }
+
+  /** The object at an inventory path, among the tree's (folders, datacenters, compute resources, pools). */
+  at(path: string): MoRef | null {
+    this.byPath ??= new Map(
+      [...this.refs.values()].flatMap((ref) => {
+        const p = this.pathOf(ref);
+        return p ? [[p, ref] as const] : [];
+      }),
+    );
+    return this.byPath.get(path.replace(/\/+$/, '')) ?? null;
   }
 }
 
@@ -305,12 +344,15 @@ export function vmDetails(o: ObjectContent, tree: InventoryTree | null): VmDetai
     disks,
     nics,
     graphics: [],
+    tags: [],
     vsphere: {
       managedObjectId: o.obj.value,
       instanceUuid: str(o, 'config.instanceUuid'),
       toolsStatus: toolsStatus ? (TOOLS[toolsStatus] ?? null) : null,
       toolsRunningStatus: str(o, 'guest.toolsRunningStatus'),
       resourcePoolName: tree?.nameOf(moRefOf(prop(o, 'resourcePool'))) ?? null,
+      resourcePoolPath: tree?.pathOf(moRefOf(prop(o, 'resourcePool'))) ?? null,
+      folderPath: tree?.pathOf(moRefOf(prop(o, 'parent'))) ?? null,
       vmPathName: str(o, 'summary.config.vmPathName'),
     },
   };

@@ -6,6 +6,7 @@ import {
   OperationFailedError,
   type OperationReporter,
   type OperationResult,
+  type Placement,
   type TaskOperation,
   type VmOperation,
   type VmSpec,
@@ -140,11 +141,11 @@ export async function createVirtualMachine(
   reporter: OperationReporter,
 ): Promise<OperationResult> {
   const { hostNativeId } = spec.placement;
-  const target = await placementTarget(s, spec.placement);
+  const tree = new InventoryTree(platformId, await s.retrieveAll(TREE_SPECS));
+  const target = await placementTarget(s, spec.placement, tree);
   if (!target?.pool)
     throw new OperationFailedError('the placement names no cluster or host this platform has', 'INVALID_INPUT');
   const { compute, pool } = target;
-  const tree = new InventoryTree(platformId, await s.retrieveAll(TREE_SPECS));
   const datacenter = tree.datacenterOf(compute);
   const [dc] = datacenter
     ? await s.retrieveObjects(
@@ -152,7 +153,7 @@ export async function createVirtualMachine(
         [{ type: 'Datacenter', paths: ['vmFolder'] }],
       )
     : [];
-  const folder = moRefOf(dc?.props.get('vmFolder'));
+  const folder = folderAt(tree, spec.placement, compute) ?? moRefOf(dc?.props.get('vmFolder'));
   if (!folder) throw new OperationFailedError('cannot find the datacenter VM folder of the placement');
   const store =
     spec.placement.storageNativeId ??
@@ -204,14 +205,16 @@ async function cloneSpec(
   vm: MoRef,
   op: Extract<VmOperation, { kind: 'CLONE_VM' }>,
 ): Promise<string> {
-  const folder = await parentOf(s, vm);
+  const { hostNativeId, storageNativeId, folderPath, resourcePoolPath } = op.placement;
+  const tree = folderPath || resourcePoolPath ? new InventoryTree('', await s.retrieveAll(TREE_SPECS)) : null;
+  const target = await placementTarget(s, op.placement, tree);
+  const sourceFolder = await parentOf(s, vm);
+  const folder = (tree && folderAt(tree, op.placement, target?.compute ?? sourceFolder)) ?? sourceFolder;
   if (!folder)
     throw new OperationFailedError(
-      'the source VM is not in a folder (vApp members cannot be cloned here)',
+      'the source VM is not in a folder (vApp members cannot be cloned here); give placement.folder',
       'UNSUPPORTED',
     );
-  const { hostNativeId, storageNativeId } = op.placement;
-  const target = await placementTarget(s, op.placement);
   const location = relocationXml(storageNativeId, target?.pool ?? null, hostNativeId);
   return (
     moRefXml('folder', folder) +
@@ -220,27 +223,56 @@ async function cloneSpec(
   );
 }
 
+const COMPUTE_TYPES = ['ComputeResource', 'ClusterComputeResource'];
+
 /**
- * The compute resource a placement names (the cluster, or the host's own
- * compute resource) with its root resource pool and datastores; null when
- * the placement names neither.
+ * The compute resource a placement names (the cluster, the host's own
+ * compute resource, or the owner of the resource pool it names by path)
+ * with the pool to run in (the named one, else the top one) and its
+ * datastores; null when the placement names none of them.
  */
 async function placementTarget(
   s: VsphereSession,
-  placement: { clusterNativeId?: string | null; hostNativeId?: string | null },
+  placement: Partial<Pick<Placement, 'clusterNativeId' | 'hostNativeId' | 'resourcePoolPath'>>,
+  tree: InventoryTree | null = null,
 ): Promise<{ compute: MoRef; pool: MoRef | null; datastores: string[] } | null> {
+  const named = placement.resourcePoolPath && tree ? tree.at(placement.resourcePoolPath) : null;
+  if (placement.resourcePoolPath && named?.type !== 'ResourcePool')
+    throw new OperationFailedError(
+      `placement.resourcePool: no resource pool at ${placement.resourcePoolPath}`,
+      'INVALID_INPUT',
+    );
   const compute = placement.clusterNativeId
     ? { type: 'ClusterComputeResource', value: placement.clusterNativeId }
     : placement.hostNativeId
       ? await parentOf(s, { type: 'HostSystem', value: placement.hostNativeId })
-      : null;
+      : (tree?.above(named, COMPUTE_TYPES) ?? null);
   if (!compute) return null;
+  if (named && tree?.above(named, COMPUTE_TYPES)?.value !== compute.value)
+    throw new OperationFailedError(
+      `placement.resourcePool ${placement.resourcePoolPath} is not in the cluster or host the placement names`,
+      'INVALID_INPUT',
+    );
   const [cr] = await s.retrieveObjects([compute], [{ type: compute.type, paths: ['resourcePool', 'datastore'] }]);
   return {
     compute,
-    pool: moRefOf(cr?.props.get('resourcePool')),
+    pool: named ?? moRefOf(cr?.props.get('resourcePool')),
     datastores: children(cr?.props.get('datastore'), 'ManagedObjectReference').map((r) => r.text),
   };
+}
+
+/** The VM folder a placement names by path, in the datacenter of `near`; null when it names none. */
+function folderAt(tree: InventoryTree, placement: Pick<Placement, 'folderPath'>, near: MoRef | null): MoRef | null {
+  if (!placement.folderPath) return null;
+  const folder = tree.at(placement.folderPath);
+  if (folder?.type !== 'Folder')
+    throw new OperationFailedError(`placement.folder: no folder at ${placement.folderPath}`, 'INVALID_INPUT');
+  if (near && tree.datacenterOf(folder) !== tree.datacenterOf(near))
+    throw new OperationFailedError(
+      `placement.folder ${placement.folderPath} is in another datacenter than the VM's compute resource`,
+      'INVALID_INPUT',
+    );
+  return folder;
 }
 
 /** The placement part of a RelocateSpec (datastore, pool, host, in the schema's order). */

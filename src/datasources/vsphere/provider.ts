@@ -43,6 +43,7 @@ import type {
   TaskOperation,
   Unsupported,
   VmOperation,
+  Placement,
   VmSpec,
 } from '../../model/operations.js';
 import { planVsphereMigration } from './migration.js';
@@ -221,10 +222,11 @@ export class VsphereProvider extends ConnectedProvider<VsphereSession> implement
     return describeVsphereError(error);
   }
 
-  placementProblem(spec: VmSpec): string | null {
-    return spec.placement.clusterNativeId || spec.placement.hostNativeId
-      ? null
-      : 'vSphere needs placement.clusterId or placement.hostId for a new VM.';
+  placementProblem(placement: Placement, tags: readonly string[] | null, made: 'new' | 'copy'): string | null {
+    if (tags && tags.length > 0) return 'vSphere VMs carry no tags here; file them with placement.folder instead.';
+    if (made === 'copy' || placement.clusterNativeId || placement.hostNativeId || placement.resourcePoolPath)
+      return null;
+    return 'vSphere needs placement.clusterId, placement.hostId or placement.resourcePool for a new VM.';
   }
 
   /** Datastores hold files, not volumes; VMs' disks name their datastore directly. */
