@@ -3,6 +3,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeEstate } from './fixtures/libvirt-estate.js';
 import { type TestGateway, startTestGateway } from './helpers/gateway.js';
 import { finished, mutate } from './helpers/mutations.js';
+import { type RedisServer, redisServer } from './helpers/redis-server.js';
+import { type Vcsim, startVcsim, vspherePlatform } from './helpers/vcsim.js';
 
 // Per-tenant quotas against the libvirt test driver: a tenant of the VMs
 // named q-* may hold 5 VMs, 8 vCPUs and 6 GiB of memory in all.
@@ -109,5 +111,65 @@ describe('tenant quotas', () => {
         auth: { anonymous: { roles: ['admin'] }, quotas: { nope: { vms: 1 } } },
       }),
     ).rejects.toThrow(/auth\.quotas\.nope.*unknown tenant "nope"/s);
+  });
+});
+
+describe('tenant quotas on several instances', () => {
+  let redis: RedisServer;
+  let sim: Vcsim;
+  let one: TestGateway;
+  let two: TestGateway;
+  // The standalone host's 2 VMs, and room for 3 more.
+  const QUOTA = 5;
+  beforeAll(async () => {
+    [redis, sim] = await Promise.all([redisServer(), startVcsim()]);
+    const config = () => ({
+      redis: { url: redis.url, connectTimeoutMs: 2_000 },
+      platforms: [vspherePlatform(sim)],
+      auth: {
+        anonymous: { roles: ['admin'], tenants: ['*'] },
+        tenants: { h0: { hosts: ['DC0_H0'] } },
+        quotas: { h0: { vms: QUOTA } },
+      },
+    });
+    [one, two] = await Promise.all([startTestGateway(config()), startTestGateway(config())]);
+  }, 60_000);
+  afterAll(async () => {
+    await Promise.all([one?.close(), two?.close()]);
+    await Promise.all([redis?.stop(), sim?.stop()]);
+  });
+
+  it('lets exactly the VMs that fit through 20 concurrent creates split across two instances', async () => {
+    const { data } = await one.query<{ platforms: { id: string }[]; hosts: { nodes: { id: string; name: string }[] } }>(
+      '{ platforms { id } hosts(first: 50) { nodes { id name } } }',
+    );
+    const platformId = data!.platforms[0]!.id;
+    const hostId = data!.hosts.nodes.find((h) => h.name === 'DC0_H0')!.id;
+    const outcomes = await Promise.all(
+      Array.from({ length: 20 }, (_, i) =>
+        mutate(i % 2 === 0 ? one : two, 'createVm', {
+          platformId,
+          name: `shared-q-${i}`,
+          memoryMiB: 256,
+          placement: { hostId },
+        }),
+      ),
+    );
+    const accepted = outcomes.filter((o) => o.task);
+    expect(accepted.length).toBe(QUOTA - 2);
+    for (const o of outcomes.filter((x) => !x.task)) expect(o.userErrors[0]!.code).toBe('QUOTA_EXCEEDED');
+    // (Checked by each instance on its own, each would have let 3 through: 6 in all.)
+    for (const [i, o] of outcomes.entries())
+      if (o.task) expect((await finished(i % 2 === 0 ? one : two, o.task.id)).state).toBe('SUCCEEDED');
+    // Made, they count from each instance's live inventory: no room on either.
+    for (const gw of [one, two]) {
+      const again = await mutate(gw, 'createVm', {
+        platformId,
+        name: 'shared-q-late',
+        memoryMiB: 256,
+        placement: { hostId },
+      });
+      expect(again.userErrors[0]!.code).toBe('QUOTA_EXCEEDED');
+    }
   });
 });

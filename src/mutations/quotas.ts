@@ -2,14 +2,9 @@ import { type VmPlacement, tenantHolds } from '../access/policy.js';
 import type { AuthConfig } from '../config/schema.js';
 import type { Loaders } from '../inventory/loaders.js';
 import type { VmDetails } from '../model/vm.js';
+import { NO_USE, type QuotaLedger, type QuotaUse, addUse } from './quota-ledger.js';
 
-/** What a VM holds, or what a request adds to a tenant. */
-export interface QuotaUse {
-  vms: number;
-  vcpus: number;
-  memoryMiB: number;
-  diskGiB: number;
-}
+export type { QuotaUse };
 
 const GIB = 1024 ** 3;
 const NAMES: Record<keyof QuotaUse, string> = {
@@ -25,14 +20,6 @@ export function useOf(details: Pick<VmDetails, 'vcpus' | 'memoryMiB' | 'disks'>)
   return { vms: 1, vcpus: details.vcpus, memoryMiB: details.memoryMiB, diskGiB: bytes / GIB };
 }
 
-const add = (a: QuotaUse, b: QuotaUse): QuotaUse => ({
-  vms: a.vms + b.vms,
-  vcpus: a.vcpus + b.vcpus,
-  memoryMiB: a.memoryMiB + b.memoryMiB,
-  diskGiB: a.diskGiB + b.diskGiB,
-});
-const NONE: QuotaUse = { vms: 0, vcpus: 0, memoryMiB: 0, diskGiB: 0 };
-
 /** Why a request does not fit, or null when it does. */
 export type QuotaVerdict = { fits: true; release: () => void } | { fits: false; reason: string };
 
@@ -40,17 +27,16 @@ export type QuotaVerdict = { fits: true; release: () => void } | { fits: false; 
  * Per-tenant quotas: what the VMs a tenant holds may add up to. A request
  * that adds to a tenant is checked against what the tenant's VMs hold now
  * (read through the caller's loaders, unfiltered) plus what requests
- * accepted before it still have in flight; checks run one at a time, so
- * twenty concurrent creates cannot all slip under a limit. What a request
- * reserves is released when its task ends: by then the live inventory
- * holds the VM it made. Reservations are this instance's: two instances
- * may each accept one request past a limit at the same moment.
+ * accepted before it still have in flight; checks take turns (on every
+ * instance sharing the ledger), so twenty concurrent creates cannot all
+ * slip under a limit. What a request reserves is released when its task
+ * ends: by then the live inventory holds the VM it made.
  */
 export class Quotas {
-  private readonly pending = new Map<string, Set<QuotaUse>>();
-  private queue: Promise<unknown> = Promise.resolve();
-
-  constructor(private readonly auth: AuthConfig) {}
+  constructor(
+    private readonly auth: AuthConfig,
+    private readonly ledger: QuotaLedger,
+  ) {}
 
   /** Checks and reserves what a request adds to every tenant with a quota that holds the target. */
   reserve(loaders: Loaders, target: VmPlacement, demand: QuotaUse): Promise<QuotaVerdict> {
@@ -61,9 +47,7 @@ export class Quotas {
     if (tenants.length === 0 || Object.values(demand).every((v) => v <= 0)) {
       return Promise.resolve({ fits: true, release: () => {} });
     }
-    const run = this.queue.then(() => this.check(loaders, target.platformId, tenants, demand));
-    this.queue = run.catch(() => undefined);
-    return run;
+    return this.ledger.exclusive(() => this.check(loaders, target.platformId, tenants, demand));
   }
 
   private async check(
@@ -73,7 +57,8 @@ export class Quotas {
     demand: QuotaUse,
   ): Promise<QuotaVerdict> {
     for (const [name, quota] of tenants) {
-      const used = add(await this.usedBy(loaders, name, platformId), this.reserved(name));
+      const [held, reserved] = await Promise.all([this.usedBy(loaders, name, platformId), this.ledger.reserved(name)]);
+      const used = addUse(held, reserved);
       for (const key of Object.keys(NAMES) as (keyof QuotaUse)[]) {
         const limit = quota[key];
         if (limit === undefined || demand[key] <= 0) continue;
@@ -86,28 +71,19 @@ export class Quotas {
         }
       }
     }
-    const reservations = tenants.map(([name]) => {
-      const set = this.pending.get(name) ?? new Set<QuotaUse>();
-      this.pending.set(name, set);
-      const entry = { ...demand };
-      set.add(entry);
-      return () => set.delete(entry);
-    });
-    return { fits: true, release: () => reservations.forEach((r) => r()) };
-  }
-
-  private reserved(tenant: string): QuotaUse {
-    let sum = NONE;
-    for (const u of this.pending.get(tenant) ?? []) sum = add(sum, u);
-    return sum;
+    const release = await this.ledger.reserve(
+      tenants.map(([name]) => name),
+      demand,
+    );
+    return { fits: true, release };
   }
 
   /** What the VMs a tenant holds on the platforms it may hold VMs of add up to. */
   private async usedBy(loaders: Loaders, name: string, platformId: string): Promise<QuotaUse> {
     const tenant = this.auth.tenants[name];
-    if (!tenant) return NONE;
+    if (!tenant) return NO_USE;
     const platforms = tenant.platforms ?? [platformId];
-    let sum = NONE;
+    let sum = NO_USE;
     for (const p of platforms) {
       let vms;
       try {
@@ -119,7 +95,7 @@ export class Quotas {
       const placements = await Promise.all(vms.map((vm) => loaders.placementOf(vm)));
       const held = vms.filter((_, i) => tenantHolds(tenant, placements[i] as VmPlacement));
       const details = await loaders.vmDetails.loadMany(held.map((v) => ({ platformId: p, nativeId: v.nativeId })));
-      for (const d of details) if (d && !(d instanceof Error)) sum = add(sum, useOf(d));
+      for (const d of details) if (d && !(d instanceof Error)) sum = addUse(sum, useOf(d));
     }
     return sum;
   }

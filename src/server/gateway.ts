@@ -10,6 +10,7 @@ import type { Caller } from '../model/caller.js';
 import { PlatformRegistry } from '../datasources/registry.js';
 import { AuditLog } from '../mutations/audit-log.js';
 import { AccessPolicy } from '../access/policy.js';
+import { LocalQuotaLedger, RedisQuotaLedger } from '../mutations/quota-ledger.js';
 import { Quotas } from '../mutations/quotas.js';
 import { type Idempotency, IdempotencyKeys, type RememberedOutcome } from '../mutations/idempotency.js';
 import { SharedIdempotencyKeys } from '../mutations/shared-idempotency.js';
@@ -105,7 +106,10 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
     audit,
     idempotencyKeys,
     inventory,
-    quotas: new Quotas(config.auth),
+    quotas: new Quotas(
+      config.auth,
+      shared.redis ? new RedisQuotaLedger(shared.redis, shared.keyPrefix, logger) : new LocalQuotaLedger(),
+    ),
     logger,
   });
   const policy = new AccessPolicy(config.auth);
