@@ -34,23 +34,51 @@ function source(inventory: Inventory, platformId: string, direct: DirectReadObse
   return null;
 }
 
-/** The read, or DeadlineExceededError once the request's deadline passes. */
-function beforeDeadline<T>(read: Promise<T>, platformId: string, deadline: Deadline): Promise<T> {
-  const left = deadline.at - Date.now();
-  if (left <= 0) return Promise.reject(new DeadlineExceededError(platformId, deadline.ms));
-  let timer: NodeJS.Timeout | undefined;
-  const expired = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new DeadlineExceededError(platformId, deadline.ms)), left);
-    timer.unref();
-  });
-  return Promise.race([read, expired]).finally(() => clearTimeout(timer));
+/**
+ * How long one request may wait on each platform: `ms` for every platform,
+ * each its own. A platform's clock runs only while the request waits on it
+ * (once however many of its reads are in flight), so a platform that stalls
+ * spends its own budget and no other's: the reads of a healthy platform that
+ * start only after the stalled one was given up on (a VM's host, asked once
+ * every platform's listing is in) still have theirs. While the request waits
+ * on platforms, the clock of one of them runs; so it waits on them for at
+ * most `ms` times the number of platforms it reads, and for `ms` when they
+ * are read side by side.
+ */
+export interface PlatformDeadlines {
+  /** The budget of each platform in ms, for messages. */
+  readonly ms: number;
+  /** Starts the read unless the platform has spent its budget; DeadlineExceededError once it does. */
+  within<T>(platformId: string, read: () => Promise<T>): Promise<T>;
 }
 
-export interface Deadline {
-  /** Epoch ms after which upstream reads are abandoned. */
-  at: number;
-  /** The configured length, for messages. */
-  ms: number;
+/** The budgets of one request (or of one subscription event), `ms` per platform. */
+export function platformDeadlines(ms: number): PlatformDeadlines {
+  const clocks = new Map<string, { spent: number; waiting: number; since: number }>();
+  return {
+    ms,
+    within<T>(platformId: string, read: () => Promise<T>): Promise<T> {
+      let clock = clocks.get(platformId);
+      if (!clock) clocks.set(platformId, (clock = { spent: 0, waiting: 0, since: 0 }));
+      const started = Date.now();
+      const left = ms - clock.spent - (clock.waiting > 0 ? started - clock.since : 0);
+      // A platform out of time is asked nothing more: its stalled calls already hold its connections.
+      if (left <= 0) return Promise.reject(new DeadlineExceededError(platformId, ms));
+      if (clock.waiting++ === 0) clock.since = started;
+      const running = clock;
+      let timer: NodeJS.Timeout | undefined;
+      const expired = new Promise<never>((_, reject) => {
+        // The clock runs without a pause while this read waits, so it ends when the budget does.
+        timer = setTimeout(() => reject(new DeadlineExceededError(platformId, ms)), left);
+        timer.unref();
+      });
+      // Through the executor, so that a read that throws at once still stops the clock.
+      return Promise.race([new Promise<T>((resolve) => resolve(read())), expired]).finally(() => {
+        clearTimeout(timer);
+        if (--running.waiting === 0) running.spent += Date.now() - running.since;
+      });
+    },
+  };
 }
 
 /** An object of one platform, by its native ID. */
@@ -68,7 +96,7 @@ const objectKey = (k: ObjectKey): string => `${k.platformId}\u0000${k.nativeId}`
  */
 function perObjectLoader<V>(
   registry: PlatformRegistry,
-  deadline: Deadline,
+  deadlines: PlatformDeadlines,
   batch: (provider: Provider, nativeIds: readonly string[]) => Promise<(V | Error)[]>,
   fromMirror: (mirror: PlatformMirror, nativeId: string) => V | undefined,
   mirrorOf: (platformId: string) => PlatformMirror | null,
@@ -98,13 +126,11 @@ function perObjectLoader<V>(
             return;
           }
           try {
-            const values = await beforeDeadline(
+            const values = await deadlines.within(platformId, () =>
               batch(
                 provider,
                 indexes.map((i) => (keys[i] as ObjectKey).nativeId),
               ),
-              platformId,
-              deadline,
             );
             indexes.forEach((keyIndex, j) => {
               results[keyIndex] = values[j] ?? new Error('provider returned too few results');
@@ -127,7 +153,7 @@ function perObjectLoader<V>(
  */
 function perPlatformLoader<V>(
   registry: PlatformRegistry,
-  deadline: Deadline,
+  deadlines: PlatformDeadlines,
   list: (provider: Provider) => Promise<V>,
   fromMirror: (mirror: PlatformMirror) => V,
   mirrorOf: (platformId: string) => PlatformMirror | null,
@@ -140,7 +166,7 @@ function perPlatformLoader<V>(
         if (!provider) return new Error(`unknown platform "${id}"`);
         const mirror = mirrorOf(id);
         try {
-          return await keep(id, mirror ? fromMirror(mirror) : await beforeDeadline(list(provider), id, deadline));
+          return await keep(id, mirror ? fromMirror(mirror) : await deadlines.within(id, () => list(provider)));
         } catch (e) {
           return e instanceof Error ? e : new Error(String(e));
         }
@@ -173,7 +199,7 @@ const vmIndexes = new WeakMap<readonly VmRecord[], Map<string, VmRecord>>();
 export function createLoaders(
   registry: PlatformRegistry,
   inventory: Inventory,
-  deadline: Deadline,
+  deadlines: PlatformDeadlines,
   direct: DirectReadObserver = () => {},
   /** What the caller may see; null (or one who sees everything): no filtering. */
   access: CallerAccess | null = null,
@@ -192,23 +218,23 @@ export function createLoaders(
     list: (p: Provider) => Promise<readonly V[]>,
     fromMirror: (m: PlatformMirror) => readonly V[],
   ) =>
-    perPlatformLoader(registry, deadline, list, fromMirror, mirrorOf, (platformId, records) =>
+    perPlatformLoader(registry, deadlines, list, fromMirror, mirrorOf, (platformId, records) =>
       !limited || limited.seesPlatform(platformId) ? records : [],
     );
   const objectLoader = <V>(
     batch: (p: Provider, ids: readonly string[]) => Promise<(V | Error)[]>,
     fromMirror: (m: PlatformMirror, id: string) => V | undefined,
-  ) => perObjectLoader(registry, deadline, batch, fromMirror, mirrorOf);
+  ) => perObjectLoader(registry, deadlines, batch, fromMirror, mirrorOf);
   const hostsOf = perPlatformLoader<readonly HostRecord[]>(
     registry,
-    deadline,
+    deadlines,
     (p) => p.listHosts(scope),
     (m) => m.listHosts(),
     mirrorOf,
   );
   const clustersOf = perPlatformLoader<readonly ClusterRecord[]>(
     registry,
-    deadline,
+    deadlines,
     (p) => p.listClusters(scope),
     (m) => m.listClusters(),
     mirrorOf,
@@ -269,7 +295,7 @@ export function createLoaders(
   };
   const rawVms = perPlatformLoader<readonly VmRecord[]>(
     registry,
-    deadline,
+    deadlines,
     (p) => p.listVms(scope),
     (m) => m.listVms(),
     mirrorOf,
@@ -368,7 +394,7 @@ export function createLoaders(
     /** Every volume of a platform, indexed once per request (disks look their volume up in it). */
     volumeIndex: perPlatformLoader<VolumeIndex>(
       registry,
-      deadline,
+      deadlines,
       async (p) => volumeIndexOf(p.id),
       (m) => m.volumeIndex(),
       mirrorOf,

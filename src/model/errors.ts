@@ -133,7 +133,7 @@ export class PlatformUnavailableError extends Error {
   }
 }
 
-/** Raised when a platform has not answered within the operation's deadline. */
+/** Raised when a platform has spent its budget in the operation (`limits.operationTimeoutMs` of waiting on it). */
 export class DeadlineExceededError extends Error {
   constructor(
     readonly platformId: string,

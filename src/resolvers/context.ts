@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import type { AccessPolicy, CallerAccess } from '../access/policy.js';
 import { ANONYMOUS, type Caller } from '../model/caller.js';
 import type { Limits } from '../config/schema.js';
-import { type Loaders, createLoaders } from '../inventory/loaders.js';
+import { type Loaders, createLoaders, platformDeadlines } from '../inventory/loaders.js';
 import type { PlatformRegistry } from '../datasources/registry.js';
 import type { Inventory } from '../inventory/inventory.js';
 import type { MetricsService } from '../metrics/metrics-service.js';
@@ -93,7 +93,6 @@ export function createContext(
   connection: GatewayContext['connection'] = null,
   remoteAddress: string | null = null,
 ): GatewayContext {
-  const ms = deps.limits.operationTimeoutMs;
   const access = deps.policy.for(caller);
   // The reads of one request (or of one subscription event); the loaders are
   // made on first use, so an idle subscription holds none.
@@ -107,7 +106,8 @@ export function createContext(
         (loaders ??= createLoaders(
           deps.registry,
           deps.inventory,
-          { at: Date.now() + ms, ms },
+          // A budget per platform, not one deadline for all: a stalled platform must not spend a healthy one's time.
+          platformDeadlines(deps.limits.operationTimeoutMs),
           (platformId, reason) => directReads.set(platformId, reason),
           access,
         )),
