@@ -2,7 +2,17 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/', 'native/libvirt/build/', 'src/generated/', 'coverage/', '.cache/', '.state/'] },
+  {
+    ignores: [
+      'node_modules/',
+      'native/libvirt/build/',
+      'src/generated/',
+      'coverage/',
+      '.cache/',
+      '.state/',
+      'examples/client/gql/',
+    ],
+  },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

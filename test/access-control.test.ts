@@ -305,6 +305,33 @@ beforeAll(async () => {
   }
 }, 60_000);
 
+beforeAll(async () => {
+  const { data } = await as['a-admin'].http<{
+    hosts: { nodes: { id: string }[] };
+    clusters: { nodes: { id: string }[] };
+    datacenters: { nodes: { id: string }[] };
+    networks: { nodes: { id: string }[] };
+    storage: { nodes: { id: string; __typename: string; volumes?: { nodes: { id: string }[] } }[] };
+    platforms: { id: string }[];
+  }>(`{
+    hosts(first: 1) { nodes { id } } clusters(first: 1) { nodes { id } } datacenters(first: 1) { nodes { id } }
+    networks(first: 1) { nodes { id } } platforms { id }
+    storage(first: 100) { nodes { id __typename ... on StoragePool { volumes(first: 1) { nodes { id } } } } }
+  }`);
+  const storage = data!.storage.nodes;
+  const pool = storage.find((s) => s.__typename === 'StoragePool' && (s.volumes?.nodes.length ?? 0) > 0)!;
+  Object.assign(infra, {
+    host: data!.hosts.nodes[0]!.id,
+    cluster: data!.clusters.nodes[0]!.id,
+    datacenter: data!.datacenters.nodes[0]!.id,
+    network: data!.networks.nodes[0]!.id,
+    datastore: storage.find((s) => s.__typename === 'Datastore')!.id,
+    storagePool: pool.id,
+    storageVolume: pool.volumes!.nodes[0]!.id,
+    platform: data!.platforms[0]!.id,
+  });
+});
+
 afterAll(async () => {
   await gw?.close();
   await sim?.stop();
@@ -348,7 +375,66 @@ interface QueryRow {
 const namesPlatformIds = (v: View) => (v.tenant ? [] : ['UNKNOWN_PLATFORM']);
 
 /** One or more documents per root query field, reaching VMs in every way the schema allows. */
+/** One object of each infrastructure kind, by global ID (filled before the tests, as a-admin sees them). */
+const infra: Record<string, string> = {};
+
+/** A typed lookup of shared infrastructure: its VMs are filtered as everywhere, and a caller of no tenant finds nothing. */
+function infraLookupRow(field: string, selection: string): QueryRow {
+  return {
+    field,
+    title: `${field}(id:): the caller’s VMs on it only; null for a caller of no tenant`,
+    query: `query($id: ID!) { found: ${field}(id: $id) { id ${selection} } }`,
+    variables: () => ({ id: infra[field] ?? expect.fail(`no ${field} in the estate`) }),
+    check: (d, v) => {
+      if (v.tenant) expect(d['found']).not.toBeNull();
+      else expect(d['found']).toBeNull();
+    },
+  };
+}
+
+const VMS = 'virtualMachines(first: 100) { totalCount nodes { id name } }';
+
 const QUERY_ROWS: QueryRow[] = [
+  {
+    field: 'virtualMachine',
+    title: 'typed: the other tenant’s VMs answer null, as made-up IDs do; the caller’s own answer',
+    query: `query($own: ID!, $kvm: ID!, $vc: ID!, $fake: ID!) {
+      own: virtualMachine(id: $own) { id name }
+      kvm: virtualMachine(id: $kvm) { id name }
+      vc: virtualMachine(id: $vc) { id name }
+      fake: virtualMachine(id: $fake) { id }
+    }`,
+    variables: (v) => ({
+      own: (v.own[0] ?? vmNamed('web-001')).id,
+      kvm: firstForeign(v, 'kvm').id,
+      vc: firstForeign(v, 'vc').id,
+      fake: fakeVmId('kvm'),
+    }),
+    check: (d, v) => {
+      const { own, ...rest } = d;
+      if (v.tenant) expect(own).toMatchObject({ name: v.own[0]!.name });
+      else expect(own).toBeNull();
+      expect(rest).toEqual({ kvm: null, vc: null, fake: null });
+    },
+  },
+  {
+    field: 'snapshot',
+    title: 'typed: the other tenant’s snapshot answers null, as a made-up one does',
+    query: `query($theirs: ID!, $fake: ID!) {
+      theirs: snapshot(id: $theirs) { id name vm { id name } }
+      fake: snapshot(id: $fake) { id }
+    }`,
+    variables: (v) => ({ theirs: v.foreign.flatMap((vm) => vm.snapshotIds)[0], fake: fakeSnapshotId() }),
+    check: (d) => expect(d).toEqual({ theirs: null, fake: null }),
+  },
+  infraLookupRow('host', VMS),
+  infraLookupRow('cluster', `${VMS} hosts { nodes { name ${VMS} } }`),
+  infraLookupRow('datacenter', `hosts { nodes { ${VMS} } } networks { nodes { ${VMS} } }`),
+  infraLookupRow('network', VMS),
+  infraLookupRow('datastore', VMS),
+  infraLookupRow('storagePool', `volumes { nodes { name ${VMS} } }`),
+  infraLookupRow('storageVolume', VMS),
+  infraLookupRow('platform', `hosts { nodes { ${VMS} } }`),
   {
     field: 'virtualMachines',
     title: 'every VM, counted, with snapshots and placement',
@@ -400,10 +486,10 @@ const QUERY_ROWS: QueryRow[] = [
       totalCount
       nodes {
         id name memoryMiB
-        disks { source volume { name attachedVms { id name } } storage { name } }
-        nics { network { name attachedVms { id name } } }
-        networks { name attachedVms { id name } }
-        storage { name ... on Datastore { virtualMachines { id name } } ... on StoragePool { volumes { name attachedVms { id name } } } }
+        disks { source volume { name virtualMachines { nodes { id name } } } storage { name } }
+        nics { network { name virtualMachines { nodes { id name } } } }
+        networks { name virtualMachines { nodes { id name } } }
+        storage { name ... on Datastore { virtualMachines { nodes { id name } } } ... on StoragePool { volumes { nodes { name virtualMachines { nodes { id name } } } } } }
       }
     } }`,
     check: (d, v) => {
@@ -480,7 +566,7 @@ const QUERY_ROWS: QueryRow[] = [
     field: 'platforms',
     title: 'platforms, their hosts and the VMs on them',
     query:
-      '{ platforms { id name status hosts { name virtualMachines(first: 100) { totalCount nodes { id name } } } } }',
+      '{ platforms { id name status hosts { nodes { name virtualMachines(first: 100) { totalCount nodes { id name } } } } } }',
     check: (d, v) => {
       expect(d['platforms']).toHaveLength(v.tenant ? 2 : 0);
       expect(vmTotals(d)).toBe(v.own.length);
@@ -503,10 +589,10 @@ const QUERY_ROWS: QueryRow[] = [
     title: 'datacenters: their hosts, clusters, datastores and networks, and the VMs on each',
     query: `{ datacenters(first: 100) { totalCount nodes {
       name
-      hosts { name virtualMachines(first: 100) { totalCount nodes { id name } } }
-      clusters { name virtualMachines(first: 100) { totalCount nodes { id name } } }
-      datastores { name virtualMachines { id name } }
-      networks { name attachedVms { id name } }
+      hosts { nodes { name virtualMachines(first: 100) { totalCount nodes { id name } } } }
+      clusters { nodes { name virtualMachines(first: 100) { totalCount nodes { id name } } } }
+      datastores { nodes { name ... on Datastore { virtualMachines { nodes { id name } } } } }
+      networks { nodes { name virtualMachines { nodes { id name } } } }
     } } }`,
     check: (d, v) => {
       const ownVc = v.own.filter((vm) => vm.platform === 'vc');
@@ -524,7 +610,7 @@ const QUERY_ROWS: QueryRow[] = [
     title: 'clusters and the VMs in them and on their hosts',
     query: `{ clusters(first: 100) { totalCount nodes {
       name virtualMachines(first: 100) { totalCount nodes { id name } }
-      hosts { name virtualMachines(first: 100) { totalCount nodes { id name } } }
+      hosts { nodes { name virtualMachines(first: 100) { totalCount nodes { id name } } } }
     } } }`,
     check: (d, v) => {
       const inCluster = v.own.filter((vm) => vm.name.startsWith('DC0_C0_')).length;
@@ -537,7 +623,7 @@ const QUERY_ROWS: QueryRow[] = [
     field: 'networks',
     title: 'networks and the VMs attached to them',
     query:
-      '{ networks(first: 100) { totalCount nodes { id name platform { name } attachedVms { id name networks { name } } } } }',
+      '{ networks(first: 100) { totalCount nodes { id name platform { name } virtualMachines { nodes { id name networks { name } } } } } }',
     check: (d, v) => {
       // Every VM of the libvirt estate has a NIC on a network.
       const seen = namesIn(d);
@@ -552,8 +638,8 @@ const QUERY_ROWS: QueryRow[] = [
     title: 'pools with their volumes’ VMs, datastores with theirs',
     query: `{ storage(first: 100) { totalCount nodes {
       id name
-      ... on StoragePool { volumes { id name attachedVms { id name } } }
-      ... on Datastore { virtualMachines { id name } }
+      ... on StoragePool { volumes { nodes { id name virtualMachines { nodes { id name } } } } }
+      ... on Datastore { virtualMachines { nodes { id name } } }
     } } }`,
     check: (d, v) => {
       // Every VM has its image in a pool, or its files on a datastore.

@@ -146,23 +146,24 @@ describe('idempotency keys', () => {
     const keys = new IdempotencyKeys<number>(map as never, 60_000, 3);
     let runs = 0;
     const run = async () => ++runs;
-    expect(await keys.once('c', 'k', 'startVm', run)).toEqual({ outcome: 1, replayed: false });
+    const as = (operation: string) => ({ operation, fingerprint: 'same input', run, binds: () => true });
+    expect(await keys.once('c', 'k', as('startVm'))).toEqual({ outcome: 1, replayed: false });
     // A retry while the first run is still going waits for it.
-    const [a, b] = await Promise.all([keys.once('c', 'slow', 'stopVm', run), keys.once('c', 'slow', 'stopVm', run)]);
+    const [a, b] = await Promise.all([keys.once('c', 'slow', as('stopVm')), keys.once('c', 'slow', as('stopVm'))]);
     expect([a, b]).toEqual([
       { outcome: 2, replayed: false },
       { outcome: 2, replayed: true },
     ]);
-    expect(await keys.once('c', 'k', 'deleteVm', run)).toEqual({ usedFor: 'startVm' });
-    expect(await keys.once('other-caller', 'k', 'startVm', run)).toEqual({ outcome: 3, replayed: false });
+    expect(await keys.once('c', 'k', as('deleteVm'))).toEqual({ reused: 'OPERATION', usedFor: 'startVm' });
+    expect(await keys.once('other-caller', 'k', as('startVm'))).toEqual({ outcome: 3, replayed: false });
     await map.close();
 
     const { map: reopened } = await DurableMap.open<never>(file);
     const after = new IdempotencyKeys<number>(reopened as never, 60_000, 3);
-    expect(await after.once('c', 'k', 'startVm', run)).toEqual({ outcome: 1, replayed: true });
-    for (let i = 0; i < 4; i++) await after.once('c', `n${i}`, 'startVm', run);
+    expect(await after.once('c', 'k', as('startVm'))).toEqual({ outcome: 1, replayed: true });
+    for (let i = 0; i < 4; i++) await after.once('c', `n${i}`, as('startVm'));
     expect(after.size).toBe(3);
-    expect(await after.once('c', 'k', 'startVm', run)).toMatchObject({ replayed: false });
+    expect(await after.once('c', 'k', as('startVm'))).toMatchObject({ replayed: false });
     await reopened.close();
   });
 });

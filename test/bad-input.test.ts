@@ -140,9 +140,9 @@ describe('document limits, on HTTP and on WebSocket', () => {
 
   it('counts `first` given through variables in the cost', async () => {
     const q = 'query($n: Int) { virtualMachines(first: $n) { nodes { snapshots { children { name } } } } }';
-    // Per VM: snapshots (2 + 10 x children (2 + 10 x name)) = 122, plus 2 for the node.
-    expect(codes(await gw.query(q, { n: 40 }))).toEqual([]);
-    expect(codes(await gw.query(q, { n: 41 }))).toEqual(['QUERY_TOO_COSTLY']);
+    // Per VM: snapshots (2 + its @listSize 8 x children (2 + @listSize 4 x name)) = 50, plus 2 for the node.
+    expect(codes(await gw.query(q, { n: 96 }))).toEqual([]);
+    expect(codes(await gw.query(q, { n: 97 }))).toEqual(['QUERY_TOO_COSTLY']);
   });
 
   it('does not count introspection against depth', async () => {

@@ -84,7 +84,7 @@ describe('createVm on libvirt', () => {
       memoryMiB: 512,
       idempotencyKey: 'key-stop-1',
     });
-    expect(reused.userErrors[0]).toMatchObject({ code: 'INVALID_INPUT', field: ['idempotencyKey'] });
+    expect(reused.userErrors[0]).toMatchObject({ code: 'IDEMPOTENCY_KEY_REUSED', field: ['idempotencyKey'] });
     expect(await vmByName(gw, 'never')).toBeUndefined();
 
     const first = await mutate(gw, 'createVm', {

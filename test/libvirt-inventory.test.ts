@@ -15,6 +15,8 @@ beforeAll(async () => {
       { id: 'lab-a', kind: 'libvirt', uri: estate.uri },
       { id: 'lab-b', kind: 'libvirt', uri: estate.uri },
     ],
+    // The documents below ask for whole estates at once, every relation at its largest page.
+    limits: { maxCost: 10_000_000 },
   });
 });
 afterAll(() => gw?.close());
@@ -57,7 +59,7 @@ async function allVms(platformId?: string): Promise<VmNode[]> {
 describe('libvirt inventory through the graph', () => {
   it('lists the platforms with their status and hypervisor', async () => {
     const res = await gw.query<{ platforms: Record<string, unknown>[] }>(
-      '{ platforms { id name kind uri status statusMessage hypervisorType hypervisorVersion connectedAt hosts { name } } }',
+      '{ platforms { id name kind uri status statusMessage hypervisorType hypervisorVersion connectedAt hosts { nodes { name } } } }',
     );
     expect(res.data?.platforms).toHaveLength(2);
     for (const p of res.data!.platforms) {
@@ -68,7 +70,7 @@ describe('libvirt inventory through the graph', () => {
         statusMessage: null,
         hypervisorType: 'TEST',
       });
-      expect(p['hosts']).toHaveLength(1);
+      expect((p['hosts'] as { nodes: unknown[] }).nodes).toHaveLength(1);
       expect(Date.parse(p['connectedAt'] as string)).not.toBeNaN();
     }
   });
@@ -110,7 +112,7 @@ describe('libvirt inventory through the graph', () => {
           nics { mac model type source network { name forwardMode } }
           graphics { type autoport port listen }
           networks { name }
-          storage { name type }
+          storage { name type rawType }
           host { name cpuModel cpuThreads memoryMiB }
         }
       }
@@ -159,7 +161,7 @@ describe('libvirt inventory through the graph', () => {
     ]);
     expect(nodes[0]!['graphics']).toEqual([]);
     expect(nodes[0]!['networks']).toEqual([{ name: 'default' }]);
-    expect(nodes[0]!['storage']).toEqual([{ name: 'images', type: 'dir' }]);
+    expect(nodes[0]!['storage']).toEqual([{ name: 'images', type: 'DIRECTORY', rawType: 'dir' }]);
   });
 
   it('resolves volume-backed disks and empty CD-ROMs', async () => {
@@ -233,7 +235,7 @@ describe('libvirt inventory through the graph', () => {
     const res = await gw.query<{ networks: { totalCount: number; nodes: Record<string, unknown>[] } }>(`{
       networks(first: 10, filter: { nameContains: "" }) {
         totalCount
-        nodes { name uuid bridge forwardMode active persistent autostart addresses { family address prefix } dhcpRanges { start end } attachedVms { name } platform { name } }
+        nodes { name uuid bridge forwardMode active persistent autostart addresses { family address prefix } dhcpRanges { start end } virtualMachines { nodes { name } } platform { name } }
       }
     }`);
     expect(res.errors).toBeUndefined();
@@ -254,7 +256,9 @@ describe('libvirt inventory through the graph', () => {
     });
     expect(byName['lan']).toMatchObject({ forwardMode: 'bridge', bridge: 'br0', dhcpRanges: [] });
     for (const name of estate.networks) {
-      const attached = (byName[name]!['attachedVms'] as { name: string }[]).map((v) => v.name).sort();
+      const attached = (byName[name]!['virtualMachines'] as { nodes: { name: string }[] }).nodes
+        .map((v) => v.name)
+        .sort();
       expect(attached).toEqual(
         estate.vms
           .filter((v) => v.networks.includes(name))
@@ -269,8 +273,8 @@ describe('libvirt inventory through the graph', () => {
       storage(first: 10, filter: { nameContains: "a" }) {
         totalCount
         nodes {
-          __typename name type capacityBytes allocationBytes availableBytes usagePercent accessible platform { name }
-          ... on StoragePool { uuid state active persistent targetPath volumes { name path type format capacityBytes allocationBytes attachedVms { name } pool { name } } }
+          __typename name type rawType capacityBytes allocationBytes availableBytes usagePercent accessible platform { name }
+          ... on StoragePool { uuid state active persistent targetPath volumes(first: 1000) { nodes { name path type format capacityBytes allocationBytes virtualMachines(first: 5) { nodes { name } } pool { name } } } }
         }
       }
     }`);
@@ -281,14 +285,15 @@ describe('libvirt inventory through the graph', () => {
       const pool = pools.find((p) => p['name'] === fixture.name)!;
       expect(pool).toMatchObject({
         __typename: 'StoragePool',
-        type: 'dir',
+        type: 'DIRECTORY',
+        rawType: 'dir',
         uuid: fixture.uuid,
         state: 'RUNNING',
         active: true,
         accessible: true,
         targetPath: fixture.path,
       });
-      const volumes = pool['volumes'] as Record<string, unknown>[];
+      const volumes = (pool['volumes'] as { nodes: Record<string, unknown>[] }).nodes;
       expect(volumes.map((v) => v['name']).sort()).toEqual([...fixture.volumes].sort());
       expect(pool['allocationBytes']).toBe(volumes.reduce((sum, v) => sum + (v['allocationBytes'] as number), 0));
       expect(pool['usagePercent']).toBeCloseTo(
@@ -298,7 +303,7 @@ describe('libvirt inventory through the graph', () => {
       for (const v of volumes) {
         expect(v['path']).toBe(`${fixture.path}/${v['name']}`);
         expect(v['pool']).toEqual({ name: fixture.name });
-        expect((v['attachedVms'] as unknown[]).length).toBe(1);
+        expect((v['virtualMachines'] as { nodes: unknown[] }).nodes.length).toBe(1);
       }
     }
   });
@@ -308,12 +313,12 @@ describe('libvirt inventory through the graph', () => {
       virtualMachines: { nodes: Record<string, unknown>[] };
       platforms: { id: string }[];
       networks: { nodes: { id: string }[] };
-      storage: { nodes: { id: string; volumes: { id: string }[] }[] };
+      storage: { nodes: { id: string; volumes: { nodes: { id: string }[] } }[] };
     }>(`{
       platforms { id }
       virtualMachines(first: 1, filter: { nameContains: "web-001" }) { nodes { id host { id } snapshots { id } } }
       networks(first: 1) { nodes { id } }
-      storage(first: 1) { nodes { id ... on StoragePool { volumes { id } } } }
+      storage(first: 1) { nodes { id ... on StoragePool { volumes { nodes { id } } } } }
     }`);
     const vm = res.data!.virtualMachines.nodes[0]! as { id: string; host: { id: string }; snapshots: { id: string }[] };
     const pool = res.data!.storage.nodes[0]!;
@@ -324,7 +329,7 @@ describe('libvirt inventory through the graph', () => {
       vm.snapshots[0]!.id,
       res.data!.networks.nodes[0]!.id,
       pool.id,
-      pool.volumes[0]!.id,
+      pool.volumes.nodes[0]!.id,
     ];
     const back = await gw.query<{ nodes: ({ id: string; __typename: string } | null)[] }>(
       'query($ids: [ID!]!) { nodes(ids: $ids) { __typename id } }',

@@ -364,10 +364,10 @@ describe('live migration between two libvirt hosts', () => {
   });
 
   it('moves the running guest to the other host without stopping it, its local disk copied along', async () => {
-    const hosts = await both.query<{ platforms: { name: string; hosts: { id: string }[] }[] }>(
-      '{ platforms { name hosts { id } } }',
+    const hosts = await both.query<{ platforms: { name: string; hosts: { nodes: { id: string }[] } }[] }>(
+      '{ platforms { name hosts { nodes { id } } } }',
     );
-    const target = hosts.data!.platforms.find((p) => p.name === 'kvm-peer')!.hosts[0]!.id;
+    const target = hosts.data!.platforms.find((p) => p.name === 'kvm-peer')!.hosts.nodes[0]!.id;
     const before = readyCount();
     await succeed(both, 'migrateVm', { vmId, hostId: target });
     expect((await peer.virsh('domstate', NAME)).trim()).toBe('running');

@@ -167,7 +167,7 @@ describe('VM lifecycle on libvirt', () => {
     expect(retry.userErrors).toEqual([]);
     await finished(gw, first.task!.id);
     const other = await mutate(gw, 'startVm', { vmId: id, idempotencyKey: 'stop-db-010-1' });
-    expect(other.userErrors[0]).toMatchObject({ code: 'INVALID_INPUT', field: ['idempotencyKey'] });
+    expect(other.userErrors[0]).toMatchObject({ code: 'IDEMPOTENCY_KEY_REUSED', field: ['idempotencyKey'] });
     expect((await must('db-010')).powerState).toBe('OFF');
   });
 

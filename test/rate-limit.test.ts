@@ -23,8 +23,8 @@ const LIMIT = 200;
 const WINDOW_SECONDS = 4;
 const PLATFORMS = [{ id: 'kvm', kind: 'libvirt', uri: 'test:///default' }];
 const QUERY = '{ platforms { id name } }';
-/** QUERY's cost: the platforms list (2 + 10 assumed entries of 2 leaves each). */
-const COST = 22;
+/** QUERY's cost: the platforms list (2 + its @listSize of 8 entries of 2 leaves each). */
+const COST = 18;
 /** How many QUERYs one window's budget pays for. */
 const AFFORDABLE = Math.floor(LIMIT / COST);
 

@@ -22,6 +22,8 @@ beforeAll(async () => {
       vspherePlatform(esx, { id: 'esx-1' }),
       { id: 'kvm', kind: 'libvirt', uri: writeEstate({ vms: 5 }).uri },
     ],
+    // The documents below ask for whole estates at once, every relation at its largest page.
+    limits: { maxCost: 10_000_000 },
   });
 });
 afterAll(async () => {
@@ -49,6 +51,8 @@ async function vmsOf(platform: string): Promise<Row[]> {
 }
 
 const POWER: Record<string, string> = { poweredOn: 'ON', poweredOff: 'OFF', suspended: 'SUSPENDED' };
+// vSphere's datastore types (summary.type) in the graph's StorageType.
+const STORAGE_TYPES: Record<string, string> = { VMFS: 'VMFS', NFS: 'NFS', NFS41: 'NFS', vsan: 'VSAN', VVOL: 'VVOL' };
 
 describe('vSphere inventory matches what govmomi sees', () => {
   it('connects both simulators and the libvirt host', async () => {
@@ -153,11 +157,11 @@ describe('vSphere inventory matches what govmomi sees', () => {
       storage: { nodes: Row[] };
       networks: { nodes: Row[] };
     }>(`{
-      datacenters(first: 50) { nodes { name platform { name } clusters { name } hosts { name } } }
-      clusters(first: 50) { nodes { name platform { name } datacenter { name } numHosts drsEnabled haEnabled hosts { name } virtualMachines(first: 0) { totalCount } } }
-      storage(first: 50) { nodes { __typename name type capacityBytes availableBytes allocationBytes accessible platform { name }
-        ... on Datastore { datastoreType uncommittedBytes url datacenter { name } virtualMachines { name } } } }
-      networks(first: 50) { nodes { name kind platform { name } datacenter { name } attachedVms { name } } }
+      datacenters(first: 50) { nodes { name platform { name } clusters(first: 100) { nodes { name } } hosts(first: 100) { nodes { name } } } }
+      clusters(first: 50) { nodes { name platform { name } datacenter { name } numHosts drsEnabled haEnabled hosts(first: 100) { nodes { name } } virtualMachines(first: 0) { totalCount } } }
+      storage(first: 50) { nodes { __typename name type rawType capacityBytes availableBytes allocationBytes accessible platform { name }
+        ... on Datastore { datastoreType uncommittedBytes url datacenter { name } virtualMachines(first: 200) { nodes { name } } } } }
+      networks(first: 50) { nodes { name kind platform { name } datacenter { name } virtualMachines(first: 200) { nodes { name } } } }
     }`);
     expect(res.errors).toBeUndefined();
     const of = (rows: Row[], p: string) => rows.filter((r) => (r['platform'] as { name: string }).name === p);
@@ -184,7 +188,7 @@ describe('vSphere inventory matches what govmomi sees', () => {
         .filter((h) => h.parent === oc[0])
         .map((h) => h.name)
         .sort();
-      expect((c['hosts'] as { name: string }[]).map((h) => h.name).sort()).toEqual(hosts);
+      expect((c['hosts'] as { nodes: { name: string }[] }).nodes.map((h) => h.name).sort()).toEqual(hosts);
       expect(c['numHosts']).toBe(hosts.length);
       expect([c['drsEnabled'], c['haEnabled']]).toEqual([oc[1].drsEnabled, oc[1].haEnabled]);
     }
@@ -195,7 +199,8 @@ describe('vSphere inventory matches what govmomi sees', () => {
       const [dsRef, od] = Object.entries(o.datastores).find(([, x]) => x.url === d['url'])!;
       expect(d).toMatchObject({
         __typename: 'Datastore',
-        type: od.type,
+        type: STORAGE_TYPES[od.type] ?? 'OTHER',
+        rawType: od.type,
         capacityBytes: od.capacity,
         availableBytes: od.freeSpace,
         allocationBytes: od.capacity - od.freeSpace,
@@ -204,7 +209,7 @@ describe('vSphere inventory matches what govmomi sees', () => {
         url: od.url,
       });
       const users = Object.values(o.vms).filter((v) => v.datastores.includes(dsRef));
-      expect((d['virtualMachines'] as { name: string }[]).map((v) => v.name).sort()).toEqual(
+      expect((d['virtualMachines'] as { nodes: { name: string }[] }).nodes.map((v) => v.name).sort()).toEqual(
         users.map((v) => v.name).sort(),
       );
     }
@@ -221,7 +226,7 @@ describe('vSphere inventory matches what govmomi sees', () => {
         .filter((v) => v.networks.includes(moref))
         .map((v) => v.name)
         .sort();
-      expect((n['attachedVms'] as { name: string }[]).map((v) => v.name).sort()).toEqual(attached);
+      expect((n['virtualMachines'] as { nodes: { name: string }[] }).nodes.map((v) => v.name).sort()).toEqual(attached);
     }
   });
 

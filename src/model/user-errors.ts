@@ -7,6 +7,8 @@ export type UserErrorCode =
   | 'FORBIDDEN'
   | 'QUOTA_EXCEEDED'
   | 'INVALID_INPUT'
+  /** The idempotency key was used for another mutation, or for this one with other input. */
+  | 'IDEMPOTENCY_KEY_REUSED'
   | 'PLATFORM_UNAVAILABLE';
 
 export interface UserError {

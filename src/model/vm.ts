@@ -34,6 +34,11 @@ export interface VmDiskRecord {
   device: DiskDevice;
   target: string;
   bus: string | null;
+  /**
+   * Where the data comes from, in libvirt's words, which every platform maps
+   * onto: `file`, `block`, `network`, `volume`, `dir`. An empty drive is
+   * `file` with a null source, as libvirt gives it.
+   */
   sourceType: string;
   /** A path, a `pool/volume` pair or a network URL. */
   source: string | null;

@@ -13,7 +13,7 @@ import { type NodeKind, decodeIdOf, encodeId, splitChildNativeId } from '../mode
 import type { PowerState, VmRecord } from '../model/vm.js';
 import type { UserError, UserErrorCode } from '../model/user-errors.js';
 import type { TaskManager, TaskRecord } from './task-manager.js';
-import type { Idempotency } from './idempotency.js';
+import { type Idempotency, inputFingerprint } from './idempotency.js';
 
 /** What the mutation path needs of the request it serves: who asks, and its reads of the platforms. */
 export interface MutationCall {
@@ -27,19 +27,32 @@ export interface MutationCall {
   registry: PlatformRegistry;
 }
 
-export interface OperationPayload {
+/** Which VM a payload is about; what that VM is like is read when the payload is answered. */
+export type VmRef = Pick<VmRecord, 'platformId' | 'nativeId'>;
+
+/**
+ * A VM mutation's payload. As answered, `vm` is the VM the mutation acts on
+ * as the gateway sees it at that moment; inside the pipeline, and under an
+ * idempotency key, it only names that VM (`V` = VmRef), so no copy read
+ * before the operation can be answered as the VM's state.
+ */
+export interface OperationPayload<V extends VmRef = VmRecord> {
   clientMutationId: string | null;
-  vm: VmRecord | null;
+  vm: V | null;
   task: TaskRecord | null;
   userErrors: UserError[];
 }
 
-export interface BatchOutcome {
+export interface BatchOutcome<V extends VmRef = VmRecord> {
   clientMutationId: string | null;
-  items: OperationPayload[];
+  items: OperationPayload<V>[];
   tasks: TaskRecord[];
   userErrors: UserError[];
 }
+
+/** A payload before it is answered. */
+type Pending = OperationPayload<VmRef>;
+type PendingBatch = BatchOutcome<VmRef>;
 
 /** A batch mutation: one request per VM, tried in order. */
 export interface BatchRequest {
@@ -116,9 +129,13 @@ const refuse = (code: UserErrorCode, message: string, field: string[] | null = n
   throw new Refusal({ code, message, field });
 };
 
-/** A payload as its idempotency key keeps it: the task by ID, so a replay shows the task as it is now. */
+/**
+ * A payload as its idempotency key keeps it: the VM and the task by ID, so a
+ * replay shows both as they are now. Keys kept by earlier versions hold the
+ * whole VM record as it was before the operation; only its IDs are read.
+ */
 interface StoredPayload {
-  vm: VmRecord | null;
+  vm: VmRef | null;
   taskId: string | null;
   userErrors: UserError[];
 }
@@ -149,16 +166,16 @@ export class MutationPipeline {
     deps.tasks.onFinished((task) => this.auditFinished(task));
   }
 
-  private storePayload(p: OperationPayload): StoredPayload {
-    return { vm: p.vm, taskId: p.task?.id ?? null, userErrors: p.userErrors };
+  private storePayload(p: Pending): StoredPayload {
+    return { vm: refOf(p.vm), taskId: p.task?.id ?? null, userErrors: p.userErrors };
   }
 
-  private restorePayload(p: StoredPayload, clientMutationId: string | null): OperationPayload {
+  private restorePayload(p: StoredPayload, clientMutationId: string | null): Pending {
     const task = p.taskId === null ? null : (this.deps.tasks.get(p.taskId) ?? null);
-    return { clientMutationId, vm: p.vm, task, userErrors: p.userErrors };
+    return { clientMutationId, vm: refOf(p.vm), task, userErrors: p.userErrors };
   }
 
-  private readonly singleCodec: Codec<OperationPayload> = {
+  private readonly singleCodec: Codec<Pending> = {
     store: (p) => ({ kind: 'single', payload: this.storePayload(p) }),
     restore: (s, clientMutationId) =>
       s.kind === 'single'
@@ -166,7 +183,7 @@ export class MutationPipeline {
         : { clientMutationId, vm: null, task: null, userErrors: s.userErrors },
   };
 
-  private readonly batchCodec: Codec<BatchOutcome> = {
+  private readonly batchCodec: Codec<PendingBatch> = {
     store: (b) => ({ kind: 'batch', items: b.items.map((i) => this.storePayload(i)), userErrors: b.userErrors }),
     restore: (s, clientMutationId) => {
       const items = s.kind === 'batch' ? s.items.map((i) => this.restorePayload(i, null)) : [];
@@ -178,20 +195,20 @@ export class MutationPipeline {
   /** Runs a batch: each item as its own operation (audited, checked, tasked); the batch as one idempotent unit. */
   async runBatch(ctx: MutationCall, req: BatchRequest): Promise<BatchOutcome> {
     const clientMutationId = req.input.clientMutationId ?? null;
-    const refused = (error: UserError): BatchOutcome => ({
+    const refused = (error: UserError): PendingBatch => ({
       clientMutationId,
       items: [],
       tasks: [],
       userErrors: [error],
     });
-    return this.idempotent(
+    const outcome = await this.idempotent(
       ctx,
       this.batchCodec,
       req,
       '',
       refused,
       () => null,
-      async (): Promise<BatchOutcome> => {
+      async (): Promise<PendingBatch> => {
         let requests: OperationRequest[];
         try {
           requests = req.items();
@@ -205,17 +222,19 @@ export class MutationPipeline {
           await this.audit(ctx, req, '', 'REFUSED', [error.code], null);
           return refused(error);
         }
-        const items: OperationPayload[] = [];
+        const items: Pending[] = [];
         // One after another, so each sees the tasks and names of the ones before it.
         for (const r of requests) items.push(await this.attempt(ctx, r, r.input.vmId ?? r.input.snapshotId ?? ''));
         return { clientMutationId, items, tasks: items.flatMap((i) => (i.task ? [i.task] : [])), userErrors: [] };
       },
     );
+    this.readAgainWhereDirect(ctx, outcome.items);
+    return { ...outcome, items: await Promise.all(outcome.items.map((i) => this.answered(ctx, i))) };
   }
 
   async run(ctx: MutationCall, req: OperationRequest): Promise<OperationPayload> {
     const targetId = req.input.vmId ?? req.input.snapshotId ?? '';
-    return this.idempotent(
+    const payload = await this.idempotent(
       ctx,
       this.singleCodec,
       req,
@@ -224,13 +243,57 @@ export class MutationPipeline {
       (p) => p.task?.id ?? null,
       () => this.attempt(ctx, req, targetId),
     );
+    this.readAgainWhereDirect(ctx, [payload]);
+    return this.answered(ctx, payload);
   }
 
   /**
-   * A mutation with an idempotency key runs once per (caller, key): a retry
-   * gets the first result (audited REPLAYED), even after a restart, and a
-   * key reused for another mutation is refused. Without a key, attempt just
-   * runs.
+   * A payload as the client gets it: its VM read at this moment, as the
+   * gateway sees it (its live inventory, or its platform read again), never
+   * the copy read before the operation, which normalized client caches
+   * (Apollo Client, urql) would keep as the VM's current state. A task that
+   * finished within the request shows its effect here; one still running
+   * shows it later, through its target or a vmChanged event.
+   */
+  private async answered(ctx: MutationCall, payload: Pending): Promise<OperationPayload> {
+    return { ...payload, vm: payload.vm && (await this.currentVm(ctx, payload.vm)) };
+  }
+
+  /**
+   * A platform read directly (its live inventory is not serving) has its
+   * listing cached for the request, as it was before the operation: it is
+   * read once more, once per platform for a whole batch.
+   */
+  private readAgainWhereDirect(ctx: MutationCall, payloads: readonly Pending[]): void {
+    const direct = new Set(
+      payloads.flatMap((p) => (p.vm && !ctx.loaders.mirrorOf(p.vm.platformId) ? [p.vm.platformId] : [])),
+    );
+    for (const platformId of direct) {
+      ctx.loaders.allVms.clear(platformId);
+      ctx.loaders.vms.clear(platformId);
+    }
+  }
+
+  /** A VM as it is now; null when it is gone, hidden from the caller, or its platform cannot be read. */
+  private async currentVm(ctx: MutationCall, ref: VmRef): Promise<VmRecord | null> {
+    try {
+      return await ctx.loaders.vm(ref.platformId, ref.nativeId);
+    } catch (e) {
+      // The mutation has acted (or refused) already: a read for its answer must not turn that into an error.
+      this.deps.logger.warn(
+        { err: e, platform: ref.platformId, vm: ref.nativeId },
+        'could not read the VM a mutation answers with',
+      );
+      return null;
+    }
+  }
+
+  /**
+   * A mutation with an idempotency key runs once per (caller, key, input):
+   * a retry gets the first result (audited REPLAYED), even after a restart;
+   * the key reused for another mutation or other input is refused
+   * (IDEMPOTENCY_KEY_REUSED). A refusal binds no key, so a retry after the
+   * caller fixed its cause runs again. Without a key, attempt just runs.
    */
   private async idempotent<V extends { clientMutationId: string | null }>(
     ctx: MutationCall,
@@ -244,14 +307,20 @@ export class MutationPipeline {
     const key = what.input.idempotencyKey;
     if (!key) return attempt();
     const clientMutationId = what.input.clientMutationId ?? null;
-    const result = await this.deps.idempotencyKeys.once(ctx.caller.id, key, what.mutation, async () =>
-      codec.store(await attempt()),
-    );
-    if ('usedFor' in result) {
+    const result = await this.deps.idempotencyKeys.once(ctx.caller.id, key, {
+      operation: what.mutation,
+      fingerprint: inputFingerprint(what.input),
+      run: async () => codec.store(await attempt()),
+      binds: acted,
+    });
+    if ('reused' in result) {
       const error: UserError = {
-        code: 'INVALID_INPUT',
+        code: 'IDEMPOTENCY_KEY_REUSED',
         field: ['idempotencyKey'],
-        message: `This idempotency key was used for ${result.usedFor}; use a new key for ${what.mutation}.`,
+        message:
+          result.reused === 'OPERATION'
+            ? `This idempotency key was used for ${result.usedFor}; use a new key for ${what.mutation}.`
+            : `This idempotency key was used for ${result.usedFor} with other input; use a new key for a different request.`,
       };
       await this.audit(ctx, what, targetId, 'REFUSED', [error.code], null);
       return refusedWith(error);
@@ -261,7 +330,7 @@ export class MutationPipeline {
     return value;
   }
 
-  private async attempt(ctx: MutationCall, req: OperationRequest, targetId: string): Promise<OperationPayload> {
+  private async attempt(ctx: MutationCall, req: OperationRequest, targetId: string): Promise<Pending> {
     try {
       const { vm, snapshotKey } = await this.resolveTarget(ctx, req.input);
       const placed = await ctx.loaders.placementOf(vm);
@@ -351,7 +420,7 @@ export class MutationPipeline {
           throw e;
         });
       await this.audit(ctx, req, targetId, 'ACCEPTED', [], task.id);
-      return { clientMutationId: req.input.clientMutationId ?? null, vm, task, userErrors: [] };
+      return { clientMutationId: req.input.clientMutationId ?? null, vm: refOf(vm), task, userErrors: [] };
     } catch (e) {
       if (e instanceof Refusal) return this.refused(ctx, req, targetId, e.userError);
       if (e instanceof PlatformUnavailableError || e instanceof DeadlineExceededError) {
@@ -505,14 +574,14 @@ export class MutationPipeline {
     const caller = ctx.caller.id;
     const audited: Audited = { mutation: 'createVm', input };
     const refused = (e: UserError) => this.payloadRefused(audited, e);
-    return this.idempotent(
+    const payload = await this.idempotent(
       ctx,
       this.singleCodec,
       audited,
       input.platformId,
       refused,
       (p) => p.task?.id ?? null,
-      async () => {
+      async (): Promise<Pending> => {
         try {
           let platformId: string;
           try {
@@ -589,6 +658,8 @@ export class MutationPipeline {
         }
       },
     );
+    // Acts on a platform, not a VM: the VM it makes is the task's resultVm.
+    return { ...payload, vm: null };
   }
 
   /** The VM (and snapshot key) a request names, read fresh from its platform. */
@@ -641,18 +712,13 @@ export class MutationPipeline {
     }
   }
 
-  private async refused(
-    ctx: MutationCall,
-    what: Audited,
-    targetId: string,
-    error: UserError,
-  ): Promise<OperationPayload> {
+  private async refused(ctx: MutationCall, what: Audited, targetId: string, error: UserError): Promise<Pending> {
     await this.audit(ctx, what, targetId, 'REFUSED', [error.code], null);
     return this.payloadRefused(what, error);
   }
 
   /** The payload of a refusal (already audited). */
-  private payloadRefused(what: Audited, error: UserError): OperationPayload {
+  private payloadRefused(what: Audited, error: UserError): Pending {
     return { clientMutationId: what.input.clientMutationId ?? null, vm: null, task: null, userErrors: [error] };
   }
 
@@ -711,6 +777,23 @@ function touchesStorage(op: VmOperation): boolean {
     default:
       return false;
   }
+}
+
+/**
+ * Whether an outcome binds its idempotency key: it started a task, or
+ * completed. A refusal (user errors, no task) changed nothing; kept, it
+ * would answer a retry made after the caller fixed its cause for 24 hours.
+ */
+function acted(outcome: StoredOutcome): boolean {
+  const started = (p: StoredPayload) => p.taskId !== null || p.userErrors.length === 0;
+  return outcome.kind === 'single'
+    ? started(outcome.payload)
+    : outcome.userErrors.length === 0 && outcome.items.some(started);
+}
+
+/** Only which VM: a record read before the operation, kept or passed on whole, would be answered as its state. */
+function refOf(vm: VmRef | null): VmRef | null {
+  return vm && { platformId: vm.platformId, nativeId: vm.nativeId };
 }
 
 /** How a mutation's outcome is kept under its idempotency key, and shown again. */

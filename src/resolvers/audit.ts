@@ -42,7 +42,12 @@ export const auditQueries: Pick<QueryResolvers, 'auditLog'> = {
     return paginate(
       entries,
       args,
-      { name: 'audit:AT', direction: 'DESC', value: (e) => e.at.getTime(), id: auditEntryId },
+      {
+        name: 'audit:AT',
+        direction: args.orderBy?.direction ?? 'DESC',
+        value: (e) => e.at.getTime(),
+        id: auditEntryId,
+      },
       ctx.limits,
     );
   },

@@ -2,8 +2,11 @@ import type { ClusterResolvers, DatacenterResolvers, QueryResolvers } from '../g
 import { encodeId } from '../model/ids.js';
 import type { ClusterRecord, DatacenterRecord } from '../model/inventory.js';
 import type { DatastoreRecord } from '../model/storage.js';
-import { findDatacenter } from './lookups.js';
-import { pageByName, platformOf } from './scope.js';
+import { hostId } from './host.js';
+import { findDatacenter, vmsOnHosts } from './lookups.js';
+import { networkId } from './network.js';
+import { pageByName, pageNamed, platformOf } from './scope.js';
+import { storageId } from './storage.js';
 import { listVms } from './virtual-machine.js';
 
 export const datacenterId = (d: DatacenterRecord) =>
@@ -14,27 +17,59 @@ export const clusterId = (c: ClusterRecord) =>
 export const Datacenter: DatacenterResolvers = {
   id: (d) => datacenterId(d),
   platform: (d, _a, ctx) => platformOf(ctx, d.platformId),
-  clusters: async (d, _a, ctx) =>
-    (await ctx.loaders.clusters.load(d.platformId)).filter((c) => c.datacenterNativeId === d.nativeId),
-  hosts: async (d, _a, ctx) =>
-    (await ctx.loaders.hosts.load(d.platformId)).filter((h) => h.datacenterNativeId === d.nativeId),
-  datastores: async (d, _a, ctx) =>
-    (await ctx.loaders.storage.load(d.platformId)).filter(
-      (s): s is DatastoreRecord => s.storageKind === 'Datastore' && s.datacenterNativeId === d.nativeId,
+  clusters: async (d, args, ctx) =>
+    pageNamed(
+      ctx,
+      (await ctx.loaders.clusters.load(d.platformId)).filter((c) => c.datacenterNativeId === d.nativeId),
+      args,
+      { name: 'cluster:NAME', id: clusterId },
     ),
-  networks: async (d, _a, ctx) =>
-    (await ctx.loaders.networks.load(d.platformId)).filter((n) => n.datacenterNativeId === d.nativeId),
+  hosts: async (d, args, ctx) =>
+    pageNamed(
+      ctx,
+      (await ctx.loaders.hosts.load(d.platformId)).filter((h) => h.datacenterNativeId === d.nativeId),
+      args,
+      { name: 'host:NAME', id: hostId },
+    ),
+  datastores: async (d, args, ctx) =>
+    pageNamed(
+      ctx,
+      (await ctx.loaders.storage.load(d.platformId)).filter(
+        (s): s is DatastoreRecord => s.storageKind === 'Datastore' && s.datacenterNativeId === d.nativeId,
+      ),
+      args,
+      { name: 'storage:NAME', id: storageId },
+    ),
+  networks: async (d, args, ctx) =>
+    pageNamed(
+      ctx,
+      (await ctx.loaders.networks.load(d.platformId)).filter((n) => n.datacenterNativeId === d.nativeId),
+      args,
+      { name: 'network:NAME', id: networkId },
+    ),
 };
 
 export const Cluster: ClusterResolvers = {
   id: (c) => clusterId(c),
   platform: (c, _a, ctx) => platformOf(ctx, c.platformId),
   datacenter: (c, _a, ctx) => findDatacenter(ctx, c.platformId, c.datacenterNativeId),
-  hosts: async (c, _a, ctx) =>
-    (await ctx.loaders.hosts.load(c.platformId)).filter((h) => h.clusterNativeId === c.nativeId),
+  hosts: async (c, args, ctx) =>
+    pageNamed(
+      ctx,
+      (await ctx.loaders.hosts.load(c.platformId)).filter((h) => h.clusterNativeId === c.nativeId),
+      args,
+      { name: 'host:NAME', id: hostId },
+    ),
   virtualMachines: async (c, args, ctx) => {
     const hosts = (await ctx.loaders.hosts.load(c.platformId)).filter((h) => h.clusterNativeId === c.nativeId);
-    return listVms(ctx, args, { platformId: c.platformId, hostNativeIds: hosts.map((h) => h.nativeId) });
+    return listVms(ctx, args, {
+      platformId: c.platformId,
+      vms: await vmsOnHosts(
+        ctx,
+        c.platformId,
+        hosts.map((h) => h.nativeId),
+      ),
+    });
   },
 };
 

@@ -1,7 +1,7 @@
 import type { HostResolvers, QueryResolvers } from '../generated/graphql.js';
 import type { HostRecord } from '../model/host.js';
 import { encodeId } from '../model/ids.js';
-import { findCluster, findDatacenter } from './lookups.js';
+import { findCluster, findDatacenter, vmsOnHosts } from './lookups.js';
 import { pageByName, platformOf } from './scope.js';
 import { listVms } from './virtual-machine.js';
 
@@ -12,7 +12,8 @@ export function hostId(h: HostRecord): string {
 export const Host: HostResolvers = {
   id: (h) => hostId(h),
   platform: (h, _a, ctx) => platformOf(ctx, h.platformId),
-  virtualMachines: (h, args, ctx) => listVms(ctx, args, { platformId: h.platformId, hostNativeIds: [h.nativeId] }),
+  virtualMachines: async (h, args, ctx) =>
+    listVms(ctx, args, { platformId: h.platformId, vms: await vmsOnHosts(ctx, h.platformId, [h.nativeId]) }),
   cluster: (h, _a, ctx) => findCluster(ctx, h.platformId, h.clusterNativeId),
   datacenter: (h, _a, ctx) => findDatacenter(ctx, h.platformId, h.datacenterNativeId),
 };

@@ -12,7 +12,7 @@ import {
   metricSubscriptions,
   vmMetricsField,
 } from './metrics.js';
-import { Node, nodeQueries } from './node.js';
+import { Node, nodeQueries, typedLookups } from './node.js';
 import { Platform, platformQueries } from './platform.js';
 import { rateLimitQueries } from './rate-limit.js';
 import { DateTime, SafeInt } from './scalars.js';
@@ -35,6 +35,7 @@ export const resolvers: Resolvers = {
   SafeInt,
   Query: {
     ...nodeQueries,
+    ...typedLookups,
     ...platformQueries,
     ...datacenterQueries,
     ...hostQueries,

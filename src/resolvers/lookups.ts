@@ -176,6 +176,68 @@ export async function vmsRelatedTo(
   return (await vmsWithDetails(ctx, platformId)).filter(({ details }) => scan(details)).map(({ vm }) => vm);
 }
 
+/**
+ * The VMs on some hosts of a platform that the caller may see: from the
+ * live inventory's index (what they return, not the estate), else from
+ * the platform's listing.
+ */
+export async function vmsOnHosts(
+  ctx: GatewayContext,
+  platformId: string,
+  hostNativeIds: readonly string[],
+): Promise<readonly VmRecord[]> {
+  const mirror = ctx.loaders.mirrorOf(platformId);
+  if (mirror) {
+    const ids = hostNativeIds.flatMap((h) => [...mirror.vmsOnHost(h)]);
+    return ctx.loaders.visible(platformId, mirror.vmRecords(ids));
+  }
+  const hosts = new Set(hostNativeIds);
+  return (await ctx.loaders.vms.load(platformId)).filter((v) => v.hostNativeId !== null && hosts.has(v.hostNativeId));
+}
+
+/** The VMs with a NIC on a network that the caller may see. */
+export function vmsOnNetwork(ctx: GatewayContext, n: NetworkRecord): Promise<VmRecord[]> {
+  return vmsRelatedTo(
+    ctx,
+    n.platformId,
+    (m) => m.vmsOnNetwork(n),
+    (details) =>
+      details.nics.some((nic) =>
+        nic.networkNativeId ? nic.networkNativeId === n.nativeId : nic.networkName === n.name,
+      ),
+  );
+}
+
+/** The VMs with a disk on one of some volumes of a platform that the caller may see. */
+export async function vmsOnVolumes(
+  ctx: GatewayContext,
+  platformId: string,
+  volumes: readonly StorageVolumeRecord[],
+): Promise<VmRecord[]> {
+  const index = ctx.loaders.mirrorOf(platformId) ? null : await ctx.loaders.volumeIndex.load(platformId);
+  const ids = new Set(volumes.map((v) => v.nativeId));
+  return vmsRelatedTo(
+    ctx,
+    platformId,
+    (m) => volumes.flatMap((v) => [...m.vmsOnVolume(v)]),
+    (details) => !!index && details.disks.some((d) => ids.has(volumeOfDisk(index, d)?.nativeId ?? '')),
+  );
+}
+
+/** The VMs with a disk on a datastore, or on a volume of a storage pool, that the caller may see. */
+export async function vmsOnStorage(ctx: GatewayContext, s: StorageRecord): Promise<VmRecord[]> {
+  if (s.storageKind === 'StoragePool') {
+    const volumes = await ctx.loaders.volumes.load({ platformId: s.platformId, nativeId: s.nativeId });
+    return vmsOnVolumes(ctx, s.platformId, volumes);
+  }
+  return vmsRelatedTo(
+    ctx,
+    s.platformId,
+    (m) => m.vmsOnStorage(s.nativeId),
+    (details) => details.disks.some((d) => d.storageNativeId === s.nativeId),
+  );
+}
+
 /** Details of every VM of a platform, in one batched read. */
 async function vmsWithDetails(ctx: GatewayContext, platformId: string) {
   const vms = await ctx.loaders.vms.load(platformId);

@@ -1,6 +1,6 @@
 import type { NodeResolvers, QueryResolvers, ResolversParentTypes } from '../generated/graphql.js';
 import { ErrorCode, GatewayError, UnreachableCaseError } from '../model/errors.js';
-import { type NodeKind, type NodeRef, decodeId, splitChildNativeId } from '../model/ids.js';
+import { type NodeKind, type NodeRef, decodeId, decodeIdOf, splitChildNativeId } from '../model/ids.js';
 import { visibleTask } from './scope.js';
 import type { GatewayContext } from './context.js';
 import { findCluster, findDatacenter, findHost, findNetwork, findStorage, findVm, snapshotsOf } from './lookups.js';
@@ -69,6 +69,38 @@ export const Node: NodeResolvers = {
     if (!kind) throw new Error('node of unknown kind');
     return kind;
   },
+};
+
+/** A lookup by ID of one kind of object: the ID must name that kind (INVALID_ID otherwise). */
+function lookup<K extends NodeKind & keyof ResolversParentTypes>(kind: K) {
+  return async (_root: unknown, { id }: { id: string }, ctx: GatewayContext) =>
+    // loadNode answers a ref of kind K with a record of kind K.
+    (await loadNode(ctx, decodeIdOf(id, kind))) as ResolversParentTypes[K] | null;
+}
+
+export const typedLookups: Pick<
+  QueryResolvers,
+  | 'virtualMachine'
+  | 'host'
+  | 'cluster'
+  | 'datacenter'
+  | 'network'
+  | 'datastore'
+  | 'storagePool'
+  | 'storageVolume'
+  | 'snapshot'
+  | 'platform'
+> = {
+  virtualMachine: lookup('VirtualMachine'),
+  host: lookup('Host'),
+  cluster: lookup('Cluster'),
+  datacenter: lookup('Datacenter'),
+  network: lookup('Network'),
+  datastore: lookup('Datastore'),
+  storagePool: lookup('StoragePool'),
+  storageVolume: lookup('StorageVolume'),
+  snapshot: lookup('Snapshot'),
+  platform: lookup('Platform'),
 };
 
 export const nodeQueries: Pick<QueryResolvers, 'node' | 'nodes'> = {

@@ -7,6 +7,9 @@ export type Direction = 'ASC' | 'DESC';
 export interface PageArgs {
   first?: number | null;
   after?: string | null;
+  /** Backward: the last items before `before` (or of the whole order). */
+  last?: number | null;
+  before?: string | null;
 }
 
 export interface Page<T> {
@@ -73,17 +76,21 @@ function decodeCursor(cursor: string, ordering: string): CursorBody {
   return b as CursorBody;
 }
 
-/** Checks `first` against the configured bounds and applies the default. */
-export function pageSize(first: number | null | undefined, limits: Limits): number {
-  if (first === null || first === undefined) return limits.defaultPageSize;
-  if (!Number.isInteger(first) || first < 0 || first > limits.maxPageSize) {
+/** Checks `first` (or `last`) against the configured bounds and applies the default. */
+export function pageSize(
+  size: number | null | undefined,
+  limits: Limits,
+  argument: 'first' | 'last' = 'first',
+): number {
+  if (size === null || size === undefined) return limits.defaultPageSize;
+  if (!Number.isInteger(size) || size < 0 || size > limits.maxPageSize) {
     throw new GatewayError(
       ErrorCode.INVALID_PAGINATION,
-      `"first" must be between 0 and ${limits.maxPageSize}; got ${first}.`,
-      { argument: 'first', max: limits.maxPageSize },
+      `"${argument}" must be between 0 and ${limits.maxPageSize}; got ${size}.`,
+      { argument, max: limits.maxPageSize },
     );
   }
-  return first;
+  return size;
 }
 
 interface Keyed<T> {
@@ -116,24 +123,20 @@ function sortedOnce<T>(items: readonly T[], ordering: Ordering<T>): Keyed<T>[] {
  * others are added or removed before it.
  */
 export function paginate<T>(items: readonly T[], args: PageArgs, ordering: Ordering<T>, limits: Limits): Page<T> {
-  const first = pageSize(args.first, limits);
-  const keyed = sortedOnce(items, ordering);
-
-  let start = 0;
-  if (args.after) {
-    const c = decodeCursor(args.after, ordering.name);
-    const after: [SortValue, string] = [c.v, c.id];
-    // First index whose key sorts after the cursor.
-    let lo = 0;
-    let hi = keyed.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (compareKeys((keyed[mid] as Keyed<T>).key, after, ordering.direction) <= 0) lo = mid + 1;
-      else hi = mid;
-    }
-    start = lo;
+  const backward = args.last !== null && args.last !== undefined;
+  if (backward && args.first !== null && args.first !== undefined) {
+    throw new GatewayError(ErrorCode.INVALID_PAGINATION, 'Give "first" or "last", not both.', { argument: 'last' });
   }
-  const slice = keyed.slice(start, start + first);
+  const size = backward ? pageSize(args.last, limits, 'last') : pageSize(args.first, limits);
+  const keyed = sortedOnce(items, ordering);
+  // The window the cursors leave: after `after`, before `before`.
+  const from = args.after ? indexAfter(keyed, decodeCursor(args.after, ordering.name), ordering.direction) : 0;
+  const to = args.before
+    ? indexBefore(keyed, decodeCursor(args.before, ordering.name), ordering.direction)
+    : keyed.length;
+  const start = backward ? Math.max(from, to - size) : from;
+  const end = backward ? to : Math.min(to, from + size);
+  const slice = start < end ? keyed.slice(start, end) : [];
   const edges = slice.map(({ item, key }) => ({
     cursor: encodeCursor({ o: ordering.name, v: key[0], id: key[1] }),
     node: item,
@@ -142,11 +145,38 @@ export function paginate<T>(items: readonly T[], args: PageArgs, ordering: Order
     edges,
     nodes: edges.map((e) => e.node),
     pageInfo: {
-      hasNextPage: start + first < keyed.length,
-      hasPreviousPage: start > 0,
+      // What lies beyond the page in the whole order (which Relay's spec allows), either way of paging.
+      hasNextPage: Math.max(start, end) < keyed.length,
+      hasPreviousPage: Math.min(start, end) > 0,
       startCursor: edges[0]?.cursor ?? null,
       endCursor: edges[edges.length - 1]?.cursor ?? null,
     },
     totalCount: keyed.length,
   };
+}
+
+/** The first index whose key sorts after the cursor's. */
+function indexAfter<T>(keyed: readonly Keyed<T>[], c: CursorBody, direction: Direction): number {
+  const at: [SortValue, string] = [c.v, c.id];
+  let lo = 0;
+  let hi = keyed.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (compareKeys((keyed[mid] as Keyed<T>).key, at, direction) <= 0) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/** The first index whose key does not sort before the cursor's. */
+function indexBefore<T>(keyed: readonly Keyed<T>[], c: CursorBody, direction: Direction): number {
+  const at: [SortValue, string] = [c.v, c.id];
+  let lo = 0;
+  let hi = keyed.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (compareKeys((keyed[mid] as Keyed<T>).key, at, direction) < 0) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }

@@ -1,6 +1,8 @@
 import type { PlatformResolvers, QueryResolvers } from '../generated/graphql.js';
 import { encodeId } from '../model/ids.js';
-import { reportUnavailable } from './scope.js';
+import type { HostRecord } from '../model/host.js';
+import { hostId } from './host.js';
+import { pageNamed, reportUnavailable } from './scope.js';
 
 export const Platform: PlatformResolvers = {
   id: (p) => encodeId({ kind: 'Platform', platformId: p.id, nativeId: p.id }),
@@ -18,14 +20,16 @@ export const Platform: PlatformResolvers = {
       ? { role: lease.role, holder: lease.holder, instance: lease.instanceId, heldSince: lease.heldSince }
       : null;
   },
-  hosts: async (p, _a, ctx) => {
-    if (p.status !== 'CONNECTED') return [];
-    try {
-      return [...(await ctx.loaders.hosts.load(p.id))];
-    } catch (e) {
-      reportUnavailable(ctx, p.id, e);
-      return [];
+  hosts: async (p, args, ctx) => {
+    let hosts: readonly HostRecord[] = [];
+    if (p.status === 'CONNECTED') {
+      try {
+        hosts = await ctx.loaders.hosts.load(p.id);
+      } catch (e) {
+        reportUnavailable(ctx, p.id, e);
+      }
     }
+    return pageNamed(ctx, hosts, args, { name: 'host:NAME', id: hostId });
   },
 };
 

@@ -5,7 +5,7 @@ import { GraphQLError } from 'graphql';
 import { UNFILED } from '../access/policy.js';
 import { ErrorCode, GatewayError } from '../model/errors.js';
 import { decodeIdOf } from '../model/ids.js';
-import { type Page, type PageArgs, paginate } from './pagination.js';
+import { type Direction, type Page, type PageArgs, paginate } from './pagination.js';
 import type { PlatformRecord } from '../model/platform.js';
 import type { TaskRecord } from '../mutations/task-manager.js';
 import type { GatewayContext } from './context.js';
@@ -109,7 +109,10 @@ export function platformOf(ctx: GatewayContext, platformId: string): PlatformRec
 export async function pageByName<T extends { name: string }>(
   ctx: GatewayContext,
   loader: DataLoader<string, readonly T[]>,
-  args: PageArgs & { filter?: { platformIds?: readonly string[] | null; nameContains?: string | null } | null },
+  args: PageArgs & {
+    filter?: { platformIds?: readonly string[] | null; nameContains?: string | null } | null;
+    orderBy?: { direction?: Direction | null } | null;
+  },
   ordering: { name: string; id: (item: T) => string },
 ): Promise<Page<T>> {
   const filter = args.filter ?? {};
@@ -118,5 +121,16 @@ export async function pageByName<T extends { name: string }>(
     const needle = filter.nameContains.toLowerCase();
     items = items.filter((i) => i.name.toLowerCase().includes(needle));
   }
-  return paginate(items, args, { ...ordering, direction: 'ASC', value: (i) => i.name }, ctx.limits);
+  return pageNamed(ctx, items, args, ordering, args.orderBy?.direction ?? 'ASC');
+}
+
+/** One page of some named objects (a relation's), ordered by name; cursors as the root connection of their kind makes them. */
+export function pageNamed<T extends { name: string }>(
+  ctx: GatewayContext,
+  items: readonly T[],
+  args: PageArgs,
+  ordering: { name: string; id: (item: T) => string },
+  direction: Direction = 'ASC',
+): Page<T> {
+  return paginate(items, args, { ...ordering, direction, value: (i) => i.name }, ctx.limits);
 }

@@ -1,15 +1,19 @@
 import type {
   DatastoreResolvers,
+  DatastoreType,
   QueryResolvers,
   StoragePoolResolvers,
   StorageResolvers,
   StorageVolumeResolvers,
 } from '../generated/graphql.js';
 import { encodeId } from '../model/ids.js';
-import type { StorageRecord } from '../model/storage.js';
-import { volumeOfDisk } from '../datasources/volume-index.js';
-import { findDatacenter, findStorage, vmsRelatedTo } from './lookups.js';
-import { pageByName, platformOf } from './scope.js';
+import type { StorageRecord, StorageType, StorageVolumeRecord } from '../model/storage.js';
+import { findDatacenter, findStorage, vmsOnStorage, vmsOnVolumes } from './lookups.js';
+import { pageByName, pageNamed, platformOf } from './scope.js';
+import { listVms } from './virtual-machine.js';
+
+const volumeId = (v: StorageVolumeRecord) =>
+  encodeId({ kind: 'StorageVolume', platformId: v.platformId, nativeId: v.nativeId });
 
 export function storageId(s: StorageRecord): string {
   return encodeId({ kind: s.storageKind, platformId: s.platformId, nativeId: s.nativeId });
@@ -27,41 +31,40 @@ export const StoragePool: StoragePoolResolvers = {
   id: (s) => storageId(s),
   platform: (s, _a, ctx) => platformOf(ctx, s.platformId),
   usagePercent: (s) => usagePercent(s),
-  volumes: async (s, _a, ctx) => [
-    ...(await ctx.loaders.volumes.load({ platformId: s.platformId, nativeId: s.nativeId })),
-  ],
+  volumes: async (s, args, ctx) =>
+    pageNamed(ctx, await ctx.loaders.volumes.load({ platformId: s.platformId, nativeId: s.nativeId }), args, {
+      name: 'volume:NAME',
+      id: volumeId,
+    }),
+};
+
+/** The deprecated DatastoreType names a subset of StorageType. */
+const DATASTORE_TYPES: Partial<Record<StorageType, DatastoreType>> = {
+  VMFS: 'VMFS',
+  NFS: 'NFS',
+  VSAN: 'VSAN',
+  VVOL: 'VVOL',
 };
 
 export const Datastore: DatastoreResolvers = {
   id: (s) => storageId(s),
+  datastoreType: (s) => DATASTORE_TYPES[s.type] ?? 'OTHER',
   platform: (s, _a, ctx) => platformOf(ctx, s.platformId),
   usagePercent: (s) => usagePercent(s),
   datacenter: (s, _a, ctx) => findDatacenter(ctx, s.platformId, s.datacenterNativeId),
-  virtualMachines: (s, _a, ctx) =>
-    vmsRelatedTo(
-      ctx,
-      s.platformId,
-      (m) => m.vmsOnStorage(s.nativeId),
-      (details) => details.disks.some((d) => d.storageNativeId === s.nativeId),
-    ),
+  virtualMachines: async (s, args, ctx) =>
+    listVms(ctx, args, { platformId: s.platformId, vms: await vmsOnStorage(ctx, s) }),
 };
 
 export const StorageVolume: StorageVolumeResolvers = {
-  id: (v) => encodeId({ kind: 'StorageVolume', platformId: v.platformId, nativeId: v.nativeId }),
+  id: (v) => volumeId(v),
   pool: async (v, _a, ctx) => {
     const pool = await findStorage(ctx, v.platformId, v.poolNativeId);
     if (pool?.storageKind !== 'StoragePool') throw new Error(`volume ${v.name} outlived its pool ${v.poolNativeId}`);
     return pool;
   },
-  attachedVms: async (v, _a, ctx) => {
-    const index = ctx.loaders.mirrorOf(v.platformId) ? null : await ctx.loaders.volumeIndex.load(v.platformId);
-    return vmsRelatedTo(
-      ctx,
-      v.platformId,
-      (m) => m.vmsOnVolume(v),
-      (details) => !!index && details.disks.some((d) => volumeOfDisk(index, d)?.nativeId === v.nativeId),
-    );
-  },
+  virtualMachines: async (v, args, ctx) =>
+    listVms(ctx, args, { platformId: v.platformId, vms: await vmsOnVolumes(ctx, v.platformId, [v]) }),
 };
 
 export const storageQueries: Pick<QueryResolvers, 'storage'> = {

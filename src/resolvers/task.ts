@@ -100,7 +100,12 @@ export const taskQueries: Pick<QueryResolvers, 'task' | 'tasks' | 'taskAggregate
     return paginate(
       tasks,
       args,
-      { name: 'task:CREATED', direction: 'DESC', value: (t) => t.createdAt.getTime(), id: taskId },
+      {
+        name: 'task:CREATED',
+        direction: args.orderBy?.direction ?? 'DESC',
+        value: (t) => t.createdAt.getTime(),
+        id: taskId,
+      },
       ctx.limits,
     );
   },

@@ -4,7 +4,7 @@ import type {
   VirtualMachineOrder,
   VirtualMachineResolvers,
 } from '../generated/graphql.js';
-import { decodeIdOf, encodeId } from '../model/ids.js';
+import { encodeId } from '../model/ids.js';
 import type { StorageRecord } from '../model/storage.js';
 import type { VmDetails, VmRecord } from '../model/vm.js';
 import type { GatewayContext } from './context.js';
@@ -22,6 +22,7 @@ import {
 } from './lookups.js';
 import { type Ordering, type SortValue, paginate } from './pagination.js';
 import { loadFromPlatforms, platformOf, platformsInScope } from './scope.js';
+import { filterVms } from './vm-filter.js';
 
 /** A resolver of one field of a VM's details. */
 function detail<K extends keyof VmDetails>(key: K) {
@@ -43,29 +44,18 @@ export async function listVms(
     filter?: VirtualMachineFilter | null;
     orderBy?: VirtualMachineOrder | null;
   },
-  onlyHosts?: { platformId: string; hostNativeIds: readonly string[] },
+  /** A relation's VMs (a host's, a network's, ...), already cut to what the caller may see; every VM in scope when absent. */
+  within?: { platformId: string; vms: readonly VmRecord[] },
 ) {
   const filter = args.filter ?? {};
-  const platformIds = onlyHosts ? [onlyHosts.platformId] : platformsInScope(ctx, filter.platformIds);
-  const hostRefs = filter.hostIds?.map((id) => decodeIdOf(id, 'Host'));
-  let vms = await loadFromPlatforms(ctx, ctx.loaders.vms, platformIds);
-
-  if (onlyHosts) {
-    const hosts = new Set(onlyHosts.hostNativeIds);
-    vms = vms.filter((v) => v.hostNativeId !== null && hosts.has(v.hostNativeId));
-  }
-  if (filter.nameContains) {
-    const needle = filter.nameContains.toLowerCase();
-    vms = vms.filter((v) => v.name.toLowerCase().includes(needle));
-  }
-  if (filter.powerStates) {
-    const wanted = new Set(filter.powerStates);
-    vms = vms.filter((v) => wanted.has(v.powerState));
-  }
-  if (hostRefs) {
-    const wanted = new Set(hostRefs.map((h) => `${h.platformId}\u0000${h.nativeId}`));
-    vms = vms.filter((v) => wanted.has(`${v.platformId}\u0000${v.hostNativeId ?? ''}`));
-  }
+  const listed = within
+    ? within.vms
+    : await loadFromPlatforms(ctx, ctx.loaders.vms, platformsInScope(ctx, filter.platformIds));
+  // Unfiltered, the listing itself: the live inventory's array keeps its sorted order across requests.
+  const { platformIds: _chosenAbove, ...conditions } = filter;
+  const vms = Object.values(conditions).some((v) => v !== null && v !== undefined)
+    ? await filterVms(ctx, listed, filter)
+    : listed;
 
   const field = args.orderBy?.field ?? 'NAME';
   const direction = args.orderBy?.direction ?? 'ASC';

@@ -135,6 +135,25 @@ export function tokenLimitError(maxTokens: number): GatewayError {
  */
 export const ASSUMED_LIST_LENGTH = 10;
 
+/** A list field's `@listSize` (see schema/base.graphql), read once per field. */
+const listSizes = new WeakMap<object, { assumedSize?: number; slicingArgument?: string } | null>();
+
+export function listSizeOf(
+  field: GraphQLField<unknown, unknown>,
+): { assumedSize?: number; slicingArgument?: string } | null {
+  let size = listSizes.get(field);
+  if (size === undefined) {
+    const directive = field.astNode?.directives?.find((d) => d.name.value === 'listSize');
+    size = directive
+      ? Object.fromEntries(
+          (directive.arguments ?? []).map((a) => [a.name.value, valueFromASTUntyped(a.value)] as const),
+        )
+      : null;
+    listSizes.set(field, size);
+  }
+  return size;
+}
+
 /**
  * Estimated cost of an operation: a leaf costs 1, an object 2 plus its
  * selections, and a list multiplies its selections by the page size it asks
@@ -187,7 +206,14 @@ export function operationCost(
     if (field.args.some((a) => a.name === 'first')) return limits.defaultPageSize;
     let t = field.type;
     if (isNonNullType(t)) t = t.ofType;
-    return isListType(t) ? ASSUMED_LIST_LENGTH : 1;
+    if (!isListType(t)) return 1;
+    const declared = listSizeOf(field);
+    if (declared?.slicingArgument) {
+      const arg = node.arguments?.find((a) => a.name.value === declared.slicingArgument);
+      const v = arg ? valueFromASTUntyped(arg.value, variables ?? undefined) : undefined;
+      return Array.isArray(v) ? v.length : 1;
+    }
+    return declared?.assumedSize ?? ASSUMED_LIST_LENGTH;
   };
 
   const costOf = (set: SelectionSetNode, parent: GraphQLCompositeType, seen: ReadonlySet<string>): number => {

@@ -38,7 +38,7 @@ import {
   isLibvirtError,
 } from './errors.js';
 import { formatVersion, poolState, volumeType } from './states.js';
-import { parseDomainXml, parseNetworkXml, parsePoolXml, parseVolumeXml } from './xml.js';
+import { hypervisorTypeOf, parseDomainXml, parseNetworkXml, parsePoolXml, parseVolumeXml } from './xml.js';
 
 /** One libvirt connection (one host) as a platform. */
 export class LibvirtProvider extends ConnectedProvider<LibvirtClient> implements Provider {
@@ -200,7 +200,8 @@ export class LibvirtProvider extends ConnectedProvider<LibvirtClient> implements
           cpuThreads: n.cpus,
           numaNodes: n.numaNodes,
           memoryMiB: Math.floor(n.memoryKiB / 1024),
-          hypervisorType: info.hypervisorType,
+          hypervisorType: hypervisorTypeOf(info.hypervisorType),
+          rawHypervisorType: info.hypervisorType,
           hypervisorVersion: formatVersion(info.hypervisorVersion),
           hypervisorBuild: null,
           libvirtVersion: formatVersion(info.libvirtVersion),

@@ -1,4 +1,6 @@
+import type { HypervisorType } from '../../model/host.js';
 import type { NetworkAddressRecord } from '../../model/network.js';
+import type { StorageType } from '../../model/storage.js';
 import type { DiskDevice, VmDetails, VmDiskRecord, VmGraphicsRecord, VmNicRecord } from '../../model/vm.js';
 import { type XNode, attrOf, child, children, parseXml } from '../xml/tree.js';
 import { tagsOf } from './tags.js';
@@ -218,9 +220,49 @@ export function parseNetworkXml(xml: string): ParsedNetwork {
   };
 }
 
-export function parsePoolXml(xml: string): { type: string; targetPath: string | null } {
+/** libvirt's pool types (virStoragePoolType); those left out (`sheepdog`, `vstorage`) are OTHER. */
+const POOL_TYPES: Record<string, StorageType> = {
+  dir: 'DIRECTORY',
+  fs: 'FILESYSTEM',
+  netfs: 'NFS',
+  logical: 'LVM',
+  disk: 'DISK',
+  iscsi: 'ISCSI',
+  'iscsi-direct': 'ISCSI',
+  scsi: 'SCSI',
+  mpath: 'MULTIPATH',
+  rbd: 'RBD',
+  gluster: 'GLUSTER',
+  zfs: 'ZFS',
+};
+
+/** What a `netfs` pool mounts, by its source format; `auto` is NFS, which mount tries first. */
+const NETFS_FORMATS: Record<string, StorageType> = { auto: 'NFS', nfs: 'NFS', cifs: 'CIFS', glusterfs: 'GLUSTER' };
+
+export function parsePoolXml(xml: string): { type: StorageType; rawType: string; targetPath: string | null } {
   const p = parseRoot(xml, 'pool');
-  return { type: attr(p, 'type') ?? 'unknown', targetPath: text(child(child(p, 'target'), 'path')) };
+  const rawType = attr(p, 'type') ?? 'unknown';
+  const netfsFormat = rawType === 'netfs' ? (attr(child(child(p, 'source'), 'format'), 'type') ?? 'auto') : null;
+  return {
+    type: (netfsFormat === null ? POOL_TYPES[rawType] : NETFS_FORMATS[netfsFormat]) ?? 'OTHER',
+    rawType,
+    targetPath: text(child(child(p, 'target'), 'path')),
+  };
+}
+
+/** libvirt's driver types (virConnectGetType), compared without case: `QEMU`, `Xen`, `LXC`, `TEST`, ... */
+const HYPERVISOR_TYPES: Record<string, HypervisorType> = {
+  qemu: 'QEMU',
+  xen: 'XEN',
+  lxc: 'LXC',
+  esx: 'ESXI',
+  'hyper-v': 'HYPERV',
+  vbox: 'VIRTUALBOX',
+  test: 'TEST',
+};
+
+export function hypervisorTypeOf(driverType: string): HypervisorType {
+  return HYPERVISOR_TYPES[driverType.toLowerCase()] ?? 'OTHER';
 }
 
 export interface ParsedVolume {

@@ -198,6 +198,7 @@ export class QmpProvider implements Provider {
       numaNodes: null,
       memoryMiB: local ? Math.floor(totalmem() / (1024 * 1024)) : null,
       hypervisorType: 'QEMU',
+      rawHypervisorType: 'QEMU',
       hypervisorVersion: versions.length > 0 ? versions.join(', ') : null,
       hypervisorBuild: builds.length > 0 ? builds.join(', ') : null,
       libvirtVersion: null,

@@ -131,7 +131,7 @@ export function disksOf(blocks: readonly QmpBlockInfo[]): VmDiskRecord[] {
       device: deviceOf(b),
       target: b.device || b.qdev || inserted?.['node-name'] || '',
       bus: busOf(b),
-      sourceType: file === null ? 'none' : /^[a-z][a-z0-9+.-]*:\/\/|^json:/.test(file) ? 'network' : 'file',
+      sourceType: file === null ? 'file' : /^[a-z][a-z0-9+.-]*:\/\/|^json:/.test(file) ? 'network' : 'file',
       source: file,
       sourcePool: null,
       sourceVolume: null,

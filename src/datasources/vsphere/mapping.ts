@@ -1,8 +1,8 @@
-import type { HostRecord } from '../../model/host.js';
+import type { HostRecord, HypervisorType } from '../../model/host.js';
 import type { ClusterRecord, DatacenterRecord } from '../../model/inventory.js';
 import type { NetworkKind, NetworkRecord } from '../../model/network.js';
 import type { SnapshotRecord } from '../../model/snapshot.js';
-import type { DatastoreRecord } from '../../model/storage.js';
+import type { DatastoreMaintenanceMode, DatastoreRecord, StorageType } from '../../model/storage.js';
 import type {
   DiskDevice,
   PowerState,
@@ -34,6 +34,7 @@ export const VM_DETAIL_SPEC: PropertySpec = {
     'config.hardware.memoryMB',
     'config.hardware.device',
     'config.hotPlugMemoryLimit',
+    'config.memoryHotAddEnabled',
     'config.guestId',
     'config.guestFullName',
     'config.version',
@@ -204,21 +205,18 @@ export function vmRecord(platformId: string, o: ObjectContent): VmRecord {
   };
 }
 
-const SCSI_CONTROLLERS = new Set([
-  'VirtualLsiLogicController',
-  'VirtualLsiLogicSASController',
-  'ParaVirtualSCSIController',
-  'VirtualBusLogicController',
-]);
-
-function busOf(controllerType: string | null): string | null {
-  if (!controllerType) return null;
-  if (SCSI_CONTROLLERS.has(controllerType)) return 'scsi';
-  if (controllerType === 'VirtualIDEController') return 'ide';
-  if (controllerType === 'VirtualAHCIController') return 'sata';
-  if (controllerType === 'VirtualNVMEController') return 'nvme';
-  return null;
-}
+/** Disk controllers by vSphere type, named as a VM's .vmx file names their slots (`scsi0:1.fileName`). */
+const CONTROLLER_BUS: Record<string, string> = {
+  VirtualLsiLogicController: 'scsi',
+  VirtualLsiLogicSASController: 'scsi',
+  ParaVirtualSCSIController: 'scsi',
+  VirtualBusLogicController: 'scsi',
+  VirtualSCSIController: 'scsi',
+  VirtualIDEController: 'ide',
+  VirtualAHCIController: 'sata',
+  VirtualSATAController: 'sata',
+  VirtualNVMEController: 'nvme',
+};
 
 const NIC_TYPES = new Set([
   'VirtualE1000',
@@ -231,41 +229,91 @@ const NIC_TYPES = new Set([
   'VirtualSriovEthernetCard',
 ]);
 
+/** Disk-like devices, in the order they keep a shared slot's name (see diskTargets). */
 const DISK_DEVICES: Record<string, DiskDevice> = {
   VirtualDisk: 'DISK',
   VirtualCdrom: 'CDROM',
   VirtualFloppy: 'FLOPPY',
 };
+const SLOT_ORDER = Object.keys(DISK_DEVICES);
+
+export interface DiskTarget {
+  /** `scsi0:1`, unique within the VM: what VmDisk.target shows and removeDiskTargets takes. */
+  name: string;
+  /** The controller's kind (`scsi`, `ide`, `sata`, `nvme`); null for a device on another controller. */
+  bus: string | null;
+}
 
 /**
- * The gateway's name for each disk-like device: `<bus><busNumber>:<unit>`
- * (scsi0:1), as vSphere's own UI shows it, or the device label.
+ * The name of each disk-like device (disks, CD-ROMs, floppies), unique
+ * within the VM: `<bus><busNumber>:<unit>` as vSphere names the slot
+ * (`scsi0:1`, `ide1:0`), or the device's label when it sits on no disk
+ * controller (a floppy on the SIO controller). vSphere gives a slot to one
+ * device, but vcsim 0.24 puts its default VMs' CD-ROM on the disk's slot
+ * (both were made for controllers with the same temporary key); the disk
+ * keeps the slot's name and the other gets `#<device key>` (unique per VM)
+ * after it, so a name never stands for two devices.
  */
-export function diskTargets(all: XNode[]): Map<XNode, string> {
+export function diskTargets(all: XNode[]): Map<XNode, DiskTarget> {
   const controllers = new Map(
     all.flatMap((d) => {
-      const bus = busOf(xsiType(d));
+      const bus = CONTROLLER_BUS[xsiType(d) ?? ''];
       return bus ? [[textOf(child(d, 'key')) ?? '', { bus, number: intOf(child(d, 'busNumber')) ?? 0 }] as const] : [];
     }),
   );
-  return new Map(
-    all.map((d) => {
-      const controller = controllers.get(textOf(child(d, 'controllerKey')) ?? '');
-      const unit = intOf(child(d, 'unitNumber'));
-      return [
-        d,
-        controller
-          ? `${controller.bus}${controller.number}:${unit ?? 0}`
-          : (textOf(path(d, 'deviceInfo', 'label')) ?? ''),
-      ];
-    }),
-  );
+  const rank = (d: XNode) => SLOT_ORDER.indexOf(xsiType(d) ?? '');
+  const deviceKey = (d: XNode) => intOf(child(d, 'key')) ?? 0;
+  const disks = all.filter((d) => rank(d) >= 0).sort((a, b) => rank(a) - rank(b) || deviceKey(a) - deviceKey(b));
+  const targets = new Map<XNode, DiskTarget>();
+  const taken = new Set<string>();
+  for (const d of disks) {
+    const controller = controllers.get(textOf(child(d, 'controllerKey')) ?? '');
+    const slot = controller
+      ? `${controller.bus}${controller.number}:${intOf(child(d, 'unitNumber')) ?? 0}`
+      : (textOf(path(d, 'deviceInfo', 'label')) ?? `#${deviceKey(d)}`);
+    const name = taken.has(slot) ? `${slot}#${deviceKey(d)}` : slot;
+    taken.add(name);
+    targets.set(d, { name, bus: controller?.bus ?? null });
+  }
+  return targets;
+}
+
+type DiskSourceType = 'file' | 'block' | 'network';
+
+/**
+ * vSphere's device backings in libvirt's words for a disk's source. Every
+ * VMDK flavour (flat, sparse, SE sparse, PMem) is a file on a datastore, as
+ * is a backing the gateway does not know.
+ */
+const BACKING_SOURCE: Record<string, DiskSourceType> = {
+  VirtualCdromIsoBackingInfo: 'file',
+  VirtualFloppyImageBackingInfo: 'file',
+  // Raw device mappings and host devices passed through: the data is a device of the host.
+  VirtualDiskRawDiskMappingVer1BackingInfo: 'block',
+  VirtualDiskRawDiskVer2BackingInfo: 'block',
+  VirtualDiskPartitionedRawDiskVer2BackingInfo: 'block',
+  VirtualCdromAtapiBackingInfo: 'block',
+  VirtualCdromPassthroughBackingInfo: 'block',
+  VirtualFloppyDeviceBackingInfo: 'block',
+  // "Client devices": a drive of the machine running the remote console, reached over the network.
+  VirtualCdromRemoteAtapiBackingInfo: 'network',
+  VirtualCdromRemotePassthroughBackingInfo: 'network',
+  VirtualFloppyRemoteDeviceBackingInfo: 'network',
+};
+
+function diskSource(backing: XNode | undefined): { sourceType: DiskSourceType; source: string | null } {
+  const sourceType = BACKING_SOURCE[xsiType(backing) ?? ''] ?? 'file';
+  const fileName = textOf(child(backing, 'fileName')) || null;
+  const deviceName = textOf(child(backing, 'deviceName')) || null;
+  // A raw device mapping is reached through its mapping file on a datastore, as vSphere shows it.
+  if (fileName) return { sourceType, source: fileName };
+  // A client device's name is the remote console's, which says nothing of where the data is.
+  return { sourceType, source: sourceType === 'block' ? deviceName : null };
 }
 
 function devices(o: ObjectContent): { disks: VmDiskRecord[]; nics: VmNicRecord[] } {
   const all = children(prop(o, 'config.hardware.device'), 'VirtualDevice');
   const targets = diskTargets(all);
-  const busOfDevice = (d: XNode) => /^([a-z]+)\d/.exec(targets.get(d) ?? '')?.[1] ?? null;
   const disks: VmDiskRecord[] = [];
   const nics: VmNicRecord[] = [];
   for (const d of all) {
@@ -274,17 +322,19 @@ function devices(o: ObjectContent): { disks: VmDiskRecord[]; nics: VmNicRecord[]
     const device = DISK_DEVICES[type];
     if (device) {
       const capacity = intOf(child(d, 'capacityInBytes')) ?? ((intOf(child(d, 'capacityInKB')) ?? 0) * 1024 || null);
-      const fileName = textOf(child(backing, 'fileName')) || null;
+      const { sourceType, source } = diskSource(backing);
+      const target = targets.get(d);
       disks.push({
         device,
-        target: targets.get(d) ?? '',
-        bus: busOfDevice(d),
-        sourceType: fileName ? 'file' : (xsiType(backing)?.replace(/BackingInfo$/, '') ?? 'none'),
-        source: fileName,
+        target: target?.name ?? '',
+        bus: target?.bus ?? null,
+        sourceType,
+        source,
         sourcePool: null,
         sourceVolume: null,
         storageNativeId: moRefOf(child(backing, 'datastore'))?.value ?? null,
-        format: device === 'DISK' ? 'vmdk' : fileName?.toLowerCase().endsWith('.iso') ? 'iso' : null,
+        format:
+          device === 'DISK' ? 'vmdk' : sourceType === 'file' && source?.toLowerCase().endsWith('.iso') ? 'iso' : null,
         capacityBytes: device === 'DISK' ? capacity : null,
         readOnly: device === 'CDROM',
       });
@@ -311,6 +361,16 @@ function devices(o: ObjectContent): { disks: VmDiskRecord[]; nics: VmNicRecord[]
   return { disks, nics };
 }
 
+/**
+ * The most memory the VM can have without a restart. vSphere reports
+ * hotPlugMemoryLimit (MB) only with memory hot-add on, and reports it as 0
+ * (as vcsim does) or leaves it out otherwise: then it is the memory the VM has.
+ */
+function hotPlugCeilingMiB(o: ObjectContent, memoryMiB: number): number {
+  if (boolOf(prop(o, 'config.memoryHotAddEnabled')) !== true) return memoryMiB;
+  return Math.max(memoryMiB, intOf(prop(o, 'config.hotPlugMemoryLimit')) ?? 0);
+}
+
 const TOOLS: Record<string, VsphereVmFacts['toolsStatus']> = {
   toolsNotInstalled: 'NOT_INSTALLED',
   toolsNotRunning: 'NOT_RUNNING',
@@ -331,7 +391,7 @@ export function vmDetails(o: ObjectContent, tree: InventoryTree | null): VmDetai
     vcpusMax: numCpu,
     coresPerSocket: intOf(prop(o, 'config.hardware.numCoresPerSocket')),
     memoryMiB,
-    maxMemoryMiB: intOf(prop(o, 'config.hotPlugMemoryLimit')) ?? memoryMiB,
+    maxMemoryMiB: hotPlugCeilingMiB(o, memoryMiB),
     guestOs: str(o, 'config.guestId'),
     guestOsFullName: str(o, 'config.guestFullName'),
     osType: null,
@@ -398,6 +458,12 @@ const HOST_CONNECTION: Record<string, HostRecord['connectionState']> = {
   notResponding: 'NOT_RESPONDING',
 };
 
+/** ESXi's product name; ESX was its predecessor (a vCenter of old may still list one). */
+function hypervisorType(productName: string | null): HypervisorType | null {
+  if (productName === null) return null;
+  return /^VMware ESXi?$/i.test(productName) ? 'ESXI' : 'OTHER';
+}
+
 export function hostRecord(platformId: string, o: ObjectContent, tree: InventoryTree): HostRecord {
   const hw = prop(o, 'summary.hardware');
   const product = prop(o, 'config.product');
@@ -406,6 +472,7 @@ export function hostRecord(platformId: string, o: ObjectContent, tree: Inventory
   const packages = intOf(child(hw, 'numCpuPkgs'));
   const memory = intOf(child(hw, 'memorySize'));
   const parent = moRefOf(prop(o, 'parent'));
+  const productName = textOf(child(product, 'name'));
   return {
     platformId,
     nativeId: o.obj.value,
@@ -418,7 +485,8 @@ export function hostRecord(platformId: string, o: ObjectContent, tree: Inventory
     cpuThreads: threads,
     numaNodes: null,
     memoryMiB: memory === null ? null : Math.floor(memory / 1024 ** 2),
-    hypervisorType: textOf(child(product, 'name')),
+    hypervisorType: hypervisorType(productName),
+    rawHypervisorType: productName,
     hypervisorVersion: textOf(child(product, 'version')),
     hypervisorBuild: textOf(child(product, 'build')),
     libvirtVersion: null,
@@ -428,38 +496,52 @@ export function hostRecord(platformId: string, o: ObjectContent, tree: Inventory
     inMaintenanceMode: boolOf(prop(o, 'runtime.inMaintenanceMode')) ?? false,
     clusterNativeId: parent?.type === 'ClusterComputeResource' ? parent.value : null,
     datacenterNativeId: tree.datacenterOf(parent),
-    vsphere: { managedObjectId: o.obj.value, productName: textOf(child(product, 'name')) },
+    vsphere: { managedObjectId: o.obj.value, productName },
   };
 }
 
-function datastoreType(type: string): DatastoreRecord['datastoreType'] {
-  const t = type.toUpperCase();
-  if (t === 'VMFS') return 'VMFS';
-  if (t.startsWith('NFS')) return 'NFS';
-  if (t === 'VSAN') return 'VSAN';
-  if (t === 'VVOL') return 'VVOL';
-  return 'OTHER';
-}
+/**
+ * summary.type's values (HostFileSystemVolumeFileSystemType), compared
+ * without case: vSphere spells vSAN `vsan` and most others in capitals.
+ */
+const DATASTORE_TYPES: Record<string, StorageType> = {
+  VMFS: 'VMFS',
+  NFS: 'NFS',
+  NFS41: 'NFS',
+  CIFS: 'CIFS',
+  VSAN: 'VSAN',
+  VSAND: 'VSAN',
+  VVOL: 'VVOL',
+  PMEM: 'PMEM',
+};
+
+const MAINTENANCE: Record<string, DatastoreMaintenanceMode> = {
+  normal: 'NORMAL',
+  enteringMaintenance: 'ENTERING_MAINTENANCE',
+  inMaintenance: 'IN_MAINTENANCE',
+};
 
 export function datastoreRecord(platformId: string, o: ObjectContent, tree: InventoryTree): DatastoreRecord {
   const s = prop(o, 'summary');
   const capacity = intOf(child(s, 'capacity')) ?? 0;
   const free = intOf(child(s, 'freeSpace')) ?? 0;
-  const type = textOf(child(s, 'type')) ?? 'other';
+  const rawType = textOf(child(s, 'type')) ?? 'OTHER';
+  const maintenanceMode = textOf(child(s, 'maintenanceMode')) || null;
   return {
     storageKind: 'Datastore',
     platformId,
     nativeId: o.obj.value,
     name: textOf(child(s, 'name')) ?? o.obj.value,
-    type,
-    datastoreType: datastoreType(type),
+    type: DATASTORE_TYPES[rawType.toUpperCase()] ?? 'OTHER',
+    rawType,
     capacityBytes: capacity,
     availableBytes: free,
     allocationBytes: Math.max(0, capacity - free),
     uncommittedBytes: intOf(child(s, 'uncommitted')) ?? 0,
     accessible: boolOf(child(s, 'accessible')) ?? false,
     url: textOf(child(s, 'url')) || null,
-    maintenanceMode: textOf(child(s, 'maintenanceMode')) || null,
+    maintenanceMode: maintenanceMode === null ? null : (MAINTENANCE[maintenanceMode] ?? 'OTHER'),
+    rawMaintenanceMode: maintenanceMode,
     datacenterNativeId: tree.datacenterOf(moRefOf(prop(o, 'parent'))),
   };
 }

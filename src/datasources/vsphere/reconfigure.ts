@@ -35,8 +35,9 @@ export async function reconfigureSpec(s: VsphereSession, vm: MoRef, c: Reconfigu
   const targets = diskTargets(devices);
   const changes: string[] = [];
 
+  // The names VmDisk.target shows, CD-ROMs and floppies included, as libvirt's removal takes any <disk>.
   for (const target of c.removeDiskTargets) {
-    const disk = devices.find((d) => xsiType(d) === 'VirtualDisk' && targets.get(d) === target);
+    const disk = devices.find((d) => targets.get(d)?.name === target);
     if (!disk) throw new OperationFailedError(`the VM has no disk ${target}`, 'INVALID_INPUT');
     changes.push(change('remove', nodeXml(disk, 'device')));
   }
