@@ -192,10 +192,12 @@ describe('a daemon that goes away under registered callbacks', () => {
         const inFlight = Promise.all([a.conn.listAllDomains(0), b.conn.getAllDomainStats(1, 0)]).catch(() => null);
         const stopped = Date.now();
         await daemon.stop();
-        // Told by the daemon's EOF, not found out at a keepalive timeout (30 s and more).
+        // Told by the socket closing, not found out at a keepalive timeout (30 s and more): libvirt says
+        // EOF when it reads the end first, ERROR when a call in flight writes to the closed socket first.
         for (const events of [a.events, b.events, b2]) {
           const close = await until('close', () => events.find((e) => e.type === 'close'), 5_000);
-          expect(close).toEqual({ type: 'close', event: 'close', reason: CloseReason.EOF });
+          expect(close).toMatchObject({ type: 'close', event: 'close' });
+          expect([CloseReason.EOF, CloseReason.ERROR]).toContain((close as { reason: number }).reason);
         }
         expect(Date.now() - stopped).toBeLessThan(5_000);
         await inFlight;
