@@ -140,6 +140,18 @@ describe('root connections', () => {
     expect(codes(res.errors)).toEqual(['INVALID_PAGINATION']);
   });
 
+  it('page backward inside objects too, and price `last` as `first`', async () => {
+    const res = await gw.query<{ platforms: { hosts: { nodes: { name: string }[] } }[] }>(
+      '{ platforms { hosts(last: 1) { nodes { name } } } }',
+    );
+    expect(res.data!.platforms.map((p) => p.hosts.nodes.length)).toEqual([1, 1]);
+    const cost = async (q: string) =>
+      ((await gw.query(q)).extensions?.['rateLimit'] as { cost: number } | undefined)?.cost;
+    const forward = await cost('{ virtualMachines(first: 1000) { nodes { name } } }');
+    expect(forward).toBeGreaterThan(1000);
+    expect(await cost('{ virtualMachines(last: 1000) { nodes { name } } }')).toBe(forward);
+  });
+
   it('order as asked: every name-ordered connection both ways, tasks by time', async () => {
     for (const field of ['hosts', 'networks', 'storage', 'datacenters', 'clusters']) {
       const asc = (await page(field, 'first: 100')).nodes.map((n) => n.name);

@@ -197,9 +197,10 @@ export function operationCost(
     if (parent.name === 'MetricSeries' && field.name === 'points') return seriesPoints;
     // A connection's `first` already counted its edges and nodes.
     if (parent.name.endsWith('Connection') && (field.name === 'edges' || field.name === 'nodes')) return 1;
-    const firstArg = node.arguments?.find((a) => a.name.value === 'first');
-    if (firstArg) {
-      const v = valueFromASTUntyped(firstArg.value, variables ?? undefined);
+    // A page is `first` items forward or `last` backward.
+    const sizeArg = node.arguments?.find((a) => a.name.value === 'first' || a.name.value === 'last');
+    if (sizeArg) {
+      const v = valueFromASTUntyped(sizeArg.value, variables ?? undefined);
       if (typeof v === 'number' && Number.isFinite(v) && v >= 0) return Math.min(v, limits.maxPageSize);
       return limits.maxPageSize;
     }
