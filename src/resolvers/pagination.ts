@@ -130,9 +130,9 @@ export function paginate<T>(items: readonly T[], args: PageArgs, ordering: Order
   const size = backward ? pageSize(args.last, limits, 'last') : pageSize(args.first, limits);
   const keyed = sortedOnce(items, ordering);
   // The window the cursors leave: after `after`, before `before`.
-  const from = args.after ? indexAfter(keyed, decodeCursor(args.after, ordering.name), ordering.direction) : 0;
+  const from = args.after ? indexOf(keyed, decodeCursor(args.after, ordering.name), ordering.direction, 'after') : 0;
   const to = args.before
-    ? indexBefore(keyed, decodeCursor(args.before, ordering.name), ordering.direction)
+    ? indexOf(keyed, decodeCursor(args.before, ordering.name), ordering.direction, 'before')
     : keyed.length;
   const start = backward ? Math.max(from, to - size) : from;
   const end = backward ? to : Math.min(to, from + size);
@@ -155,27 +155,15 @@ export function paginate<T>(items: readonly T[], args: PageArgs, ordering: Order
   };
 }
 
-/** The first index whose key sorts after the cursor's. */
-function indexAfter<T>(keyed: readonly Keyed<T>[], c: CursorBody, direction: Direction): number {
+/** The first index whose key sorts after the cursor's (`after`), or not before it (`before`). */
+function indexOf<T>(keyed: readonly Keyed<T>[], c: CursorBody, direction: Direction, side: 'after' | 'before'): number {
   const at: [SortValue, string] = [c.v, c.id];
   let lo = 0;
   let hi = keyed.length;
   while (lo < hi) {
     const mid = (lo + hi) >>> 1;
-    if (compareKeys((keyed[mid] as Keyed<T>).key, at, direction) <= 0) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
-}
-
-/** The first index whose key does not sort before the cursor's. */
-function indexBefore<T>(keyed: readonly Keyed<T>[], c: CursorBody, direction: Direction): number {
-  const at: [SortValue, string] = [c.v, c.id];
-  let lo = 0;
-  let hi = keyed.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (compareKeys((keyed[mid] as Keyed<T>).key, at, direction) < 0) lo = mid + 1;
+    const order = compareKeys((keyed[mid] as Keyed<T>).key, at, direction);
+    if (side === 'after' ? order <= 0 : order < 0) lo = mid + 1;
     else hi = mid;
   }
   return lo;
