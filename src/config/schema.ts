@@ -429,6 +429,11 @@ export const configSchema = z
          * is missing). A platform counts as reachable while
          * `platforms { status }` says CONNECTED.
          */
+        /**
+         * Serve the graph as an Apollo Federation v2 subgraph too (`@key` on
+         * the Node types, `_entities`, `_service`), for a company supergraph.
+         */
+        federation: z.boolean().default(false),
         readiness: z
           .object({
             /**
@@ -456,6 +461,27 @@ export const configSchema = z
     logging: z
       .object({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+        /** One info line per GraphQL operation (name, type, duration, outcome, request ID). */
+        accessLog: z.boolean().default(true),
+      })
+      .strict()
+      .prefault({}),
+    /** The gateway's own health for operators: Prometheus metrics and OpenTelemetry traces. */
+    observability: z
+      .object({
+        /** GET /metrics: the gateway's own metrics in Prometheus text (requests, errors, upstream calls, subscriptions, process). */
+        metrics: z.object({ enabled: z.boolean().default(true) }).strict().prefault({}),
+        /** OpenTelemetry traces, sent over OTLP/HTTP; off unless an endpoint is given. */
+        tracing: z
+          .object({
+            /** The collector's OTLP/HTTP traces URL (`http://otel-collector:4318/v1/traces`). */
+            otlpEndpoint: z.string().url().optional(),
+            serviceName: z.string().min(1).default('virt-graph'),
+            /** Share of root spans kept (parent-based: a sampled caller's trace is always kept). */
+            sampleRatio: z.number().min(0).max(1).default(1),
+          })
+          .strict()
+          .prefault({}),
       })
       .strict()
       .prefault({}),
