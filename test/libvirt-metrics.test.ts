@@ -735,15 +735,19 @@ describe('libvirt metrics of real QEMU guests', () => {
         return id !== '';
       }, 20_000);
       const sub = subscribe<{
-        vmMetrics: { sample: { cpuUsagePercent: number | null; diskReadBytesPerSecond: number | null } };
+        vmMetrics: {
+          sample: { intervalSeconds: number; cpuUsagePercent: number | null; diskReadBytesPerSecond: number | null };
+        };
       }>(
         gw.url,
-        'subscription($ids: [ID!]!) { vmMetrics(ids: $ids, intervalSeconds: 2) { sample { cpuUsagePercent diskReadBytesPerSecond } } }',
+        'subscription($ids: [ID!]!) { vmMetrics(ids: $ids, intervalSeconds: 2) { sample { intervalSeconds cpuUsagePercent diskReadBytesPerSecond } } }',
         { ids: [id] },
       );
       try {
         const events = await sub.until(3, 30_000);
         for (const e of events) expect(e.vmMetrics.sample.cpuUsagePercent).toBeGreaterThan(20);
+        // The time between two readings, served as it is (it was an Int the fraction failed to serialize as).
+        for (const e of events) expect(e.vmMetrics.sample.intervalSeconds).toBeGreaterThan(0);
         // Block counters need the domain's job lock, which a loaded QEMU may hold when it is read
         // (the stats are read without waiting for it): such a sample's disk rates are unknown, not 0.
         const disk = events.map((e) => e.vmMetrics.sample.diskReadBytesPerSecond);
