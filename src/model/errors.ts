@@ -55,7 +55,7 @@ export const ErrorCode = {
   /**
    * A metrics request the platform cannot answer as asked: an interval below
    * its minimum, a resolution it does not keep, `from` after `to`, more
-   * points than `metrics.maxSeriesPoints`. The error's extensions say what is possible.
+   * points than `limits.maxSeriesPoints`. The error's extensions say what is possible.
    */
   INVALID_METRICS_REQUEST: 'INVALID_METRICS_REQUEST',
   /**
