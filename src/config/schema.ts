@@ -470,7 +470,10 @@ export const configSchema = z
     observability: z
       .object({
         /** GET /metrics: the gateway's own metrics in Prometheus text (requests, errors, upstream calls, subscriptions, process). */
-        metrics: z.object({ enabled: z.boolean().default(true) }).strict().prefault({}),
+        metrics: z
+          .object({ enabled: z.boolean().default(true) })
+          .strict()
+          .prefault({}),
         /** OpenTelemetry traces, sent over OTLP/HTTP; off unless an endpoint is given. */
         tracing: z
           .object({
