@@ -1,14 +1,17 @@
 /**
  * The house's layer order, checked on every test run. Rooms, bottom first:
- *   model -> config -> access -> state -> datasources -> inventory -> metrics -> mutations -> subscriptions
- *   -> resolvers (with generated/) -> server -> main.ts, cli/
+ *   model -> config -> observability -> access -> state -> datasources -> inventory -> metrics -> mutations
+ *   -> subscriptions -> resolvers (with generated/) -> server -> main.ts, cli/
  * A room imports only rooms below it (and itself). A platform folder
  * (datasources/<kind>/) is reached only through the provider interface and
  * the registry, and never imports another platform.
+ * observability/ (the gateway's own metrics, traces and access log) sits low:
+ * the protocol clients, the loaders and the transport all call its hooks.
  */
 const ROOMS = [
   'model',
   'config',
+  'observability',
   'access',
   'datasources',
   'inventory',

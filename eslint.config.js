@@ -11,6 +11,7 @@ export default tseslint.config(
       '.cache/',
       '.state/',
       'examples/client/gql/',
+      'dist/',
     ],
   },
   js.configs.recommended,

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Sets everything up, then runs the gateway. Arguments go to the gateway, for
-# example: --config gateway.yaml. Without a configuration it serves the
-# embedded default: libvirt's test driver and VMware's vCenter simulator,
-# which this script starts on 127.0.0.1:8989 and which exits with the gateway.
+# Sets everything up, builds dist/, then runs the gateway. Arguments go to the
+# gateway (the virt-graph command), for example: --config gateway.yaml.
+# Without a configuration it serves the embedded default: libvirt's test
+# driver and VMware's vCenter simulator, which this script starts on
+# 127.0.0.1:8989 and which exits with the gateway.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
@@ -29,7 +30,17 @@ if [ "$#" -eq 0 ] && [ -z "${VIRT_GRAPH_CONFIG:-}" ]; then
   fi
 fi
 
-# exec keeps this PID, so the simulator (-exit-with) stops with the gateway.
-# One process (no tsx wrapper forwarding signals), in production mode unless told otherwise.
+# The gateway runs compiled (dist/), as in production: built when any of its
+# sources is newer than the last build. The build's output goes to stderr, so
+# stdout carries the JSON log stream alone.
+if [ ! -f dist/main.js ] ||
+  [ -n "$(find src schema codegen.ts package.json tsconfig.json tsconfig.build.json -newer dist/main.js -print -quit)" ]; then
+  echo "[run-gateway] compiling TypeScript to dist/ (npm run build)" >&2
+  npm run --silent build >&2
+fi
+
+# exec keeps this PID, so the simulator (-exit-with) stops with the gateway,
+# and the gateway gets a signal sent to it once (no npm or tsx in between to
+# pass it on again). In production mode unless told otherwise.
 export NODE_ENV="${NODE_ENV:-production}"
-exec node --import tsx src/main.ts "$@"
+exec node dist/main.js "$@"

@@ -8,25 +8,33 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closedPort } from './helpers/gateway.js';
 
 // The gateway as a user runs it: README command 1 (scripts/run-gateway.sh),
-// which serves the embedded default with a local vCenter simulator.
+// which builds dist/ when a source changed and serves the embedded default
+// with a local vCenter simulator.
 function run(
   args: string[],
   env: Record<string, string>,
-): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {
+): { child: ChildProcess; output: () => string; stdout: () => string; exited: Promise<number | null> } {
   const child = spawn('bash', ['scripts/run-gateway.sh', ...args], {
     // As an operator runs it: vitest's NODE_ENV=test would hide what production mode does.
     env: { ...process.env, NODE_ENV: 'production', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
-  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  let stdout = '';
+  child.stdout!.on('data', (d: Buffer) => {
+    out += d.toString();
+    stdout += d.toString();
+  });
   child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  return { child, output: () => out, exited };
+  return { child, output: () => out, stdout: () => stdout, exited };
 }
 
+/** Setup's checks and a type-checked build of dist/ (when a source changed) come before the gateway starts. */
+const START_MS = 150_000;
+
 async function waitReady(base: string): Promise<void> {
-  const deadline = Date.now() + 30_000;
+  const deadline = Date.now() + START_MS;
   for (;;) {
     try {
       if ((await fetch(`${base}/readyz`)).status === 200) return;
@@ -47,7 +55,7 @@ describe('the gateway process', () => {
     base = `http://127.0.0.1:${port}`;
     gateway = run([], { PORT: String(port), VIRT_GRAPH_CONFIG: '' });
     await waitReady(base);
-  });
+  }, START_MS + 10_000);
   afterAll(() => {
     if (gateway.child.exitCode === null) gateway.child.kill('SIGKILL');
   });
@@ -109,6 +117,9 @@ describe('the gateway process', () => {
       .map((l) => JSON.parse(l) as Record<string, unknown>)
       .find((l) => l['msg'] === 'gateway listening');
     expect(listening).toMatchObject({ level: 30, service: 'virt-graph', url: `${base}/graphql` });
+    // Setup, the build and the script itself speak on stderr: stdout is the log stream alone.
+    const stdout = gateway.stdout().trim().split('\n');
+    expect(stdout.filter((l) => !l.startsWith('{'))).toEqual([]);
   });
 
   it('shuts down gracefully on SIGTERM, and the simulator with it', async () => {
@@ -129,11 +140,15 @@ describe('the gateway process', () => {
 });
 
 describe('a bad configuration file', () => {
-  it('stops the start with a message naming the key', async () => {
-    const path = join(mkdtempSync(join(tmpdir(), 'virt-graph-bad-')), 'bad.yaml');
-    writeFileSync(path, 'platforms:\n  - { id: a, kind: libvirt, uri: "test:///default", passwrd: x }\n');
-    const proc = run(['--config', path], {});
-    expect(await proc.exited).toBe(2);
-    expect(proc.output()).toMatch(/invalid configuration .*\n\s+platforms\[0\]: Unrecognized key: "passwrd"/);
-  });
+  it(
+    'stops the start with a message naming the key (exit 3)',
+    async () => {
+      const path = join(mkdtempSync(join(tmpdir(), 'virt-graph-bad-')), 'bad.yaml');
+      writeFileSync(path, 'platforms:\n  - { id: a, kind: libvirt, uri: "test:///default", passwrd: x }\n');
+      const proc = run(['--config', path], {});
+      expect(await proc.exited).toBe(3);
+      expect(proc.output()).toMatch(/invalid configuration .*\n\s+platforms\[0\]: Unrecognized key: "passwrd"/);
+    },
+    START_MS,
+  );
 });

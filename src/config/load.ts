@@ -62,7 +62,7 @@ export function loadConfig(opts: LoadOptions = {}): { config: Config; source: st
     raw = structuredClone(EMBEDDED_DEFAULT);
     source = 'embedded default';
   }
-  const config = decryptPasswords(validateConfig(applyEnv(raw, env), source), env, source);
+  const config = decryptPasswords(validateConfig(applyEnv(raw, env), source, envOverrides(env)), env, source);
   return { config, source };
 }
 
@@ -92,11 +92,37 @@ export function decryptPasswords(config: Config, env: NodeJS.ProcessEnv, source 
   return { ...config, platforms, ...(redis ? { redis } : {}) };
 }
 
-export function validateConfig(raw: unknown, source = 'config'): Config {
+/**
+ * What an environment variable put at a key, so that a bad value is blamed
+ * on the variable (`PORT="abc"`) rather than on a file that does not hold it.
+ */
+export interface EnvOverride {
+  /** The variable and its value as set: `PORT="abc"`. */
+  variable: string;
+  /** Said instead of the schema's words, which speak of types an environment variable does not have. */
+  expected?: string;
+}
+
+export function validateConfig(
+  raw: unknown,
+  source = 'config',
+  /** By formatted key (`server.port`): the environment variables that set it. */
+  fromEnv: ReadonlyMap<string, EnvOverride> = new Map(),
+): Config {
   const result = configSchema.safeParse(raw);
   if (!result.success) {
-    const problems = result.error.issues.map((i) => `  ${formatPath(i.path)}: ${i.message}`);
-    throw new ConfigError(`invalid configuration (${source}):\n${problems.join('\n')}`);
+    const envProblems: string[] = [];
+    const fileProblems: string[] = [];
+    for (const issue of result.error.issues) {
+      const key = formatPath(issue.path);
+      const override = fromEnv.get(key);
+      if (override)
+        envProblems.push(`invalid environment variable ${override.variable}: ${override.expected ?? issue.message}`);
+      else fileProblems.push(`  ${key}: ${issue.message}`);
+    }
+    const lines = [...new Set(envProblems)];
+    if (fileProblems.length > 0) lines.push(`invalid configuration (${source}):`, ...fileProblems);
+    throw new ConfigError(lines.join('\n'));
   }
   return result.data;
 }
@@ -113,6 +139,20 @@ function applyEnv(raw: unknown, env: NodeJS.ProcessEnv): unknown {
     obj['logging'] = { ...((obj['logging'] as Record<string, unknown> | undefined) ?? {}), level: env['LOG_LEVEL'] };
   }
   return obj;
+}
+
+/** The keys applyEnv sets, by formatted key, with the variable that set each. */
+function envOverrides(env: NodeJS.ProcessEnv): Map<string, EnvOverride> {
+  const overrides = new Map<string, EnvOverride>();
+  const show = (name: string) => `${name}=${JSON.stringify(env[name])}`;
+  if (env['PORT'] !== undefined) {
+    overrides.set('server.port', { variable: show('PORT'), expected: 'expected a port number from 0 to 65535' });
+  }
+  if (env['HOST'] !== undefined) {
+    overrides.set('server.host', { variable: show('HOST'), expected: 'expected an address or host name to listen on' });
+  }
+  if (env['LOG_LEVEL'] !== undefined) overrides.set('logging.level', { variable: show('LOG_LEVEL') });
+  return overrides;
 }
 
 function numberOrText(s: string): number | string {

@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 
 import { PlatformUnavailableError, errorMessage } from '../model/errors.js';
 import type { PlatformState } from '../model/platform.js';
+import { connectingPlatform } from '../observability/upstream.js';
 
 export interface ConnectOutcome<C> {
   client: C;
@@ -108,7 +109,8 @@ export class PlatformConnection<C> {
     if (this.connecting) return this.connecting;
     this.connecting = (async () => {
       try {
-        const outcome = await this.opts.connect();
+        // The clients connect opens learn which platform their calls and sessions count for.
+        const outcome = await connectingPlatform(this.opts.platformId, () => this.opts.connect());
         if (this.stopped) {
           await this.opts.disconnect(outcome.client).catch(() => undefined);
           return;

@@ -8,6 +8,7 @@ import type { SnapshotRecord } from '../model/snapshot.js';
 import type { StorageRecord, StorageVolumeRecord } from '../model/storage.js';
 import type { VmDetails, VmRecord } from '../model/vm.js';
 import type { Provider } from '../datasources/provider.js';
+import { traceBatch } from '../observability/tracing.js';
 import type { PlatformRegistry } from '../datasources/registry.js';
 import { createRequestScope } from '../datasources/request-scope.js';
 import { type VolumeIndex, indexVolumes } from '../datasources/volume-index.js';
@@ -127,9 +128,11 @@ function perObjectLoader<V>(
           }
           try {
             const values = await deadlines.within(platformId, () =>
-              batch(
-                provider,
-                indexes.map((i) => (keys[i] as ObjectKey).nativeId),
+              traceBatch(platformId, indexes.length, () =>
+                batch(
+                  provider,
+                  indexes.map((i) => (keys[i] as ObjectKey).nativeId),
+                ),
               ),
             );
             indexes.forEach((keyIndex, j) => {
@@ -166,7 +169,10 @@ function perPlatformLoader<V>(
         if (!provider) return new Error(`unknown platform "${id}"`);
         const mirror = mirrorOf(id);
         try {
-          return await keep(id, mirror ? fromMirror(mirror) : await deadlines.within(id, () => list(provider)));
+          return await keep(
+            id,
+            mirror ? fromMirror(mirror) : await deadlines.within(id, () => traceBatch(id, 1, () => list(provider))),
+          );
         } catch (e) {
           return e instanceof Error ? e : new Error(String(e));
         }

@@ -325,6 +325,8 @@ export class MutationPipeline {
       await this.audit(ctx, what, targetId, 'REFUSED', [error.code], null);
       return refusedWith(error);
     }
+    // A replay on another instance may come before the first run's task record reaches this one.
+    if (result.replayed) await Promise.all(taskIdsOf(result.outcome).map((id) => this.deps.tasks.find(id, 2_000)));
     const value = codec.restore(result.outcome, clientMutationId);
     if (result.replayed) await this.audit(ctx, what, targetId, 'REPLAYED', [], taskIdOf(value));
     return value;
@@ -792,6 +794,11 @@ function acted(outcome: StoredOutcome): boolean {
 }
 
 /** Only which VM: a record read before the operation, kept or passed on whole, would be answered as its state. */
+function taskIdsOf(outcome: StoredOutcome): string[] {
+  const payloads = outcome.kind === 'single' ? [outcome.payload] : outcome.items;
+  return payloads.flatMap((p) => (p.taskId === null ? [] : [p.taskId]));
+}
+
 function refOf(vm: VmRef | null): VmRef | null {
   return vm && { platformId: vm.platformId, nativeId: vm.nativeId };
 }

@@ -52,6 +52,12 @@ export class SharedTaskRecords {
         .exec();
   }
 
+  /** One task as its instance last shared it; null when no instance keeps it. */
+  async get(id: string): Promise<StoredTask | null> {
+    const value = await this.redis.hget(this.records, id);
+    return value === null ? null : (JSON.parse(value) as StoredTask);
+  }
+
   /** The newest `retain` tasks, oldest first. */
   async recent(): Promise<StoredTask[]> {
     const ids = await this.redis.zrange(this.order, String(-this.retain), '-1');

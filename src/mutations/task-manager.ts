@@ -125,6 +125,7 @@ export class TaskManager {
   private readonly updateListeners: ((t: TaskRecord) => void)[] = [];
   private readonly finishedListeners: ((t: TaskRecord) => Promise<void>)[] = [];
   /** Tasks other instances run, shown here. */
+  private sharedLookup: ((id: string) => Promise<StoredTask | null>) | null = null;
   private readonly foreign = new Set<string>();
   /** Tasks found unfinished in the store at start, until resumeInterrupted() settles them. */
   private interrupted: TaskRecord[] = [];
@@ -228,6 +229,28 @@ export class TaskManager {
   }
 
   /**
+   * A task kept here, or else one another instance shared that has not
+   * reached this one yet (read from the shared records, then shown here),
+   * looking again for up to `waitMs` while its instance is still sharing it.
+   */
+  async find(id: string, waitMs = 0): Promise<TaskRecord | undefined> {
+    const until = Date.now() + waitMs;
+    for (;;) {
+      const known = this.tasks.get(id);
+      if (known || !this.sharedLookup) return known;
+      const record = await this.sharedLookup(id).catch(() => null);
+      if (record && !this.tasks.has(id)) this.adopt(record);
+      if (this.tasks.has(id) || Date.now() >= until) return this.tasks.get(id);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  /** Where find() looks for tasks of other instances (the shared task records). */
+  lookUpSharedTasksWith(lookup: (id: string) => Promise<StoredTask | null>): void {
+    this.sharedLookup = lookup;
+  }
+
+  /**
    * Shows a task another gateway instance runs (told through the shared
    * event stream), so that queries and subscriptions here answer for it.
    * It is neither run nor stored here; its own instance does both.
@@ -251,6 +274,23 @@ export class TaskManager {
   byUpstreamTask(platformId: string, upstreamTaskId: string): TaskRecord | undefined {
     const id = this.byUpstream.get(upstreamKey(platformId, upstreamTaskId));
     return id === undefined ? undefined : this.tasks.get(id);
+  }
+
+  /**
+   * This instance's tasks waiting for a slot and holding one, by platform
+   * (the gateway's metrics, at each scrape): counted from the queue and the
+   * slots, not from every task kept.
+   */
+  inFlight(): Map<string, { queued: number; running: number }> {
+    const counts = new Map<string, { queued: number; running: number }>();
+    const of = (platformId: string) => {
+      let c = counts.get(platformId);
+      if (!c) counts.set(platformId, (c = { queued: 0, running: 0 }));
+      return c;
+    };
+    for (const { task } of this.queue) of(task.platformId).queued += 1;
+    for (const [platformId, running] of this.runningPerPlatform) of(platformId).running += running;
+    return counts;
   }
 
   /** Every task kept, newest first. */

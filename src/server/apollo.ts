@@ -7,6 +7,7 @@ import { type DocumentNode, GraphQLError, type GraphQLSchema, OperationTypeNode,
 import type { Logger } from 'pino';
 
 import type { Limits } from '../config/schema.js';
+import { type Operations, codesOf, outcomeOf } from '../observability/operations.js';
 import type { GatewayContext } from '../resolvers/context.js';
 import type { ErrorFormatter } from './format-error.js';
 import { assertCostWithin, limitRules, operationCost } from './limits.js';
@@ -32,6 +33,8 @@ export interface ApolloOptions {
    * store of documents, and the HTTP layer has resolved every hash already.
    */
   automaticPersistedQueries: boolean;
+  /** Each operation's access line, metrics and span, begun by the HTTP layer and bound to its HTTP request. */
+  operations: Operations;
 }
 
 /**
@@ -145,6 +148,27 @@ function directReadsPlugin(): ApolloServerPlugin<GatewayContext> {
   };
 }
 
+/**
+ * Tells each operation's observation what ran and how it ended: its type
+ * and name once validated, its outcome and the codes of the errors sent.
+ * Last of the plugins, so that it sees the errors and extensions the others add.
+ */
+function observationPlugin(operations: Operations): ApolloServerPlugin<GatewayContext> {
+  return {
+    async requestDidStart({ request }) {
+      const observation = request.http && operations.of(request.http);
+      if (!observation) return;
+      return {
+        async willSendResponse({ response, operation }) {
+          if (operation) observation.identify(operation.operation, operation.name?.value);
+          const result = response.body.kind === 'single' ? response.body.singleResult : response.body.initialResult;
+          observation.answered(outcomeOf(result.data, result.errors?.length ?? 0), codesOf(result.errors));
+        },
+      };
+    },
+  };
+}
+
 export function createApollo(opts: ApolloOptions): ApolloServer<GatewayContext> {
   const { logger, limits } = opts;
   return new ApolloServer<GatewayContext>({
@@ -170,6 +194,7 @@ export function createApollo(opts: ApolloOptions): ApolloServer<GatewayContext> 
       costPlugin(limits, opts.rateLimiter, opts.errors, logger),
       partialErrorsPlugin(opts.errors),
       directReadsPlugin(),
+      observationPlugin(opts.operations),
     ],
     logger: {
       debug: (m) => logger.debug(m),

@@ -34,6 +34,7 @@ export async function wireEvents(
   const log = new StreamEventLog(replication, logger, config.subscriptions.history);
   const taskRecords = new SharedTaskRecords(redis, shared.keyPrefix, config.tasks.retain, logger);
   for (const t of await taskRecords.recent().catch(() => [])) tasks.adopt(t);
+  tasks.lookUpSharedTasksWith((id) => taskRecords.get(id));
   replication.onEntry((platformId, read) => {
     if (read.entry.task && read.entry.by !== replication.instanceId) tasks.adopt(read.entry.task as StoredTask);
     log.deliver(platformId, read);

@@ -42,6 +42,8 @@ export interface ErrorFormatterOptions {
    * @default false
    */
   suggestions?: boolean;
+  /** Told the code of every error as it is formatted for a client (the gateway's error metrics). */
+  countError?: (code: unknown) => void;
 }
 
 /**
@@ -56,8 +58,10 @@ export function createErrorFormatter(
   options: ErrorFormatterOptions = {},
 ): ErrorFormatter {
   const suggestions = options.suggestions ?? false;
+  const countError = options.countError;
   const format = (formatted: GraphQLFormattedError, error: unknown): GraphQLFormattedError => {
     const out = classify(formatted, error, logger, describeUpstream, suggestions);
+    countError?.(out.extensions?.['code']);
     // Errors about one platform (partial data) name it, whatever their code.
     const platformId = formatted.extensions?.['platformId'];
     return typeof platformId === 'string' ? { ...out, extensions: { ...out.extensions, platformId } } : out;

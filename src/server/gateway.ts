@@ -1,4 +1,4 @@
-import { type Server, createServer } from 'node:http';
+import { type Server, type ServerResponse, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 
@@ -18,6 +18,8 @@ import { MutationPipeline, type StoredOutcome } from '../mutations/pipeline.js';
 import { type StoredTask, TaskManager } from '../mutations/task-manager.js';
 import { Inventory } from '../inventory/inventory.js';
 import { openFileStore } from '../state/store.js';
+import { meteredEventSource } from '../observability/event-metering.js';
+import { openObservability } from '../observability/observability.js';
 import { wireEvents } from './event-wiring.js';
 import { renderEstate } from './estate-exposition.js';
 import { openMetrics } from './metrics-wiring.js';
@@ -30,7 +32,7 @@ import { createErrorFormatter } from './format-error.js';
 import { createHttpHandler } from './http.js';
 import { createRateLimiter, rateLimitSubject } from './rate-limit.js';
 import { buildGatewaySchema } from './schema.js';
-import { loadTrustedDocuments } from './trusted-documents.js';
+import { loadTrustedDocuments, readManifest } from './trusted-documents.js';
 import { attachWebSocket } from './websocket.js';
 
 export interface RunningGateway {
@@ -55,9 +57,16 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
   if (exposure) throw new ConfigError(exposure);
   // Read before anything opens too: a manifest that cannot be used stops the start.
   const documents = loadTrustedDocuments(serverConfig.trustedDocuments, logger);
+  // The access log, the gateway's metrics and traces; the trusted documents' names bound the operation label.
+  const trusted = serverConfig.trustedDocuments;
+  const observability = await openObservability(
+    config,
+    logger,
+    trusted ? { documents: readManifest(trusted.manifestFile).values(), enforced: trusted.enforce } : null,
+  );
   const authenticator = await createAuthenticator(config.auth, logger);
   const registry = PlatformRegistry.fromConfig(config.platforms, logger);
-  const schema = buildGatewaySchema();
+  const schema = buildGatewaySchema({ federation: serverConfig.federation });
 
   let phase: Phase = 'starting';
   const state = openFileStore(config.state.dir, logger);
@@ -74,7 +83,10 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
   const explorer = serverConfig.explorer ?? isLoopbackHost(serverConfig.host);
   const introspection = serverConfig.introspection ?? explorer;
   // graphql-js's "Did you mean" names what introspection would: shown only when it is on.
-  const errors = createErrorFormatter(logger, (e) => registry.describeError(e), { suggestions: introspection });
+  const errors = createErrorFormatter(logger, (e) => registry.describeError(e), {
+    suggestions: introspection,
+    countError: observability.countError,
+  });
   const apollo = createApollo({
     schema,
     limits,
@@ -83,6 +95,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
     introspection,
     rateLimiter,
     automaticPersistedQueries: !documents.enabled,
+    operations: observability.operations,
   });
   await apollo.start();
   const idempotencyKeys: Idempotency<StoredOutcome> = shared.redis
@@ -131,7 +144,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
         tasks,
         audit,
         inventory,
-        events,
+        events: meteredEventSource(events),
         metrics,
         metricsLimits,
         subscriptionLimits,
@@ -154,6 +167,10 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
       authenticate: (credential) => authenticator.authenticate(credential),
       documents,
       contextFor: (caller, remoteAddress) => contextFor(caller, null, remoteAddress),
+      operations: observability.operations,
+      gatewayMetrics: observability.exposition
+        ? { ...observability.exposition, allowed: (caller) => policy.for(caller).seesEverything }
+        : undefined,
       estateMetrics: config.metrics.estate.enabled
         ? (caller) =>
             renderEstate(
@@ -193,16 +210,16 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
     contextFor,
     rateLimiter,
     documents,
+    operations: observability.operations,
     logger,
   });
-
-  await new Promise<void>((resolve, reject) => {
-    http.once('error', reject);
-    http.listen(serverConfig.port, serverConfig.host, () => {
-      http.off('error', reject);
-      resolve();
-    });
+  observability.report({
+    platforms: () => inventory.platformStates(),
+    tasks: () => tasks.inFlight(),
+    transport: () => ws.stats(),
   });
+
+  await listen(http, serverConfig.port, serverConfig.host);
   const port = (http.address() as AddressInfo).port;
   const host = serverConfig.host.includes(':') ? `[${serverConfig.host}]` : serverConfig.host;
   const url = `http://${host}:${port}${serverConfig.path}`;
@@ -226,6 +243,11 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
       const grace = setTimeout(() => http.closeAllConnections(), serverConfig.shutdownGraceMs);
       grace.unref();
       await ws.close();
+      // A connection kept alive past its last response would hold the drain
+      // open for keepAliveTimeout (5 s): responses from now on say it closes,
+      // and one that turns idle closes at once.
+      http.prependListener('request', (_req, res: ServerResponse) => res.setHeader('connection', 'close'));
+      http.keepAliveTimeout = DRAINING_KEEP_ALIVE_MS;
       await new Promise<void>((resolve) => {
         http.close(() => resolve());
         http.closeIdleConnections();
@@ -237,6 +259,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
       await registry.stop();
       await Promise.all([state.close(), audit.close()]);
       await shared.close();
+      await observability.close();
       phase = 'stopped';
       logger.info('gateway stopped');
     })();
@@ -244,4 +267,48 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
   };
 
   return { url, port, registry, tasks, metrics, ready, close };
+}
+
+/** How long a connection may stay idle while the gateway drains: long enough for nothing but a request already on its way. */
+const DRAINING_KEEP_ALIVE_MS = 50;
+
+/** The address cannot be listened on; the message is the one line an operator needs. */
+export class ListenError extends Error {
+  constructor(
+    readonly address: string,
+    /** Node's code: EADDRINUSE, EACCES, EADDRNOTAVAIL, ENOTFOUND, ... */
+    readonly code: string | undefined,
+    reason: string,
+  ) {
+    super(`cannot listen on ${address}: ${reason}`);
+    this.name = 'ListenError';
+  }
+}
+
+const LISTEN_REASONS: Record<string, string> = {
+  EADDRINUSE: 'address already in use',
+  EACCES: 'permission denied',
+  EADDRNOTAVAIL: 'no such address on this machine',
+  ENOTFOUND: 'no such host name',
+};
+
+function listen(http: Server, port: number, host: string): Promise<void> {
+  // ws's WebSocketServer passes the server's errors on to itself, where
+  // nothing listens: a failed listen would end the process with ws's stack
+  // trace before this promise could reject. Its listener is put back once
+  // the server listens.
+  const forwarded = http.listeners('error') as ((e: Error) => void)[];
+  http.removeAllListeners('error');
+  return new Promise<void>((resolve, reject) => {
+    http.once('error', (e: NodeJS.ErrnoException) => {
+      for (const f of forwarded) http.on('error', f);
+      const address = `${host.includes(':') ? `[${host}]` : host}:${port}`;
+      reject(new ListenError(address, e.code, (e.code && LISTEN_REASONS[e.code]) ?? e.message));
+    });
+    http.listen(port, host, () => {
+      http.removeAllListeners('error');
+      for (const f of forwarded) http.on('error', f);
+      resolve();
+    });
+  });
 }

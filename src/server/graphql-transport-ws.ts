@@ -44,7 +44,12 @@ export interface OperationRequest {
 export type OperationOutcome =
   | { kind: 'refused'; errors: string }
   | { kind: 'result'; payload: string }
-  | { kind: 'stream'; payloads: AsyncIterator<string> };
+  | {
+      kind: 'stream';
+      payloads: AsyncIterator<string>;
+      /** Called once when the stream ends, however it ends, with the number of payloads sent. */
+      ended?: (delivered: number) => void;
+    };
 
 /** The connection an operation came over, as operations see it. */
 export interface TransportConnection<S> {
@@ -57,11 +62,12 @@ export interface TransportConnection<S> {
 
 /**
  * What a connection_init decides: the connection goes on with `state`
- * (acknowledged) until `closeAt` (ms since the epoch, null: no end), or is
- * closed with 4403 and `reason`.
+ * (acknowledged, with `ack` as the connection_ack's payload) until `closeAt`
+ * (ms since the epoch, null: no end), or is closed with 4403 and `reason`.
  */
 export type InitOutcome<S> =
-  { kind: 'accepted'; state: S; closeAt: number | null } | { kind: 'refused'; reason: string };
+  | { kind: 'accepted'; state: S; closeAt: number | null; ack?: Record<string, unknown> }
+  | { kind: 'refused'; reason: string };
 
 export interface TransportOptions<S> {
   /**
@@ -82,8 +88,19 @@ export interface TransportOptions<S> {
   onInternalError(error: unknown): void;
 }
 
+/** What the transport carries right now, and has sent so far (the gateway's metrics). */
+export interface TransportStats {
+  /** Sockets open. */
+  connections: number;
+  /** Streams (subscriptions) running. */
+  subscriptions: number;
+  /** Stream payloads sent since the server started. */
+  delivered: number;
+}
+
 export interface TransportServer {
   clientCount(): number;
+  stats(): TransportStats;
   /** Closes every socket with 1001 and stops accepting. */
   close(): Promise<void>;
 }
@@ -147,9 +164,11 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 /** Serves the protocol on `wss` (created with the HTTP server and path it answers on). */
 export function serveGraphqlTransportWs<S>(wss: WebSocketServer, opts: TransportOptions<S>): TransportServer {
   wss.options.handleProtocols = chooseProtocol;
-  wss.on('connection', (socket, request) => openConnection(socket, request, opts));
+  const counts: Omit<TransportStats, 'connections'> = { subscriptions: 0, delivered: 0 };
+  wss.on('connection', (socket, request) => openConnection(socket, request, opts, counts));
   return {
     clientCount: () => wss.clients.size,
+    stats: () => ({ connections: wss.clients.size, ...counts }),
     close: () =>
       new Promise<void>((resolve) => {
         for (const client of wss.clients) client.close(CloseCode.GoingAway, 'Server shutting down');
@@ -158,7 +177,13 @@ export function serveGraphqlTransportWs<S>(wss: WebSocketServer, opts: Transport
   };
 }
 
-function openConnection<S>(socket: WebSocket, request: IncomingMessage, opts: TransportOptions<S>): void {
+function openConnection<S>(
+  socket: WebSocket,
+  request: IncomingMessage,
+  opts: TransportOptions<S>,
+  /** The server's counts, kept with a plain addition per payload: metrics read them at a scrape. */
+  counts: Omit<TransportStats, 'connections'>,
+): void {
   if (socket.protocol !== PROTOCOL) {
     socket.close(CloseCode.SubprotocolNotAcceptable, 'Subprotocol not acceptable');
     return;
@@ -216,7 +241,10 @@ function openConnection<S>(socket: WebSocket, request: IncomingMessage, opts: Tr
     const outcome = await opts.run(id, payload, connection);
     if (!operations.has(id)) {
       // Completed by the client while it was being set up.
-      if (outcome.kind === 'stream') await outcome.payloads.return?.();
+      if (outcome.kind === 'stream') {
+        outcome.ended?.(0);
+        await outcome.payloads.return?.();
+      }
       return;
     }
     const frameId = idJson(id);
@@ -233,12 +261,21 @@ function openConnection<S>(socket: WebSocket, request: IncomingMessage, opts: Tr
     }
     const payloads = outcome.payloads;
     operations.set(id, payloads);
-    for (;;) {
-      const item = await payloads.next();
-      if (item.done || operations.get(id) !== payloads) break;
-      // Awaited only when the socket is behind: an await per message would cost a turn for every client.
-      const waiting = send(`{"id":${frameId},"type":"next","payload":${item.value}}`);
-      if (waiting) await waiting;
+    let delivered = 0;
+    counts.subscriptions += 1;
+    try {
+      for (;;) {
+        const item = await payloads.next();
+        if (item.done || operations.get(id) !== payloads) break;
+        // Awaited only when the socket is behind: an await per message would cost a turn for every client.
+        const waiting = send(`{"id":${frameId},"type":"next","payload":${item.value}}`);
+        delivered += 1;
+        counts.delivered += 1;
+        if (waiting) await waiting;
+      }
+    } finally {
+      counts.subscriptions -= 1;
+      outcome.ended?.(delivered);
     }
     if (operations.get(id) === payloads) {
       operations.delete(id);
@@ -261,7 +298,13 @@ function openConnection<S>(socket: WebSocket, request: IncomingMessage, opts: Tr
           connection = { state: outcome.state, close, operationCount: () => operations.size };
           closeAt = outcome.closeAt;
           armExpiry();
-          if (open()) void send('{"type":"connection_ack"}');
+          if (open()) {
+            void send(
+              outcome.ack
+                ? JSON.stringify({ type: 'connection_ack', payload: outcome.ack })
+                : '{"type":"connection_ack"}',
+            );
+          }
         }, failInternally);
         return;
       case 'ping':

@@ -8,6 +8,8 @@ import type { ReadinessConfig } from '../config/schema.js';
 import type { Caller } from '../model/caller.js';
 import { ErrorCode, UnreachableCaseError } from '../model/errors.js';
 import type { PlatformStatus } from '../model/platform.js';
+import { acceptRequestId, newRequestId } from '../observability/access-log.js';
+import type { OperationObservation, Operations } from '../observability/operations.js';
 import type { GatewayContext } from '../resolvers/context.js';
 import { AuthenticationError, type Credential } from './authentication.js';
 import { EXPLORER_ASSET_PREFIX, explorerAsset, explorerNonce, explorerPage, explorerPageHeaders } from './explorer.js';
@@ -27,6 +29,14 @@ export interface HttpHandlerOptions {
   contextFor: (caller: Caller, remoteAddress: string | undefined) => GatewayContext;
   /** The estate's metrics in Prometheus text (GET /metrics/estate); absent when not enabled. */
   estateMetrics?: (caller: Caller) => string;
+  /**
+   * The gateway's own metrics (GET /metrics); absent when not enabled. They
+   * name every platform and operation, so a scraper authenticates as for
+   * GraphQL and must be one that sees everything (`allowed`).
+   */
+  gatewayMetrics?: { allowed(caller: Caller): boolean; render(): Promise<string>; readonly contentType: string };
+  /** Each GraphQL request's observation: its access line, its metrics and its span. */
+  operations: Operations;
   /** Liveness and the gateway's own part of readiness (started, not draining), each with a JSON body. */
   health: () => { live: boolean; ready: boolean; details: Record<string, unknown> };
   /**
@@ -112,7 +122,8 @@ function sendError(res: ServerResponse, status: number, code: string, message: s
   sendJson(res, status, { errors: [{ message, extensions: { code } }] });
 }
 
-const CORS_HEADERS = 'content-type, authorization, apollo-require-preflight, x-apollo-operation-name';
+const CORS_HEADERS =
+  'content-type, authorization, apollo-require-preflight, x-apollo-operation-name, x-request-id, traceparent, tracestate';
 
 /**
  * Whether the page a browser request comes from may call the gateway: an
@@ -142,8 +153,10 @@ export function originAllowed(req: IncomingMessage, allowed: readonly string[]):
 function corsHeaders(req: IncomingMessage, allowed: readonly string[]): Record<string, string> {
   const origin = req.headers.origin;
   if (!origin || allowed.length === 0) return {};
-  if (allowed.includes('*')) return { 'access-control-allow-origin': '*' };
-  return allowed.includes(origin) ? { 'access-control-allow-origin': origin, vary: 'Origin' } : {};
+  // A page may read the request ID of its answers, to quote it in a bug report.
+  const expose = { 'access-control-expose-headers': 'x-request-id' };
+  if (allowed.includes('*')) return { 'access-control-allow-origin': '*', ...expose };
+  return allowed.includes(origin) ? { 'access-control-allow-origin': origin, vary: 'Origin', ...expose } : {};
 }
 
 /** RFC 6750's challenge: `invalid_token` when a credential was sent and refused, `invalid_request` when it was garbled. */
@@ -284,13 +297,33 @@ export function createHttpHandler(opts: HttpHandlerOptions) {
     }
   }
 
-  function refuseDocument(res: ServerResponse, refusal: Refusal): void {
+  function refuseDocument(res: ServerResponse, refusal: Refusal, observation: OperationObservation): void {
     sendError(res, refusal.status, refusal.code, refusal.message);
+    observation.refused(refusal.code);
   }
 
-  async function graphql(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+  /** One GraphQL request, observed from its arrival to its last byte; a refusal before Apollo is counted with its code. */
+  async function graphql(req: IncomingMessage, res: ServerResponse, url: URL, requestId: string): Promise<void> {
+    const observation = opts.operations.begin({ transport: 'http', requestId, carrier: req.headers });
+    try {
+      await observation.run(() => graphqlObserved(req, res, url, observation));
+    } catch (e) {
+      observation.refused(ErrorCode.INTERNAL_SERVER_ERROR);
+      throw e;
+    } finally {
+      observation.finish({ status: res.headersSent ? res.statusCode : 500 });
+    }
+  }
+
+  async function graphqlObserved(
+    req: IncomingMessage,
+    res: ServerResponse,
+    url: URL,
+    observation: OperationObservation,
+  ): Promise<void> {
     const caller = await callerOf(req, res);
-    if (!caller) return;
+    if (!caller) return observation.refused(ErrorCode.UNAUTHENTICATED);
+    observation.callerIs(caller.id);
     let body: unknown;
     if (req.method === 'POST') {
       let text: string;
@@ -300,7 +333,7 @@ export function createHttpHandler(opts: HttpHandlerOptions) {
         if (e instanceof BodyTooLargeError) {
           res.setHeader('connection', 'close');
           sendError(res, 413, ErrorCode.REQUEST_TOO_LARGE, `The request body exceeds ${opts.maxBodyBytes} bytes.`);
-          return;
+          return observation.refused(ErrorCode.REQUEST_TOO_LARGE);
         }
         throw e;
       }
@@ -310,7 +343,7 @@ export function createHttpHandler(opts: HttpHandlerOptions) {
           body = text.length > 0 ? JSON.parse(text) : undefined;
         } catch {
           sendError(res, 400, 'BAD_REQUEST', 'The request body is not valid JSON.');
-          return;
+          return observation.refused('BAD_REQUEST');
         }
       } else {
         body = text;
@@ -321,19 +354,22 @@ export function createHttpHandler(opts: HttpHandlerOptions) {
     let search = url.search;
     if (method === 'POST') {
       const resolved = resolvePostBody(body, opts.documents);
-      if ('kind' in resolved) return refuseDocument(res, resolved);
+      if ('kind' in resolved) return refuseDocument(res, resolved, observation);
       body = resolved.body;
     } else if (method === 'GET') {
       const resolved = resolveSearch(url, opts.documents);
-      if ('kind' in resolved) return refuseDocument(res, resolved);
+      if ('kind' in resolved) return refuseDocument(res, resolved, observation);
       search = resolved.search;
     }
     const headers = new HeaderMap();
     for (const [key, value] of Object.entries(req.headers)) {
       if (value !== undefined) headers.set(key, Array.isArray(value) ? value.join(', ') : value);
     }
+    const httpGraphQLRequest = { method, headers, search, body };
+    // Apollo hands its plugins this very request (the context it copies).
+    opts.operations.bind(httpGraphQLRequest, observation);
     const result = await apollo.executeHTTPGraphQLRequest({
-      httpGraphQLRequest: { method, headers, search, body },
+      httpGraphQLRequest,
       context: async () => opts.contextFor(caller, req.socket.remoteAddress),
     });
     for (const [key, value] of result.headers) res.setHeader(key, value);
@@ -371,6 +407,9 @@ export function createHttpHandler(opts: HttpHandlerOptions) {
   return async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const started = process.hrtime.bigint();
     const url = new URL(req.url ?? '/', 'http://localhost');
+    // The caller's ID when it sends a usable one (a proxy's, a client's), so that both sides log the same.
+    const requestId = acceptRequestId(req.headers['x-request-id']) ?? newRequestId();
+    res.setHeader('x-request-id', requestId);
     const cors = corsHeaders(req, opts.corsOrigins);
     for (const [k, v] of Object.entries(cors)) res.setHeader(k, v);
     // Every answer is what its content-type says: a JSON error is never run as a script or rendered as a page.
@@ -404,7 +443,7 @@ export function createHttpHandler(opts: HttpHandlerOptions) {
           res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', ...explorerPageHeaders(nonce) });
           res.end(explorerPage(opts.path, nonce));
         } else {
-          await graphql(req, res, url);
+          await graphql(req, res, url, requestId);
         }
       } else if (url.pathname === '/metrics/estate' && opts.estateMetrics) {
         // The estate's names and numbers are no more public than the graph (Prometheus sends a bearer token).
@@ -412,6 +451,16 @@ export function createHttpHandler(opts: HttpHandlerOptions) {
         if (caller) {
           res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
           res.end(opts.estateMetrics(caller));
+        }
+      } else if (url.pathname === '/metrics' && opts.gatewayMetrics) {
+        // They name every platform and operation: a scraper that sees them all, with a credential as for GraphQL.
+        const caller = await callerOf(req, res);
+        if (caller && opts.gatewayMetrics.allowed(caller)) {
+          const text = await opts.gatewayMetrics.render();
+          res.writeHead(200, { 'content-type': opts.gatewayMetrics.contentType });
+          res.end(text);
+        } else if (caller) {
+          sendError(res, 403, ErrorCode.FORBIDDEN, "The gateway's metrics are for callers that see every platform.");
         }
       } else if (url.pathname === '/healthz') {
         const h = opts.health();

@@ -5,6 +5,7 @@ import {
   type ExecutionArgs,
   type ExecutionResult,
   GraphQLError,
+  type GraphQLFormattedError,
   type GraphQLSchema,
   NoSchemaIntrospectionCustomRule,
   execute,
@@ -21,6 +22,9 @@ import type { Limits } from '../config/schema.js';
 import type { Caller } from '../model/caller.js';
 import type { GatewayContext } from '../resolvers/context.js';
 import { ErrorCode } from '../model/errors.js';
+import { acceptRequestId, newRequestId, operationIdPart } from '../observability/access-log.js';
+import { type OperationObservation, type Operations, codesOf, outcomeOf } from '../observability/operations.js';
+import type { TraceCarrier } from '../observability/tracing.js';
 import { AuthenticationError, type Authenticator } from './authentication.js';
 import type { ErrorFormatter } from './format-error.js';
 import {
@@ -28,6 +32,7 @@ import {
   type OperationOutcome,
   type OperationRequest,
   type TransportConnection,
+  type TransportStats,
   serveGraphqlTransportWs,
 } from './graphql-transport-ws.js';
 import { originAllowed } from './http.js';
@@ -66,6 +71,8 @@ export interface WebSocketOptions {
   rateLimiter: RateLimiter | null;
   /** The trusted-document check (`server.trustedDocuments`), run on each subscribe before its document is parsed. */
   documents: TrustedDocuments;
+  /** Each operation's access line, metrics and span. */
+  operations: Operations;
 }
 
 /** What a connection goes on with once its connection_init is accepted. */
@@ -73,12 +80,28 @@ interface ConnectionState {
   caller: Caller;
   /** The upgrade request's source address, kept for the operations' budgets (the socket may be gone by then). */
   remoteAddress: string | undefined;
+  /** The connection's request ID; each operation's is `<this>:<its subscribe ID>`. */
+  requestId: string;
+  /** W3C trace context from the upgrade request's headers, overridden by connection_init's `traceparent`/`tracestate`. */
+  carrier: TraceCarrier;
+}
+
+/** `traceparent` and `tracestate` of a payload (connection_init's, or a subscribe's extensions), where it has them. */
+function traceFields(payload: Record<string, unknown> | null | undefined): Record<string, string> {
+  const fields: Record<string, string> = {};
+  for (const name of ['traceparent', 'tracestate']) {
+    const value = payload?.[name];
+    if (typeof value === 'string') fields[name] = value;
+  }
+  return fields;
 }
 
 export interface RunningWebSocket {
   /** Closes every socket with 1001 Going Away and stops accepting. */
   close(): Promise<void>;
   clientCount(): number;
+  /** Connections, running subscriptions and payloads sent (the gateway's metrics). */
+  stats(): TransportStats;
 }
 
 /** Variable errors reported for one operation before graphql-js stops counting (as execute() does). */
@@ -146,17 +169,23 @@ export function attachWebSocket(opts: WebSocketOptions): RunningWebSocket {
     },
   });
 
-  /** A result as sent: errors (the request's partial ones too) formatted as on HTTP. */
-  const serialize = (result: ExecutionResult, args: ExecutionArgs): string => {
+  /** A result as sent, and its errors (the request's partial ones too) formatted as on HTTP. */
+  const formatResult = (
+    result: ExecutionResult,
+    args: ExecutionArgs,
+  ): { text: string; errors: GraphQLFormattedError[] } => {
     const context = args.contextValue as GatewayContext;
-    const errors = [...(result.errors ?? []), ...context.partialErrors];
-    if (errors.length === 0) return JSON.stringify(result);
-    return JSON.stringify({ ...result, errors: errors.map((e) => opts.errors.formatOne(e)) });
+    const raw = [...(result.errors ?? []), ...context.partialErrors];
+    if (raw.length === 0) return { text: JSON.stringify(result), errors: [] };
+    const errors = raw.map((e) => opts.errors.formatOne(e));
+    return { text: JSON.stringify({ ...result, errors }), errors };
   };
-  const refused = (errors: readonly GraphQLError[]): OperationOutcome => ({
-    kind: 'refused',
-    errors: JSON.stringify(errors.map((e) => opts.errors.formatOne(e))),
-  });
+  const serialize = (result: ExecutionResult, args: ExecutionArgs): string => formatResult(result, args).text;
+  const refused = (errors: readonly GraphQLError[], observation: OperationObservation): OperationOutcome => {
+    const formatted = errors.map((e) => opts.errors.formatOne(e));
+    observation.answered('error', codesOf(formatted));
+    return { kind: 'refused', errors: JSON.stringify(formatted) };
+  };
   /** A query's or mutation's result, with what it cost and what is left of the caller's budget. */
   const withRateLimit = (result: ExecutionResult, args: ExecutionArgs): ExecutionResult => {
     const status = (args.contextValue as GatewayContext).rateLimit?.status;
@@ -171,6 +200,7 @@ export function attachWebSocket(opts: WebSocketOptions): RunningWebSocket {
   const prepare = async (
     request: OperationRequest,
     connection: TransportConnection<ConnectionState>,
+    observation: OperationObservation,
   ): Promise<ExecutionArgs | GraphQLError[]> => {
     if (connection.operationCount() > opts.maxSubscriptionsPerConnection) {
       return [
@@ -193,6 +223,7 @@ export function attachWebSocket(opts: WebSocketOptions): RunningWebSocket {
     if (!operation) {
       return [withCode(new GraphQLError('Unable to identify operation'), 'GRAPHQL_VALIDATION_FAILED')];
     }
+    observation.identify(operation.operation, operation.name?.value);
     // Checked before anything is charged or run: execute() would report them without a code, masked as internal errors.
     const variables = getVariableValues(schema, operation.variableDefinitions ?? [], request.variables ?? {}, {
       maxErrors: MAX_VARIABLE_ERRORS,
@@ -233,10 +264,19 @@ export function attachWebSocket(opts: WebSocketOptions): RunningWebSocket {
         transport: 'websocket',
         remoteAddress: request.socket.remoteAddress,
       });
+      // The client's own ID when it sends one (browsers cannot set headers on a WebSocket), told back in the ack.
+      const requestId =
+        acceptRequestId(payload?.['requestId']) ?? acceptRequestId(request.headers['x-request-id']) ?? newRequestId();
       return {
         kind: 'accepted',
-        state: { caller, remoteAddress: request.socket.remoteAddress },
+        state: {
+          caller,
+          remoteAddress: request.socket.remoteAddress,
+          requestId,
+          carrier: { ...request.headers, ...traceFields(payload) },
+        },
         closeAt: opts.authenticator.acceptedUntil(caller),
+        ack: { requestId },
       };
     } catch (e) {
       // The close reason is all a browser client gets to see: it says why, as the 401's message does.
@@ -251,33 +291,68 @@ export function attachWebSocket(opts: WebSocketOptions): RunningWebSocket {
     keepAliveMs: opts.keepAliveMs ?? 12_000,
     highWaterBytes: opts.highWaterBytes ?? 1024 * 1024,
     onInternalError: (error) => opts.logger.error({ err: error }, 'WebSocket operation failed inside the gateway'),
-    run: async (_id, request, connection) => {
-      // The protocol requires `query` to be a string: a client naming a registered document sends "" with its documentId.
-      const resolution = opts.documents.resolve(
-        {
-          query: request.query,
-          documentId: (request as OperationRequest & { documentId?: unknown }).documentId,
-          extensions: request.extensions,
-          operationName: request.operationName,
-        },
-        'websocket',
-      );
-      if (resolution.kind === 'refused') {
-        return refused([new GraphQLError(resolution.message, { extensions: { code: resolution.code } })]);
+    run: async (id, request, connection) => {
+      const { state } = connection;
+      const observation = opts.operations.begin({
+        transport: 'websocket',
+        requestId: `${state.requestId}:${operationIdPart(id)}`,
+        carrier: { ...state.carrier, ...traceFields(request.extensions) },
+      });
+      observation.callerIs(state.caller.id);
+      let outcome: OperationOutcome;
+      try {
+        outcome = await observation.run(() => runOperation(request, connection, observation));
+      } catch (e) {
+        observation.answered('error', [ErrorCode.INTERNAL_SERVER_ERROR]);
+        observation.finish();
+        throw e;
       }
-      const toRun = resolution.kind === 'run' ? { ...request, query: resolution.query } : request;
-      const args = await prepare(toRun, connection);
-      if (Array.isArray(args)) return refused(args);
-      if (getOperationAST(args.document, args.operationName)?.operation === 'subscription') {
-        // The events of a stream are shared by every subscriber of the operation: none carries one caller's budget.
-        const stream = await subscribe(args);
-        return 'next' in stream
-          ? { kind: 'stream', payloads: stream }
-          : { kind: 'result', payload: serialize(withRateLimit(stream, args), args) };
+      if (outcome.kind !== 'stream') {
+        observation.finish();
+        return outcome;
       }
-      return { kind: 'result', payload: serialize(withRateLimit(await execute(args), args), args) };
+      return { ...outcome, ended: (delivered) => observation.finish({ events: delivered }) };
     },
   });
 
-  return { clientCount: () => transport.clientCount(), close: () => transport.close() };
+  /** One operation, from its document to its result or stream, told to `observation` as it goes. */
+  async function runOperation(
+    request: OperationRequest,
+    connection: TransportConnection<ConnectionState>,
+    observation: OperationObservation,
+  ): Promise<OperationOutcome> {
+    // The protocol requires `query` to be a string: a client naming a registered document sends "" with its documentId.
+    const resolution = opts.documents.resolve(
+      {
+        query: request.query,
+        documentId: (request as OperationRequest & { documentId?: unknown }).documentId,
+        extensions: request.extensions,
+        operationName: request.operationName,
+      },
+      'websocket',
+    );
+    if (resolution.kind === 'refused') {
+      return refused([new GraphQLError(resolution.message, { extensions: { code: resolution.code } })], observation);
+    }
+    const toRun = resolution.kind === 'run' ? { ...request, query: resolution.query } : request;
+    const args = await prepare(toRun, connection, observation);
+    if (Array.isArray(args)) return refused(args, observation);
+    let result: ExecutionResult;
+    if (getOperationAST(args.document, args.operationName)?.operation === 'subscription') {
+      // The events of a stream are shared by every subscriber of the operation: none carries one caller's budget.
+      const stream = await subscribe(args);
+      if ('next' in stream) {
+        observation.subscribed();
+        return { kind: 'stream', payloads: stream };
+      }
+      result = stream;
+    } else {
+      result = await execute(args);
+    }
+    const { text, errors } = formatResult(withRateLimit(result, args), args);
+    observation.answered(outcomeOf(result.data, errors.length), codesOf(errors));
+    return { kind: 'result', payload: text };
+  }
+
+  return { clientCount: () => transport.clientCount(), stats: () => transport.stats(), close: () => transport.close() };
 }

@@ -2,6 +2,13 @@ import { readFileSync } from 'node:fs';
 
 import { Pool, errors as undiciErrors } from 'undici';
 
+import {
+  type UpstreamLabel,
+  instrumentUpstream,
+  upstreamLabel,
+  upstreamSessionClosed,
+  upstreamSessionOpened,
+} from '../../observability/upstream.js';
 import { VimFault, VsphereTransportError } from './errors.js';
 import { type XNode, child, parseXml, path } from './xml.js';
 import { Semaphore } from './semaphore.js';
@@ -49,9 +56,13 @@ export class SoapClient {
   private cookie: string | null = null;
   private soapAction = 'urn:vim25/6.5';
   private readonly counts = new Map<string, number>();
+  /** Whose calls these are, in the gateway's metrics and traces. */
+  private readonly upstream: UpstreamLabel;
+  private closed = false;
 
   constructor(opts: SoapClientOptions) {
     this.endpoint = new URL(opts.url);
+    this.upstream = upstreamLabel('vsphere', this.endpoint.href);
     this.timeoutMs = opts.requestTimeoutMs ?? 60_000;
     this.gate = new Semaphore(opts.maxConcurrentRequests ?? 16);
     this.pool = new Pool(this.endpoint.origin, {
@@ -64,6 +75,7 @@ export class SoapClient {
         ...(opts.caFile ? { ca: readFileSync(opts.caFile, 'utf8') } : {}),
       },
     });
+    upstreamSessionOpened(this.upstream);
   }
 
   /** Speak the API version the server reports, once it is known. */
@@ -92,25 +104,29 @@ export class SoapClient {
    * `deferred` are left unparsed (see expandXml).
    */
   invoke(method: string, body: string, deferred?: ReadonlySet<string>): Promise<XNode> {
-    return this.gate.run(async () => {
-      this.counts.set(method, (this.counts.get(method) ?? 0) + 1);
-      const text = await this.post(`${ENVELOPE_OPEN}<${method} xmlns="urn:vim25">${body}</${method}>${ENVELOPE_CLOSE}`);
-      let envelope: XNode;
-      try {
-        envelope = parseXml(text, deferred);
-      } catch (e) {
-        throw new VsphereTransportError('PROTOCOL', `${method}: the response is not XML (${(e as Error).message})`);
-      }
-      const responseBody = child(envelope, 'Body');
-      if (envelope.name !== 'Envelope' || !responseBody) {
-        throw new VsphereTransportError('PROTOCOL', `${method}: the response is not a SOAP envelope`);
-      }
-      const fault = child(responseBody, 'Fault');
-      if (fault) throw faultOf(fault);
-      const response = child(responseBody, `${method}Response`);
-      if (!response) throw new VsphereTransportError('PROTOCOL', `${method}: the response has no ${method}Response`);
-      return response;
-    });
+    // Timed inside the gate: the metric is how long vSphere took, not how long our own cap held the call.
+    return this.gate.run(() => instrumentUpstream(this.upstream, method, () => this.send(method, body, deferred)));
+  }
+
+  /** One method's round trip: the envelope, the POST, then its fault or its response. */
+  private async send(method: string, body: string, deferred: ReadonlySet<string> | undefined): Promise<XNode> {
+    this.counts.set(method, (this.counts.get(method) ?? 0) + 1);
+    const text = await this.post(`${ENVELOPE_OPEN}<${method} xmlns="urn:vim25">${body}</${method}>${ENVELOPE_CLOSE}`);
+    let envelope: XNode;
+    try {
+      envelope = parseXml(text, deferred);
+    } catch (e) {
+      throw new VsphereTransportError('PROTOCOL', `${method}: the response is not XML (${(e as Error).message})`);
+    }
+    const responseBody = child(envelope, 'Body');
+    if (envelope.name !== 'Envelope' || !responseBody) {
+      throw new VsphereTransportError('PROTOCOL', `${method}: the response is not a SOAP envelope`);
+    }
+    const fault = child(responseBody, 'Fault');
+    if (fault) throw faultOf(fault);
+    const response = child(responseBody, `${method}Response`);
+    if (!response) throw new VsphereTransportError('PROTOCOL', `${method}: the response has no ${method}Response`);
+    return response;
   }
 
   private async post(envelope: string): Promise<string> {
@@ -150,6 +166,8 @@ export class SoapClient {
   }
 
   async close(): Promise<void> {
+    if (!this.closed) upstreamSessionClosed(this.upstream);
+    this.closed = true;
     await this.pool.close().catch(() => undefined);
   }
 }
