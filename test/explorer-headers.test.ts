@@ -4,7 +4,10 @@ import { createClient } from 'graphql-ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 
-import { EXPLORER_ASSET_PREFIX } from '../src/server/explorer.js';
+import { explorerAssetPrefix } from '../src/server/explorer.js';
+
+/** Where the default endpoint's explorer files are. */
+const EXPLORER_ASSET_PREFIX = explorerAssetPrefix('/graphql');
 import { type TestGateway, startTestGateway } from './helpers/gateway.js';
 
 // The production profile of the HTTP side: the explorer page's security
@@ -173,6 +176,45 @@ describe('the explorer page at a loopback address', () => {
     for (const res of answers) {
       expect(res.headers.get('x-content-type-options'), `${res.url} ${res.status}`).toBe('nosniff');
       await res.arrayBuffer();
+    }
+  });
+});
+
+describe('the explorer under a sub-path', () => {
+  let gw: TestGateway;
+  beforeAll(async () => {
+    gw = await startTestGateway({ server: { path: '/virt/graphql' }, platforms: PLATFORMS });
+  });
+  afterAll(() => gw?.close());
+
+  /** The page's scripts and stylesheet, as its own URL names them. */
+  const refsOf = (html: string) => [...html.matchAll(/(?:src|href)="([^"]+)"/g)].map((m) => m[1]!);
+
+  it('serves its files beside the endpoint, and names them relative to the page', async () => {
+    const page = new URL('/virt/graphql', gw.url);
+    const html = await (await explorerPage(page.toString())).text();
+    const refs = refsOf(html);
+    expect(refs.length).toBeGreaterThanOrEqual(5);
+    for (const ref of refs) {
+      const url = new URL(ref, page);
+      expect(url.pathname.startsWith('/virt/explorer/'), ref).toBe(true);
+      expect((await fetch(url)).status, ref).toBe(200);
+    }
+  });
+
+  it('works behind a reverse proxy that serves it under a prefix it strips', async () => {
+    // The browser sees https://portal/ops/graphql; the proxy sends /graphql-relative paths on without /ops.
+    const gateway = await startTestGateway({ platforms: PLATFORMS });
+    try {
+      const html = await (await explorerPage(gateway.url)).text();
+      for (const ref of refsOf(html)) {
+        const seen = new URL(ref, 'https://portal.example/ops/graphql');
+        expect(seen.pathname.startsWith('/ops/'), ref).toBe(true);
+        const forwarded = new URL(seen.pathname.slice('/ops'.length), gateway.url);
+        expect((await fetch(forwarded)).status, ref).toBe(200);
+      }
+    } finally {
+      await gateway.close();
     }
   });
 });

@@ -92,8 +92,10 @@ describe('the gateway process', () => {
     expect(page.status).toBe(200);
     const html = await page.text();
     expect(html).toContain('GraphiQL');
-    for (const src of html.match(/\/explorer\/[a-z-]+\.(js|css)/g) ?? []) {
-      const asset = await fetch(`${base}${src}`);
+    const assets = [...html.matchAll(/(?:src|href)="(explorer\/[a-z-]+\.(?:js|css))"/g)].map((m) => m[1]!);
+    expect(assets.length).toBeGreaterThanOrEqual(5);
+    for (const src of assets) {
+      const asset = await fetch(new URL(src, `${base}/graphql`));
       expect(asset.status, src).toBe(200);
       expect((await asset.arrayBuffer()).byteLength, src).toBeGreaterThan(1000);
     }

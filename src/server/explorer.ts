@@ -15,7 +15,15 @@ const ASSETS: Record<string, { pkg: string; file: string; type: string }> = {
 
 const cache = new Map<string, Buffer>();
 
-export const EXPLORER_ASSET_PREFIX = '/explorer/';
+/**
+ * Where the explorer's files are served: `explorer/` beside the endpoint
+ * (`/graphql` → `/explorer/`, `/virt/graphql` → `/virt/explorer/`). The page
+ * names them relative to itself, so behind a reverse proxy that serves the
+ * gateway under a sub-path (and strips it) they resolve under that path too.
+ */
+export function explorerAssetPrefix(endpoint: string): string {
+  return `${endpoint.slice(0, endpoint.lastIndexOf('/') + 1)}explorer/`;
+}
 
 const DEFAULT_QUERY = `# Welcome to the virtualization graph.
 # Press the play button (or Ctrl-Enter) to run this query.
@@ -117,15 +125,15 @@ export function explorerPage(endpoint: string, nonce: string): string {
 <meta charset="utf-8">
 <title>virt-graph explorer</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<link rel="stylesheet" href="${EXPLORER_ASSET_PREFIX}graphiql.css">
+<link rel="stylesheet" href="explorer/graphiql.css">
 <style nonce="${nonce}">html, body, #explorer { height: 100%; margin: 0; }</style>
 </head>
 <body>
-<div id="explorer" data-endpoint="${escapeAttribute(endpoint)}">Loading the GraphiQL explorer...</div>
-<script src="${EXPLORER_ASSET_PREFIX}react.js"></script>
-<script src="${EXPLORER_ASSET_PREFIX}react-dom.js"></script>
-<script src="${EXPLORER_ASSET_PREFIX}graphiql.js"></script>
-<script src="${EXPLORER_ASSET_PREFIX}start.js" nonce="${nonce}"></script>
+<div id="explorer" data-endpoint="${escapeAttribute(endpoint.slice(endpoint.lastIndexOf('/') + 1) || './')}">Loading the GraphiQL explorer...</div>
+<script src="explorer/react.js"></script>
+<script src="explorer/react-dom.js"></script>
+<script src="explorer/graphiql.js"></script>
+<script src="explorer/start.js" nonce="${nonce}"></script>
 </body>
 </html>
 `;

@@ -12,7 +12,7 @@ import { acceptRequestId, newRequestId } from '../observability/access-log.js';
 import type { OperationObservation, Operations } from '../observability/operations.js';
 import type { GatewayContext } from '../resolvers/context.js';
 import { AuthenticationError, type Credential } from './authentication.js';
-import { EXPLORER_ASSET_PREFIX, explorerAsset, explorerNonce, explorerPage, explorerPageHeaders } from './explorer.js';
+import { explorerAsset, explorerAssetPrefix, explorerNonce, explorerPage, explorerPageHeaders } from './explorer.js';
 import type { DocumentRequest, DocumentResolution, TrustedDocuments } from './trusted-documents.js';
 
 export interface HttpHandlerOptions {
@@ -404,6 +404,7 @@ export function createHttpHandler(opts: HttpHandlerOptions) {
     });
   }
 
+  const assetPrefix = explorerAssetPrefix(opts.path);
   return async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const started = process.hrtime.bigint();
     const url = new URL(req.url ?? '/', 'http://localhost');
@@ -467,8 +468,8 @@ export function createHttpHandler(opts: HttpHandlerOptions) {
         sendJson(res, h.live ? 200 : 503, { status: h.live ? 'ok' : 'failing' });
       } else if (url.pathname === '/readyz') {
         sendReadiness(res);
-      } else if (opts.explorer && req.method === 'GET' && url.pathname.startsWith(EXPLORER_ASSET_PREFIX)) {
-        const asset = explorerAsset(url.pathname.slice(EXPLORER_ASSET_PREFIX.length));
+      } else if (opts.explorer && req.method === 'GET' && url.pathname.startsWith(assetPrefix)) {
+        const asset = explorerAsset(url.pathname.slice(assetPrefix.length));
         if (!asset) {
           sendError(res, 404, 'NOT_FOUND', 'No such file.');
         } else {
