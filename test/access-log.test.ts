@@ -209,7 +209,8 @@ describe('the access log', () => {
     await eventually(() => accessLines(gw).some((l) => l.requestId.startsWith('tasks-dash:')));
     const line = accessLines(gw).find((l) => l.requestId.startsWith('tasks-dash:'))!;
     expect(line).toMatchObject({ transport: 'websocket', operationType: 'subscription', operationName: 'Tasks' });
-    expect(line.events).toBe(sub.events.length);
+    // Sent, that is: an update on its way when the client closed was sent but never read.
+    expect(line.events).toBeGreaterThanOrEqual(Math.max(2, sub.events.length));
     expect(line.durationMs).toBeGreaterThanOrEqual(200);
   });
 
