@@ -50,7 +50,9 @@ describe('libvirt calls on the addon’s own threads', () => {
   it('runs slow calls on one connection at once too (the remote driver multiplexes them)', async () => {
     const one = await oneCall();
     const twelve = await elapsed(() => Promise.all(clients.map(() => clients[0]!.call('listAllDomains', 0))));
-    expect(twelve / one).toBeLessThan(2);
+    // Serialized on the connection they would take 12 times one call, on libuv's 4 threads 3 times:
+    // under 3 tells multiplexing apart from both on a loaded machine (2.004 was seen under a full CI run).
+    expect(twelve / one).toBeLessThan(3);
   });
 
   it('caps the calls in flight at the configured size', async () => {
