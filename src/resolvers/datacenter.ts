@@ -2,17 +2,20 @@ import type { ClusterResolvers, DatacenterResolvers, QueryResolvers } from '../g
 import { encodeId } from '../model/ids.js';
 import type { ClusterRecord, DatacenterRecord } from '../model/inventory.js';
 import type { DatastoreRecord } from '../model/storage.js';
-import { hostId } from './host.js';
+import { hostsByName } from './host.js';
 import { findDatacenter, vmsOnHosts } from './lookups.js';
-import { networkId } from './network.js';
+import { networksByName } from './network.js';
 import { pageByName, pageNamed, platformOf } from './scope.js';
-import { storageId } from './storage.js';
+import { storageByName } from './storage.js';
 import { listVms } from './virtual-machine.js';
 
 export const datacenterId = (d: DatacenterRecord) =>
   encodeId({ kind: 'Datacenter', platformId: d.platformId, nativeId: d.nativeId });
 export const clusterId = (c: ClusterRecord) =>
   encodeId({ kind: 'Cluster', platformId: c.platformId, nativeId: c.nativeId });
+
+/** Clusters by name: the order of every clusters connection, so their cursors are alike. */
+const clustersByName = { name: 'cluster:NAME', id: clusterId };
 
 export const Datacenter: DatacenterResolvers = {
   id: (d) => datacenterId(d),
@@ -22,14 +25,14 @@ export const Datacenter: DatacenterResolvers = {
       ctx,
       (await ctx.loaders.clusters.load(d.platformId)).filter((c) => c.datacenterNativeId === d.nativeId),
       args,
-      { name: 'cluster:NAME', id: clusterId },
+      clustersByName,
     ),
   hosts: async (d, args, ctx) =>
     pageNamed(
       ctx,
       (await ctx.loaders.hosts.load(d.platformId)).filter((h) => h.datacenterNativeId === d.nativeId),
       args,
-      { name: 'host:NAME', id: hostId },
+      hostsByName,
     ),
   datastores: async (d, args, ctx) =>
     pageNamed(
@@ -38,14 +41,14 @@ export const Datacenter: DatacenterResolvers = {
         (s): s is DatastoreRecord => s.storageKind === 'Datastore' && s.datacenterNativeId === d.nativeId,
       ),
       args,
-      { name: 'storage:NAME', id: storageId },
+      storageByName,
     ),
   networks: async (d, args, ctx) =>
     pageNamed(
       ctx,
       (await ctx.loaders.networks.load(d.platformId)).filter((n) => n.datacenterNativeId === d.nativeId),
       args,
-      { name: 'network:NAME', id: networkId },
+      networksByName,
     ),
 };
 
@@ -58,7 +61,7 @@ export const Cluster: ClusterResolvers = {
       ctx,
       (await ctx.loaders.hosts.load(c.platformId)).filter((h) => h.clusterNativeId === c.nativeId),
       args,
-      { name: 'host:NAME', id: hostId },
+      hostsByName,
     ),
   virtualMachines: async (c, args, ctx) => {
     const hosts = (await ctx.loaders.hosts.load(c.platformId)).filter((h) => h.clusterNativeId === c.nativeId);
@@ -76,5 +79,5 @@ export const Cluster: ClusterResolvers = {
 export const datacenterQueries: Pick<QueryResolvers, 'datacenters' | 'clusters'> = {
   datacenters: (_root, args, ctx) =>
     pageByName(ctx, ctx.loaders.datacenters, args, { name: 'datacenter:NAME', id: datacenterId }),
-  clusters: (_root, args, ctx) => pageByName(ctx, ctx.loaders.clusters, args, { name: 'cluster:NAME', id: clusterId }),
+  clusters: (_root, args, ctx) => pageByName(ctx, ctx.loaders.clusters, args, clustersByName),
 };

@@ -18,6 +18,9 @@ export const Host: HostResolvers = {
   datacenter: (h, _a, ctx) => findDatacenter(ctx, h.platformId, h.datacenterNativeId),
 };
 
+/** Hosts by name: the order of every hosts connection, so their cursors are alike. */
+export const hostsByName = { name: 'host:NAME', id: hostId };
+
 export const hostQueries: Pick<QueryResolvers, 'hosts'> = {
-  hosts: (_root, args, ctx) => pageByName(ctx, ctx.loaders.hosts, args, { name: 'host:NAME', id: hostId }),
+  hosts: (_root, args, ctx) => pageByName(ctx, ctx.loaders.hosts, args, hostsByName),
 };

@@ -17,6 +17,9 @@ export const Network: NetworkResolvers = {
     listVms(ctx, args, { platformId: n.platformId, vms: await vmsOnNetwork(ctx, n) }),
 };
 
+/** Networks by name: the order of every networks connection, so their cursors are alike. */
+export const networksByName = { name: 'network:NAME', id: networkId };
+
 export const networkQueries: Pick<QueryResolvers, 'networks'> = {
-  networks: (_root, args, ctx) => pageByName(ctx, ctx.loaders.networks, args, { name: 'network:NAME', id: networkId }),
+  networks: (_root, args, ctx) => pageByName(ctx, ctx.loaders.networks, args, networksByName),
 };

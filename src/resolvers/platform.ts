@@ -1,7 +1,7 @@
 import type { PlatformResolvers, QueryResolvers } from '../generated/graphql.js';
 import { encodeId } from '../model/ids.js';
 import type { HostRecord } from '../model/host.js';
-import { hostId } from './host.js';
+import { hostsByName } from './host.js';
 import { pageNamed, reportUnavailable } from './scope.js';
 
 export const Platform: PlatformResolvers = {
@@ -29,7 +29,7 @@ export const Platform: PlatformResolvers = {
         reportUnavailable(ctx, p.id, e);
       }
     }
-    return pageNamed(ctx, hosts, args, { name: 'host:NAME', id: hostId });
+    return pageNamed(ctx, hosts, args, hostsByName);
   },
 };
 

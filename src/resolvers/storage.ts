@@ -67,6 +67,9 @@ export const StorageVolume: StorageVolumeResolvers = {
     listVms(ctx, args, { platformId: v.platformId, vms: await vmsOnVolumes(ctx, v.platformId, [v]) }),
 };
 
+/** Storage by name: the order of every storage connection, so their cursors are alike. */
+export const storageByName = { name: 'storage:NAME', id: storageId };
+
 export const storageQueries: Pick<QueryResolvers, 'storage'> = {
-  storage: (_root, args, ctx) => pageByName(ctx, ctx.loaders.storage, args, { name: 'storage:NAME', id: storageId }),
+  storage: (_root, args, ctx) => pageByName(ctx, ctx.loaders.storage, args, storageByName),
 };
