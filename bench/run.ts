@@ -8,3 +8,5 @@ await import('./subscribers.js');
 // Metrics: one sampling at 1,000 and 5,000 VMs against govmomi and the addon (about 3 minutes).
 await import('./metrics-sampling.js');
 await import('./authorization.js');
+// Request throughput over HTTP against graphql-js in process (about 2 minutes).
+await import('./request-throughput.js');

@@ -93,46 +93,82 @@ export function createContext(
   connection: GatewayContext['connection'] = null,
   remoteAddress: string | null = null,
 ): GatewayContext {
-  const access = deps.policy.for(caller);
-  // The reads of one request (or of one subscription event); the loaders are
-  // made on first use, so an idle subscription holds none.
-  const reads = () => {
-    const directReads = new Map<string, string>();
-    let loaders: Loaders | undefined;
-    return {
-      directReads,
-      partialErrors: [] as GraphQLError[],
-      loaders: () =>
-        (loaders ??= createLoaders(
-          deps.registry,
-          deps.inventory,
-          // A budget per platform, not one deadline for all: a stalled platform must not spend a healthy one's time.
-          platformDeadlines(deps.limits.operationTimeoutMs),
-          (platformId, reason) => directReads.set(platformId, reason),
-          access,
-        )),
-    };
-  };
-  let current = reads();
-  return {
-    ...deps,
-    caller,
-    access,
-    remoteAddress,
-    connection,
-    get loaders() {
-      return current.loaders();
-    },
-    get directReads() {
-      return current.directReads;
-    },
-    get partialErrors() {
-      return current.partialErrors;
-    },
-    freshReads: () => {
-      current = reads();
-    },
-    // Set by the gateway for the transport's subject; the charge fills in the status.
-    rateLimit: null,
-  };
+  return new RequestContext(deps, caller, connection, remoteAddress);
+}
+
+/** The reads of one request (or of one subscription event). */
+interface Reads {
+  directReads: Map<string, string>;
+  partialErrors: GraphQLError[];
+  loaders: Loaders | undefined;
+}
+
+const newReads = (): Reads => ({ directReads: new Map(), partialErrors: [], loaders: undefined });
+
+/**
+ * A class rather than an object literal spread from the dependencies: one
+ * is made per request, and a literal with accessors made that way costs
+ * several times as much to build and to read from.
+ */
+class RequestContext implements GatewayContext {
+  readonly registry: PlatformRegistry;
+  readonly limits: Limits;
+  readonly logger: Logger;
+  readonly mutations: MutationPipeline;
+  readonly tasks: TaskManager;
+  readonly audit: AuditLog;
+  readonly inventory: Inventory;
+  readonly events: EventSource;
+  readonly metrics: MetricsService;
+  readonly metricsLimits: { maxObjectsPerSubscription: number };
+  readonly subscriptionLimits: { maxQueuedEvents: number };
+  readonly access: CallerAccess;
+  // Set by the gateway for the transport's subject; the charge fills in the status.
+  rateLimit: RequestRateLimit | null = null;
+  private reads: Reads = newReads();
+
+  constructor(
+    deps: ContextDeps,
+    readonly caller: Caller,
+    readonly connection: GatewayContext['connection'],
+    readonly remoteAddress: string | null,
+  ) {
+    this.registry = deps.registry;
+    this.limits = deps.limits;
+    this.logger = deps.logger;
+    this.mutations = deps.mutations;
+    this.tasks = deps.tasks;
+    this.audit = deps.audit;
+    this.inventory = deps.inventory;
+    this.events = deps.events;
+    this.metrics = deps.metrics;
+    this.metricsLimits = deps.metricsLimits;
+    this.subscriptionLimits = deps.subscriptionLimits;
+    this.access = deps.policy.for(caller);
+  }
+
+  // Made on first use, so an idle subscription holds none.
+  get loaders(): Loaders {
+    const reads = this.reads;
+    return (reads.loaders ??= createLoaders(
+      this.registry,
+      this.inventory,
+      // A budget per platform, not one deadline for all: a stalled platform must not spend a healthy one's time.
+      platformDeadlines(this.limits.operationTimeoutMs),
+      (platformId, reason) => reads.directReads.set(platformId, reason),
+      this.access,
+    ));
+  }
+
+  get directReads(): Map<string, string> {
+    return this.reads.directReads;
+  }
+
+  get partialErrors(): GraphQLError[] {
+    return this.reads.partialErrors;
+  }
+
+  freshReads(): void {
+    this.reads = newReads();
+  }
 }

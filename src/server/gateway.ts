@@ -2,6 +2,7 @@ import { type Server, type ServerResponse, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 
+import type { GraphQLSchema } from 'graphql';
 import type { Logger } from 'pino';
 
 import { ConfigError } from '../config/load.js';
@@ -44,6 +45,13 @@ export interface RunningGateway {
   metrics: MetricsService;
   /** Resolves once every platform has made its first connection attempt. */
   ready: Promise<void>;
+  /**
+   * The served schema and a caller's context, for executing documents in
+   * this process without HTTP (embedding; the request-throughput
+   * benchmark's baseline). No cost limit or rate limit applies there.
+   */
+  schema: GraphQLSchema;
+  contextFor(caller: Caller): GatewayContext;
   /** Stops accepting, lets requests in flight finish (up to the grace period), closes platforms. */
   close(): Promise<void>;
 }
@@ -129,6 +137,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
   const subscriptionLimits = { maxQueuedEvents: config.subscriptions.maxQueuedEvents };
   const metrics = openMetrics(config, shared, registry, inventory, logger);
   const metricsLimits = { maxObjectsPerSubscription: config.metrics.maxObjectsPerSubscription };
+  const meteredEvents = meteredEventSource(events);
   const contextFor = (
     caller: Caller,
     connection: GatewayContext['connection'],
@@ -144,7 +153,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
         tasks,
         audit,
         inventory,
-        events: meteredEventSource(events),
+        events: meteredEvents,
         metrics,
         metricsLimits,
         subscriptionLimits,
@@ -266,7 +275,17 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
     return closing;
   };
 
-  return { url, port, registry, tasks, metrics, ready, close };
+  return {
+    url,
+    port,
+    registry,
+    tasks,
+    metrics,
+    ready,
+    schema,
+    contextFor: (caller) => contextFor(caller, null, undefined),
+    close,
+  };
 }
 
 /** How long a connection may stay idle while the gateway drains: long enough for nothing but a request already on its way. */
