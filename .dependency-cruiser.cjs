@@ -1,7 +1,7 @@
 /**
  * The house's layer order, checked on every test run. Rooms, bottom first:
  *   model -> config -> observability -> access -> state -> datasources -> inventory -> metrics -> mutations
- *   -> subscriptions -> resolvers (with generated/) -> server -> main.ts, cli/
+ *   -> declarations -> subscriptions -> resolvers (with generated/) -> server -> main.ts, cli/
  * A room imports only rooms below it (and itself). A platform folder
  * (datasources/<kind>/) is reached only through the provider interface and
  * the registry, and never imports another platform.
@@ -17,6 +17,7 @@ const ROOMS = [
   'inventory',
   'metrics',
   'mutations',
+  'declarations',
   'subscriptions',
   'resolvers|generated',
   'server',

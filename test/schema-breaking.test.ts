@@ -137,7 +137,8 @@ describe('the breaking-change gate', () => {
         return { ...node, values: [...(node.values ?? []), value] };
       },
     });
-    const report = checkSchemaChanges(released(), buildSchema(added), []);
+    // Against the schema served now: changes since the release are not this test's.
+    const report = checkSchemaChanges(current(), buildSchema(added), []);
     expect(passes(report)).toBe(true);
     expect(report.dangerous).toEqual([
       { type: 'VALUE_ADDED_TO_ENUM', description: 'HIBERNATED was added to enum type PowerState.' },

@@ -61,7 +61,16 @@ const OPERATOR_ACTIONS = new Set([
   'snapshotVms',
   'cancelTask',
 ]);
-const ADMIN_ACTIONS = new Set(['createVm', 'cloneVm', 'deleteVm', 'reconfigureVm', 'migrateVm', 'deployVms']);
+const ADMIN_ACTIONS = new Set([
+  'createVm',
+  'cloneVm',
+  'deleteVm',
+  'reconfigureVm',
+  'migrateVm',
+  'deployVms',
+  'applyVm',
+  'forgetVm',
+]);
 
 const RANK: Record<Exclude<Role, 'auditor'>, number> = { viewer: 1, operator: 2, admin: 3 };
 

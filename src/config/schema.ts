@@ -500,6 +500,22 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    reconciler: z
+      .object({
+        /**
+         * How often every declared VM is compared with the live inventory even
+         * when no change woke the reconciler (seconds). Changes the inventory
+         * sees (a VM powered off elsewhere) wake it at once.
+         */
+        resyncSeconds: z.number().int().min(1).max(86_400).default(30),
+        /** Actions (creates, power changes, reconfigurations) in flight at once per platform. */
+        maxConcurrentActions: z.number().int().min(1).max(1_000).default(4),
+        /** First delay before a declared VM whose action failed is tried again (ms); doubles up to backoffMaxMs. */
+        backoffInitialMs: z.number().int().min(10).max(3_600_000).default(1_000),
+        backoffMaxMs: z.number().int().min(10).max(86_400_000).default(300_000),
+      })
+      .strict()
+      .prefault({}),
     inventory: z
       .object({
         /**

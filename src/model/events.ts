@@ -23,7 +23,9 @@ export type VmChangeAspect =
   | 'GUEST'
   | 'SNAPSHOTS'
   /** Anything else the graph shows (autostart, template, persistence). */
-  | 'OTHER';
+  | 'OTHER'
+  /** Its declaration's status: a condition changed. */
+  | 'STATUS';
 
 /** A change the live inventory saw, whoever made it. */
 export interface InventoryEvent {

@@ -9,7 +9,9 @@ export type UserErrorCode =
   | 'INVALID_INPUT'
   /** The idempotency key was used for another mutation, or for this one with other input. */
   | 'IDEMPOTENCY_KEY_REUSED'
-  | 'PLATFORM_UNAVAILABLE';
+  | 'PLATFORM_UNAVAILABLE'
+  /** The VM is declared (applyVm) with a run strategy this operation would undo. */
+  | 'MANAGED_BY_DECLARATION';
 
 export interface UserError {
   field: string[] | null;

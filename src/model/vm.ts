@@ -4,7 +4,19 @@ export const VM_TAG_RULE = 'must be 1-63 letters, digits, ".", "_", ":" or "-", 
 
 export type PowerState = 'ON' | 'OFF' | 'SUSPENDED' | 'PAUSED';
 export type VmPhase =
-  'PENDING' | 'STARTING' | 'RUNNING' | 'PAUSED' | 'STOPPING' | 'STOPPED' | 'MIGRATING' | 'CRASHED' | 'UNKNOWN';
+  | 'PENDING'
+  | 'STARTING'
+  | 'RUNNING'
+  | 'PAUSED'
+  | 'STOPPING'
+  | 'STOPPED'
+  | 'MIGRATING'
+  | 'CRASHED'
+  | 'UNKNOWN'
+  /** status.phase only: a declared VM being made. */
+  | 'PROVISIONING'
+  /** status.phase only: crashed, or its declaration cannot be met. */
+  | 'FAILED';
 
 /**
  * What a platform can list for every VM in one bulk call. Fields that need a

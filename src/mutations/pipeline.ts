@@ -156,11 +156,19 @@ export interface MutationPipelineDeps {
 }
 
 /**
+ * Asked before an operation on an existing VM is started, once every other
+ * check passed: a user error refuses it.
+ */
+export type OperationGuard = (ctx: MutationCall, vm: VmRecord, op: VmOperation) => Promise<UserError | null>;
+
+/**
  * The mutation path: validate, find the target fresh from the platform,
  * check permission, support, state and conflicts, then start a task and
  * return at once. Every outcome is audited.
  */
 export class MutationPipeline {
+  private readonly guards: OperationGuard[] = [];
+
   constructor(private readonly deps: MutationPipelineDeps) {
     // How the work ended joins the trail, whoever was waiting (or not, after a restart).
     deps.tasks.onFinished((task) => this.auditFinished(task));
@@ -191,6 +199,11 @@ export class MutationPipeline {
       return { clientMutationId, items, tasks, userErrors: s.kind === 'batch' ? s.userErrors : s.payload.userErrors };
     },
   };
+
+  /** Adds a check that runs before each operation on an existing VM starts (declarations keep theirs). */
+  guardWith(guard: OperationGuard): void {
+    this.guards.push(guard);
+  }
 
   /** Runs a batch: each item as its own operation (audited, checked, tasked); the batch as one idempotent unit. */
   async runBatch(ctx: MutationCall, req: BatchRequest): Promise<BatchOutcome> {
@@ -394,6 +407,11 @@ export class MutationPipeline {
           `${vm.name} is ${vm.powerState} (${vm.rawState}${vm.rawStateReason ? `, ${vm.rawStateReason}` : ''}); ` +
             `${req.mutation} needs it ${allowed.join(' or ')}${provider.allowedStates?.[op.kind] ? ' on this platform' : ''}.`,
         );
+      }
+      // Last, once nothing else refuses: a guard may note what is about to happen (a declared VM's delete).
+      for (const guard of this.guards) {
+        const refusal = await guard(ctx, vm, op);
+        if (refusal) refuse(refusal.code, refusal.message, refusal.field);
       }
       const release = await this.reserveQuota(ctx, vm, op, copy);
       const task = await this.deps.tasks

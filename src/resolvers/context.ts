@@ -10,6 +10,7 @@ import type { Inventory } from '../inventory/inventory.js';
 import type { MetricsService } from '../metrics/metrics-service.js';
 import type { EventSource } from '../subscriptions/subscriber-queue.js';
 import type { AuditLog } from '../mutations/audit-log.js';
+import type { Declarations } from '../declarations/declarations.js';
 import type { MutationPipeline } from '../mutations/pipeline.js';
 import type { TaskManager } from '../mutations/task-manager.js';
 
@@ -57,6 +58,8 @@ export interface GatewayContext {
   events: EventSource;
   metrics: MetricsService;
   metricsLimits: { maxObjectsPerSubscription: number };
+  /** Declared VMs: their specs and statuses, applyVm and forgetVm. */
+  declarations: Declarations;
   /**
    * Platforms whose reads in this request went to the platform itself
    * because its live inventory could not answer, and why; sent in the
@@ -85,6 +88,7 @@ export interface ContextDeps {
   metrics: MetricsService;
   metricsLimits: { maxObjectsPerSubscription: number };
   subscriptionLimits: { maxQueuedEvents: number };
+  declarations: Declarations;
 }
 
 export function createContext(
@@ -122,6 +126,7 @@ class RequestContext implements GatewayContext {
   readonly metrics: MetricsService;
   readonly metricsLimits: { maxObjectsPerSubscription: number };
   readonly subscriptionLimits: { maxQueuedEvents: number };
+  readonly declarations: Declarations;
   readonly access: CallerAccess;
   // Set by the gateway for the transport's subject; the charge fills in the status.
   rateLimit: RequestRateLimit | null = null;
@@ -144,6 +149,7 @@ class RequestContext implements GatewayContext {
     this.metrics = deps.metrics;
     this.metricsLimits = deps.metricsLimits;
     this.subscriptionLimits = deps.subscriptionLimits;
+    this.declarations = deps.declarations;
     this.access = deps.policy.for(caller);
   }
 

@@ -29,6 +29,7 @@ import {
   subscriptionResolvers,
 } from './subscription.js';
 import { VmDisk, VmNic } from './vm-devices.js';
+import { VmDeclaration, VmSpec, declarationMutations, declarationQueries, declaredVmFields } from './declarative.js';
 
 export const resolvers: Resolvers = {
   DateTime,
@@ -45,8 +46,9 @@ export const resolvers: Resolvers = {
     ...taskQueries,
     ...auditQueries,
     ...rateLimitQueries,
+    ...declarationQueries,
   },
-  Mutation: { ...vmMutations, ...batchMutations },
+  Mutation: { ...vmMutations, ...batchMutations, ...declarationMutations },
   Subscription: { ...subscriptionResolvers, ...metricSubscriptions },
   VmMetricsEvent,
   HostMetricsEvent,
@@ -66,7 +68,9 @@ export const resolvers: Resolvers = {
   Datacenter,
   Cluster,
   Host: { ...Host, ...hostMetricsField },
-  VirtualMachine: { ...VirtualMachine, ...vmMetricsField },
+  VirtualMachine: { ...VirtualMachine, ...vmMetricsField, ...declaredVmFields },
+  VmSpec,
+  VmDeclaration,
   VmDisk,
   VmNic,
   Snapshot,

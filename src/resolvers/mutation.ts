@@ -102,8 +102,8 @@ const bad = (field: string, message: string): never => {
   throw new GatewayError(ErrorCode.BAD_USER_INPUT, message, { field: [field] });
 };
 
-/** Range checks every VM shape shares (create and reconfigure). */
-function checkShape(
+/** Range checks every VM shape shares (create, reconfigure, apply). */
+export function checkShape(
   input: {
     vcpus?: number | null;
     coresPerSocket?: number | null;

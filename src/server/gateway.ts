@@ -18,6 +18,8 @@ import { SharedIdempotencyKeys } from '../mutations/shared-idempotency.js';
 import { MutationPipeline, type StoredOutcome } from '../mutations/pipeline.js';
 import { type StoredTask, TaskManager } from '../mutations/task-manager.js';
 import { Inventory } from '../inventory/inventory.js';
+import { Declarations } from '../declarations/declarations.js';
+import { LocalDeclarationStore, RedisDeclarationStore } from '../declarations/store.js';
 import { openFileStore } from '../state/store.js';
 import { meteredEventSource } from '../observability/event-metering.js';
 import { openObservability } from '../observability/observability.js';
@@ -134,6 +136,21 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
     logger,
   });
   const policy = new AccessPolicy(config.auth);
+  const declarations = new Declarations({
+    store: shared.redis
+      ? new RedisDeclarationStore(shared.redis, shared.keyPrefix)
+      : await LocalDeclarationStore.open(state),
+    inventory,
+    registry,
+    pipeline: mutations,
+    tasks,
+    policy,
+    audit,
+    events: publisher,
+    config: config.reconciler,
+    operationTimeoutMs: limits.operationTimeoutMs,
+    logger: logger.child({ room: 'declarations' }),
+  });
   const subscriptionLimits = { maxQueuedEvents: config.subscriptions.maxQueuedEvents };
   const metrics = openMetrics(config, shared, registry, inventory, logger);
   const metricsLimits = { maxObjectsPerSubscription: config.metrics.maxObjectsPerSubscription };
@@ -157,6 +174,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
         metrics,
         metricsLimits,
         subscriptionLimits,
+        declarations,
       },
       caller,
       connection,
@@ -237,6 +255,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
   const ready = registry.start().then(async () => {
     inventory.start();
     metrics.start();
+    declarations.start();
     // Tasks a previous run left unfinished follow their platform's task where it has one.
     await tasks.resumeInterrupted(
       (task, reporter) => registry.get(task.platformId)?.resumeTask(task, reporter) ?? null,
@@ -264,6 +283,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
       clearTimeout(grace);
       await apollo.stop();
       await metrics.stop();
+      await declarations.stop();
       await inventory.stop();
       await registry.stop();
       await Promise.all([state.close(), audit.close()]);

@@ -1,0 +1,328 @@
+import { randomUUID } from 'node:crypto';
+
+import type { Logger } from 'pino';
+
+import type { AccessPolicy } from '../access/policy.js';
+import type { PlatformRegistry } from '../datasources/registry.js';
+import type { Inventory } from '../inventory/inventory.js';
+import type { AuditLog } from '../mutations/audit-log.js';
+import { redact } from '../mutations/audit-log.js';
+import type { MutationCall, MutationPipeline } from '../mutations/pipeline.js';
+import type { TaskManager } from '../mutations/task-manager.js';
+import {
+  type Condition,
+  type DeclaredSpec,
+  type DeclaredVm,
+  NEW_DECLARATION_STATE,
+  type DeclarationRecord,
+  type VmStatusRecord,
+} from '../model/declaration.js';
+import { GatewayError } from '../model/errors.js';
+import type { EventPublisher } from '../model/events.js';
+import { decodeIdOf } from '../model/ids.js';
+import type { VmOperation } from '../model/operations.js';
+import type { UserError, UserErrorCode } from '../model/user-errors.js';
+import type { VmRecord } from '../model/vm.js';
+import { PlatformReconciler, type ReconcilerConfig, isReconciler } from './reconciler.js';
+import { ConditionClock, type Fact, type Reachability, vmStatus } from './status.js';
+import type { DeclarationStore } from './store.js';
+
+export interface ApplyVmRequest {
+  platformId: string;
+  name: string;
+  /** The spec on the named platform; a thrown GatewayError is an INVALID_INPUT refusal. */
+  build: (platformId: string) => DeclaredSpec;
+  resourceVersion: string | null | undefined;
+  clientMutationId: string | null | undefined;
+}
+
+export interface ApplyVmOutcome {
+  clientMutationId: string | null;
+  declaration: DeclarationRecord | null;
+  userErrors: UserError[];
+}
+
+export interface ForgetVmOutcome {
+  clientMutationId: string | null;
+  vm: VmRecord | null;
+  userErrors: UserError[];
+}
+
+class Refusal extends Error {
+  constructor(readonly userError: UserError) {
+    super(userError.message);
+  }
+}
+
+const refuse = (code: UserErrorCode, message: string, field: string[] | null = null): never => {
+  throw new Refusal({ code, message, field });
+};
+
+/** Operations a run strategy would have undone, and the strategy to apply instead. */
+const UNDONE_BY: Partial<Record<VmOperation['kind'], { strategy: 'ALWAYS' | 'HALTED'; instead: string }>> = {
+  STOP_VM: { strategy: 'ALWAYS', instead: 'HALTED' },
+  SUSPEND_VM: { strategy: 'ALWAYS', instead: 'HALTED' },
+  PAUSE_VM: { strategy: 'ALWAYS', instead: 'HALTED' },
+  START_VM: { strategy: 'HALTED', instead: 'ALWAYS' },
+  RESUME_VM: { strategy: 'HALTED', instead: 'ALWAYS' },
+  UNPAUSE_VM: { strategy: 'HALTED', instead: 'ALWAYS' },
+};
+
+export interface DeclarationsDeps {
+  store: DeclarationStore;
+  inventory: Inventory;
+  registry: PlatformRegistry;
+  pipeline: MutationPipeline;
+  tasks: TaskManager;
+  policy: AccessPolicy;
+  audit: AuditLog;
+  events: EventPublisher;
+  config: ReconcilerConfig;
+  operationTimeoutMs: number;
+  logger: Logger;
+}
+
+/**
+ * Declared VMs: applyVm and forgetVm, each VM's spec and status, and a
+ * reconciler per platform that keeps the VMs as declared. Imperative
+ * operations that a declaration would undo are refused.
+ */
+export class Declarations {
+  private readonly reconcilers = new Map<string, PlatformReconciler>();
+  private readonly clock = new ConditionClock();
+
+  constructor(private readonly deps: DeclarationsDeps) {
+    for (const p of deps.registry.providers) {
+      this.reconcilers.set(
+        p.id,
+        new PlatformReconciler(p.id, { ...deps, logger: deps.logger.child({ room: 'reconciler', platform: p.id }) }),
+      );
+    }
+    deps.pipeline.guardWith((ctx, vm, op) => this.guard(ctx, vm, op));
+  }
+
+  /** Starts reconciling; the live inventory must have started. */
+  start(): void {
+    for (const r of this.reconcilers.values()) r.start();
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all([...this.reconcilers.values()].map((r) => r.stop()));
+  }
+
+  list(platformId?: string): Promise<DeclarationRecord[]> {
+    return this.deps.store.list(platformId);
+  }
+
+  /** The declaration of a VM (by its platform and name); null when it has none. */
+  async declarationOf(vm: VmRecord): Promise<DeclarationRecord | null> {
+    const d = await this.deps.store.get(vm.platformId, vm.name);
+    // A declaration bound to another VM of that name (this one was made beside it) is not this VM's.
+    return d && (d.state.nativeId === null || d.state.nativeId === vm.nativeId) ? d : null;
+  }
+
+  private reachability(platformId: string): Reachability {
+    const mirror = this.deps.inventory.mirror(platformId);
+    if (this.deps.inventory.serving(platformId)) return { reachable: true, message: null };
+    return {
+      reachable: false,
+      message: mirror?.state.reason ?? `the live inventory of platform "${platformId}" is not serving`,
+    };
+  }
+
+  /** A VM's status, declared or not. */
+  async statusOf(vm: VmRecord): Promise<VmStatusRecord> {
+    return this.status(vm, await this.declarationOf(vm), vm.platformId);
+  }
+
+  /** A declaration's status, with its VM when it exists. */
+  statusOfDeclaration(d: DeclarationRecord, vm: VmRecord | null): VmStatusRecord {
+    return this.status(vm, d, d.declared.platformId);
+  }
+
+  private status(vm: VmRecord | null, d: DeclarationRecord | null, platformId: string): VmStatusRecord {
+    // vCPUs and memory as the live inventory holds them; a platform it does not serve is UNKNOWN anyway.
+    const details = vm ? (this.deps.inventory.serving(platformId)?.details(vm.nativeId) ?? null) : null;
+    const stamp = (facts: readonly Fact[]): Condition[] =>
+      d
+        ? // Declared: transition times as the reconciler stored them, new ones from now.
+          facts.map((f) => {
+            const kept = d.state.conditions.find((c) => c.type === f.type && c.status === f.status);
+            return { ...f, lastTransitionTime: kept?.lastTransitionTime ?? new Date().toISOString() };
+          })
+        : this.clock.stamp(`${platformId}\u0000${vm?.nativeId ?? ''}`, facts);
+    return vmStatus(vm, details, d, this.reachability(platformId), stamp);
+  }
+
+  /** applyVm: creates or updates a declaration, durable before it answers. */
+  async applyVm(ctx: MutationCall, req: ApplyVmRequest): Promise<ApplyVmOutcome> {
+    const clientMutationId = req.clientMutationId ?? null;
+    let target = req.platformId;
+    try {
+      const platformId = this.platformOf(ctx, req.platformId);
+      target = `${platformId}/${req.name}`;
+      if (!/^[^\0/\\]{1,80}$/.test(req.name) || req.name.trim() !== req.name)
+        refuse('INVALID_INPUT', 'name must be 1 to 80 characters, without "/", "\\" or surrounding spaces.', ['name']);
+      let spec: DeclaredSpec;
+      try {
+        spec = req.build(platformId);
+      } catch (e) {
+        if (!(e instanceof GatewayError)) throw e;
+        return refuse('INVALID_INPUT', e.message, (e.extensions['field'] as string[] | undefined) ?? null);
+      }
+      const provider = this.deps.registry.get(platformId)!;
+      const problem = provider.placementProblem(spec.placement, spec.tags, 'new');
+      if (problem) refuse('INVALID_INPUT', problem, ['spec', 'placement']);
+      await this.authorize(ctx, 'applyVm', platformId, req.name, spec);
+      const existing = await this.deps.store.get(platformId, req.name);
+      const expected = req.resourceVersion;
+      if (expected !== undefined && expected !== null && existing?.declared.resourceVersion !== expected) {
+        refuse(
+          'CONFLICT',
+          existing
+            ? `The declaration of ${req.name} has changed since resourceVersion ${expected} (it is ${existing.declared.resourceVersion}); read it again and apply over it.`
+            : `${req.name} is not declared; apply it without a resourceVersion to create it.`,
+          ['resourceVersion'],
+        );
+      }
+      let declaration: DeclarationRecord;
+      if (existing && JSON.stringify(existing.declared.spec) === JSON.stringify(spec)) {
+        // Nothing changed: the same generation, and nothing for the reconciler to do anew.
+        declaration = existing;
+      } else {
+        const declared: DeclaredVm = {
+          platformId,
+          name: req.name,
+          spec,
+          generation: (existing?.declared.generation ?? 0) + 1,
+          resourceVersion: randomUUID(),
+          appliedBy: ctx.caller,
+          appliedAt: new Date().toISOString(),
+        };
+        const written = await this.deps.store.putDeclared(declared, existing?.declared.resourceVersion ?? null);
+        if (!written) refuse('CONFLICT', `The declaration of ${req.name} changed while this apply ran; try again.`);
+        declaration = (await this.deps.store.get(platformId, req.name)) ?? {
+          declared,
+          state: existing?.state ?? NEW_DECLARATION_STATE,
+        };
+      }
+      await this.audited(ctx, 'applyVm', target, req, 'ACCEPTED', []);
+      this.reconcilers.get(platformId)?.wake();
+      return { clientMutationId, declaration, userErrors: [] };
+    } catch (e) {
+      if (!(e instanceof Refusal)) throw e;
+      await this.audited(ctx, 'applyVm', target, req, 'REFUSED', [e.userError.code]);
+      return { clientMutationId, declaration: null, userErrors: [e.userError] };
+    }
+  }
+
+  /** forgetVm: drops a declaration and leaves the VM as it is. */
+  async forgetVm(
+    ctx: MutationCall,
+    input: { platformId: string; name: string; clientMutationId?: string | null },
+  ): Promise<ForgetVmOutcome> {
+    const clientMutationId = input.clientMutationId ?? null;
+    let target = input.platformId;
+    try {
+      const platformId = this.platformOf(ctx, input.platformId);
+      target = `${platformId}/${input.name}`;
+      const existing = await this.deps.store.get(platformId, input.name);
+      if (!existing) return refuse('NOT_FOUND', `${input.name} is not declared on platform "${platformId}".`, ['name']);
+      await this.authorize(ctx, 'forgetVm', platformId, input.name, existing.declared.spec);
+      await this.deps.store.delete(platformId, input.name);
+      await this.audited(ctx, 'forgetVm', target, input, 'ACCEPTED', []);
+      const nativeId = existing.state.nativeId;
+      const vm = nativeId ? await Promise.resolve(ctx.loaders.vm(platformId, nativeId)).catch(() => null) : null;
+      return { clientMutationId, vm, userErrors: [] };
+    } catch (e) {
+      if (!(e instanceof Refusal)) throw e;
+      await this.audited(ctx, 'forgetVm', target, input, 'REFUSED', [e.userError.code]);
+      return { clientMutationId, vm: null, userErrors: [e.userError] };
+    }
+  }
+
+  private platformOf(ctx: MutationCall, id: string): string {
+    let platformId: string;
+    try {
+      platformId = decodeIdOf(id, 'Platform').platformId;
+    } catch (e) {
+      return refuse('INVALID_INPUT', e instanceof GatewayError ? e.message : 'Not a valid ID.', ['platformId']);
+    }
+    if (!this.deps.registry.get(platformId) || !ctx.access.seesPlatform(platformId))
+      refuse('NOT_FOUND', `No platform "${platformId}" is configured.`, ['platformId']);
+    return platformId;
+  }
+
+  /** The caller must be allowed to make the VM where the spec puts it, filed as it says. */
+  private async authorize(
+    ctx: MutationCall,
+    action: string,
+    platformId: string,
+    name: string,
+    spec: DeclaredSpec,
+  ): Promise<void> {
+    const placed = await ctx.loaders.placementOf(
+      {
+        platformId,
+        name,
+        hostNativeId: spec.placement.hostNativeId,
+        clusterNativeId: spec.placement.clusterNativeId,
+      },
+      { folderPath: spec.placement.folderPath, resourcePoolPath: spec.placement.resourcePoolPath, tags: spec.tags },
+    );
+    const decision = ctx.access.may(action, placed);
+    if (!decision.allowed) refuse('FORBIDDEN', decision.reason);
+  }
+
+  private async audited(
+    ctx: MutationCall,
+    operation: string,
+    targetId: string,
+    input: object,
+    outcome: 'ACCEPTED' | 'REFUSED',
+    codes: UserErrorCode[],
+  ): Promise<void> {
+    const { build: _build, ...shown } = input as { build?: unknown };
+    await this.deps.audit.append({
+      caller: ctx.caller.id,
+      operation,
+      targetId,
+      input: redact(shown),
+      outcome,
+      userErrorCodes: codes,
+      taskId: null,
+      errorCode: null,
+      grants: ctx.access.grantNames,
+      sourceAddress: ctx.remoteAddress,
+    });
+  }
+
+  /**
+   * Refuses what the VM's run strategy would undo (the reconciler's own
+   * operations pass), and notes a declared VM's delete, so that its
+   * declaration goes with it instead of making the VM again.
+   */
+  private async guard(ctx: MutationCall, vm: VmRecord, op: VmOperation): Promise<UserError | null> {
+    if (isReconciler(ctx.caller)) return null;
+    const d = await this.declarationOf(vm);
+    if (!d) return null;
+    const undone = UNDONE_BY[op.kind];
+    if (undone && d.declared.spec.runStrategy === undone.strategy) {
+      return {
+        code: 'MANAGED_BY_DECLARATION',
+        field: ['vmId'],
+        message:
+          `${vm.name} is declared with runStrategy ${undone.strategy}, so the gateway would undo this. ` +
+          `Apply runStrategy ${undone.instead} (applyVm) instead, or forgetVm to manage it imperatively.`,
+      };
+    }
+    if (op.kind === 'DELETE_VM') {
+      await this.deps.store.putState(vm.platformId, vm.name, {
+        ...d.state,
+        deleting: { since: new Date().toISOString() },
+        nativeId: vm.nativeId,
+      });
+    }
+    return null;
+  }
+}

@@ -1,0 +1,421 @@
+import type { Logger } from 'pino';
+
+import type { AccessPolicy } from '../access/policy.js';
+import type { Config } from '../config/schema.js';
+import type { PlatformRegistry } from '../datasources/registry.js';
+import { createLoaders, platformDeadlines } from '../inventory/loaders.js';
+import type { Inventory } from '../inventory/inventory.js';
+import type { PlatformMirror } from '../inventory/platform-mirror.js';
+import type { Caller } from '../model/caller.js';
+import type { DeclarationState, ReconcileFailure, DeclarationRecord } from '../model/declaration.js';
+import type { EventPublisher } from '../model/events.js';
+import { encodeId } from '../model/ids.js';
+import type { VmOperation, VmSpec } from '../model/operations.js';
+import type { UserError, UserErrorCode } from '../model/user-errors.js';
+import type { VmDetails, VmRecord } from '../model/vm.js';
+import type { MutationCall, MutationPipeline, OperationPayload } from '../mutations/pipeline.js';
+import type { TaskManager, TaskRecord } from '../mutations/task-manager.js';
+import { crashed, currentFacts, sameConditions, wantedPower, withTransitions } from './status.js';
+import type { DeclarationStore } from './store.js';
+
+export type ReconcilerConfig = Config['reconciler'];
+
+/** The caller the reconciler acts as: the applier's rights, named so in the audit log. */
+export function reconcilerCaller(appliedBy: Caller): Caller {
+  return { ...appliedBy, id: `reconciler for ${appliedBy.id}`, expiresAt: null };
+}
+
+export const isReconciler = (caller: Caller) => caller.id.startsWith('reconciler for ');
+
+/** How long a delete may take to become a task after its guard marked the declaration. */
+const DELETE_START_MS = 10_000;
+
+/** A refusal's code as a condition's reason; permanent ones are not retried until the spec changes. */
+const REASONS: Record<UserErrorCode, { reason: string; permanent: boolean }> = {
+  NOT_FOUND: { reason: 'NotFound', permanent: false },
+  WRONG_STATE: { reason: 'WrongState', permanent: false },
+  UNSUPPORTED: { reason: 'Unsupported', permanent: true },
+  CONFLICT: { reason: 'Conflict', permanent: false },
+  FORBIDDEN: { reason: 'Forbidden', permanent: false },
+  QUOTA_EXCEEDED: { reason: 'QuotaExceeded', permanent: false },
+  INVALID_INPUT: { reason: 'InvalidSpec', permanent: true },
+  IDEMPOTENCY_KEY_REUSED: { reason: 'Conflict', permanent: false },
+  PLATFORM_UNAVAILABLE: { reason: 'PlatformUnavailable', permanent: false },
+  MANAGED_BY_DECLARATION: { reason: 'Conflict', permanent: false },
+};
+
+/** A failed task's error as a condition's reason: platforms say "insufficient" or "not enough" when no host fits. */
+function taskFailureReason(task: TaskRecord): string {
+  const text = `${task.error?.code ?? ''} ${task.error?.message ?? ''}`;
+  return /insufficient|not enough|no host|out of memory|cannot allocate/i.test(text)
+    ? 'InsufficientResources'
+    : task.operation === 'CREATE_VM'
+      ? 'CreateFailed'
+      : 'ActionFailed';
+}
+
+/**
+ * Keeps one platform's declared VMs as declared: compares each declaration
+ * with the VM the live inventory shows and acts on the difference through
+ * the mutation pipeline (tasks, audit, quotas, permissions), as the caller
+ * who applied it. Woken by the inventory's changes and by applies, and
+ * every `resyncSeconds` in any case; never reads the platform itself. With
+ * several instances, only the platform's lease holder acts.
+ */
+export class PlatformReconciler {
+  private timer: NodeJS.Timeout | null = null;
+  private scheduled = false;
+  private running: Promise<void> | null = null;
+  private again = false;
+  private stopped = false;
+  /** Declarations with an action in flight: one at a time each. */
+  private readonly acting = new Set<string>();
+  private retryTimer: NodeJS.Timeout | null = null;
+
+  constructor(
+    readonly platformId: string,
+    private readonly deps: {
+      store: DeclarationStore;
+      inventory: Inventory;
+      registry: PlatformRegistry;
+      pipeline: MutationPipeline;
+      tasks: TaskManager;
+      policy: AccessPolicy;
+      events: EventPublisher;
+      config: ReconcilerConfig;
+      operationTimeoutMs: number;
+      logger: Logger;
+    },
+  ) {}
+
+  start(): void {
+    const mirror = this.deps.inventory.mirror(this.platformId);
+    // Any VM change may be drift of a declared VM, or a VM made or gone: the pass is cheap when it is neither.
+    mirror?.onChange((c) => {
+      if (c.kind === 'VirtualMachine') this.wake();
+    });
+    mirror?.onStatus(() => this.wake());
+    this.timer = setInterval(() => this.wake(), this.deps.config.resyncSeconds * 1000);
+    this.timer.unref();
+    this.wake();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    await this.running;
+  }
+
+  /** Runs a pass soon; changes that come together make one pass. */
+  wake(): void {
+    if (this.stopped) return;
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      this.running = this.pass()
+        .catch((e: unknown) => this.deps.logger.error({ err: e, platform: this.platformId }, 'reconcile pass failed'))
+        .finally(() => {
+          this.running = null;
+          if (this.again) {
+            this.again = false;
+            this.wake();
+          }
+        });
+    });
+  }
+
+  /** Acts only where this instance watches the platform (alone, or as the lease holder). */
+  private get leads(): boolean {
+    const lease = this.deps.inventory.lease(this.platformId);
+    return !lease || lease.role === 'HOLDER';
+  }
+
+  private async pass(): Promise<void> {
+    if (!this.leads) return;
+    const mirror = this.deps.inventory.serving(this.platformId);
+    const declarations = await this.deps.store.list(this.platformId);
+    if (declarations.length === 0) return;
+    const byName = new Map<string, VmRecord>();
+    if (mirror) {
+      const wanted = new Set(declarations.map((d) => d.declared.name));
+      for (const vm of mirror.listVms()) if (wanted.has(vm.name) && !byName.has(vm.name)) byName.set(vm.name, vm);
+    }
+    let soonest = Infinity;
+    for (const d of declarations) {
+      const key = d.declared.name;
+      const vm = mirror ? (this.boundVm(mirror, d) ?? byName.get(key) ?? null) : null;
+      const details = vm && mirror ? (mirror.details(vm.nativeId) ?? null) : null;
+      await this.report(d, vm, details, mirror !== undefined);
+      if (!mirror || this.acting.has(key)) continue;
+      const retryAt = d.state.lastFailure ? Date.parse(d.state.lastFailure.retryAt) : 0;
+      if (retryAt > Date.now()) {
+        // A permanent failure waits for a new spec, not for a timer.
+        if (!d.state.lastFailure?.permanent || d.state.observedGeneration !== d.declared.generation)
+          soonest = Math.min(soonest, retryAt);
+        if (d.state.observedGeneration === d.declared.generation) continue;
+      }
+      if (this.acting.size >= this.deps.config.maxConcurrentActions) {
+        this.again = true;
+        break;
+      }
+      const action = this.next(d, vm, details, mirror);
+      if (!action) continue;
+      this.acting.add(key);
+      void action()
+        .catch((e: unknown) => this.deps.logger.error({ err: e, vm: key }, 'reconcile action failed'))
+        .finally(() => {
+          this.acting.delete(key);
+          this.wake();
+        });
+    }
+    if (soonest < Infinity) this.retryAt(soonest);
+  }
+
+  private retryAt(at: number): void {
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => this.wake(), Math.max(10, at - Date.now()));
+    this.retryTimer.unref();
+  }
+
+  private boundVm(mirror: PlatformMirror, d: DeclarationRecord): VmRecord | null {
+    const id = d.state.nativeId;
+    if (!id) return null;
+    const [vm] = mirror.vmRecords([id]);
+    return vm && vm.name === d.declared.name ? vm : null;
+  }
+
+  /** Stores the conditions when they changed, and tells subscribers of the VM. */
+  private async report(
+    d: DeclarationRecord,
+    vm: VmRecord | null,
+    details: VmDetails | null,
+    reachable: boolean,
+  ): Promise<void> {
+    const facts = currentFacts(vm, details, d, {
+      reachable,
+      message: reachable ? null : 'the live inventory of the platform is not serving',
+    });
+    const conditions = withTransitions(facts, d.state.conditions, new Date());
+    const boundTo = vm?.nativeId ?? d.state.nativeId;
+    if (sameConditions(conditions, d.state.conditions) && boundTo === d.state.nativeId) return;
+    d.state = { ...d.state, conditions, nativeId: boundTo };
+    await this.deps.store.putState(this.platformId, d.declared.name, d.state);
+    if (vm) {
+      this.deps.events.publish({
+        type: 'INVENTORY',
+        platformId: this.platformId,
+        kind: 'VirtualMachine',
+        change: 'MODIFIED',
+        nativeId: vm.nativeId,
+        aspects: ['STATUS'],
+        previousPowerState: vm.powerState,
+        powerState: vm.powerState,
+        vm: { name: vm.name, hostNativeId: vm.hostNativeId },
+      });
+    }
+  }
+
+  /** The one action that brings the VM closer to its declaration; null when there is none to take now. */
+  private next(
+    d: DeclarationRecord,
+    vm: VmRecord | null,
+    details: VmDetails | null,
+    mirror: PlatformMirror,
+  ): (() => Promise<void>) | null {
+    const { declared, state } = d;
+    if (state.deleting) {
+      if (!vm) return () => this.deps.store.delete(this.platformId, declared.name);
+      // The delete was refused or failed (its task is over, or never began): the VM stays declared.
+      const settled = Date.now() - Date.parse(state.deleting.since) > DELETE_START_MS;
+      if (settled && !this.deps.tasks.conflicting(this.platformId, vm.nativeId, false))
+        return () => this.saveState(d, { ...state, deleting: null });
+      return null;
+    }
+    if (!vm) return this.createAction(d, mirror);
+    if (this.deps.tasks.conflicting(this.platformId, vm.nativeId, false)) return null;
+    const spec = declared.spec;
+    const settle = (extra: Partial<DeclarationState> = {}) =>
+      this.saveState(d, {
+        ...state,
+        nativeId: vm.nativeId,
+        creating: null,
+        observedGeneration: declared.generation,
+        lastFailure: null,
+        ...extra,
+      });
+    if (details && (details.vcpus !== spec.vcpus || details.memoryMiB !== spec.memoryMiB)) {
+      return () =>
+        this.act(d, 'reconfigureVm', vm, {
+          kind: 'RECONFIGURE_VM',
+          vcpus: details.vcpus !== spec.vcpus ? spec.vcpus : null,
+          coresPerSocket: details.vcpus !== spec.vcpus ? spec.coresPerSocket : null,
+          memoryMiB: details.memoryMiB !== spec.memoryMiB ? spec.memoryMiB : null,
+          addDisks: [],
+          removeDiskTargets: [],
+          addNics: [],
+          removeNicMacs: [],
+        });
+    }
+    const power = wantedPower(spec, vm);
+    if (power === 'ON') {
+      if (vm.powerState === 'PAUSED') return () => this.act(d, 'unpauseVm', vm, { kind: 'UNPAUSE_VM' });
+      if (vm.powerState === 'SUSPENDED') return () => this.act(d, 'resumeVm', vm, { kind: 'RESUME_VM' });
+      // A crashed guest left paused (QEMU's panic or watchdog) is stopped first, then started.
+      if (vm.powerState === 'ON' && crashed(vm))
+        return () => this.act(d, 'stopVm', vm, { kind: 'STOP_VM', force: true });
+      if (vm.powerState === 'OFF') return () => this.act(d, 'startVm', vm, { kind: 'START_VM' });
+    }
+    if (power === 'OFF' && vm.powerState !== 'OFF') {
+      // A guest that ignores a shutdown request is powered off at the second try.
+      const force = (state.lastFailure?.count ?? 0) >= 1 || vm.powerState !== 'ON';
+      return () => this.act(d, 'stopVm', vm, { kind: 'STOP_VM', force });
+    }
+    if (
+      state.observedGeneration !== declared.generation ||
+      state.lastFailure ||
+      state.creating ||
+      state.nativeId !== vm.nativeId
+    )
+      return () => settle();
+    return null;
+  }
+
+  /** The caller's reads and rights for one action of the reconciler. */
+  private callFor(d: DeclarationRecord): MutationCall {
+    const caller = reconcilerCaller(d.declared.appliedBy);
+    const access = this.deps.policy.for(d.declared.appliedBy);
+    return {
+      caller,
+      access,
+      loaders: createLoaders(
+        this.deps.registry,
+        this.deps.inventory,
+        platformDeadlines(this.deps.operationTimeoutMs),
+        () => {},
+        access,
+      ),
+      remoteAddress: null,
+      registry: this.deps.registry,
+    };
+  }
+
+  private createAction(d: DeclarationRecord, mirror: PlatformMirror): (() => Promise<void>) | null {
+    const { declared, state } = d;
+    const spec = declared.spec;
+    if (state.creating) {
+      const task = state.creating.taskId ? this.deps.tasks.get(state.creating.taskId) : undefined;
+      // Its task is still at work, or it made the VM and the inventory has not shown it yet: wait.
+      if (task && (task.state === 'QUEUED' || task.state === 'RUNNING')) return null;
+      if (this.deps.tasks.creating(this.platformId, declared.name)) return null;
+      if (task?.state === 'SUCCEEDED' && task.finishedAt && Date.now() - task.finishedAt.getTime() < 30_000)
+        return null;
+    }
+    const hosts = mirror.listHosts();
+    const largest = Math.max(0, ...hosts.map((h) => h.memoryMiB ?? 0));
+    if (hosts.length > 0 && largest > 0 && spec.memoryMiB > largest) {
+      return () =>
+        this.failed(d, {
+          reason: 'InsufficientResources',
+          message: `${spec.memoryMiB} MiB of memory is more than any host of platform "${this.platformId}" has (the largest has ${largest} MiB).`,
+          permanent: true,
+        });
+    }
+    return async () => {
+      // The name is reserved before the platform is asked: a restart finds it and does not make a second VM.
+      const reserved: DeclarationState = {
+        ...state,
+        creating: { since: new Date().toISOString(), taskId: null },
+      };
+      await this.saveState(d, reserved);
+      const vmSpec: VmSpec = {
+        name: declared.name,
+        vcpus: spec.vcpus,
+        coresPerSocket: spec.coresPerSocket,
+        memoryMiB: spec.memoryMiB,
+        guestOs: spec.guestOs,
+        disks: spec.disks,
+        nics: spec.nics,
+        placement: spec.placement,
+        tags: spec.tags,
+        powerOn: spec.runStrategy === 'ALWAYS' || spec.runStrategy === 'RERUN_ON_FAILURE',
+      };
+      const payload = await this.deps.pipeline.runCreate(this.callFor(d), {
+        input: {
+          platformId: encodeId({ kind: 'Platform', platformId: this.platformId, nativeId: this.platformId }),
+          name: declared.name,
+        },
+        build: () => vmSpec,
+      });
+      await this.followed(
+        d,
+        { ...reserved, creating: { since: reserved.creating!.since, taskId: payload.task?.id ?? null } },
+        payload,
+      );
+    };
+  }
+
+  /** Runs one operation on the VM through the pipeline, as the applier, and waits for its task. */
+  private async act(d: DeclarationRecord, mutation: string, vm: VmRecord, op: VmOperation): Promise<void> {
+    this.deps.logger.info(
+      { platform: this.platformId, vm: vm.name, mutation, runStrategy: d.declared.spec.runStrategy },
+      'reconciling a declared VM',
+    );
+    const payload = await this.deps.pipeline.run(this.callFor(d), {
+      mutation,
+      input: { vmId: encodeId({ kind: 'VirtualMachine', platformId: this.platformId, nativeId: vm.nativeId }) },
+      build: () => op,
+      anyState: op.kind === 'STOP_VM' && op.force,
+    });
+    await this.followed(d, { ...d.state, nativeId: vm.nativeId }, payload);
+  }
+
+  /** Records how an action went: a refusal or a failed task is a failure with backoff; success clears it. */
+  private async followed(d: DeclarationRecord, state: DeclarationState, payload: OperationPayload): Promise<void> {
+    const refusal: UserError | undefined = payload.userErrors[0];
+    if (refusal) {
+      const { reason, permanent } = REASONS[refusal.code];
+      await this.failed({ ...d, state: { ...state, creating: null } }, { reason, message: refusal.message, permanent });
+      return;
+    }
+    await this.saveState(d, state);
+    const task = payload.task ? await this.deps.tasks.whenFinished(payload.task.id) : null;
+    if (task && task.state !== 'SUCCEEDED') {
+      await this.failed(
+        { ...d, state: { ...state, creating: null } },
+        {
+          reason: taskFailureReason(task),
+          message: task.error?.message ?? `the ${task.operation} task ${task.state}`,
+          permanent: false,
+        },
+      );
+      return;
+    }
+    await this.saveState(d, { ...state, lastFailure: null, observedGeneration: d.declared.generation });
+  }
+
+  private async failed(
+    d: DeclarationRecord,
+    f: { reason: string; message: string; permanent: boolean },
+  ): Promise<void> {
+    const count = (d.state.lastFailure?.count ?? 0) + 1;
+    const { backoffInitialMs, backoffMaxMs } = this.deps.config;
+    const delay = Math.min(backoffMaxMs, backoffInitialMs * 2 ** Math.min(count - 1, 30));
+    const failure: ReconcileFailure = { ...f, count, retryAt: new Date(Date.now() + delay).toISOString() };
+    this.deps.logger.warn(
+      { platform: this.platformId, vm: d.declared.name, reason: f.reason, retryInMs: delay, err: f.message },
+      'a declared VM could not be reconciled',
+    );
+    await this.saveState(d, { ...d.state, lastFailure: failure, observedGeneration: d.declared.generation });
+  }
+
+  private async saveState(d: DeclarationRecord, state: DeclarationState): Promise<void> {
+    d.state = state;
+    await this.deps.store.putState(this.platformId, d.declared.name, state);
+  }
+}

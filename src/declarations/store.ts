@@ -1,0 +1,185 @@
+import type { Collection, StateStore } from '../state/store.js';
+import type { RedisClient } from '../state/redis.js';
+import {
+  type DeclarationState,
+  type DeclaredVm,
+  NEW_DECLARATION_STATE,
+  type DeclarationRecord,
+  declarationKey,
+} from '../model/declaration.js';
+
+/**
+ * Where declarations live: on disk under `state.dir` for a gateway alone, in
+ * Redis for instances that share one. A declaration (what applyVm wrote) and
+ * its reconciler's state are kept apart, so the reconciler's writes never
+ * race an apply: only applies write declarations, compared by
+ * resourceVersion.
+ */
+export interface DeclarationStore {
+  /** Every declaration, with its state; of one platform when given. */
+  list(platformId?: string): Promise<DeclarationRecord[]>;
+  get(platformId: string, name: string): Promise<DeclarationRecord | undefined>;
+  /**
+   * Writes a declaration when the stored one's resourceVersion is
+   * `expected` (null: none may be stored; undefined: whatever is).
+   * Resolves once it is durable; false, with nothing written, on a mismatch.
+   */
+  putDeclared(declared: DeclaredVm, expected: string | null | undefined): Promise<boolean>;
+  putState(platformId: string, name: string, state: DeclarationState): Promise<void>;
+  /** Drops a declaration and its state. */
+  delete(platformId: string, name: string): Promise<void>;
+}
+
+const matches = (stored: DeclaredVm | undefined, expected: string | null | undefined) =>
+  expected === undefined || (stored?.resourceVersion ?? null) === expected;
+
+/** The embedded store: two journaled collections under `state.dir`. */
+export class LocalDeclarationStore implements DeclarationStore {
+  private constructor(
+    private readonly declared: Collection<DeclaredVm>,
+    private readonly states: Collection<DeclarationState>,
+  ) {}
+
+  static async open(state: StateStore): Promise<LocalDeclarationStore> {
+    return new LocalDeclarationStore(
+      await state.collection<DeclaredVm>('vm-declarations'),
+      await state.collection<DeclarationState>('vm-declaration-states'),
+    );
+  }
+
+  private withState(d: DeclaredVm): DeclarationRecord {
+    return { declared: d, state: this.states.get(declarationKey(d.platformId, d.name)) ?? NEW_DECLARATION_STATE };
+  }
+
+  list(platformId?: string): Promise<DeclarationRecord[]> {
+    const all = [...this.declared.values()].filter((d) => platformId === undefined || d.platformId === platformId);
+    return Promise.resolve(all.map((d) => this.withState(d)));
+  }
+
+  get(platformId: string, name: string): Promise<DeclarationRecord | undefined> {
+    const d = this.declared.get(declarationKey(platformId, name));
+    return Promise.resolve(d && this.withState(d));
+  }
+
+  async putDeclared(declared: DeclaredVm, expected: string | null | undefined): Promise<boolean> {
+    const key = declarationKey(declared.platformId, declared.name);
+    // Compared and set with no await between: one event loop, one writer.
+    if (!matches(this.declared.get(key), expected)) return false;
+    await this.declared.set(key, declared);
+    return true;
+  }
+
+  putState(platformId: string, name: string, state: DeclarationState): Promise<void> {
+    const key = declarationKey(platformId, name);
+    // A state written for a declaration dropped meanwhile is not kept.
+    if (!this.declared.get(key)) return Promise.resolve();
+    return this.states.set(key, state);
+  }
+
+  async delete(platformId: string, name: string): Promise<void> {
+    const key = declarationKey(platformId, name);
+    await this.declared.delete(key);
+    await this.states.delete(key);
+  }
+}
+
+/** Sets the field when the stored declaration's resourceVersion is ARGV[3] ('' for none; '*' for any). */
+const PUT_IF_VERSION = `
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if ARGV[3] ~= '*' then
+  local version = ''
+  if current then version = cjson.decode(current)['resourceVersion'] end
+  if version ~= ARGV[3] then return 0 end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1`;
+
+/**
+ * Declarations in two Redis hashes shared by every instance. Reads of the
+ * whole set are cached for a second: a listing of VMs asks for the
+ * declaration of each of them.
+ */
+export class RedisDeclarationStore implements DeclarationStore {
+  private cache: { at: number; all: Promise<Map<string, DeclarationRecord>> } | null = null;
+
+  constructor(
+    private readonly redis: RedisClient,
+    keyPrefix: string,
+    private readonly cacheMs = 1_000,
+  ) {
+    // One hash tag: both hashes on one node of a cluster.
+    this.declaredKey = `${keyPrefix}{declarations}:declared`;
+    this.stateKey = `${keyPrefix}{declarations}:state`;
+  }
+
+  private readonly declaredKey: string;
+  private readonly stateKey: string;
+
+  private async readAll(): Promise<Map<string, DeclarationRecord>> {
+    const [declared, states] = await Promise.all([
+      this.redis.hgetall(this.declaredKey),
+      this.redis.hgetall(this.stateKey),
+    ]);
+    const all = new Map<string, DeclarationRecord>();
+    for (const [key, json] of Object.entries(declared)) {
+      const state = states[key];
+      all.set(key, {
+        declared: JSON.parse(json) as DeclaredVm,
+        state: state ? (JSON.parse(state) as DeclarationState) : NEW_DECLARATION_STATE,
+      });
+    }
+    return all;
+  }
+
+  private all(): Promise<Map<string, DeclarationRecord>> {
+    const now = Date.now();
+    if (!this.cache || now - this.cache.at > this.cacheMs) {
+      const all = this.readAll();
+      this.cache = { at: now, all };
+      all.catch(() => {
+        if (this.cache?.all === all) this.cache = null;
+      });
+    }
+    return this.cache.all;
+  }
+
+  private written(): void {
+    this.cache = null;
+  }
+
+  async list(platformId?: string): Promise<DeclarationRecord[]> {
+    return [...(await this.all()).values()].filter(
+      (d) => platformId === undefined || d.declared.platformId === platformId,
+    );
+  }
+
+  async get(platformId: string, name: string): Promise<DeclarationRecord | undefined> {
+    return (await this.all()).get(declarationKey(platformId, name));
+  }
+
+  async putDeclared(declared: DeclaredVm, expected: string | null | undefined): Promise<boolean> {
+    const written = await this.redis.eval(
+      PUT_IF_VERSION,
+      1,
+      this.declaredKey,
+      declarationKey(declared.platformId, declared.name),
+      JSON.stringify(declared),
+      expected === undefined ? '*' : (expected ?? ''),
+    );
+    this.written();
+    return written === 1;
+  }
+
+  async putState(platformId: string, name: string, state: DeclarationState): Promise<void> {
+    const key = declarationKey(platformId, name);
+    if (!(await this.redis.hexists(this.declaredKey, key))) return;
+    await this.redis.hset(this.stateKey, key, JSON.stringify(state));
+    this.written();
+  }
+
+  async delete(platformId: string, name: string): Promise<void> {
+    const key = declarationKey(platformId, name);
+    await Promise.all([this.redis.hdel(this.declaredKey, key), this.redis.hdel(this.stateKey, key)]);
+    this.written();
+  }
+}
