@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { invokeVoid } from '../src/datasources/vsphere/vim.js';
-import { expandName } from '../src/resolvers/mutation.js';
+import { expandName } from '../src/model/vm.js';
 import { writeEstate } from './fixtures/libvirt-estate.js';
 import { type TestGateway, startTestGateway } from './helpers/gateway.js';
 import { type TaskRow, finished, mutate, succeed } from './helpers/mutations.js';

@@ -12,6 +12,7 @@
         "src/domain_ops.cc",
         "src/snapshot_ops.cc",
         "src/lifecycle_ops.cc",
+        "src/migration_ops.cc",
         "src/network_ops.cc",
         "src/storage_ops.cc",
         "src/worker_pool.cc",

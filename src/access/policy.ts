@@ -67,9 +67,14 @@ const ADMIN_ACTIONS = new Set([
   'deleteVm',
   'reconfigureVm',
   'migrateVm',
+  // Stopping a migration is as much a change of where a VM runs as starting one.
+  'cancelMigration',
   'deployVms',
   'applyVm',
   'forgetVm',
+  'applyVmPool',
+  'scaleVmPool',
+  'deleteVmPool',
 ]);
 
 const RANK: Record<Exclude<Role, 'auditor'>, number> = { viewer: 1, operator: 2, admin: 3 };

@@ -513,6 +513,8 @@ export const configSchema = z
         /** First delay before a declared VM whose action failed is tried again (ms); doubles up to backoffMaxMs. */
         backoffInitialMs: z.number().int().min(10).max(3_600_000).default(1_000),
         backoffMaxMs: z.number().int().min(10).max(86_400_000).default(300_000),
+        /** The most replicas (and, apart, warm standbys) a pool may declare. */
+        maxPoolReplicas: z.number().int().min(1).max(100_000).default(1_000),
       })
       .strict()
       .prefault({}),

@@ -8,6 +8,7 @@ import type { PowerState, VmDetails, VmRecord } from '../model/vm.js';
 import type { UpstreamErrorDescription } from '../model/errors.js';
 import type { MetricsSource } from '../model/metrics.js';
 import type {
+  MigrationLimits,
   MigrationTarget,
   OperationReporter,
   OperationResult,
@@ -82,6 +83,13 @@ export interface Provider {
    * VM cannot go there.
    */
   planMigration(vm: VmRecord, target: MigrationTarget): VmOperation;
+  /**
+   * Why this platform cannot keep a migration's limits as asked (vSphere has
+   * no bandwidth cap), naming the input field: refused as UNSUPPORTED before
+   * anything starts. Absent, or null: it keeps them (the gateway itself
+   * enforces the timeouts through the operation's abort signal).
+   */
+  migrationLimitsProblem?(limits: MigrationLimits): { field: string; message: string } | null;
   /**
    * Follows, to its end, the platform's own task that a gateway task was
    * waiting on when the gateway stopped (vSphere `task-123`); null where the

@@ -6,7 +6,6 @@ import type { AccessPolicy } from '../access/policy.js';
 import type { PlatformRegistry } from '../datasources/registry.js';
 import type { Inventory } from '../inventory/inventory.js';
 import type { AuditLog } from '../mutations/audit-log.js';
-import { redact } from '../mutations/audit-log.js';
 import type { MutationCall, MutationPipeline } from '../mutations/pipeline.js';
 import type { TaskManager } from '../mutations/task-manager.js';
 import {
@@ -19,13 +18,14 @@ import {
 } from '../model/declaration.js';
 import { GatewayError } from '../model/errors.js';
 import type { EventPublisher } from '../model/events.js';
-import { decodeIdOf } from '../model/ids.js';
 import type { VmOperation } from '../model/operations.js';
-import type { UserError, UserErrorCode } from '../model/user-errors.js';
+import type { UserError } from '../model/user-errors.js';
 import type { VmRecord } from '../model/vm.js';
+import { Refusal, audited, authorize, platformOf, refuse } from './requests.js';
 import { PlatformReconciler, type ReconcilerConfig, isReconciler } from './reconciler.js';
 import { ConditionClock, type Fact, type Reachability, vmStatus } from './status.js';
 import type { DeclarationStore } from './store.js';
+import { VmPools } from './vm-pools.js';
 
 export interface ApplyVmRequest {
   platformId: string;
@@ -47,16 +47,6 @@ export interface ForgetVmOutcome {
   vm: VmRecord | null;
   userErrors: UserError[];
 }
-
-class Refusal extends Error {
-  constructor(readonly userError: UserError) {
-    super(userError.message);
-  }
-}
-
-const refuse = (code: UserErrorCode, message: string, field: string[] | null = null): never => {
-  throw new Refusal({ code, message, field });
-};
 
 /** Operations a run strategy would have undone, and the strategy to apply instead. */
 const UNDONE_BY: Partial<Record<VmOperation['kind'], { strategy: 'ALWAYS' | 'HALTED'; instead: string }>> = {
@@ -90,15 +80,30 @@ export interface DeclarationsDeps {
 export class Declarations {
   private readonly reconcilers = new Map<string, PlatformReconciler>();
   private readonly clock = new ConditionClock();
+  readonly pools: VmPools;
 
   constructor(private readonly deps: DeclarationsDeps) {
     for (const p of deps.registry.providers) {
-      this.reconcilers.set(
-        p.id,
-        new PlatformReconciler(p.id, { ...deps, logger: deps.logger.child({ room: 'reconciler', platform: p.id }) }),
-      );
+      this.reconcilers.set(p.id, new PlatformReconciler(p.id, deps));
     }
     deps.pipeline.guardWith((ctx, vm, op) => this.guard(ctx, vm, op));
+    this.pools = new VmPools({
+      store: deps.store,
+      inventory: deps.inventory,
+      registry: deps.registry,
+      audit: deps.audit,
+      maxReplicas: deps.config.maxPoolReplicas,
+      wake: (platformId) => this.reconcilers.get(platformId)?.wake(),
+      ready: (d) => this.isReady(d),
+    });
+  }
+
+  /** Whether a declared VM is Ready now, from the live inventory. */
+  private isReady(d: DeclarationRecord): boolean {
+    const id = d.state.nativeId;
+    const vm = id ? this.deps.inventory.serving(d.declared.platformId)?.vmRecords([id])[0] : undefined;
+    const ready = this.statusOfDeclaration(d, vm ?? null).conditions.find((c) => c.type === 'Ready');
+    return ready?.status === 'TRUE';
   }
 
   /** Starts reconciling; the live inventory must have started. */
@@ -159,7 +164,7 @@ export class Declarations {
     const clientMutationId = req.clientMutationId ?? null;
     let target = req.platformId;
     try {
-      const platformId = this.platformOf(ctx, req.platformId);
+      const platformId = platformOf(this.deps.registry, ctx, req.platformId);
       target = `${platformId}/${req.name}`;
       if (!/^[^\0/\\]{1,80}$/.test(req.name) || req.name.trim() !== req.name)
         refuse('INVALID_INPUT', 'name must be 1 to 80 characters, without "/", "\\" or surrounding spaces.', ['name']);
@@ -173,7 +178,7 @@ export class Declarations {
       const provider = this.deps.registry.get(platformId)!;
       const problem = provider.placementProblem(spec.placement, spec.tags, 'new');
       if (problem) refuse('INVALID_INPUT', problem, ['spec', 'placement']);
-      await this.authorize(ctx, 'applyVm', platformId, req.name, spec);
+      await authorize(ctx, 'applyVm', platformId, req.name, spec);
       const existing = await this.deps.store.get(platformId, req.name);
       const expected = req.resourceVersion;
       if (expected !== undefined && expected !== null && existing?.declared.resourceVersion !== expected) {
@@ -206,12 +211,12 @@ export class Declarations {
           state: existing?.state ?? NEW_DECLARATION_STATE,
         };
       }
-      await this.audited(ctx, 'applyVm', target, req, 'ACCEPTED', []);
+      await audited(this.deps.audit, ctx, 'applyVm', target, req, 'ACCEPTED', []);
       this.reconcilers.get(platformId)?.wake();
       return { clientMutationId, declaration, userErrors: [] };
     } catch (e) {
       if (!(e instanceof Refusal)) throw e;
-      await this.audited(ctx, 'applyVm', target, req, 'REFUSED', [e.userError.code]);
+      await audited(this.deps.audit, ctx, 'applyVm', target, req, 'REFUSED', [e.userError.code]);
       return { clientMutationId, declaration: null, userErrors: [e.userError] };
     }
   }
@@ -224,77 +229,21 @@ export class Declarations {
     const clientMutationId = input.clientMutationId ?? null;
     let target = input.platformId;
     try {
-      const platformId = this.platformOf(ctx, input.platformId);
+      const platformId = platformOf(this.deps.registry, ctx, input.platformId);
       target = `${platformId}/${input.name}`;
       const existing = await this.deps.store.get(platformId, input.name);
       if (!existing) return refuse('NOT_FOUND', `${input.name} is not declared on platform "${platformId}".`, ['name']);
-      await this.authorize(ctx, 'forgetVm', platformId, input.name, existing.declared.spec);
+      await authorize(ctx, 'forgetVm', platformId, input.name, existing.declared.spec);
       await this.deps.store.delete(platformId, input.name);
-      await this.audited(ctx, 'forgetVm', target, input, 'ACCEPTED', []);
+      await audited(this.deps.audit, ctx, 'forgetVm', target, input, 'ACCEPTED', []);
       const nativeId = existing.state.nativeId;
       const vm = nativeId ? await Promise.resolve(ctx.loaders.vm(platformId, nativeId)).catch(() => null) : null;
       return { clientMutationId, vm, userErrors: [] };
     } catch (e) {
       if (!(e instanceof Refusal)) throw e;
-      await this.audited(ctx, 'forgetVm', target, input, 'REFUSED', [e.userError.code]);
+      await audited(this.deps.audit, ctx, 'forgetVm', target, input, 'REFUSED', [e.userError.code]);
       return { clientMutationId, vm: null, userErrors: [e.userError] };
     }
-  }
-
-  private platformOf(ctx: MutationCall, id: string): string {
-    let platformId: string;
-    try {
-      platformId = decodeIdOf(id, 'Platform').platformId;
-    } catch (e) {
-      return refuse('INVALID_INPUT', e instanceof GatewayError ? e.message : 'Not a valid ID.', ['platformId']);
-    }
-    if (!this.deps.registry.get(platformId) || !ctx.access.seesPlatform(platformId))
-      refuse('NOT_FOUND', `No platform "${platformId}" is configured.`, ['platformId']);
-    return platformId;
-  }
-
-  /** The caller must be allowed to make the VM where the spec puts it, filed as it says. */
-  private async authorize(
-    ctx: MutationCall,
-    action: string,
-    platformId: string,
-    name: string,
-    spec: DeclaredSpec,
-  ): Promise<void> {
-    const placed = await ctx.loaders.placementOf(
-      {
-        platformId,
-        name,
-        hostNativeId: spec.placement.hostNativeId,
-        clusterNativeId: spec.placement.clusterNativeId,
-      },
-      { folderPath: spec.placement.folderPath, resourcePoolPath: spec.placement.resourcePoolPath, tags: spec.tags },
-    );
-    const decision = ctx.access.may(action, placed);
-    if (!decision.allowed) refuse('FORBIDDEN', decision.reason);
-  }
-
-  private async audited(
-    ctx: MutationCall,
-    operation: string,
-    targetId: string,
-    input: object,
-    outcome: 'ACCEPTED' | 'REFUSED',
-    codes: UserErrorCode[],
-  ): Promise<void> {
-    const { build: _build, ...shown } = input as { build?: unknown };
-    await this.deps.audit.append({
-      caller: ctx.caller.id,
-      operation,
-      targetId,
-      input: redact(shown),
-      outcome,
-      userErrorCodes: codes,
-      taskId: null,
-      errorCode: null,
-      grants: ctx.access.grantNames,
-      sourceAddress: ctx.remoteAddress,
-    });
   }
 
   /**

@@ -7,7 +7,7 @@ import { createLoaders, platformDeadlines } from '../inventory/loaders.js';
 import type { Inventory } from '../inventory/inventory.js';
 import type { PlatformMirror } from '../inventory/platform-mirror.js';
 import type { Caller } from '../model/caller.js';
-import type { DeclarationState, ReconcileFailure, DeclarationRecord } from '../model/declaration.js';
+import type { DeclarationRecord, DeclarationState, ReconcileFailure } from '../model/declaration.js';
 import type { EventPublisher } from '../model/events.js';
 import { encodeId } from '../model/ids.js';
 import type { VmOperation, VmSpec } from '../model/operations.js';
@@ -16,6 +16,7 @@ import type { VmDetails, VmRecord } from '../model/vm.js';
 import type { MutationCall, MutationPipeline, OperationPayload } from '../mutations/pipeline.js';
 import type { TaskManager, TaskRecord } from '../mutations/task-manager.js';
 import { crashed, currentFacts, sameConditions, wantedPower, withTransitions } from './status.js';
+import { memberDeclaration, membersOf, planPool, promoted } from './pools.js';
 import type { DeclarationStore } from './store.js';
 
 export type ReconcilerConfig = Config['reconciler'];
@@ -139,7 +140,9 @@ export class PlatformReconciler {
   private async pass(): Promise<void> {
     if (!this.leads) return;
     const mirror = this.deps.inventory.serving(this.platformId);
-    const declarations = await this.deps.store.list(this.platformId);
+    let declarations = await this.deps.store.list(this.platformId);
+    if (mirror && (await this.reconcilePools(mirror, declarations)))
+      declarations = await this.deps.store.list(this.platformId);
     if (declarations.length === 0) return;
     const byName = new Map<string, VmRecord>();
     if (mirror) {
@@ -221,6 +224,61 @@ export class PlatformReconciler {
     }
   }
 
+  /**
+   * Brings each pool's members to its counts: declares new members (their
+   * names reserved so before any is made), hands out standbys, marks the
+   * newest for retirement; drops a deleted pool once its members are gone.
+   * True when it wrote anything.
+   */
+  private async reconcilePools(mirror: PlatformMirror, declarations: readonly DeclarationRecord[]): Promise<boolean> {
+    let changed = false;
+    const taken = new Set([...declarations.map((d) => d.declared.name), ...mirror.listVms().map((v) => v.name)]);
+    for (const pool of await this.deps.store.listPools(this.platformId)) {
+      const { all } = membersOf(pool, declarations);
+      if (pool.deleting && (!pool.deleting.deleteVms || all.length === 0)) {
+        // Without deleteVms the VMs stay, undeclared; with it, they are gone by now.
+        for (const d of all) await this.deps.store.delete(this.platformId, d.declared.name);
+        await this.deps.store.deletePool(this.platformId, pool.name);
+        changed = true;
+        continue;
+      }
+      const plan = planPool(pool, declarations);
+      for (const d of plan.promote) {
+        changed =
+          (await this.deps.store.putDeclared(promoted(pool, d.declared), d.declared.resourceVersion)) || changed;
+      }
+      for (const d of plan.retire) {
+        await this.saveState(d, { ...d.state, retiring: true });
+        changed = true;
+      }
+      if (plan.add.length === 0) continue;
+      const source = mirror.details(pool.sourceNativeId);
+      // A source that is gone makes no members; the pool's status says so.
+      if (!source) continue;
+      let index = 0;
+      for (const m of plan.add) {
+        index = Math.max(index, m.index);
+        let member = memberDeclaration(pool, { ...m, index }, source);
+        // A name some other VM or declaration holds is skipped: numbers only grow.
+        while (taken.has(member.name)) member = memberDeclaration(pool, { ...m, index: ++index }, source);
+        index += 1;
+        taken.add(member.name);
+        changed = (await this.deps.store.putDeclared(member, null)) || changed;
+      }
+    }
+    return changed;
+  }
+
+  /** Whether a VM is being made for the declaration now, or was just made and the inventory has not shown it. */
+  private creationInFlight(d: DeclarationRecord): boolean {
+    const creating = d.state.creating;
+    if (!creating) return false;
+    if (this.deps.tasks.creating(this.platformId, d.declared.name)) return true;
+    const task = creating.taskId ? this.deps.tasks.get(creating.taskId) : undefined;
+    if (task && (task.state === 'QUEUED' || task.state === 'RUNNING')) return true;
+    return task?.state === 'SUCCEEDED' && task.finishedAt !== null && Date.now() - task.finishedAt.getTime() < 30_000;
+  }
+
   /** The one action that brings the VM closer to its declaration; null when there is none to take now. */
   private next(
     d: DeclarationRecord,
@@ -236,6 +294,13 @@ export class PlatformReconciler {
       if (settled && !this.deps.tasks.conflicting(this.platformId, vm.nativeId, false))
         return () => this.saveState(d, { ...state, deleting: null });
       return null;
+    }
+    if (state.retiring) {
+      if (!vm) return this.creationInFlight(d) ? null : () => this.deps.store.delete(this.platformId, declared.name);
+      if (this.deps.tasks.conflicting(this.platformId, vm.nativeId, false)) return null;
+      return vm.powerState === 'OFF'
+        ? () => this.act(d, 'deleteVm', vm, { kind: 'DELETE_VM', force: true })
+        : () => this.act(d, 'stopVm', vm, { kind: 'STOP_VM', force: true });
     }
     if (!vm) return this.createAction(d, mirror);
     if (this.deps.tasks.conflicting(this.platformId, vm.nativeId, false)) return null;
@@ -308,14 +373,7 @@ export class PlatformReconciler {
   private createAction(d: DeclarationRecord, mirror: PlatformMirror): (() => Promise<void>) | null {
     const { declared, state } = d;
     const spec = declared.spec;
-    if (state.creating) {
-      const task = state.creating.taskId ? this.deps.tasks.get(state.creating.taskId) : undefined;
-      // Its task is still at work, or it made the VM and the inventory has not shown it yet: wait.
-      if (task && (task.state === 'QUEUED' || task.state === 'RUNNING')) return null;
-      if (this.deps.tasks.creating(this.platformId, declared.name)) return null;
-      if (task?.state === 'SUCCEEDED' && task.finishedAt && Date.now() - task.finishedAt.getTime() < 30_000)
-        return null;
-    }
+    if (this.creationInFlight(d)) return null;
     const hosts = mirror.listHosts();
     const largest = Math.max(0, ...hosts.map((h) => h.memoryMiB ?? 0));
     if (hosts.length > 0 && largest > 0 && spec.memoryMiB > largest) {
@@ -345,13 +403,29 @@ export class PlatformReconciler {
         tags: spec.tags,
         powerOn: spec.runStrategy === 'ALWAYS' || spec.runStrategy === 'RERUN_ON_FAILURE',
       };
-      const payload = await this.deps.pipeline.runCreate(this.callFor(d), {
-        input: {
-          platformId: encodeId({ kind: 'Platform', platformId: this.platformId, nativeId: this.platformId }),
-          name: declared.name,
-        },
-        build: () => vmSpec,
-      });
+      const source = declared.source;
+      const payload = source
+        ? await this.deps.pipeline.run(this.callFor(d), {
+            mutation: 'cloneVm',
+            input: {
+              vmId: encodeId({ kind: 'VirtualMachine', platformId: this.platformId, nativeId: source.nativeId }),
+            },
+            build: () => ({
+              kind: 'CLONE_VM',
+              name: declared.name,
+              placement: spec.placement,
+              powerOn: vmSpec.powerOn,
+              tags: null,
+              linked: source.cloneMode === 'LINKED',
+            }),
+          })
+        : await this.deps.pipeline.runCreate(this.callFor(d), {
+            input: {
+              platformId: encodeId({ kind: 'Platform', platformId: this.platformId, nativeId: this.platformId }),
+              name: declared.name,
+            },
+            build: () => vmSpec,
+          });
       await this.followed(
         d,
         { ...reserved, creating: { since: reserved.creating!.since, taskId: payload.task?.id ?? null } },

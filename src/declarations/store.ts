@@ -1,6 +1,7 @@
 import type { Collection, StateStore } from '../state/store.js';
 import type { RedisClient } from '../state/redis.js';
 import {
+  type DeclaredPool,
   type DeclarationState,
   type DeclaredVm,
   NEW_DECLARATION_STATE,
@@ -28,9 +29,14 @@ export interface DeclarationStore {
   putState(platformId: string, name: string, state: DeclarationState): Promise<void>;
   /** Drops a declaration and its state. */
   delete(platformId: string, name: string): Promise<void>;
+  listPools(platformId?: string): Promise<DeclaredPool[]>;
+  getPool(platformId: string, name: string): Promise<DeclaredPool | undefined>;
+  /** As putDeclared, for a pool. */
+  putPool(pool: DeclaredPool, expected: string | null | undefined): Promise<boolean>;
+  deletePool(platformId: string, name: string): Promise<void>;
 }
 
-const matches = (stored: DeclaredVm | undefined, expected: string | null | undefined) =>
+const matches = (stored: { resourceVersion: string } | undefined, expected: string | null | undefined) =>
   expected === undefined || (stored?.resourceVersion ?? null) === expected;
 
 /** The embedded store: two journaled collections under `state.dir`. */
@@ -38,13 +44,36 @@ export class LocalDeclarationStore implements DeclarationStore {
   private constructor(
     private readonly declared: Collection<DeclaredVm>,
     private readonly states: Collection<DeclarationState>,
+    private readonly pools: Collection<DeclaredPool>,
   ) {}
 
   static async open(state: StateStore): Promise<LocalDeclarationStore> {
     return new LocalDeclarationStore(
       await state.collection<DeclaredVm>('vm-declarations'),
       await state.collection<DeclarationState>('vm-declaration-states'),
+      await state.collection<DeclaredPool>('vm-pools'),
     );
+  }
+
+  listPools(platformId?: string): Promise<DeclaredPool[]> {
+    return Promise.resolve(
+      [...this.pools.values()].filter((p) => platformId === undefined || p.platformId === platformId),
+    );
+  }
+
+  getPool(platformId: string, name: string): Promise<DeclaredPool | undefined> {
+    return Promise.resolve(this.pools.get(declarationKey(platformId, name)));
+  }
+
+  async putPool(pool: DeclaredPool, expected: string | null | undefined): Promise<boolean> {
+    const key = declarationKey(pool.platformId, pool.name);
+    if (!matches(this.pools.get(key), expected)) return false;
+    await this.pools.set(key, pool);
+    return true;
+  }
+
+  deletePool(platformId: string, name: string): Promise<void> {
+    return this.pools.delete(declarationKey(platformId, name));
   }
 
   private withState(d: DeclaredVm): DeclarationRecord {
@@ -107,13 +136,41 @@ export class RedisDeclarationStore implements DeclarationStore {
     keyPrefix: string,
     private readonly cacheMs = 1_000,
   ) {
-    // One hash tag: both hashes on one node of a cluster.
+    // One hash tag: every hash on one node of a cluster.
     this.declaredKey = `${keyPrefix}{declarations}:declared`;
     this.stateKey = `${keyPrefix}{declarations}:state`;
+    this.poolKey = `${keyPrefix}{declarations}:pools`;
   }
 
   private readonly declaredKey: string;
   private readonly stateKey: string;
+  private readonly poolKey: string;
+
+  async listPools(platformId?: string): Promise<DeclaredPool[]> {
+    const all = Object.values(await this.redis.hgetall(this.poolKey)).map((json) => JSON.parse(json) as DeclaredPool);
+    return all.filter((p) => platformId === undefined || p.platformId === platformId);
+  }
+
+  async getPool(platformId: string, name: string): Promise<DeclaredPool | undefined> {
+    const json = await this.redis.hget(this.poolKey, declarationKey(platformId, name));
+    return json ? (JSON.parse(json) as DeclaredPool) : undefined;
+  }
+
+  async putPool(pool: DeclaredPool, expected: string | null | undefined): Promise<boolean> {
+    const written = await this.redis.eval(
+      PUT_IF_VERSION,
+      1,
+      this.poolKey,
+      declarationKey(pool.platformId, pool.name),
+      JSON.stringify(pool),
+      expected === undefined ? '*' : (expected ?? ''),
+    );
+    return written === 1;
+  }
+
+  async deletePool(platformId: string, name: string): Promise<void> {
+    await this.redis.hdel(this.poolKey, declarationKey(platformId, name));
+  }
 
   private async readAll(): Promise<Map<string, DeclarationRecord>> {
     const [declared, states] = await Promise.all([

@@ -5,6 +5,16 @@ import type { VmPhase } from './vm.js';
 /** How a declared VM's power is kept (KubeVirt's names). */
 export type RunStrategy = 'ALWAYS' | 'HALTED' | 'MANUAL' | 'RERUN_ON_FAILURE';
 
+/** How a pool makes its VMs from its source. */
+export type CloneMode = 'LINKED' | 'FULL';
+
+/** A declared VM's place in its pool: its number, and whether it serves or waits as a warm standby. */
+export interface PoolMembership {
+  pool: string;
+  index: number;
+  role: 'REPLICA' | 'STANDBY';
+}
+
 /** What a caller declares a VM to be. */
 export interface DeclaredSpec {
   vcpus: number;
@@ -60,6 +70,35 @@ export interface DeclaredVm {
   appliedBy: Caller;
   /** ISO 8601. */
   appliedAt: string;
+  /** A pool's member: made by cloning `source`, not from the spec's disks and NICs. */
+  member?: PoolMembership;
+  source?: { nativeId: string; cloneMode: CloneMode };
+}
+
+/** What a pool's members are kept as; null: as the source. */
+export interface PoolSpec {
+  vcpus: number | null;
+  memoryMiB: number | null;
+  runStrategy: RunStrategy;
+}
+
+/** A declared pool of clones of one source VM. */
+export interface DeclaredPool {
+  platformId: string;
+  name: string;
+  replicas: number;
+  warmStandbys: number;
+  sourceNativeId: string;
+  /** With {n} or {n:3}: a member's name is this with its number. */
+  namePattern: string;
+  cloneMode: CloneMode;
+  spec: PoolSpec;
+  generation: number;
+  resourceVersion: string;
+  appliedBy: Caller;
+  appliedAt: string;
+  /** deleteVmPool is under way. */
+  deleting: { deleteVms: boolean } | null;
 }
 
 /** What the reconciler knows of a declared VM, kept beside its declaration. */
@@ -74,6 +113,8 @@ export interface DeclarationState {
   creating: { since: string; taskId: string | null } | null;
   /** deleteVm of the declared VM is under way: once the VM is gone, the declaration goes too. */
   deleting: { since: string } | null;
+  /** Its pool scaled down past it (or was deleted with its VMs): the VM is stopped and deleted, then the declaration. */
+  retiring?: boolean;
   /** The generation the reconciler last acted on. */
   observedGeneration: number | null;
   lastFailure: ReconcileFailure | null;

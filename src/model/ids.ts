@@ -14,6 +14,9 @@ export const NODE_KINDS = [
   'Datastore',
   'Task',
   'AuditEntry',
+  /** Native ID: the ID of the task that runs it. */
+  'VmMigration',
+  'VmPool',
 ] as const;
 export type NodeKind = (typeof NODE_KINDS)[number];
 

@@ -19,6 +19,8 @@ export type VmOperation =
       powerOn: boolean;
       /** The copy's tags in place of the source's (libvirt); null: the source's. */
       tags: string[] | null;
+      /** Share the source's disks (vSphere linked clone; libvirt qcow2 backing files) instead of copying them. */
+      linked: boolean;
     }
   | ({ kind: 'RECONFIGURE_VM' } & Reconfiguration)
   | {
@@ -26,7 +28,23 @@ export type VmOperation =
       hostNativeId: string;
       storageNativeId: string | null;
       destination: MigrationDestination | null;
+      /** What the caller bounds the migration by; absent or null: nothing. */
+      limits?: MigrationLimits | null;
     };
+
+/**
+ * Bounds a caller puts on one migration; null: none. The gateway enforces
+ * the timeouts (the migration is aborted, the VM stays on its source); the
+ * platform enforces the bandwidth, where it can (libvirt; vSphere cannot).
+ */
+export interface MigrationLimits {
+  /** At most this many MiB/s on the wire. */
+  bandwidthMiBps: number | null;
+  /** Aborted when not finished this long after it started. */
+  completionTimeoutSeconds: number | null;
+  /** Aborted when it has made no progress (data remaining at a new low, or progress up) for this long. */
+  progressTimeoutSeconds: number | null;
+}
 
 /** Where a caller asks a VM to move: a host, on the VM's platform or another, and optionally a storage. */
 export interface MigrationTarget {
@@ -96,6 +114,22 @@ export interface OperationReporter {
   progress(percent: number): void;
   /** The platform's own task, when it has one (vSphere `task-123`). */
   upstreamTask(id: string): void;
+  /** How much data the operation has moved and has left to move, where the platform says (a libvirt migration job). */
+  transfer?(bytes: TransferProgress): void;
+  /**
+   * Aborted when the task is asked to stop while it runs (a migration's
+   * cancel or timeout), with the error it should end with as the reason.
+   * An operation that can stop midway stops and throws that reason; one
+   * that finished first resolves as usual. Absent: nobody will ask.
+   */
+  readonly signal?: AbortSignal;
+}
+
+/** A transfer as the platform counts it (memory and disks, in bytes). */
+export interface TransferProgress {
+  total: number;
+  processed: number;
+  remaining: number;
 }
 
 /** What an operation produced, when it produced something. */
@@ -110,6 +144,18 @@ export interface OperationResult {
 
 /** Operations a platform cannot do, with the reason shown to the caller. */
 export type Unsupported = Partial<Record<VmOperationKind, string>>;
+
+/**
+ * An operation stopped because someone asked it to (cancelMigration): its
+ * task ends CANCELLED, not FAILED, with this as its error.
+ */
+export class OperationCancelledError extends Error {
+  readonly code = 'CANCELLED';
+  constructor(message: string) {
+    super(message);
+    this.name = 'OperationCancelledError';
+  }
+}
 
 /** A failure the platform reported while doing the operation. */
 export class OperationFailedError extends Error {

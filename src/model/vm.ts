@@ -2,6 +2,16 @@
 export const VM_TAG = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$/;
 export const VM_TAG_RULE = 'must be 1-63 letters, digits, ".", "_", ":" or "-", starting with a letter or digit';
 
+/** `web-{n:3}` with index 7 is `web-007`. */
+export function expandName(pattern: string, index: number): string {
+  return pattern.replace(/\{n(?::(\d+))?\}/g, (_m, width: string | undefined) =>
+    String(index).padStart(Number(width ?? 0), '0'),
+  );
+}
+
+/** Whether a name pattern numbers its names. */
+export const NUMBERED_NAME = /\{n(:\d+)?\}/;
+
 export type PowerState = 'ON' | 'OFF' | 'SUSPENDED' | 'PAUSED';
 export type VmPhase =
   | 'PENDING'

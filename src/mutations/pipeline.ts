@@ -1,5 +1,8 @@
+import { randomUUID } from 'node:crypto';
+
 import type { Logger } from 'pino';
 
+import { type MigrationTracker, limitsOf } from './migrations.js';
 import { type CallerAccess, type VmFiling, type VmPlacement, UNFILED, filingPart } from '../access/policy.js';
 import { type QuotaUse, type QuotaVerdict, type Quotas, useOf } from './quotas.js';
 import type { AuditLog } from './audit-log.js';
@@ -152,6 +155,8 @@ export interface MutationPipelineDeps {
   inventory: { refresh(platformId: string, what: { vms: readonly string[]; storage: boolean }): Promise<void> };
   /** Per-tenant quotas; absent: none. */
   quotas?: Quotas;
+  /** Keeps each migration as an object of its own (progress, limits, cancel); absent: migrations are tasks only. */
+  migrations?: MigrationTracker;
   logger: Logger;
 }
 
@@ -356,6 +361,8 @@ export class MutationPipeline {
       const provider = ctx.registry.get(vm.platformId);
       const unsupported = provider?.unsupported[op.kind];
       if (!provider || unsupported) return refuse('UNSUPPORTED', unsupported ?? 'The platform cannot do this.');
+      const limitsProblem = op.kind === 'MIGRATE_VM' && op.limits && provider.migrationLimitsProblem?.(op.limits);
+      if (limitsProblem) refuse('UNSUPPORTED', limitsProblem.message, [limitsProblem.field]);
       if (op.kind === 'CLONE_VM') {
         const problem = provider.placementProblem(op.placement, op.tags, 'copy');
         if (problem) refuse('INVALID_INPUT', problem, ['placement']);
@@ -414,8 +421,10 @@ export class MutationPipeline {
         if (refusal) refuse(refusal.code, refusal.message, refusal.field);
       }
       const release = await this.reserveQuota(ctx, vm, op, copy);
+      const migrationId = await this.prepareMigration(vm, op);
       const task = await this.deps.tasks
         .submit({
+          id: migrationId ?? undefined,
           platformId: vm.platformId,
           hostNativeId: vm.hostNativeId,
           operation: op.kind,
@@ -432,11 +441,16 @@ export class MutationPipeline {
               vm.platformId,
               [vm.nativeId],
               touchesStorage(op),
-              provider.runOperation(vm.nativeId, op, reporter),
+              provider.runOperation(
+                vm.nativeId,
+                op,
+                migrationId ? (this.deps.migrations?.reporterFor(migrationId, reporter) ?? reporter) : reporter,
+              ),
             ).finally(release),
         })
-        .catch((e: unknown) => {
+        .catch(async (e: unknown) => {
           release();
+          if (migrationId) await this.deps.migrations?.discard(migrationId);
           throw e;
         });
       await this.audit(ctx, req, targetId, 'ACCEPTED', [], task.id);
@@ -481,6 +495,27 @@ export class MutationPipeline {
     const verdict = await quotas.reserve(ctx.loaders, copy ?? (await ctx.loaders.placementOf(vm)), demand);
     if (!verdict.fits) return refuse('QUOTA_EXCEEDED', verdict.reason);
     return verdict.release;
+  }
+
+  /**
+   * A migration's record, stored under the ID its task will have before the
+   * task is submitted, so that the task never runs (or shows) without it;
+   * null for other operations, or without a tracker.
+   */
+  private async prepareMigration(vm: VmRecord, op: VmOperation): Promise<string | null> {
+    const tracker = this.deps.migrations;
+    if (!tracker || op.kind !== 'MIGRATE_VM') return null;
+    const id = randomUUID();
+    await tracker.prepare(id, {
+      platformId: vm.platformId,
+      vmNativeId: vm.nativeId,
+      vmName: vm.name,
+      sourceHostNativeId: vm.hostNativeId,
+      targetPlatformId: op.destination?.platformId ?? vm.platformId,
+      targetHostNativeId: op.hostNativeId,
+      limits: limitsOf(op.limits),
+    });
+    return id;
   }
 
   /** Cancels a queued task, through the same authorization check and audit as every mutation. */

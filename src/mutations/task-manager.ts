@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import type { VmFiling } from '../access/policy.js';
 import { errorMessage } from '../model/errors.js';
 import {
+  OperationCancelledError,
   OperationFailedError,
   type OperationReporter,
   type OperationResult,
@@ -63,6 +64,8 @@ export interface TaskBudget {
 }
 
 export interface TaskSpec {
+  /** The task's ID, when the caller keeps something under it before submitting (a migration); a new UUID otherwise. */
+  id?: string;
   platformId: string;
   hostNativeId: string | null;
   operation: TaskOperation;
@@ -160,7 +163,7 @@ export class TaskManager {
   /** Stored; resolves once on disk, with the task queued (or already running). */
   async submit(spec: TaskSpec): Promise<TaskRecord> {
     const task: TaskRecord = {
-      id: randomUUID(),
+      id: spec.id ?? randomUUID(),
       platformId: spec.platformId,
       operation: spec.operation,
       state: 'QUEUED',
@@ -418,6 +421,9 @@ export class TaskManager {
       task.progress = 100;
       await this.finish(task, 'SUCCEEDED', null);
     } catch (e) {
+      // Stopped midway because someone asked (cancelMigration): cancelled, with who asked as its error.
+      if (e instanceof OperationCancelledError)
+        return this.finish(task, 'CANCELLED', { code: e.code, message: e.message });
       this.logger.warn({ task: task.id, operation: task.operation, target: task.targetName, err: e }, 'task failed');
       const code = e instanceof OperationFailedError ? e.code : 'UPSTREAM_FAILED';
       await this.finish(task, 'FAILED', { code, message: errorMessage(e) });

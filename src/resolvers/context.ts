@@ -13,6 +13,7 @@ import type { AuditLog } from '../mutations/audit-log.js';
 import type { Declarations } from '../declarations/declarations.js';
 import type { MutationPipeline } from '../mutations/pipeline.js';
 import type { TaskManager } from '../mutations/task-manager.js';
+import type { MigrationTracker } from '../mutations/migrations.js';
 
 /** A caller's budget of query cost points in the current window, as the operation's charge left it. */
 export interface RateLimitStatus {
@@ -60,6 +61,8 @@ export interface GatewayContext {
   metricsLimits: { maxObjectsPerSubscription: number };
   /** Declared VMs: their specs and statuses, applyVm and forgetVm. */
   declarations: Declarations;
+  /** Migrations as objects: their progress and limits, cancelMigration. */
+  migrations: MigrationTracker;
   /**
    * Platforms whose reads in this request went to the platform itself
    * because its live inventory could not answer, and why; sent in the
@@ -89,6 +92,7 @@ export interface ContextDeps {
   metricsLimits: { maxObjectsPerSubscription: number };
   subscriptionLimits: { maxQueuedEvents: number };
   declarations: Declarations;
+  migrations: MigrationTracker;
 }
 
 export function createContext(
@@ -127,6 +131,7 @@ class RequestContext implements GatewayContext {
   readonly metricsLimits: { maxObjectsPerSubscription: number };
   readonly subscriptionLimits: { maxQueuedEvents: number };
   readonly declarations: Declarations;
+  readonly migrations: MigrationTracker;
   readonly access: CallerAccess;
   // Set by the gateway for the transport's subject; the charge fills in the status.
   rateLimit: RequestRateLimit | null = null;
@@ -150,6 +155,7 @@ class RequestContext implements GatewayContext {
     this.metricsLimits = deps.metricsLimits;
     this.subscriptionLimits = deps.subscriptionLimits;
     this.declarations = deps.declarations;
+    this.migrations = deps.migrations;
     this.access = deps.policy.for(caller);
   }
 

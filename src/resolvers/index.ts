@@ -29,7 +29,9 @@ import {
   subscriptionResolvers,
 } from './subscription.js';
 import { VmDisk, VmNic } from './vm-devices.js';
+import { VmMigration, migrationMutations, migrationPayloadField, migrationQueries } from './migration.js';
 import { VmDeclaration, VmSpec, declarationMutations, declarationQueries, declaredVmFields } from './declarative.js';
+import { VmPool, vmPoolMutations, vmPoolQueries } from './vm-pool.js';
 
 export const resolvers: Resolvers = {
   DateTime,
@@ -47,8 +49,10 @@ export const resolvers: Resolvers = {
     ...auditQueries,
     ...rateLimitQueries,
     ...declarationQueries,
+    ...vmPoolQueries,
+    ...migrationQueries,
   },
-  Mutation: { ...vmMutations, ...batchMutations, ...declarationMutations },
+  Mutation: { ...vmMutations, ...batchMutations, ...declarationMutations, ...vmPoolMutations, ...migrationMutations },
   Subscription: { ...subscriptionResolvers, ...metricSubscriptions },
   VmMetricsEvent,
   HostMetricsEvent,
@@ -59,6 +63,8 @@ export const resolvers: Resolvers = {
   TaskUpdatedEvent,
   PlatformStatusChangedEvent,
   BatchPayload,
+  VmOperationPayload: migrationPayloadField,
+  VmMigration,
   TaskAggregate: {},
   Task,
   UpstreamTask,
@@ -71,6 +77,7 @@ export const resolvers: Resolvers = {
   VirtualMachine: { ...VirtualMachine, ...vmMetricsField, ...declaredVmFields },
   VmSpec,
   VmDeclaration,
+  VmPool,
   VmDisk,
   VmNic,
   Snapshot,

@@ -1,4 +1,5 @@
-import type { Reconfiguration, VmOperation, VmSpec } from '../model/operations.js';
+import type { MigrationLimits, Reconfiguration, VmOperation, VmSpec } from '../model/operations.js';
+import { migrationLimitProblems } from '../model/migration.js';
 import { decodeIdOf } from '../model/ids.js';
 import { ErrorCode, GatewayError } from '../model/errors.js';
 import type {
@@ -8,7 +9,7 @@ import type {
   PowerAction,
   ReconfigureVmInput,
 } from '../generated/graphql.js';
-import type { VmRecord } from '../model/vm.js';
+import { NUMBERED_NAME, type VmRecord, expandName } from '../model/vm.js';
 import type { GatewayContext } from './context.js';
 import { nativeIdOn, placementOn, tagsOf } from './placement.js';
 
@@ -81,12 +82,6 @@ const POWER_ACTIONS: Record<PowerAction, { mutation: string; op: VmOperation }> 
   REBOOT: { mutation: 'rebootVm', op: { kind: 'REBOOT_VM' } },
 };
 
-/** `web-{n:3}` with index 7 is `web-007`. */
-export function expandName(pattern: string, index: number): string {
-  return pattern.replace(/\{n(?::(\d+))?\}/g, (_m, width: string | undefined) =>
-    String(index).padStart(Number(width ?? 0), '0'),
-  );
-}
 
 const MAX_BATCH = 100;
 
@@ -175,7 +170,8 @@ function migration(ctx: GatewayContext, vm: VmRecord, input: MigrateVmInput): Vm
   const to = ctx.registry.get(host.platformId);
   if (!to) return bad('hostId', `No platform "${host.platformId}" is configured.`);
   if (!from) return bad('vmId', `No platform "${vm.platformId}" is configured.`);
-  return from.planMigration(vm, {
+  const limits = migrationLimits(input);
+  const op = from.planMigration(vm, {
     platformId: to.id,
     platformKind: to.kind,
     platformUri: to.uri,
@@ -184,6 +180,26 @@ function migration(ctx: GatewayContext, vm: VmRecord, input: MigrateVmInput): Vm
       ? nativeIdOn(vm.platformId, input.storageId, ['storageId'], 'Datastore', 'StoragePool')
       : null,
   });
+  return op.kind === 'MIGRATE_VM' ? { ...op, limits } : op;
+}
+
+/** migrateVm's input fields for each limit, as user errors name them. */
+const LIMIT_FIELDS = {
+  bandwidthMiBps: 'bandwidthLimitMiBps',
+  completionTimeoutSeconds: 'completionTimeoutSeconds',
+  progressTimeoutSeconds: 'progressTimeoutSeconds',
+} as const;
+
+/** The limits migrateVm was given, each in its range (INVALID_INPUT otherwise, before anything starts). */
+function migrationLimits(input: MigrateVmInput): MigrationLimits {
+  const limits: MigrationLimits = {
+    bandwidthMiBps: input.bandwidthLimitMiBps ?? null,
+    completionTimeoutSeconds: input.completionTimeoutSeconds ?? null,
+    progressTimeoutSeconds: input.progressTimeoutSeconds ?? null,
+  };
+  const [problem] = migrationLimitProblems(limits, LIMIT_FIELDS);
+  if (problem) bad(LIMIT_FIELDS[problem.field], problem.message);
+  return limits;
 }
 
 export const batchMutations: Pick<
@@ -211,6 +227,7 @@ export const batchMutations: Pick<
         placement: placementOn(vm.platformId, input.placement),
         powerOn: input.powerOn ?? false,
         tags: tagsOf(input.tags),
+        linked: false,
       }),
     }),
   deployVms: (_r, { input }, ctx) =>
@@ -219,7 +236,7 @@ export const batchMutations: Pick<
       input,
       items: () => {
         checkBatchSize(input.count, 'count');
-        if (input.count > 1 && !/\{n(:\d+)?\}/.test(input.namePattern)) {
+        if (input.count > 1 && !NUMBERED_NAME.test(input.namePattern)) {
           throw new GatewayError(
             ErrorCode.BAD_USER_INPUT,
             'namePattern needs {n} (or {n:3}) to give each VM its own name.',
@@ -238,6 +255,7 @@ export const batchMutations: Pick<
               placement: placementOn(vm.platformId, input.placement),
               powerOn: input.powerOn ?? true,
               tags: tagsOf(input.tags),
+              linked: false,
             }),
           };
         });

@@ -2,6 +2,7 @@ import type { NodeResolvers, QueryResolvers, ResolversParentTypes } from '../gen
 import { ErrorCode, GatewayError, UnreachableCaseError } from '../model/errors.js';
 import { type NodeKind, type NodeRef, decodeId, decodeIdOf, splitChildNativeId } from '../model/ids.js';
 import { visibleTask } from './scope.js';
+import { visibleMigration } from './migration.js';
 import type { GatewayContext } from './context.js';
 import { findCluster, findDatacenter, findHost, findNetwork, findStorage, findVm, snapshotsOf } from './lookups.js';
 
@@ -21,6 +22,7 @@ export async function loadNode(ctx: GatewayContext, ref: NodeRef): Promise<AnyNo
   const { platformId, nativeId } = ref;
   if (ref.kind === 'AuditEntry') return ctx.access.readsAudit ? tagged(ctx.audit.get(nativeId), 'AuditEntry') : null;
   if (ref.kind === 'Task') return tagged(await visibleTask(ctx, ctx.tasks.get(nativeId)), 'Task');
+  if (ref.kind === 'VmMigration') return tagged(await visibleMigration(ctx, nativeId), 'VmMigration');
   if (!ctx.registry.get(platformId) || !ctx.access.seesPlatform(platformId)) return null;
   switch (ref.kind) {
     case 'Platform':
@@ -58,6 +60,8 @@ export async function loadNode(ctx: GatewayContext, ref: NodeRef): Promise<AnyNo
         'StorageVolume',
       );
     }
+    case 'VmPool':
+      return tagged(await ctx.declarations.pools.get(platformId, nativeId), 'VmPool');
     default:
       throw new UnreachableCaseError(ref.kind);
   }

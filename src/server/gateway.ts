@@ -17,6 +17,8 @@ import { type Idempotency, IdempotencyKeys, type RememberedOutcome } from '../mu
 import { SharedIdempotencyKeys } from '../mutations/shared-idempotency.js';
 import { MutationPipeline, type StoredOutcome } from '../mutations/pipeline.js';
 import { type StoredTask, TaskManager } from '../mutations/task-manager.js';
+import { MigrationTracker } from '../mutations/migrations.js';
+import type { StoredMigration } from '../model/migration.js';
 import { Inventory } from '../inventory/inventory.js';
 import { Declarations } from '../declarations/declarations.js';
 import { LocalDeclarationStore, RedisDeclarationStore } from '../declarations/store.js';
@@ -124,8 +126,16 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
     logger,
     shared.replication,
   );
+  // Kept beside the tasks, in the same store: a migration lives as long as its task.
+  const migrations = await MigrationTracker.open({
+    tasks,
+    store: await state.collection<StoredMigration>('migrations'),
+    audit,
+    logger,
+  });
   const mutations = new MutationPipeline({
     tasks,
+    migrations,
     audit,
     idempotencyKeys,
     inventory,
@@ -175,6 +185,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
         metricsLimits,
         subscriptionLimits,
         declarations,
+        migrations,
       },
       caller,
       connection,

@@ -201,6 +201,8 @@ Napi::Object Connection::Init(Napi::Env env, Napi::Object exports) {
           InstanceMethod<&Connection::SnapshotDelete>("snapshotDelete"),
           InstanceMethod<&Connection::DefineXml>("defineXml"),
           InstanceMethod<&Connection::MigrateToUri>("migrateToUri"),
+          InstanceMethod<&Connection::GetJobStats>("getJobStats"),
+          InstanceMethod<&Connection::AbortJob>("abortJob"),
           InstanceMethod<&Connection::CloneVolume>("cloneVolume"),
           InstanceMethod<&Connection::CreateVolume>("createVolume"),
           InstanceMethod<&Connection::ReadDomains>("readDomains"),
@@ -434,7 +436,33 @@ Napi::Value Connection::MigrateToUri(const Napi::CallbackInfo& info) {
   std::string uuid = StringArg(info, 0, "uuid");
   std::string dest = StringArg(info, 1, "destUri");
   unsigned int flags = FlagsArg(info, 2);
-  return Schedule(info.Env(), [uuid, dest, flags](ConnState& st) { return vg::MigrateToUri(st, uuid, dest, flags); });
+  vg::MigrateParams params;
+  if (info.Length() > 3 && !info[3].IsUndefined()) {
+    if (!info[3].IsObject()) throw Napi::TypeError::New(info.Env(), "params must be an object");
+    Napi::Value bandwidth = info[3].As<Napi::Object>().Get("bandwidthMiBps");
+    if (!bandwidth.IsUndefined()) {
+      if (!bandwidth.IsNumber()) throw Napi::TypeError::New(info.Env(), "bandwidthMiBps must be a number");
+      double mibps = bandwidth.As<Napi::Number>().DoubleValue();
+      // libvirt takes whole MiB/s; 0 would mean "no limit", which the caller says by leaving it out.
+      if (!(mibps >= 1) || mibps > 1e9 || mibps != static_cast<double>(static_cast<unsigned long long>(mibps))) {
+        throw Napi::RangeError::New(info.Env(), "bandwidthMiBps must be a whole number from 1 to 1e9");
+      }
+      params.bandwidthMiBps = static_cast<unsigned long long>(mibps);
+    }
+  }
+  return Schedule(info.Env(),
+                  [uuid, dest, flags, params](ConnState& st) { return vg::MigrateToUri(st, uuid, dest, flags, params); });
+}
+
+Napi::Value Connection::GetJobStats(const Napi::CallbackInfo& info) {
+  std::string uuid = StringArg(info, 0, "uuid");
+  unsigned int flags = FlagsArg(info, 1);
+  return Schedule(info.Env(), [uuid, flags](ConnState& st) { return vg::GetJobStats(st, uuid, flags); });
+}
+
+Napi::Value Connection::AbortJob(const Napi::CallbackInfo& info) {
+  std::string uuid = StringArg(info, 0, "uuid");
+  return Schedule(info.Env(), [uuid](ConnState& st) { return vg::AbortJob(st, uuid); });
 }
 
 Napi::Value Connection::CloneVolume(const Napi::CallbackInfo& info) {

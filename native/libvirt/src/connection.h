@@ -84,6 +84,8 @@ class Connection : public Napi::ObjectWrap<Connection> {
   Napi::Value SnapshotDelete(const Napi::CallbackInfo& info);
   Napi::Value DefineXml(const Napi::CallbackInfo& info);
   Napi::Value MigrateToUri(const Napi::CallbackInfo& info);
+  Napi::Value GetJobStats(const Napi::CallbackInfo& info);
+  Napi::Value AbortJob(const Napi::CallbackInfo& info);
   Napi::Value CloneVolume(const Napi::CallbackInfo& info);
   Napi::Value CreateVolume(const Napi::CallbackInfo& info);
   Napi::Value ReadDomains(const Napi::CallbackInfo& info);

@@ -154,15 +154,3 @@ Value CloneVolume(ConnState& st, const std::string& sourcePath, const std::strin
 }
 
 }  // namespace vg
-
-namespace vg {
-
-// Peer-to-peer migration: the source's libvirt connects to destUri itself.
-Value MigrateToUri(ConnState& st, const std::string& uuid, const std::string& destUri, unsigned int flags) {
-  DomainHandle dom = LookupDomain(st, uuid);
-  st.Count();
-  if (virDomainMigrateToURI3(dom.get(), destUri.c_str(), nullptr, 0, flags) < 0) ThrowLast("virDomainMigrateToURI3");
-  return Value::Bool(true);
-}
-
-}  // namespace vg

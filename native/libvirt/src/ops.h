@@ -51,8 +51,21 @@ Value SnapshotCreate(ConnState& st, const std::string& uuid, const std::string& 
 Value SnapshotRevert(ConnState& st, const std::string& uuid, const std::string& name, unsigned int flags);
 Value SnapshotDelete(ConnState& st, const std::string& uuid, const std::string& name, unsigned int flags);
 Value DefineXml(ConnState& st, const std::string& xml);
-Value MigrateToUri(ConnState& st, const std::string& uuid, const std::string& destUri, unsigned int flags);
 Value CloneVolume(ConnState& st, const std::string& sourcePath, const std::string& newName);
+
+// migration_ops.cc
+// Limits of one migration; 0 leaves a limit unset.
+struct MigrateParams {
+  unsigned long long bandwidthMiBps = 0;
+};
+// Blocks its worker until the migration job ends (succeeded, failed or aborted).
+Value MigrateToUri(ConnState& st, const std::string& uuid, const std::string& destUri, unsigned int flags,
+                   const MigrateParams& params);
+// The domain's current job (virDomainGetJobStats): {type, params}; flags
+// VIR_DOMAIN_JOB_STATS_COMPLETED read the last completed one instead.
+Value GetJobStats(ConnState& st, const std::string& uuid, unsigned int flags);
+// Aborts the domain's current job (a migration: the guest stays where it runs).
+Value AbortJob(ConnState& st, const std::string& uuid);
 
 // network_ops.cc
 Value ListAllNetworks(ConnState& st, unsigned int flags);

@@ -186,8 +186,16 @@ export interface NativeConnection {
   snapshotCreate(uuid: string, xml: string, flags?: number): Promise<string>;
   snapshotRevert(uuid: string, name: string, flags?: number): Promise<true>;
   snapshotDelete(uuid: string, name: string, flags?: number): Promise<true>;
-  /** Peer-to-peer migration to another libvirt URI. */
-  migrateToUri(uuid: string, destUri: string, flags?: number): Promise<true>;
+  /**
+   * Peer-to-peer migration to another libvirt URI (virDomainMigrateToURI3);
+   * resolves once the migration job has ended. Its worker is held meanwhile,
+   * so getJobStats and abortJob run on others.
+   */
+  migrateToUri(uuid: string, destUri: string, flags?: number, params?: NativeMigrateParams): Promise<true>;
+  /** The domain's current job (virDomainGetJobStats); with JobStatsFlags.COMPLETED the last one that ended. */
+  getJobStats(uuid: string, flags?: number): Promise<NativeJobStats>;
+  /** virDomainAbortJob: stops the domain's current job (a migration: the guest stays on the source). */
+  abortJob(uuid: string): Promise<true>;
   /** Defines (or redefines) a persistent domain. */
   defineXml(xml: string): Promise<NativeDomainRef>;
   /** Copies the volume at sourcePath into a new volume of the same pool; resolves with the copy's path. */
@@ -206,6 +214,20 @@ export interface NativeConnection {
    * the connection (the listener then gets a last close event, reason 3).
    */
   subscribeEvents(listener: (event: NativeEvent) => void): Promise<NativeEventSubscription>;
+}
+
+/** Limits of one migration (virDomainMigrateToURI3's typed parameters); left out: none. */
+export interface NativeMigrateParams {
+  /** VIR_MIGRATE_PARAM_BANDWIDTH: at most this many MiB/s, a whole number from 1. */
+  bandwidthMiBps?: number;
+}
+
+/** A domain job as virDomainGetJobStats reads it. */
+export interface NativeJobStats {
+  /** virDomainJobType: see {@link JobType}. */
+  type: number;
+  /** By libvirt's field names (VIR_DOMAIN_JOB_*): `data_total`, `data_processed`, `data_remaining`, `time_elapsed`, ... */
+  params: Record<string, number | string | boolean>;
 }
 
 /** The libvirt call behind each name: virDomainCreateWithFlags, virDomainShutdownFlags, ... */
@@ -287,6 +309,10 @@ export const MigrateFlags = {
   NON_SHARED_DISK: 64,
   OFFLINE: 1024,
 } as const;
+// virDomainJobType
+export const JobType = { NONE: 0, BOUNDED: 1, UNBOUNDED: 2, COMPLETED: 3, FAILED: 4, CANCELLED: 5 } as const;
+// virDomainGetJobStatsFlags
+export const JobStatsFlags = { COMPLETED: 1, KEEP_COMPLETED: 2 } as const;
 export const DomainStats = { STATE: 1, CPU_TOTAL: 2, BALLOON: 4, VCPU: 8, INTERFACE: 16, BLOCK: 32 } as const;
 // virConnectGetAllDomainStatsFlags (also virDomainListGetStats')
 export const DomainStatsFlags = { NOWAIT: 2 ** 29, BACKING: 2 ** 30, ENFORCE_STATS: 2 ** 31 } as const;

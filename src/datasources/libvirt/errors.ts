@@ -24,6 +24,8 @@ export const VirErr = {
   OPERATION_INVALID: 55,
   OPERATION_TIMEOUT: 68,
   NO_DOMAIN_SNAPSHOT: 72,
+  /** A domain job aborted (virDomainAbortJob): "operation aborted: job 'migration out' canceled by client". */
+  OPERATION_ABORTED: 78,
   AUTH_CANCELLED: 79,
   MIGRATE_UNSAFE: 81,
   OPERATION_UNSUPPORTED: 84,

@@ -17,7 +17,6 @@ import {
   DomainXmlFlags,
   ListDomainsFlags,
   ModificationImpact,
-  MigrateFlags,
   SnapshotCreateFlags,
   SnapshotDeleteFlags,
   UndefineFlags,
@@ -28,6 +27,7 @@ import { withTags } from './tags.js';
 import { VirErr, isLibvirtCode } from './errors.js';
 import { parsePoolXml, parseVolumeXml } from './xml.js';
 import { escapeXml } from '../xml/tree.js';
+import { assertLinkable, backedVolume, volumesByPath } from './linked-clone.js';
 
 function snapshotXml(op: Extract<VmOperation, { kind: 'CREATE_SNAPSHOT' }>): string {
   const description = op.description ? `<description>${escapeXml(op.description)}</description>` : '';
@@ -96,28 +96,9 @@ export async function runDomainOperation(
       await reconfigure(c, uuid, op);
       await reconfigureLive(c, uuid, op);
       return {};
-    case 'MIGRATE_VM': {
-      if (!op.destination)
-        throw new OperationFailedError('a libvirt VM moves to another libvirt platform (host)', 'INVALID_INPUT');
-      const running = (await c.call('getAllDomainStats', DomainStats.STATE, 0)).some(
-        (d) => d.uuid === uuid && d.id >= 0,
-      );
-      const flags =
-        MigrateFlags.PEER2PEER |
-        MigrateFlags.PERSIST_DEST |
-        MigrateFlags.UNDEFINE_SOURCE |
-        (running ? MigrateFlags.LIVE : MigrateFlags.OFFLINE);
-      try {
-        await c.call('migrateToUri', uuid, op.destination.uri, flags);
-      } catch (e) {
-        // Disks on a host's own file system: a running VM takes them along
-        // (QEMU copies them while the guest runs; the destination needs a
-        // pool over the same path to create them in).
-        if (!running || !isLibvirtCode(e, VirErr.MIGRATE_UNSAFE)) throw e;
-        await c.call('migrateToUri', uuid, op.destination.uri, flags | MigrateFlags.NON_SHARED_DISK);
-      }
-      return { vmNativeId: uuid, vmPlatformId: op.destination.platformId };
-    }
+    case 'MIGRATE_VM':
+      // It needs a connection of its own beside this one: LibvirtProvider.runOperation runs it (migration.ts).
+      throw new OperationFailedError('a migration runs through migrateDomain, not on one connection', 'UNSUPPORTED');
   }
 }
 
@@ -210,6 +191,8 @@ async function clone(
     .replace(/<name>[^<]*<\/name>/, `<name>${escapeXml(op.name)}</name>`);
   const disks = [...xml.matchAll(/<disk type=['"](file|volume)['"] device=['"]disk['"][\s\S]*?<\/disk>/g)];
   const volumes = await volumeIndex(c);
+  if (op.linked) await assertLinkable(c, uuid);
+  const backing = op.linked ? await volumesByPath(c) : null;
   for (const [i, [disk]] of disks.entries()) {
     const file = /<source file=['"]([^'"]+)['"]/.exec(disk)?.[1];
     const poolVolume = /<source pool=['"]([^'"]+)['"] volume=['"]([^'"]+)['"]/.exec(disk);
@@ -221,11 +204,18 @@ async function clone(
         'UNSUPPORTED',
       );
     const extension = /\.[a-z0-9]+$/i.exec(sourcePath)?.[0] ?? '';
-    const newPath = await c.call('cloneVolume', sourcePath, `${op.name}-disk${i + 1}${extension}`);
+    const base = backing?.get(sourcePath);
+    if (backing && !base)
+      throw new OperationFailedError(`disk ${i + 1} of the source is in no storage pool; it cannot back a linked clone`);
+    const newPath = base
+      ? await backedVolume(c, base, sourcePath, `${op.name}-disk${i + 1}.qcow2`)
+      : await c.call('cloneVolume', sourcePath, `${op.name}-disk${i + 1}${extension}`);
     const newName = newPath.slice(newPath.lastIndexOf('/') + 1);
-    const copied = file
+    let copied = file
       ? disk.replace(/<source file=['"][^'"]+['"]/, `<source file='${escapeXml(newPath)}'`)
       : disk.replace(/volume=['"][^'"]+['"]/, `volume='${escapeXml(newName)}'`);
+    // A backed volume is qcow2 whatever its base is.
+    if (base) copied = copied.replace(/(<driver[^>]*\btype=)['"][^'"]+['"]/, "$1'qcow2'");
     xml = xml.replace(disk, copied);
     reporter.progress(10 + ((i + 1) / disks.length) * 70);
   }

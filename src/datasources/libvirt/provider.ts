@@ -28,7 +28,7 @@ import { LibvirtMetricsSource } from './metrics.js';
 import { parseOrError, readDomainStates, snapshotRecords, vmRecordOf } from './domain-read.js';
 import { createDomain, runDomainOperation } from './operations.js';
 import { type LibvirtInventoryWatch, watchLibvirt } from './watch.js';
-import { planLibvirtMigration } from './migration.js';
+import { migrateDomain, planLibvirtMigration } from './migration.js';
 import {
   VirErr,
   describeLibvirtError,
@@ -115,6 +115,22 @@ export class LibvirtProvider extends ConnectedProvider<LibvirtClient> implements
   readonly allowedStates = { CLONE_VM: ['OFF'] } as const;
 
   runOperation(uuid: string, op: VmOperation, reporter: OperationReporter): Promise<OperationResult> {
+    if (op.kind === 'MIGRATE_VM') {
+      return migrateDomain(
+        {
+          use: (fn) => this.connection.use(fn),
+          open: () =>
+            LibvirtClient.open(this.config.uri, {
+              readOnly: this.config.readOnly,
+              username: this.config.username,
+              password: this.config.password,
+            }),
+        },
+        uuid,
+        op,
+        reporter,
+      );
+    }
     return this.connection.use((c) => runDomainOperation(c, uuid, op, reporter, this.config.gracefulStopTimeoutMs));
   }
 

@@ -12,6 +12,7 @@ import {
   type VmSpec,
 } from '../../model/operations.js';
 import { waitUntilGuestOff } from '../guest-shutdown.js';
+import type { XNode } from '../xml/tokenizer.js';
 import { InventoryTree, TREE_SPECS } from './mapping.js';
 import {
   freeUnit,
@@ -104,7 +105,8 @@ export async function runVmOperation(
       await task('RemoveSnapshot_Task', snapshot(op.snapshotKey), elementXml('removeChildren', op.withChildren));
       return {};
     case 'CLONE_VM': {
-      const spec = await cloneSpec(s, vm, op);
+      const base = op.linked ? await linkedCloneBase(s, vm, (args) => task('CreateSnapshot_Task', vm, args)) : null;
+      const spec = await cloneSpec(s, vm, op, base);
       const created = resultRef(await task('CloneVM_Task', vm, spec));
       if (!created) throw new OperationFailedError('CloneVM_Task succeeded without naming the new VM');
       // spec.powerOn is a request some servers ignore (vcsim does): the task ends with the VM running.
@@ -113,11 +115,10 @@ export async function runVmOperation(
     }
     case 'MIGRATE_VM': {
       const target = await placementTarget(s, { hostNativeId: op.hostNativeId });
-      await task(
-        'RelocateVM_Task',
-        vm,
-        `<spec>${relocationXml(op.storageNativeId, target?.pool ?? null, op.hostNativeId)}</spec>`,
-      );
+      // Stopped before it started: nothing was done.
+      reporter.signal?.throwIfAborted();
+      const spec = `<spec>${relocationXml(op.storageNativeId, target?.pool ?? null, op.hostNativeId)}</spec>`;
+      await waitCancellable(s, await s.call(() => invokeTask(s.client, 'RelocateVM_Task', vm, spec)), reporter);
       return {};
     }
     case 'RECONFIGURE_VM':
@@ -126,6 +127,30 @@ export async function runVmOperation(
     case 'PAUSE_VM':
     case 'UNPAUSE_VM':
       throw new OperationFailedError('vSphere cannot pause a VM with its memory kept in place', 'UNSUPPORTED');
+  }
+}
+
+/**
+ * Follows a task that the reporter's signal may stop (a migration's cancel
+ * or timeout): on abort, CancelTask asks vCenter to stop it, and the
+ * signal's reason is thrown once it has ended other than in success. A task
+ * vCenter will not cancel (a vMotion past its switch-over, a server without
+ * CancelTask) runs on and ends as it ends.
+ */
+async function waitCancellable(s: VsphereSession, task: MoRef, reporter: OperationReporter): Promise<void> {
+  const signal = reporter.signal;
+  const cancel = () => {
+    // Refused or not: the task's own end says what happened, and is what the caller gets.
+    s.call(() => invokeVoid(s.client, 'CancelTask', task)).catch(() => undefined);
+  };
+  signal?.addEventListener('abort', cancel, { once: true });
+  if (signal?.aborted) cancel();
+  try {
+    await s.tasks.wait(task, reporter);
+  } catch (e) {
+    throw signal?.aborted ? signal.reason : e;
+  } finally {
+    signal?.removeEventListener('abort', cancel);
   }
 }
 
@@ -204,6 +229,8 @@ async function cloneSpec(
   s: VsphereSession,
   vm: MoRef,
   op: Extract<VmOperation, { kind: 'CLONE_VM' }>,
+  /** A linked clone's snapshot: its disks become the clone's parents. */
+  linkedTo: MoRef | null,
 ): Promise<string> {
   const { hostNativeId, storageNativeId, folderPath, resourcePoolPath } = op.placement;
   const tree = folderPath || resourcePoolPath ? new InventoryTree('', await s.retrieveAll(TREE_SPECS)) : null;
@@ -215,12 +242,41 @@ async function cloneSpec(
       'the source VM is not in a folder (vApp members cannot be cloned here); give placement.folder',
       'UNSUPPORTED',
     );
-  const location = relocationXml(storageNativeId, target?.pool ?? null, hostNativeId);
+  const location = relocationXml(
+    storageNativeId,
+    target?.pool ?? null,
+    hostNativeId,
+    linkedTo ? 'createNewChildDiskBacking' : null,
+  );
   return (
     moRefXml('folder', folder) +
     elementXml('name', op.name) +
-    `<spec><location>${location}</location>${elementXml('template', false)}${elementXml('powerOn', op.powerOn)}</spec>`
+    `<spec><location>${location}</location>${elementXml('template', false)}${elementXml('powerOn', op.powerOn)}` +
+    `${linkedTo ? moRefXml('snapshot', linkedTo) : ''}</spec>`
   );
+}
+
+/**
+ * The snapshot a linked clone shares its disks from: the source's current
+ * one, or one taken now when it has none (vSphere clones linked only from
+ * a snapshot, whose disks no longer change).
+ */
+async function linkedCloneBase(
+  s: VsphereSession,
+  vm: MoRef,
+  snapshot: (args: string) => Promise<XNode | undefined>,
+): Promise<MoRef> {
+  const [o] = await s.retrieveObjects([vm], [{ type: 'VirtualMachine', paths: ['snapshot.currentSnapshot'] }]);
+  const current = moRefOf(o?.props.get('snapshot.currentSnapshot'));
+  if (current) return current;
+  const args =
+    elementXml('name', 'linked-clone base') +
+    elementXml('description', 'Taken by the gateway: linked clones share their disks from it.') +
+    elementXml('memory', false) +
+    elementXml('quiesce', false);
+  const taken = resultRef(await snapshot(args));
+  if (!taken) throw new OperationFailedError('CreateSnapshot_Task succeeded without naming the snapshot');
+  return taken;
 }
 
 const COMPUTE_TYPES = ['ComputeResource', 'ClusterComputeResource'];
@@ -276,9 +332,15 @@ function folderAt(tree: InventoryTree, placement: Pick<Placement, 'folderPath'>,
 }
 
 /** The placement part of a RelocateSpec (datastore, pool, host, in the schema's order). */
-function relocationXml(storageNativeId: string | null, pool: MoRef | null, hostNativeId: string | null): string {
+function relocationXml(
+  storageNativeId: string | null,
+  pool: MoRef | null,
+  hostNativeId: string | null,
+  diskMoveType: string | null = null,
+): string {
   return (
     (storageNativeId ? moRefXml('datastore', { type: 'Datastore', value: storageNativeId }) : '') +
+    (diskMoveType ? elementXml('diskMoveType', diskMoveType) : '') +
     (pool ? moRefXml('pool', pool) : '') +
     (hostNativeId ? moRefXml('host', { type: 'HostSystem', value: hostNativeId }) : '')
   );

@@ -37,6 +37,7 @@ import { type VsphereInventoryWatch, watchVsphere } from './watch.js';
 import type { ObjectContent } from './vim.js';
 import type { UpstreamErrorDescription } from '../../model/errors.js';
 import type {
+  MigrationLimits,
   MigrationTarget,
   OperationReporter,
   OperationResult,
@@ -216,6 +217,20 @@ export class VsphereProvider extends ConnectedProvider<VsphereSession> implement
 
   planMigration(vm: VmRecord, target: MigrationTarget): VmOperation {
     return planVsphereMigration(vm, target);
+  }
+
+  /**
+   * vSphere's API takes no bandwidth for a vMotion (the vmkernel NIC and
+   * vCenter's own concurrency limits set it), so a cap is refused rather
+   * than quietly not kept. The timeouts hold: the gateway cancels the task.
+   */
+  migrationLimitsProblem(limits: MigrationLimits): { field: string; message: string } | null {
+    return limits.bandwidthMiBps === null
+      ? null
+      : {
+          field: 'bandwidthLimitMiBps',
+          message: "vSphere's API has no bandwidth limit for a migration; leave bandwidthLimitMiBps out.",
+        };
   }
 
   describeError(error: unknown): UpstreamErrorDescription | null {

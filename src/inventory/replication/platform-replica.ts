@@ -189,11 +189,17 @@ export class PlatformReplica implements EventPublisher {
         this.outbox.shift();
         this.sinceSnapshot += 1;
       } catch (e) {
-        if (e instanceof FencedError) {
-          await this.stepDown('another instance took the lease over', true);
-          return;
-        }
         if (this.stopped) return;
+        if (e instanceof FencedError) {
+          // The lease lapsed under this holder (Redis came back empty, or a pause outlasted it): what it
+          // queued is written under the lease taken again, unless another instance holds it now.
+          const retaken = await this.retakeLease().catch(() => null);
+          if (retaken === false) {
+            await this.stepDown('another instance took the lease over', true);
+            return;
+          }
+          if (retaken) continue;
+        }
         await this.pause(WRITE_RETRY_MS);
       }
     }
@@ -320,16 +326,22 @@ export class PlatformReplica implements EventPublisher {
 
   /** The lease expired under the holder (Redis restarted, or a long pause): take it again unless someone else has. */
   private async reassert(): Promise<void> {
-    const lease = await this.stream.acquire(this.options.instanceId, this.options.leaseTtlMs);
-    if (!lease) {
+    if (!(await this.retakeLease())) {
       await this.stepDown('another instance took the lease over', true);
       return;
     }
-    this.logger.info({ lease }, 'took the lease of the platform again');
+    this.writing ??= this.drainOutbox().finally(() => (this.writing = null));
+  }
+
+  /** Takes the lease again after it lapsed; false when another instance holds it. */
+  private async retakeLease(): Promise<boolean> {
+    const lease = await this.stream.acquire(this.options.instanceId, this.options.leaseTtlMs);
+    if (!lease) return false;
+    if (lease !== this.lease) this.logger.info({ lease }, 'took the lease of the platform again');
     this.lease = lease;
     this.knownHolder = lease;
     this.snapshotDue = true;
-    this.writing ??= this.drainOutbox().finally(() => (this.writing = null));
+    return true;
   }
 
   private async lead(lease: string): Promise<void> {
