@@ -82,7 +82,6 @@ const POWER_ACTIONS: Record<PowerAction, { mutation: string; op: VmOperation }> 
   REBOOT: { mutation: 'rebootVm', op: { kind: 'REBOOT_VM' } },
 };
 
-
 const MAX_BATCH = 100;
 
 function checkBatchSize(n: number, field: string): void {
