@@ -5,12 +5,13 @@ import type { Inventory } from '../inventory/inventory.js';
 import type { CloneMode, Condition, DeclarationRecord, DeclaredPool, RunStrategy } from '../model/declaration.js';
 import { decodeIdOf } from '../model/ids.js';
 import type { UserError } from '../model/user-errors.js';
-import { NUMBERED_NAME } from '../model/vm.js';
+import { NUMBERED_NAME, type VmRecord, expandName } from '../model/vm.js';
+import { UNFILED } from '../access/policy.js';
 import type { AuditLog } from '../mutations/audit-log.js';
 import type { MutationCall } from '../mutations/pipeline.js';
 import { GatewayError } from '../model/errors.js';
 import { membersOf } from './pools.js';
-import { Refusal, audited, authorize, platformOf, refuse } from './requests.js';
+import { Refusal, audited, platformOf, refuse } from './requests.js';
 import type { DeclarationStore } from './store.js';
 
 export interface ApplyVmPoolRequest {
@@ -41,17 +42,6 @@ export interface VmPoolStatusRecord {
   readyReplicas: number;
   readyStandbys: number;
 }
-
-const NO_FILING = {
-  placement: {
-    hostNativeId: null,
-    clusterNativeId: null,
-    storageNativeId: null,
-    folderPath: null,
-    resourcePoolPath: null,
-  },
-  tags: [],
-};
 
 /**
  * Pools of clones: applyVmPool, scaleVmPool, deleteVmPool, and what a pool
@@ -139,7 +129,7 @@ export class VmPools {
           'namePattern needs {n} (or {n:3}) to give each VM its own name, and at most 70 characters.',
           ['namePattern'],
         );
-      const source = await this.sourceOf(ctx, platformId, req.sourceId);
+      const source = (await this.sourceOf(ctx, platformId, req.sourceId)).nativeId;
       for (const [field, value, min, max] of [
         ['vcpus', req.spec.vcpus, 1, 768],
         ['memoryMiB', req.spec.memoryMiB, 4, 24 * 1024 * 1024],
@@ -147,7 +137,7 @@ export class VmPools {
         if (value !== null && !(Number.isInteger(value) && value >= min && value <= max))
           refuse('INVALID_INPUT', `spec.${field} must be ${min} to ${max}.`, ['spec', field]);
       }
-      await authorize(ctx, 'applyVmPool', platformId, req.name, NO_FILING);
+      await this.authorize(ctx, 'applyVmPool', { platformId, namePattern: pattern, sourceNativeId: source });
       const existing = await this.deps.store.getPool(platformId, req.name);
       if (existing?.deleting) refuse('CONFLICT', `Pool ${req.name} is being deleted.`);
       const expected = req.resourceVersion;
@@ -196,7 +186,7 @@ export class VmPools {
       const existing = await this.poolOf(ctx, input.poolId);
       if (existing.deleting) refuse('CONFLICT', `Pool ${existing.name} is being deleted.`);
       this.checkCounts(input.replicas, existing.warmStandbys);
-      await authorize(ctx, 'scaleVmPool', existing.platformId, existing.name, NO_FILING);
+      await this.authorize(ctx, 'scaleVmPool', existing);
       if (existing.replicas === input.replicas) return existing;
       const pool: DeclaredPool = {
         ...existing,
@@ -219,7 +209,7 @@ export class VmPools {
   ): Promise<VmPoolOutcome> {
     return this.request(ctx, 'deleteVmPool', input.poolId, input, async () => {
       const existing = await this.poolOf(ctx, input.poolId);
-      await authorize(ctx, 'deleteVmPool', existing.platformId, existing.name, NO_FILING);
+      await this.authorize(ctx, 'deleteVmPool', existing);
       const pool: DeclaredPool = { ...existing, deleting: { deleteVms: input.deleteVms } };
       if (!(await this.deps.store.putPool(pool, existing.resourceVersion)))
         refuse('CONFLICT', `Pool ${existing.name} changed while this delete ran; try again.`);
@@ -255,14 +245,17 @@ export class VmPools {
       refuse('INVALID_INPUT', `warmStandbys must be 0 to ${max} (reconciler.maxPoolReplicas).`, ['warmStandbys']);
   }
 
-  /** The source VM's native ID: a VM of the pool's platform that the caller sees. */
-  private async sourceOf(ctx: MutationCall, platformId: string, sourceId: string): Promise<string> {
+  /** The source VM: a VM of the pool's platform that the caller sees. */
+  private async sourceOf(ctx: MutationCall, platformId: string, sourceId: string): Promise<VmRecord> {
     let ref;
     try {
       ref = decodeIdOf(sourceId, 'VirtualMachine');
     } catch (e) {
       return refuse('INVALID_INPUT', e instanceof GatewayError ? e.message : 'Not a valid ID.', ['sourceId']);
     }
+    // A VM the caller may not see is one that does not exist, whatever else is wrong with the request.
+    const source = ctx.access.seesPlatform(ref.platformId) ? await ctx.loaders.vm(ref.platformId, ref.nativeId) : null;
+    if (!source) return refuse('NOT_FOUND', 'No such source VM.', ['sourceId']);
     if (ref.platformId !== platformId)
       refuse('INVALID_INPUT', `sourceId names a VM of platform "${ref.platformId}", not "${platformId}".`, [
         'sourceId',
@@ -270,8 +263,41 @@ export class VmPools {
     // Members are shaped from the source as the live inventory holds it.
     if (!this.deps.inventory.serving(platformId))
       refuse('PLATFORM_UNAVAILABLE', `The live inventory of platform "${platformId}" is not serving; try again.`);
-    if (!(await ctx.loaders.vm(platformId, ref.nativeId))) refuse('NOT_FOUND', 'No such source VM.', ['sourceId']);
-    return ref.nativeId;
+    return source;
+  }
+
+  /**
+   * Where a pool's members are, for access: its first member's name on the
+   * source's host. A caller sees a pool, and may change it, as it sees and
+   * may change the VMs it makes.
+   */
+  private async placementOf(
+    ctx: Pick<MutationCall, 'loaders'>,
+    pool: Pick<DeclaredPool, 'platformId' | 'namePattern' | 'sourceNativeId'>,
+  ) {
+    const source = this.deps.inventory.mirror(pool.platformId)?.vmRecords([pool.sourceNativeId])[0];
+    return ctx.loaders.placementOf(
+      {
+        platformId: pool.platformId,
+        name: expandName(pool.namePattern, 1),
+        hostNativeId: source?.hostNativeId ?? null,
+      },
+      UNFILED,
+    );
+  }
+
+  /** Whether the caller sees the pool. */
+  async visible(ctx: Pick<MutationCall, 'loaders' | 'access'>, pool: DeclaredPool): Promise<boolean> {
+    return ctx.access.seesPlatform(pool.platformId) && ctx.access.seesVm(await this.placementOf(ctx, pool));
+  }
+
+  private async authorize(
+    ctx: MutationCall,
+    action: string,
+    pool: Parameters<VmPools['placementOf']>[1],
+  ): Promise<void> {
+    const decision = ctx.access.may(action, await this.placementOf(ctx, pool));
+    if (!decision.allowed) refuse('FORBIDDEN', decision.reason);
   }
 
   private async poolOf(ctx: MutationCall, poolId: string): Promise<DeclaredPool> {
@@ -284,7 +310,7 @@ export class VmPools {
     const pool = ctx.access.seesPlatform(ref.platformId)
       ? await this.deps.store.getPool(ref.platformId, ref.nativeId)
       : undefined;
-    if (!pool) refuse('NOT_FOUND', 'No such pool.', ['poolId']);
-    return pool!;
+    if (!pool || !(await this.visible(ctx, pool))) return refuse('NOT_FOUND', 'No such pool.', ['poolId']);
+    return pool;
   }
 }

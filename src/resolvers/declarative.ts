@@ -94,7 +94,7 @@ export const declaredVmFields: Pick<VirtualMachineResolvers, 'spec' | 'status'> 
 };
 
 /** Whether the caller may see a declared VM: as it may see the VM, where it is or would be. */
-async function visible(ctx: GatewayContext, d: DeclarationRecord): Promise<boolean> {
+export async function declarationVisible(ctx: GatewayContext, d: DeclarationRecord): Promise<boolean> {
   const vm = await vmOf(ctx, d);
   if (vm) return true;
   const { platformId, name, spec } = d.declared;
@@ -109,7 +109,7 @@ export const declarationQueries: Pick<QueryResolvers, 'vmDeclarations'> = {
   vmDeclarations: async (_r, args, ctx) => {
     const platforms = new Set(platformsInScope(ctx, args.platformId ? [args.platformId] : null));
     const all = (await ctx.declarations.list()).filter((d) => platforms.has(d.declared.platformId));
-    const shown = await Promise.all(all.map(async (d) => ((await visible(ctx, d)) ? d : null)));
+    const shown = await Promise.all(all.map(async (d) => ((await declarationVisible(ctx, d)) ? d : null)));
     return paginate(
       shown.filter((d): d is DeclarationRecord => d !== null),
       args,

@@ -60,8 +60,10 @@ export async function loadNode(ctx: GatewayContext, ref: NodeRef): Promise<AnyNo
         'StorageVolume',
       );
     }
-    case 'VmPool':
-      return tagged(await ctx.declarations.pools.get(platformId, nativeId), 'VmPool');
+    case 'VmPool': {
+      const pool = await ctx.declarations.pools.get(platformId, nativeId);
+      return pool && (await ctx.declarations.pools.visible(ctx, pool)) ? tagged(pool, 'VmPool') : null;
+    }
     default:
       throw new UnreachableCaseError(ref.kind);
   }

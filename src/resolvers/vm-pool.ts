@@ -1,5 +1,6 @@
 import type { MutationResolvers, QueryResolvers, VmPoolResolvers } from '../generated/graphql.js';
-import type { DeclaredPool } from '../model/declaration.js';
+import type { DeclarationRecord, DeclaredPool } from '../model/declaration.js';
+import { declarationVisible } from './declarative.js';
 import { decodeIdOf, encodeId } from '../model/ids.js';
 import type { VmRecord } from '../model/vm.js';
 import type { GatewayContext } from './context.js';
@@ -15,6 +16,12 @@ async function vmsOf(ctx: GatewayContext, ids: readonly (string | null)[], platf
   return vms.filter((vm): vm is VmRecord => vm !== null);
 }
 
+/** Of some declarations, those the caller may see, in order. */
+async function visibleOnes(ctx: GatewayContext, ds: readonly DeclarationRecord[]): Promise<DeclarationRecord[]> {
+  const seen = await Promise.all(ds.map((d) => declarationVisible(ctx, d)));
+  return ds.filter((_d, i) => seen[i]);
+}
+
 export const VmPool: VmPoolResolvers = {
   id: poolId,
   platform: (p, _a, ctx) => platformOf(ctx, p.platformId),
@@ -22,8 +29,8 @@ export const VmPool: VmPoolResolvers = {
   readyReplicas: async (p, _a, ctx) => (await ctx.declarations.pools.status(p)).readyReplicas,
   readyStandbys: async (p, _a, ctx) => (await ctx.declarations.pools.status(p)).readyStandbys,
   status: (p, _a, ctx) => ctx.declarations.pools.status(p),
-  members: async (p, _a, ctx) => (await ctx.declarations.pools.members(p)).replicas,
-  standbys: async (p, _a, ctx) => (await ctx.declarations.pools.members(p)).standbys,
+  members: async (p, _a, ctx) => visibleOnes(ctx, (await ctx.declarations.pools.members(p)).replicas),
+  standbys: async (p, _a, ctx) => visibleOnes(ctx, (await ctx.declarations.pools.members(p)).standbys),
   vms: async (p, _a, ctx) =>
     vmsOf(
       ctx,
@@ -35,7 +42,9 @@ export const VmPool: VmPoolResolvers = {
 export const vmPoolQueries: Pick<QueryResolvers, 'vmPools' | 'vmPool'> = {
   vmPools: async (_r, args, ctx) => {
     const platforms = new Set(platformsInScope(ctx, args.platformId ? [args.platformId] : null));
-    const pools = (await ctx.declarations.pools.list()).filter((p) => platforms.has(p.platformId));
+    const listed = (await ctx.declarations.pools.list()).filter((p) => platforms.has(p.platformId));
+    const seen = await Promise.all(listed.map((p) => ctx.declarations.pools.visible(ctx, p)));
+    const pools = listed.filter((_p, i) => seen[i]);
     return paginate(
       pools,
       args,
@@ -46,7 +55,8 @@ export const vmPoolQueries: Pick<QueryResolvers, 'vmPools' | 'vmPool'> = {
   vmPool: async (_r, { id }, ctx) => {
     const ref = decodeIdOf(id, 'VmPool');
     if (!ctx.access.seesPlatform(ref.platformId)) return null;
-    return (await ctx.declarations.pools.get(ref.platformId, ref.nativeId)) ?? null;
+    const pool = await ctx.declarations.pools.get(ref.platformId, ref.nativeId);
+    return pool && (await ctx.declarations.pools.visible(ctx, pool)) ? pool : null;
   },
 };
 
