@@ -5,6 +5,7 @@ import { promisify } from 'node:util';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import { nativeAddon } from '../src/datasources/libvirt/addon.js';
 import { type TestGateway, startTestGateway } from './helpers/gateway.js';
 import { GUEST, READY_MARKER, assertGuestBuilt, guestAccel } from './helpers/guest.js';
 import { type QemuLibvirtd, qemuLibvirtd } from './helpers/qemu-libvirtd.js';
@@ -295,6 +296,22 @@ describe('migrations as objects on vSphere (vcsim)', () => {
     );
     expect(data.rebootVm.task).not.toBeNull();
     expect(data.rebootVm.migration).toBeNull();
+  });
+});
+
+describe("the addon's migration calls", () => {
+  it('check their arguments on the main thread, and reach libvirt (which the test driver answers NO_SUPPORT)', async () => {
+    const c = await nativeAddon().open('test:///default');
+    try {
+      const { uuid } = await c.lookupDomainByName('test');
+      for (const bandwidthMiBps of [0, 1.5, -1]) {
+        expect(() => c.migrateToUri(uuid, 'test:///default', 0, { bandwidthMiBps })).toThrow(RangeError);
+      }
+      await expect(c.getJobStats(uuid)).rejects.toMatchObject({ code: 3, message: /virDomainGetJobStats/ });
+      await expect(c.abortJob(uuid)).rejects.toMatchObject({ code: 3, message: /virDomainAbortJob/ });
+    } finally {
+      await c.close();
+    }
   });
 });
 

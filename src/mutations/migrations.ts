@@ -72,6 +72,8 @@ interface Running {
 export class MigrationTracker {
   private readonly records = new Map<string, MigrationRecord>();
   private readonly running = new Map<string, Running>();
+  /** Migrations this process asked for and has not seen end: its own task runs them, so it can stop them. */
+  private readonly own = new Set<string>();
 
   private constructor(
     private readonly tasks: TaskManager,
@@ -127,6 +129,7 @@ export class MigrationTracker {
       error: null,
     };
     this.records.set(id, record);
+    this.own.add(id);
     await this.save(record);
     return record;
   }
@@ -134,6 +137,7 @@ export class MigrationTracker {
   /** Drops a prepared migration whose task could not be submitted. */
   async discard(id: string): Promise<void> {
     this.records.delete(id);
+    this.own.delete(id);
     await this.store.delete(id).catch((e: unknown) => this.logger.error({ err: e, migration: id }, 'could not drop'));
   }
 
@@ -213,7 +217,8 @@ export class MigrationTracker {
     // Queued: cancelled before it starts, nothing done. (Refused when it started meanwhile: then stopped below.)
     const dequeued = task.state === 'QUEUED' && !('refused' in (await this.tasks.cancel(id)));
     if (!dequeued) {
-      const run = this.running.get(id);
+      // Its clocks may not have started yet (the task is starting): started here, the operation finds it stopped.
+      const run = this.running.get(id) ?? (this.own.has(id) ? this.start(record) : undefined);
       if (!run) {
         // Running, but not by this instance's operation (resumed after a restart, or another instance's).
         return refused(
@@ -345,6 +350,7 @@ export class MigrationTracker {
     if (FINISHED_PHASES.has(record.phase)) {
       const run = this.running.get(task.id);
       this.running.delete(task.id);
+      this.own.delete(task.id);
       if (run) {
         this.clearTimers(run);
         if (run.controller.signal.aborted && record.phase === 'SUCCEEDED')

@@ -83,6 +83,7 @@ export async function migrateDomain(
   const bandwidth = running ? (op.limits?.bandwidthMiBps ?? null) : null;
   const params = bandwidth === null ? undefined : { bandwidthMiBps: bandwidth };
   const own = await conns.open();
+  reporter.progress(0);
   const watch = running ? watchJob(conns, uuid, reporter) : null;
   try {
     try {
