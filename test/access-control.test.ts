@@ -101,6 +101,27 @@ const fakeVmId = (platform: 'kvm' | 'vc') =>
   );
 const fakeSnapshotId = () => gid('Snapshot', 'kvm', `${randomUUID()}/installed`);
 const fakeTaskId = () => gid('Task', 'kvm', randomUUID());
+/** Migration IDs of each tenant's VMs (beforeAll makes one of a's). */
+const migrationsOf: Record<Tenant, string[]> = { a: [], b: [] };
+const fakeMigrationId = () => gid('VmMigration', 'vc', randomUUID());
+/**
+ * a's VM declarations by platform (beforeAll makes them): on libvirt one whose VM the reconciler makes, on
+ * the vCenter one on a's host that cannot be made (more memory than any host has), so it never has a VM.
+ */
+const DECLARED = { kvm: 'web-decl', vc: 'DC0_H0_pending' } as const;
+/** The spec a's libvirt declaration is applied with (in beforeAll): a disk and a NIC, as every VM there has. */
+let declaredSpec: Record<string, unknown> = {};
+/** The names of each tenant's declarations: DECLARED's, and the members of its pools. */
+const declarationsOf: Record<Tenant, string[]> = { a: [], b: [] };
+/** Pool IDs of each tenant (beforeAll makes one of a's, of one member). */
+const poolsOf: Record<Tenant, string[]> = { a: [], b: [] };
+/** A pool ID of the same shape where there is none: a name of a's on the same platform. */
+const fakePoolId = () => gid('VmPool', 'kvm', `web-pool-${randomUUID().slice(0, 8)}`);
+/** The ID of the platform a VM's ID names. */
+const platformOfVm = (vmId: string) => {
+  const { platformId } = decodeId(vmId);
+  return gid('Platform', platformId, platformId);
+};
 
 // ---------------------------------------------------------------- finding VMs in responses
 
@@ -218,6 +239,8 @@ interface UserError {
 interface Payload {
   vm?: { id: string; name: string } | null;
   task?: { id: string } | null;
+  declaration?: { name: string; spec: { generation: number }; vm: { id: string } | null } | null;
+  pool?: { id: string; name: string } | null;
   items?: Payload[];
   userErrors: UserError[];
 }
@@ -303,6 +326,84 @@ beforeAll(async () => {
     tasksOf[TENANT_OF[who]!].push(task.id);
     vmNamed(name).snapshotIds.push(gid('Snapshot', 'kvm', `${vmNamed(name).nativeId}/acl-${who}`));
   }
+
+  // One migration of a's, within a's own host, for the rows about migrations.
+  const ownHost = Object.keys(sim.oracle.hosts).find((h) => sim.oracle.hosts[h]!.name === 'DC0_H0')!;
+  const { migrateVm } = await ok<{ migrateVm: { migration: { id: string }; task: { id: string } } }>(
+    'a-admin',
+    'mutation($input: MigrateVmInput!) { migrateVm(input: $input) { migration { id } task { id } } }',
+    { input: { vmId: vmNamed('DC0_H0_VM1').id, hostId: gid('Host', 'vc', ownHost) } },
+  );
+  expect((await finished('a-admin', migrateVm.task.id)).state).toBe('SUCCEEDED');
+  migrationsOf.a.push(migrateVm.migration.id);
+}, 60_000);
+
+// a's declarations and pool, for the rows about them: a declared VM on libvirt and a pool of one clone (their
+// VMs made by the reconciler, then known as a's), and a declaration on a's vCenter host that is never made.
+beforeAll(async () => {
+  const spec = { vcpus: 1, memoryMiB: 64, runStrategy: 'MANUAL' };
+  const ownHost = Object.keys(sim.oracle.hosts).find((h) => sim.oracle.hosts[h]!.name === 'DC0_H0')!;
+  const { networks, storage } = await ok<{
+    networks: { nodes: { id: string; name: string }[] };
+    storage: { nodes: { id: string; __typename: string }[] };
+  }>(
+    'a-admin',
+    `query($p: [ID!]) {
+      networks(filter: { platformIds: $p }) { nodes { id name } } storage(filter: { platformIds: $p }) { nodes { id __typename } }
+    }`,
+    { p: [PLATFORM.kvm] },
+  );
+  declaredSpec = {
+    ...spec,
+    disks: [{ capacityBytes: 2 ** 20, storageId: storage.nodes.find((n) => n.__typename === 'StoragePool')!.id }],
+    nics: [{ networkId: networks.nodes.find((n) => n.name === 'default')!.id }],
+  };
+  for (const input of [
+    { platformId: PLATFORM.kvm, name: DECLARED.kvm, spec: declaredSpec },
+    // 1 TiB: more than any host of the simulator has, so the reconciler makes no VM.
+    {
+      platformId: PLATFORM.vc,
+      name: DECLARED.vc,
+      spec: { ...spec, memoryMiB: 1_048_576, placement: { hostId: gid('Host', 'vc', ownHost) } },
+    },
+  ]) {
+    const applied = await runMutation('a-admin', 'applyVm', input);
+    expect(applied.userErrors, input.name).toEqual([]);
+    declarationsOf.a.push(input.name);
+  }
+  // A LINKED clone of a stopped VM of a's (web-005 is shut off in the estate).
+  const applied = await runMutation('a-admin', 'applyVmPool', {
+    platformId: PLATFORM.kvm,
+    name: 'web-pool',
+    replicas: 1,
+    sourceId: vmNamed('web-005').id,
+    namePattern: 'web-pool-{n:2}',
+    cloneMode: 'LINKED',
+    spec: { runStrategy: 'MANUAL' },
+  });
+  expect(applied.userErrors).toEqual([]);
+  poolsOf.a.push(applied.pool!.id);
+  declarationsOf.a.push('web-pool-01');
+
+  // Until the libvirt ones have their VMs, and the vCenter one is known never to have one.
+  let made: { name: string; vm: { id: string } | null; status: { conditions: { reason: string }[] } }[] = [];
+  await eventually(async () => {
+    const { vmDeclarations } = await ok<{ vmDeclarations: { nodes: typeof made } }>(
+      'a-admin',
+      '{ vmDeclarations { nodes { name vm { id } status { conditions { reason } } } } }',
+    );
+    made = vmDeclarations.nodes;
+    const unmeetable = made.find((d) => d.name === DECLARED.vc)?.status.conditions ?? [];
+    return (
+      [DECLARED.kvm, 'web-pool-01'].every((n) => made.some((d) => d.name === n && d.vm !== null)) &&
+      unmeetable.some((c) => c.reason === 'InsufficientResources')
+    );
+  }, 30_000);
+  expect(made.map((d) => d.name).sort()).toEqual([...declarationsOf.a].sort());
+  expect(made.find((d) => d.name === DECLARED.vc)).toMatchObject({ vm: null });
+  for (const d of made.filter((m) => m.vm !== null)) {
+    learn({ tenant: 'a', name: d.name, platform: 'kvm', nativeId: decodeId(d.vm!.id).nativeId });
+  }
 }, 60_000);
 
 beforeAll(async () => {
@@ -358,6 +459,10 @@ const firstForeign = (v: View, platform: 'kvm' | 'vc') =>
 const foreignTasks = (v: View) =>
   v.tenant === 'a' ? tasksOf.b : v.tenant === 'b' ? tasksOf.a : [...tasksOf.a, ...tasksOf.b];
 const ownTasks = (v: View) => (v.tenant ? tasksOf[v.tenant] : []);
+const foreignPools = (v: View) =>
+  v.tenant === 'a' ? poolsOf.b : v.tenant === 'b' ? poolsOf.a : [...poolsOf.a, ...poolsOf.b];
+/** The names of the caller's declarations, sorted. */
+const ownDeclarations = (v: View) => (v.tenant ? [...declarationsOf[v.tenant]].sort() : []);
 
 interface QueryRow {
   /** The root field the row reaches VMs through. */
@@ -540,17 +645,22 @@ const QUERY_ROWS: QueryRow[] = [
     field: 'nodes',
     title: 'every ID of the other tenant’s VMs, snapshots and tasks answers null; the caller’s own answer',
     query: `query($theirs: [ID!]!, $own: [ID!]!) {
-      theirs: nodes(ids: $theirs) { id ... on VirtualMachine { name } ... on Snapshot { name vm { name } } ... on Task { targetName } }
+      theirs: nodes(ids: $theirs) {
+        id ... on VirtualMachine { name } ... on Snapshot { name vm { name } } ... on Task { targetName }
+        ... on VmPool { name members { name } vms { name } }
+      }
       own: nodes(ids: $own) { id ... on VirtualMachine { name } }
     }`,
     variables: (v) => ({
       theirs: [
         ...v.foreign.flatMap((vm) => [vm.id, ...vm.snapshotIds]),
         ...foreignTasks(v),
+        ...foreignPools(v),
         fakeVmId('kvm'),
         fakeVmId('vc'),
         fakeSnapshotId(),
         fakeTaskId(),
+        fakePoolId(),
       ],
       own: v.own.map((vm) => vm.id),
     }),
@@ -682,6 +792,121 @@ const QUERY_ROWS: QueryRow[] = [
     check: (d) => expect(d['tasks']).toEqual({ totalCount: 0, nodes: [] }),
   },
   {
+    field: 'vmMigrations',
+    title: 'migrations of the caller’s VMs only, counted; null by ID for the others',
+    query: `query($a: ID!, $fake: ID!) {
+      vmMigrations(first: 100) {
+        totalCount nodes { id phase vm { id name } sourceHost { name } targetHost { name } task { id targetName } }
+      }
+      a: node(id: $a) { id ... on VmMigration { vm { name } } }
+      fake: node(id: $fake) { id }
+    }`,
+    variables: () => ({ a: migrationsOf.a[0], fake: fakeMigrationId() }),
+    check: (d, v) => {
+      const migrations = d['vmMigrations'] as { totalCount: number; nodes: { id: string }[] };
+      expect(migrations.totalCount).toBe(migrations.nodes.length);
+      expect(migrations.nodes.map((m) => m.id)).toEqual(v.tenant === 'a' ? migrationsOf.a : []);
+      expect(d['a'] === null).toBe(v.tenant !== 'a');
+      expect(d['fake']).toBeNull();
+    },
+  },
+  {
+    field: 'vmDeclarations',
+    title: 'the caller’s declarations only, counted: a made one with its VM, an unmade one by where it would be',
+    query: `{ vmDeclarations(first: 100) {
+      totalCount pageInfo { hasNextPage } nodes { name platform { name } vm { id name } spec { runStrategy } status { phase } }
+    } }`,
+    check: (d, v) => {
+      const c = d['vmDeclarations'] as {
+        totalCount: number;
+        pageInfo: { hasNextPage: boolean };
+        nodes: { name: string; vm: { name: string } | null }[];
+      };
+      expect(c.nodes.map((n) => n.name).sort()).toEqual(ownDeclarations(v));
+      expect(c).toMatchObject({ totalCount: ownDeclarations(v).length, pageInfo: { hasNextPage: false } });
+      // The libvirt ones have their VMs (known as a's); the vCenter one has none.
+      expect(Object.fromEntries(c.nodes.map((n) => [n.name, n.vm?.name ?? null]))).toEqual(
+        Object.fromEntries(ownDeclarations(v).map((n) => [n, byName.get(n)?.name ?? null])),
+      );
+    },
+  },
+  {
+    field: 'vmDeclarations',
+    title: 'a page of one: the count and the next page are the caller’s',
+    query: '{ vmDeclarations(first: 1) { totalCount pageInfo { hasNextPage } nodes { name } } }',
+    check: (d, v) =>
+      expect(d['vmDeclarations']).toEqual({
+        totalCount: ownDeclarations(v).length,
+        pageInfo: { hasNextPage: ownDeclarations(v).length > 1 },
+        nodes: ownDeclarations(v)
+          .slice(0, 1)
+          .map(() => ({ name: expect.any(String) })),
+      }),
+  },
+  {
+    field: 'vmDeclarations',
+    title: 'by platform: the caller’s on each, and a platform it holds no role on is not configured',
+    query: `query($kvm: ID, $vc: ID) {
+      kvm: vmDeclarations(platformId: $kvm) { totalCount nodes { name vm { id name } } }
+      vc: vmDeclarations(platformId: $vc) { totalCount nodes { name vm { id name } } }
+    }`,
+    variables: () => ({ kvm: PLATFORM.kvm, vc: PLATFORM.vc }),
+    // The first refusal makes the whole answer null.
+    errors: namesPlatformIds,
+    check: (d, v) => {
+      const on = (p: 'kvm' | 'vc') => (d[p] as { nodes: { name: string }[] }).nodes.map((n) => n.name).sort();
+      expect(on('vc')).toEqual(ownDeclarations(v).filter((n) => n === DECLARED.vc));
+      expect(on('kvm')).toEqual(ownDeclarations(v).filter((n) => n !== DECLARED.vc));
+      expect(valuesOf(d, 'totalCount')).toEqual([on('kvm').length, on('vc').length]);
+    },
+  },
+  {
+    field: 'vmPools',
+    title: 'the caller’s pools only, counted, with their source, members and VMs',
+    query: `{ vmPools(first: 100) { totalCount pageInfo { hasNextPage } nodes {
+      id name platform { name } replicas source { id name } namePattern
+      members { name vm { id name } } vms { id name } standbys { name }
+    } } }`,
+    check: (d, v) => {
+      const c = d['vmPools'] as { totalCount: number; nodes: { id: string }[] };
+      const own = v.tenant ? poolsOf[v.tenant] : [];
+      expect(c.nodes.map((p) => p.id)).toEqual(own);
+      expect(c.totalCount).toBe(own.length);
+      // a's pool: its source and its one member, a VM of a's.
+      if (v.tenant === 'a') expect(namesIn(c)).toEqual(['web-005', 'web-pool-01']);
+    },
+  },
+  {
+    field: 'vmPools',
+    title: 'by platform: a platform the caller holds no role on is not configured',
+    query: 'query($p: ID) { vmPools(platformId: $p) { totalCount nodes { id name members { name } } } }',
+    variables: () => ({ p: PLATFORM.kvm }),
+    errors: namesPlatformIds,
+    check: (d, v) =>
+      expect((d['vmPools'] as { nodes: { id: string }[] }).nodes.map((p) => p.id)).toEqual(
+        v.tenant ? poolsOf[v.tenant] : [],
+      ),
+  },
+  {
+    field: 'vmPool',
+    title: 'typed and by node: a’s pool answers a’s callers only; a made-up ID answers null',
+    query: `query($a: ID!, $fake: ID!) {
+      a: vmPool(id: $a) { id name source { id name } members { name vm { id name } } vms { id name } }
+      aNode: node(id: $a) { id ... on VmPool { name members { name } vms { id name } } }
+      fake: vmPool(id: $fake) { id }
+      fakeNode: node(id: $fake) { id }
+    }`,
+    variables: () => ({ a: poolsOf.a[0], fake: fakePoolId() }),
+    check: (d, v) => {
+      const { a, aNode, ...rest } = d;
+      if (v.tenant === 'a') {
+        expect(a).toMatchObject({ id: poolsOf.a[0], name: 'web-pool', vms: [{ name: 'web-pool-01' }] });
+        expect(aNode).toMatchObject({ id: poolsOf.a[0], members: [{ name: 'web-pool-01' }] });
+      } else expect([a, aNode]).toEqual([null, null]);
+      expect(rest).toEqual({ fake: null, fakeNode: null });
+    },
+  },
+  {
     field: 'taskAggregate',
     title: 'counts only the caller’s tasks',
     query: 'query($ids: [ID!]!) { taskAggregate(ids: $ids) { total succeeded } }',
@@ -703,7 +928,10 @@ const QUERY_ROWS: QueryRow[] = [
   },
 ];
 
-/** List fields that take platformIds in their filter: naming a platform one may not see is naming none. */
+/**
+ * List fields that take platformIds in their filter (or one platformId, as $one): naming a platform one may
+ * not see is naming none.
+ */
 const PLATFORM_FILTERS: Record<string, string> = {
   virtualMachines: 'query($p: [ID!]) { virtualMachines(filter: { platformIds: $p }) { totalCount } }',
   hosts: 'query($p: [ID!]) { hosts(filter: { platformIds: $p }) { totalCount } }',
@@ -712,9 +940,14 @@ const PLATFORM_FILTERS: Record<string, string> = {
   networks: 'query($p: [ID!]) { networks(filter: { platformIds: $p }) { totalCount } }',
   storage: 'query($p: [ID!]) { storage(filter: { platformIds: $p }) { totalCount } }',
   tasks: 'query($p: [ID!]) { tasks(filter: { platformIds: $p }) { totalCount } }',
+  vmDeclarations: 'query($one: ID) { vmDeclarations(platformId: $one) { totalCount } }',
+  vmPools: 'query($one: ID) { vmPools(platformId: $one) { totalCount } }',
 };
 
-/** What a mutation acts on: one tenant's VM, snapshot, task or platform, and a name for a VM to make. */
+/**
+ * What a mutation acts on: one tenant's VM, snapshot, task, platform, declaration or pool, and a name for a VM
+ * to make.
+ */
 interface Target {
   vmId: string;
   snapshotId: string;
@@ -722,16 +955,23 @@ interface Target {
   platformId: string;
   name: string;
   hostId: string;
+  migrationId: string;
+  /** A VM declared on the platform, by name. */
+  declared: string;
+  poolId: string;
 }
 
 interface MutationRow {
   /** The least role that may run it. */
   role: 'operator' | 'admin';
-  /** What it names: a VM (or VMs), a snapshot, a task, or a platform to make a VM on. */
-  acts: 'vm' | 'snapshot' | 'task' | 'platform';
+  /**
+   * What it names: a VM (or VMs; a pool's source), a snapshot, a task, a platform to make a VM on (or to
+   * declare one), a declared VM by its platform and name, or a pool.
+   */
+  acts: 'vm' | 'snapshot' | 'task' | 'platform' | 'migration' | 'declaration' | 'pool';
   /** Its input type. */
   input: string;
-  payload: 'vm' | 'batch' | 'cancel';
+  payload: 'vm' | 'batch' | 'cancel' | 'migration' | 'declaration' | 'forget' | 'pool';
   variables: (t: Target) => Record<string, unknown>;
   /** The operation its audit entries name (a batch's items are audited one by one under their own). */
   audited?: string;
@@ -744,6 +984,11 @@ const PAYLOADS = {
   batch:
     '{ items { vm { id name } task { id } userErrors { code field message } } tasks { id } userErrors { code field message } }',
   cancel: '{ task { id } userErrors { code field message } }',
+  migration: '{ migration { id } userErrors { code field message } }',
+  declaration:
+    '{ declaration { name spec { generation } status { phase } vm { id } } userErrors { code field message } }',
+  forget: '{ vm { id name } userErrors { code field message } }',
+  pool: '{ pool { id name } userErrors { code field message } }',
 };
 
 const vmOp = (from: readonly string[]): MutationRow => ({
@@ -808,6 +1053,13 @@ const MUTATIONS: Record<string, MutationRow> = {
     payload: 'cancel',
     variables: (t) => ({ taskId: t.taskId }),
   },
+  cancelMigration: {
+    role: 'admin',
+    acts: 'migration',
+    input: 'CancelMigrationInput',
+    payload: 'migration',
+    variables: (t) => ({ migrationId: t.migrationId }),
+  },
   deleteVm: { role: 'admin', acts: 'vm', input: 'DeleteVmInput', payload: 'vm', variables: (t) => ({ vmId: t.vmId }) },
   cloneVm: {
     role: 'admin',
@@ -844,6 +1096,53 @@ const MUTATIONS: Record<string, MutationRow> = {
     payload: 'batch',
     variables: (t) => ({ templateId: t.vmId, count: 1, namePattern: t.name, powerOn: false }),
   },
+  applyVm: {
+    role: 'admin',
+    acts: 'platform',
+    input: 'ApplyVmInput',
+    payload: 'declaration',
+    variables: (t) => ({
+      platformId: t.platformId,
+      name: t.name,
+      spec: { vcpus: 1, memoryMiB: 64, runStrategy: 'MANUAL' },
+    }),
+  },
+  forgetVm: {
+    role: 'admin',
+    acts: 'declaration',
+    input: 'ForgetVmInput',
+    payload: 'forget',
+    variables: (t) => ({ platformId: t.platformId, name: t.declared }),
+  },
+  // Judged on the VMs it would make (named as t.name is, on the source's host), from a source the caller sees.
+  applyVmPool: {
+    role: 'admin',
+    acts: 'vm',
+    input: 'ApplyVmPoolInput',
+    payload: 'pool',
+    variables: (t) => ({
+      platformId: platformOfVm(t.vmId),
+      name: 'acl-pool',
+      replicas: 0,
+      sourceId: t.vmId,
+      namePattern: `${t.name}-{n:2}`,
+      spec: { runStrategy: 'MANUAL' },
+    }),
+  },
+  scaleVmPool: {
+    role: 'admin',
+    acts: 'pool',
+    input: 'ScaleVmPoolInput',
+    payload: 'pool',
+    variables: (t) => ({ poolId: t.poolId, replicas: 2 }),
+  },
+  deleteVmPool: {
+    role: 'admin',
+    acts: 'pool',
+    input: 'DeleteVmPoolInput',
+    payload: 'pool',
+    variables: (t) => ({ poolId: t.poolId, deleteVms: true }),
+  },
 };
 
 async function runMutation(who: CallerName, name: string, input: Record<string, unknown>): Promise<Payload> {
@@ -864,9 +1163,12 @@ const aTarget = (): Target => ({
   vmId: vmNamed('web-001').id,
   snapshotId: vmNamed('web-001').snapshotIds[0]!,
   taskId: tasksOf.a[0]!,
+  migrationId: migrationsOf.a[0]!,
   platformId: PLATFORM.kvm,
   name: 'web-800',
   hostId: kvmHostId,
+  declared: DECLARED.kvm,
+  poolId: poolsOf.a[0]!,
 });
 /** The same, where nothing exists: IDs of the same shape on the same platform. */
 const fakeTarget = (): Target => ({
@@ -874,6 +1176,9 @@ const fakeTarget = (): Target => ({
   vmId: fakeVmId('kvm'),
   snapshotId: fakeSnapshotId(),
   taskId: fakeTaskId(),
+  migrationId: fakeMigrationId(),
+  declared: 'web-799',
+  poolId: fakePoolId(),
 });
 
 /** Every root subscription, and the document each test below opens it with. */
@@ -948,8 +1253,8 @@ describe('queries show each caller its own tenant’s VMs only', () => {
     async (who) => {
       for (const [field, query] of Object.entries(PLATFORM_FILTERS)) {
         for (const platform of ['kvm', 'vc'] as const) {
-          const real = await as[who].http(query, { p: [PLATFORM[platform]] });
-          const ghost = await as[who].http(query, { p: [GHOST_PLATFORM] });
+          const real = await as[who].http(query, { p: [PLATFORM[platform]], one: PLATFORM[platform] });
+          const ghost = await as[who].http(query, { p: [GHOST_PLATFORM], one: GHOST_PLATFORM });
           expect(codesOf(real), field).toEqual(['UNKNOWN_PLATFORM']);
           const said = (r: FormattedExecutionResult<unknown>, name: string) =>
             r.errors!.map((e) => ({
@@ -1003,8 +1308,13 @@ describe('mutations act only within the caller’s tenant and role', () => {
     expect(errors.map((e) => e.code)).toEqual(['NOT_FOUND']);
     expect(theirs.vm ?? null).toBeNull();
     expect(theirs.task ?? null).toBeNull();
-    const nothing = await mutationCase(name, fakeTarget())('b-operator');
-    expect(errors).toEqual(userErrorsOf(nothing));
+    expect(theirs.pool ?? null).toBeNull();
+    const nowhere = fakeTarget();
+    const nothing = await mutationCase(name, nowhere)('b-operator');
+    /** The errors with a declared name replaced by another: a message may repeat the name the caller gave. */
+    const named = (e: UserError[], from: string, to: string) =>
+      JSON.parse(JSON.stringify(e).replaceAll(from, to)) as UserError[];
+    expect(named(errors, aTarget().declared, nowhere.declared)).toEqual(userErrorsOf(nothing));
     // On the vCenter too, for mutations that name a VM.
     if (MUTATIONS[name]!.acts === 'vm') {
       const vcTarget = { ...aTarget(), vmId: vmNamed('DC0_H0_VM0').id, name: 'DC0_H0_VM9' };
@@ -1012,6 +1322,14 @@ describe('mutations act only within the caller’s tenant and role', () => {
       const fake = userErrorsOf(await mutationCase(name, { ...vcTarget, vmId: fakeVmId('vc') })('b-operator'));
       expect(vc.map((e) => e.code)).toEqual(['NOT_FOUND']);
       expect(vc).toEqual(fake);
+    }
+    // On the vCenter too, for a declaration there (of a VM that a's host would hold).
+    if (MUTATIONS[name]!.acts === 'declaration') {
+      const vcTarget = { ...aTarget(), platformId: PLATFORM.vc, declared: DECLARED.vc };
+      const vc = userErrorsOf(await mutationCase(name, vcTarget)('b-operator'));
+      const none = userErrorsOf(await mutationCase(name, { ...vcTarget, declared: 'DC0_H0_VM799' })('b-operator'));
+      expect(vc.map((e) => e.code)).toEqual(['NOT_FOUND']);
+      expect(named(vc, DECLARED.vc, 'DC0_H0_VM799')).toEqual(none);
     }
   });
 
@@ -1184,6 +1502,79 @@ describe('mutations act only within the caller’s tenant and role', () => {
         ([where, name, input, code]) => `${name} ${where} ${JSON.stringify(input['placement'] ?? {})}: ${code}`,
       ),
     );
+  });
+
+  it('a-admin cannot declare VMs or pools into b’s names or b’s cluster, nor from b’s VM', async () => {
+    const { clusters } = sim.oracle;
+    const clusterId = gid(
+      'Cluster',
+      'vc',
+      Object.keys(clusters).find((c) => clusters[c]!.name === 'DC0_C0')!,
+    );
+    const spec = { vcpus: 1, memoryMiB: 64, runStrategy: 'MANUAL' };
+    // a's pool as beforeAll applied it: applied again, it is accepted and nothing changes.
+    const ownPool = {
+      platformId: PLATFORM.kvm,
+      name: 'web-pool',
+      replicas: 1,
+      sourceId: vmNamed('web-005').id,
+      namePattern: 'web-pool-{n:2}',
+      cloneMode: 'LINKED',
+      spec: { runStrategy: 'MANUAL' },
+    };
+    const attempts: [string, string, Record<string, unknown>, string][] = [
+      ['into b’s names', 'applyVm', { platformId: PLATFORM.kvm, name: 'cache-802', spec }, 'FORBIDDEN'],
+      [
+        'into b’s cluster',
+        'applyVm',
+        { platformId: PLATFORM.vc, name: 'DC0_H0_VM8', spec: { ...spec, placement: { clusterId } } },
+        'FORBIDDEN',
+      ],
+      ['into b’s names', 'applyVmPool', { ...ownPool, name: 'acl-b', namePattern: 'batch-8{n:2}' }, 'FORBIDDEN'],
+      ['from b’s VM', 'applyVmPool', { ...ownPool, name: 'acl-b', sourceId: vmNamed('cache-003').id }, 'NOT_FOUND'],
+      [
+        'from b’s VM',
+        'applyVmPool',
+        { ...ownPool, platformId: PLATFORM.vc, name: 'acl-b', sourceId: vmNamed('DC0_C0_RP0_VM0').id },
+        'NOT_FOUND',
+      ],
+      // Within a's own names the check lets them through: as they are, they change nothing.
+      ['within a’s names', 'applyVm', { platformId: PLATFORM.kvm, name: DECLARED.kvm, spec: declaredSpec }, ''],
+      ['within a’s names', 'applyVmPool', ownPool, ''],
+    ];
+    const outcomes = [];
+    for (const [where, name, input] of attempts) {
+      const payload = await runMutation('a-admin', name, input);
+      outcomes.push(`${name} ${where}: ${payload.userErrors.map((e) => e.code).join()}`);
+      if (where !== 'within a’s names')
+        expect([payload.declaration ?? null, payload.pool ?? null]).toEqual([null, null]);
+      else if (name === 'applyVm')
+        expect(payload.declaration).toMatchObject({ name: DECLARED.kvm, spec: { generation: 1 } });
+      else expect(payload.pool).toEqual({ id: poolsOf.a[0], name: 'web-pool' });
+    }
+    expect(outcomes).toEqual(attempts.map(([where, name, , code]) => `${name} ${where}: ${code}`));
+    // Nothing was declared beside a's own, in a's view or in b's; a's pool is as it was.
+    const query = `query($pool: ID!) {
+      vmDeclarations { nodes { name } } vmPools { nodes { id } } vmPool(id: $pool) { generation replicas }
+    }`;
+    const seen = async (who: CallerName) => {
+      const d = await ok<{
+        vmDeclarations: { nodes: { name: string }[] };
+        vmPools: { nodes: { id: string }[] };
+        vmPool: { generation: number; replicas: number } | null;
+      }>(who, query, { pool: poolsOf.a[0] });
+      return {
+        declarations: d.vmDeclarations.nodes.map((n) => n.name).sort(),
+        pools: d.vmPools.nodes.map((n) => n.id),
+        pool: d.vmPool,
+      };
+    };
+    expect(await seen('a-admin')).toEqual({
+      declarations: [...declarationsOf.a].sort(),
+      pools: poolsOf.a,
+      pool: { generation: 1, replicas: 1 },
+    });
+    expect(await seen('b-operator')).toEqual({ declarations: [], pools: [], pool: null });
   });
 
   it('cancelTask of b’s task as a-operator is NOT_FOUND, as for a task that does not exist', async () => {

@@ -63,8 +63,8 @@ async function simVmsStartingWith(sim: Vcsim, prefix: string): Promise<Map<strin
 
 /**
  * Waits for a pool with all its replicas and standbys ready; the whole pool
- * then. `steadyMs`: and for it to stay so that long (a resync or so, which
- * lets the reconciler record each new member as made).
+ * then. `pauseMs`: then waits that long (a resync or so, in which the
+ * reconciler records each new member as made) and for it to be so again.
  */
 async function settledPool(
   gw: Querier,
@@ -72,11 +72,14 @@ async function settledPool(
   warmStandbys: number,
   what: string,
   timeoutMs = 30_000,
-  steadyMs = 0,
+  pauseMs = 0,
 ) {
   const probe = () => vmPool<PoolCounts>(gw, id, POOL_COUNTS);
   await until(what, probe, (p) => settled(p, warmStandbys), timeoutMs, 100);
-  if (steadyMs > 0) await holdsFor(`${what}, steadily`, probe, (p) => settled(p, warmStandbys), steadyMs, 200);
+  if (pauseMs > 0) {
+    await new Promise((r) => setTimeout(r, pauseMs));
+    await until(`${what} (again)`, probe, (p) => settled(p, warmStandbys), 5_000, 100);
+  }
   return (await vmPool(gw, id))!;
 }
 
@@ -205,7 +208,10 @@ describe('VM pools on vSphere and libvirt', () => {
     expect([...now.keys()]).toEqual(six.members.map((m) => m.name));
     // Numbers only grow: web-004..010 were used, so the new three are web-011..013.
     const expected = [...numbered('web', 1, 3), ...numbered('web', 11, 13)];
-    expect(six.members.map((m) => m.name)).toEqual(expected);
+    expect(
+      six.members.map((m) => m.name),
+      'members after 10 -> 3 -> 6 (numbers only grow)',
+    ).toEqual(expected);
   }, 90_000);
 
   it('hands out the oldest warm standby at once on a scale up, and clones a new standby', async () => {
@@ -299,6 +305,8 @@ describe('VM pools on vSphere and libvirt', () => {
     const fc = await settledPool(gw, full.id, 0, 'fc: 2 FULL replicas ready');
     expect(lk.members.map((m) => m.name)).toEqual(['lk-1', 'lk-2', 'lk-3']);
     expect(fc.members.map((m) => m.name)).toEqual(['fc-001', 'fc-002']);
+    expect(lk.vms.map((v) => v.name)).toEqual(['lk-1', 'lk-2', 'lk-3']);
+    expect(fc.vms.map((v) => v.name)).toEqual(['fc-001', 'fc-002']);
     expect([...lk.vms, ...fc.vms].every((v) => v.powerState === 'ON')).toBe(true);
 
     interface DiskRow {
@@ -343,7 +351,9 @@ describe('VM pools on vSphere and libvirt', () => {
       // ...whose backing store is the source's volume (the schema shows no backing store: libvirt's XML does).
       const xml = await volumeXml(disk.source!);
       expect(xml, `volume XML of ${disk.source}`).toMatch(
-        new RegExp(`<backingStore>\\s*<path>${source.imagePath}</path>\\s*<format type='qcow2'/>`),
+        new RegExp(
+          `<backingStore>\\s*<path>${source.imagePath.replace(/\./g, '\\.')}</path>\\s*<format type='qcow2'/>`,
+        ),
       );
     }
     for (const vm of fc.vms) {
@@ -371,11 +381,11 @@ describe('VM pools on vSphere and libvirt', () => {
     expect((await vmsStartingWith(gw, 'lk-', lab)).map((v) => v.name)).toEqual(['lk-1']);
 
     accepted(await scaleVmPool(gw, { poolId: lk.id, replicas: 3 }), 'scale lk to 3');
-    const again = await until(
+    await until(
       'lk: 3 replicas ready again',
-      () => vmPool(gw, lk.id),
+      () => vmPool<PoolCounts>(gw, lk.id, POOL_COUNTS),
       (p) => settled(p, 0),
-      10_000,
+      6_000,
       250,
     ).catch(async (e: unknown) => {
       const p = await vmPool(gw, lk.id);
@@ -386,7 +396,7 @@ describe('VM pools on vSphere and libvirt', () => {
       );
     });
     // Numbers only grow: lk-2 and lk-3 are not made again (their disks, which deleteVm leaves, are still there).
-    expect(again!.members.map((m) => m.name)).toEqual(['lk-1', 'lk-4', 'lk-5']);
+    expect((await vmPool(gw, lk.id))!.members.map((m) => m.name)).toEqual(['lk-1', 'lk-4', 'lk-5']);
   }, 30_000);
 
   it('reports WrongState for LINKED clones of a running libvirt source, and deletes the pool it cannot fill', async () => {

@@ -513,6 +513,12 @@ export const configSchema = z
         /** First delay before a declared VM whose action failed is tried again (ms); doubles up to backoffMaxMs. */
         backoffInitialMs: z.number().int().min(10).max(3_600_000).default(1_000),
         backoffMaxMs: z.number().int().min(10).max(86_400_000).default(300_000),
+        /**
+         * How long a VM's name stays reserved after a gateway died while making
+         * it (seconds): a request it sent may still make the VM, so another is
+         * not asked for before.
+         */
+        reservationSeconds: z.number().int().min(0).max(86_400).default(120),
         /** The most replicas (and, apart, warm standbys) a pool may declare. */
         maxPoolReplicas: z.number().int().min(1).max(100_000).default(1_000),
       })

@@ -135,6 +135,22 @@ export class Declarations {
     };
   }
 
+  /**
+   * Whether the caller sees a declaration: as it sees its VM, or before the
+   * VM exists, a VM of its name where its spec places it.
+   */
+  async visible(ctx: Pick<MutationCall, 'loaders' | 'access'>, d: DeclarationRecord): Promise<boolean> {
+    const { platformId, name, spec } = d.declared;
+    if (!ctx.access.seesPlatform(platformId)) return false;
+    const nativeId = d.state.nativeId;
+    if (nativeId && (await ctx.loaders.vm(platformId, nativeId))) return true;
+    const placed = await ctx.loaders.placementOf(
+      { platformId, name, hostNativeId: spec.placement.hostNativeId, clusterNativeId: spec.placement.clusterNativeId },
+      { folderPath: spec.placement.folderPath, resourcePoolPath: spec.placement.resourcePoolPath, tags: spec.tags },
+    );
+    return ctx.access.seesVm(placed);
+  }
+
   /** A VM's status, declared or not. */
   async statusOf(vm: VmRecord): Promise<VmStatusRecord> {
     return this.status(vm, await this.declarationOf(vm), vm.platformId);
@@ -180,6 +196,12 @@ export class Declarations {
       if (problem) refuse('INVALID_INPUT', problem, ['spec', 'placement']);
       await authorize(ctx, 'applyVm', platformId, req.name, spec);
       const existing = await this.deps.store.get(platformId, req.name);
+      if (existing) {
+        // Another tenant's declaration of the name is neither shown nor overwritten; one's own is changed by right only.
+        if (!(await this.visible(ctx, existing)))
+          refuse('CONFLICT', `The name ${req.name} is taken on platform "${platformId}".`, ['name']);
+        await authorize(ctx, 'applyVm', platformId, req.name, existing.declared.spec);
+      }
       const expected = req.resourceVersion;
       if (expected !== undefined && expected !== null && existing?.declared.resourceVersion !== expected) {
         refuse(
@@ -232,7 +254,9 @@ export class Declarations {
       const platformId = platformOf(this.deps.registry, ctx, input.platformId);
       target = `${platformId}/${input.name}`;
       const existing = await this.deps.store.get(platformId, input.name);
-      if (!existing) return refuse('NOT_FOUND', `${input.name} is not declared on platform "${platformId}".`, ['name']);
+      // One the caller may not see is one that does not exist.
+      if (!existing || !(await this.visible(ctx, existing)))
+        return refuse('NOT_FOUND', `${input.name} is not declared on platform "${platformId}".`, ['name']);
       await authorize(ctx, 'forgetVm', platformId, input.name, existing.declared.spec);
       await this.deps.store.delete(platformId, input.name);
       await audited(this.deps.audit, ctx, 'forgetVm', target, input, 'ACCEPTED', []);

@@ -1,6 +1,8 @@
 import { randomUUID } from 'node:crypto';
 
 import type { DeclarationRecord, DeclaredPool, DeclaredVm, PoolMembership } from '../model/declaration.js';
+import type { InventoryChangeType, InventoryEvent } from '../model/events.js';
+import type { PlatformMirror } from '../inventory/platform-mirror.js';
 import { type VmDetails, expandName } from '../model/vm.js';
 
 /** What a pool's reconciler does in one pass to bring its members to the declared counts. */
@@ -48,7 +50,7 @@ export function planPool(pool: DeclaredPool, declarations: readonly DeclarationR
   }
   plan.retire.push(...kept.splice(pool.replicas).reverse());
   plan.retire.push(...spare.splice(pool.warmStandbys).reverse());
-  let next = Math.max(0, ...all.map((d) => d.declared.member!.index)) + 1;
+  let next = Math.max(pool.lastIndex ?? 0, ...all.map((d) => d.declared.member!.index)) + 1;
   for (let n = kept.length; n < pool.replicas; n++) plan.add.push({ index: next++, role: 'REPLICA' });
   for (let n = spare.length; n < pool.warmStandbys; n++) plan.add.push({ index: next++, role: 'STANDBY' });
   return plan;
@@ -99,5 +101,25 @@ export function promoted(pool: DeclaredPool, d: DeclaredVm): DeclaredVm {
     generation: d.generation + 1,
     resourceVersion: randomUUID(),
     appliedAt: new Date().toISOString(),
+  };
+}
+
+/** A pool's event, named for access by the first member it makes, on the source's host. */
+export function poolEvent(
+  pool: DeclaredPool,
+  change: InventoryChangeType,
+  mirror: PlatformMirror | undefined,
+): InventoryEvent {
+  const source = mirror?.vmRecords([pool.sourceNativeId])[0];
+  return {
+    type: 'INVENTORY',
+    platformId: pool.platformId,
+    kind: 'VmPool',
+    change,
+    nativeId: pool.name,
+    aspects: [],
+    previousPowerState: null,
+    powerState: null,
+    vm: { name: expandName(pool.namePattern, 1), hostNativeId: source?.hostNativeId ?? null },
   };
 }

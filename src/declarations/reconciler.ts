@@ -16,7 +16,7 @@ import type { VmDetails, VmRecord } from '../model/vm.js';
 import type { MutationCall, MutationPipeline, OperationPayload } from '../mutations/pipeline.js';
 import type { TaskManager, TaskRecord } from '../mutations/task-manager.js';
 import { crashed, currentFacts, sameConditions, wantedPower, withTransitions } from './status.js';
-import { memberDeclaration, membersOf, planPool, promoted } from './pools.js';
+import { memberDeclaration, membersOf, planPool, poolEvent, promoted } from './pools.js';
 import type { DeclarationStore } from './store.js';
 
 export type ReconcilerConfig = Config['reconciler'];
@@ -50,7 +50,7 @@ function taskFailureReason(task: TaskRecord): string {
   const text = `${task.error?.code ?? ''} ${task.error?.message ?? ''}`;
   return /insufficient|not enough|no host|out of memory|cannot allocate/i.test(text)
     ? 'InsufficientResources'
-    : task.operation === 'CREATE_VM'
+    : task.operation === 'CREATE_VM' || task.operation === 'CLONE_VM'
       ? 'CreateFailed'
       : 'ActionFailed';
 }
@@ -206,9 +206,14 @@ export class PlatformReconciler {
     });
     const conditions = withTransitions(facts, d.state.conditions, new Date());
     const boundTo = vm?.nativeId ?? d.state.nativeId;
-    if (sameConditions(conditions, d.state.conditions) && boundTo === d.state.nativeId) return;
-    d.state = { ...d.state, conditions, nativeId: boundTo };
-    await this.deps.store.putState(this.platformId, d.declared.name, d.state);
+    // The VM made for it is in the inventory now: its name needs no reserving any more.
+    const made = vm !== null && d.state.creating !== null;
+    if (sameConditions(conditions, d.state.conditions) && boundTo === d.state.nativeId && !made) return;
+    await this.patchState(d, { conditions, nativeId: boundTo, ...(made ? { creating: null } : {}) });
+    // A member's readiness is its pool's.
+    const member = d.declared.member;
+    const pool = member ? await this.deps.store.getPool(this.platformId, member.pool) : undefined;
+    if (pool) this.deps.events.publish(poolEvent(pool, 'MODIFIED', this.deps.inventory.mirror(this.platformId)));
     if (vm) {
       this.deps.events.publish({
         type: 'INVENTORY',
@@ -239,16 +244,19 @@ export class PlatformReconciler {
         // Without deleteVms the VMs stay, undeclared; with it, they are gone by now.
         for (const d of all) await this.deps.store.delete(this.platformId, d.declared.name);
         await this.deps.store.deletePool(this.platformId, pool.name);
+        this.deps.events.publish(poolEvent(pool, 'REMOVED', mirror));
         changed = true;
         continue;
       }
       const plan = planPool(pool, declarations);
+      if (plan.promote.length + plan.retire.length + plan.add.length > 0)
+        this.deps.events.publish(poolEvent(pool, 'MODIFIED', mirror));
       for (const d of plan.promote) {
         changed =
           (await this.deps.store.putDeclared(promoted(pool, d.declared), d.declared.resourceVersion)) || changed;
       }
       for (const d of plan.retire) {
-        await this.saveState(d, { ...d.state, retiring: true });
+        await this.patchState(d, { retiring: true });
         changed = true;
       }
       if (plan.add.length === 0) continue;
@@ -265,6 +273,8 @@ export class PlatformReconciler {
         taken.add(member.name);
         changed = (await this.deps.store.putDeclared(member, null)) || changed;
       }
+      // Remembered with the pool (its resourceVersion kept: no apply is undone), so a number never comes back.
+      await this.deps.store.putPool({ ...pool, lastIndex: index - 1 }, pool.resourceVersion);
     }
     return changed;
   }
@@ -276,6 +286,9 @@ export class PlatformReconciler {
     if (this.deps.tasks.creating(this.platformId, d.declared.name)) return true;
     const task = creating.taskId ? this.deps.tasks.get(creating.taskId) : undefined;
     if (task && (task.state === 'QUEUED' || task.state === 'RUNNING')) return true;
+    // A request a gateway sent just before it died may still make the VM: the name stays reserved a while.
+    const reserved = Date.now() - Date.parse(creating.since) < this.deps.config.reservationSeconds * 1000;
+    if (reserved && (!task || task.error?.code === 'INTERRUPTED')) return true;
     return task?.state === 'SUCCEEDED' && task.finishedAt !== null && Date.now() - task.finishedAt.getTime() < 30_000;
   }
 
@@ -292,27 +305,25 @@ export class PlatformReconciler {
       // The delete was refused or failed (its task is over, or never began): the VM stays declared.
       const settled = Date.now() - Date.parse(state.deleting.since) > DELETE_START_MS;
       if (settled && !this.deps.tasks.conflicting(this.platformId, vm.nativeId, false))
-        return () => this.saveState(d, { ...state, deleting: null });
+        return () => this.patchState(d, { deleting: null });
       return null;
     }
     if (state.retiring) {
       if (!vm) return this.creationInFlight(d) ? null : () => this.deps.store.delete(this.platformId, declared.name);
       if (this.deps.tasks.conflicting(this.platformId, vm.nativeId, false)) return null;
       return vm.powerState === 'OFF'
-        ? () => this.act(d, 'deleteVm', vm, { kind: 'DELETE_VM', force: true })
+        ? () => this.act(d, 'deleteVm', vm, { kind: 'DELETE_VM', force: true, deleteStorage: true })
         : () => this.act(d, 'stopVm', vm, { kind: 'STOP_VM', force: true });
     }
     if (!vm) return this.createAction(d, mirror);
     if (this.deps.tasks.conflicting(this.platformId, vm.nativeId, false)) return null;
     const spec = declared.spec;
-    const settle = (extra: Partial<DeclarationState> = {}) =>
-      this.saveState(d, {
-        ...state,
+    const settle = () =>
+      this.patchState(d, {
         nativeId: vm.nativeId,
         creating: null,
         observedGeneration: declared.generation,
         lastFailure: null,
-        ...extra,
       });
     if (details && (details.vcpus !== spec.vcpus || details.memoryMiB !== spec.memoryMiB)) {
       return () =>
@@ -371,7 +382,7 @@ export class PlatformReconciler {
   }
 
   private createAction(d: DeclarationRecord, mirror: PlatformMirror): (() => Promise<void>) | null {
-    const { declared, state } = d;
+    const { declared } = d;
     const spec = declared.spec;
     if (this.creationInFlight(d)) return null;
     const hosts = mirror.listHosts();
@@ -386,11 +397,8 @@ export class PlatformReconciler {
     }
     return async () => {
       // The name is reserved before the platform is asked: a restart finds it and does not make a second VM.
-      const reserved: DeclarationState = {
-        ...state,
-        creating: { since: new Date().toISOString(), taskId: null },
-      };
-      await this.saveState(d, reserved);
+      const since = new Date().toISOString();
+      await this.patchState(d, { creating: { since, taskId: null } });
       const vmSpec: VmSpec = {
         name: declared.name,
         vcpus: spec.vcpus,
@@ -426,11 +434,7 @@ export class PlatformReconciler {
             },
             build: () => vmSpec,
           });
-      await this.followed(
-        d,
-        { ...reserved, creating: { since: reserved.creating!.since, taskId: payload.task?.id ?? null } },
-        payload,
-      );
+      await this.followed(d, { creating: { since, taskId: payload.task?.id ?? null } }, payload);
     };
   }
 
@@ -446,46 +450,60 @@ export class PlatformReconciler {
       build: () => op,
       anyState: op.kind === 'STOP_VM' && op.force,
     });
-    await this.followed(d, { ...d.state, nativeId: vm.nativeId }, payload);
+    await this.followed(d, { nativeId: vm.nativeId }, payload);
   }
 
   /** Records how an action went: a refusal or a failed task is a failure with backoff; success clears it. */
-  private async followed(d: DeclarationRecord, state: DeclarationState, payload: OperationPayload): Promise<void> {
+  private async followed(
+    d: DeclarationRecord,
+    patch: Partial<DeclarationState>,
+    payload: OperationPayload,
+  ): Promise<void> {
     const refusal: UserError | undefined = payload.userErrors[0];
     if (refusal) {
       const { reason, permanent } = REASONS[refusal.code];
-      await this.failed({ ...d, state: { ...state, creating: null } }, { reason, message: refusal.message, permanent });
+      await this.failed(d, { reason, message: refusal.message, permanent }, { creating: null });
       return;
     }
-    await this.saveState(d, state);
+    await this.patchState(d, patch);
     const task = payload.task ? await this.deps.tasks.whenFinished(payload.task.id) : null;
     if (task && task.state !== 'SUCCEEDED') {
-      await this.failed(
-        { ...d, state: { ...state, creating: null } },
-        {
-          reason: taskFailureReason(task),
-          message: task.error?.message ?? `the ${task.operation} task ${task.state}`,
-          permanent: false,
-        },
-      );
+      const message = task.error?.message ?? `the ${task.operation} task ${task.state}`;
+      await this.failed(d, { reason: taskFailureReason(task), message, permanent: false }, { creating: null });
       return;
     }
-    await this.saveState(d, { ...state, lastFailure: null, observedGeneration: d.declared.generation });
+    // A VM made stays reserved (creating) until the inventory shows it: report() clears it then.
+    await this.patchState(d, { lastFailure: null, observedGeneration: d.declared.generation });
   }
 
   private async failed(
     d: DeclarationRecord,
     f: { reason: string; message: string; permanent: boolean },
+    extra: Partial<DeclarationState> = {},
   ): Promise<void> {
-    const count = (d.state.lastFailure?.count ?? 0) + 1;
+    const current = await this.currentState(d);
+    const count = (current.lastFailure?.count ?? 0) + 1;
     const { backoffInitialMs, backoffMaxMs } = this.deps.config;
     const delay = Math.min(backoffMaxMs, backoffInitialMs * 2 ** Math.min(count - 1, 30));
     const failure: ReconcileFailure = { ...f, count, retryAt: new Date(Date.now() + delay).toISOString() };
     this.deps.logger.warn(
-      { platform: this.platformId, vm: d.declared.name, reason: f.reason, retryInMs: delay, err: f.message },
+      { vm: d.declared.name, reason: f.reason, retryInMs: delay, err: f.message },
       'a declared VM could not be reconciled',
     );
-    await this.saveState(d, { ...d.state, lastFailure: failure, observedGeneration: d.declared.generation });
+    await this.patchState(d, { ...extra, lastFailure: failure, observedGeneration: d.declared.generation });
+  }
+
+  private async currentState(d: DeclarationRecord): Promise<DeclarationState> {
+    return (await this.deps.store.get(this.platformId, d.declared.name))?.state ?? d.state;
+  }
+
+  /**
+   * Writes some fields of a declaration's state over what is stored now: an
+   * action that ran for a while must not undo what passes wrote meanwhile
+   * (the VM it was bound to, its conditions).
+   */
+  private async patchState(d: DeclarationRecord, patch: Partial<DeclarationState>): Promise<void> {
+    await this.saveState(d, { ...(await this.currentState(d)), ...patch });
   }
 
   private async saveState(d: DeclarationRecord, state: DeclarationState): Promise<void> {

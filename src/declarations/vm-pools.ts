@@ -139,6 +139,12 @@ export class VmPools {
       }
       await this.authorize(ctx, 'applyVmPool', { platformId, namePattern: pattern, sourceNativeId: source });
       const existing = await this.deps.store.getPool(platformId, req.name);
+      if (existing) {
+        // Another tenant's pool of the name is neither shown nor overwritten; one's own is changed by right only.
+        if (!(await this.visible(ctx, existing)))
+          refuse('CONFLICT', `The pool name ${req.name} is taken on platform "${platformId}".`, ['name']);
+        await this.authorize(ctx, 'applyVmPool', existing);
+      }
       if (existing?.deleting) refuse('CONFLICT', `Pool ${req.name} is being deleted.`);
       const expected = req.resourceVersion;
       if (expected !== undefined && expected !== null && existing?.resourceVersion !== expected) {

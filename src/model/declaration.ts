@@ -99,6 +99,8 @@ export interface DeclaredPool {
   appliedAt: string;
   /** deleteVmPool is under way. */
   deleting: { deleteVms: boolean } | null;
+  /** The highest member number used so far: numbers are never given twice, so a name is never reused. */
+  lastIndex?: number;
 }
 
 /** What the reconciler knows of a declared VM, kept beside its declaration. */

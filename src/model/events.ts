@@ -4,7 +4,17 @@ import type { PowerState } from './vm.js';
 
 /** The kinds of inventory object an event can be about. */
 export type InventoryEventKind =
-  'Datacenter' | 'Cluster' | 'Host' | 'VirtualMachine' | 'Network' | 'Storage' | 'StorageVolume' | 'Snapshot';
+  | 'Datacenter'
+  | 'Cluster'
+  | 'Host'
+  | 'VirtualMachine'
+  | 'Network'
+  | 'Storage'
+  | 'StorageVolume'
+  | 'Snapshot'
+  /** Declared objects of the gateway's own: seen as the VMs they make or move (`vm`). */
+  | 'VmPool'
+  | 'VmMigration';
 
 export type InventoryChangeType = 'ADDED' | 'MODIFIED' | 'REMOVED';
 
@@ -41,8 +51,9 @@ export interface InventoryEvent {
   previousPowerState: PowerState | null;
   powerState: PowerState | null;
   /**
-   * VMs only: its name and host (after the change, or before it when it was
-   * removed), so that who may see it can be decided once it is gone too.
+   * VMs (and the pools and migrations that make or move them): its name and
+   * host (after the change, or before it when it was removed), so that who
+   * may see it can be decided once it is gone too.
    */
   vm?: { name: string; hostNativeId: string | null };
 }

@@ -8,7 +8,12 @@ export type VmOperation =
   | { kind: 'RESUME_VM' }
   | { kind: 'PAUSE_VM' }
   | { kind: 'UNPAUSE_VM' }
-  | { kind: 'DELETE_VM'; force: boolean }
+  | {
+      kind: 'DELETE_VM';
+      force: boolean;
+      /** libvirt: delete the volumes of its disks too (a pool's retired member; vSphere deletes them anyway). */
+      deleteStorage?: boolean;
+    }
   | { kind: 'CREATE_SNAPSHOT'; name: string; description: string | null; includeMemory: boolean; quiesce: boolean }
   | { kind: 'REVERT_TO_SNAPSHOT'; snapshotKey: string }
   | { kind: 'DELETE_SNAPSHOT'; snapshotKey: string; withChildren: boolean }

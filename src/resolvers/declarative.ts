@@ -94,16 +94,8 @@ export const declaredVmFields: Pick<VirtualMachineResolvers, 'spec' | 'status'> 
 };
 
 /** Whether the caller may see a declared VM: as it may see the VM, where it is or would be. */
-export async function declarationVisible(ctx: GatewayContext, d: DeclarationRecord): Promise<boolean> {
-  const vm = await vmOf(ctx, d);
-  if (vm) return true;
-  const { platformId, name, spec } = d.declared;
-  const placed = await ctx.loaders.placementOf(
-    { platformId, name, hostNativeId: spec.placement.hostNativeId, clusterNativeId: spec.placement.clusterNativeId },
-    { folderPath: spec.placement.folderPath, resourcePoolPath: spec.placement.resourcePoolPath, tags: spec.tags },
-  );
-  return ctx.access.seesVm(placed);
-}
+export const declarationVisible = (ctx: GatewayContext, d: DeclarationRecord): Promise<boolean> =>
+  ctx.declarations.visible(ctx, d);
 
 export const declarationQueries: Pick<QueryResolvers, 'vmDeclarations'> = {
   vmDeclarations: async (_r, args, ctx) => {

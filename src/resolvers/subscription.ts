@@ -29,6 +29,8 @@ const KIND_NAMES: Record<InventoryEventKind, InventoryObjectKind> = {
   Storage: 'STORAGE',
   StorageVolume: 'STORAGE_VOLUME',
   Snapshot: 'SNAPSHOT',
+  VmPool: 'VM_POOL',
+  VmMigration: 'VM_MIGRATION',
 };
 const KINDS_BY_NAME = new Map(Object.entries(KIND_NAMES).map(([k, v]) => [v, k as InventoryEventKind]));
 

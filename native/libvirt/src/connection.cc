@@ -205,6 +205,7 @@ Napi::Object Connection::Init(Napi::Env env, Napi::Object exports) {
           InstanceMethod<&Connection::AbortJob>("abortJob"),
           InstanceMethod<&Connection::CloneVolume>("cloneVolume"),
           InstanceMethod<&Connection::CreateVolume>("createVolume"),
+          InstanceMethod<&Connection::DeleteVolume>("deleteVolume"),
           InstanceMethod<&Connection::ReadDomains>("readDomains"),
           InstanceMethod<&Connection::NetworkLifecycle>("networkLifecycle"),
           InstanceMethod<&Connection::PoolLifecycle>("poolLifecycle"),
@@ -475,6 +476,11 @@ Napi::Value Connection::CreateVolume(const Napi::CallbackInfo& info) {
   std::string pool = StringArg(info, 0, "poolUuid");
   std::string xml = StringArg(info, 1, "xml");
   return Schedule(info.Env(), [pool, xml](ConnState& st) { return vg::CreateVolume(st, pool, xml); });
+}
+
+Napi::Value Connection::DeleteVolume(const Napi::CallbackInfo& info) {
+  std::string path = StringArg(info, 0, "path");
+  return Schedule(info.Env(), [path](ConnState& st) { return vg::DeleteVolume(st, path); });
 }
 
 Napi::Value Connection::ReadDomains(const Napi::CallbackInfo& info) {

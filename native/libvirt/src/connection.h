@@ -88,6 +88,7 @@ class Connection : public Napi::ObjectWrap<Connection> {
   Napi::Value AbortJob(const Napi::CallbackInfo& info);
   Napi::Value CloneVolume(const Napi::CallbackInfo& info);
   Napi::Value CreateVolume(const Napi::CallbackInfo& info);
+  Napi::Value DeleteVolume(const Napi::CallbackInfo& info);
   Napi::Value ReadDomains(const Napi::CallbackInfo& info);
   Napi::Value NetworkLifecycle(const Napi::CallbackInfo& info);
   Napi::Value PoolLifecycle(const Napi::CallbackInfo& info);

@@ -76,6 +76,7 @@ Value NetworkLifecycle(ConnState& st, const std::string& uuid, const std::string
 Value ListAllStoragePools(ConnState& st, unsigned int flags);
 Value ListStorageVolumes(ConnState& st, const std::vector<std::string>& poolUuids);
 Value CreateVolume(ConnState& st, const std::string& poolUuid, const std::string& xml);
+Value DeleteVolume(ConnState& st, const std::string& path);
 // op: create, destroy, refresh.
 Value PoolLifecycle(ConnState& st, const std::string& uuid, const std::string& op);
 

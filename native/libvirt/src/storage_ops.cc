@@ -113,6 +113,16 @@ Value CreateVolume(ConnState& st, const std::string& poolUuid, const std::string
   return Value::String(TakeString(path));
 }
 
+// Deletes the volume at a path (its data and its entry in its pool).
+Value DeleteVolume(ConnState& st, const std::string& path) {
+  st.Count();
+  VolumeHandle vol(virStorageVolLookupByPath(st.conn(), path.c_str()));
+  if (!vol) ThrowLast("virStorageVolLookupByPath");
+  st.Count();
+  if (virStorageVolDelete(vol.get(), 0) < 0) ThrowLast("virStorageVolDelete");
+  return Value::Bool(true);
+}
+
 // Starts, stops or refreshes a pool: one libvirt call after the lookup.
 Value PoolLifecycle(ConnState& st, const std::string& uuid, const std::string& op) {
   st.Count();

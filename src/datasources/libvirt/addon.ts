@@ -202,6 +202,8 @@ export interface NativeConnection {
   cloneVolume(sourcePath: string, newName: string): Promise<string>;
   /** Creates a volume in a pool from its XML; resolves with its path. */
   createVolume(poolUuid: string, xml: string): Promise<string>;
+  /** Deletes the volume at a path, data and all. */
+  deleteVolume(path: string): Promise<true>;
   /** virNetworkCreate, virNetworkDestroy or virNetworkUndefine. */
   networkLifecycle(uuid: string, operation: 'create' | 'destroy' | 'undefine'): Promise<true>;
   /** virStoragePoolCreate, virStoragePoolDestroy or virStoragePoolRefresh. */

@@ -76,8 +76,10 @@ export async function runDomainOperation(
       const [state] = (await c.call('getAllDomainStats', DomainStats.STATE, 0)).filter((d) => d.uuid === uuid);
       if (state && state.id >= 0) await lifecycle('destroy');
       const persistent = (await c.call('listAllDomains', ListDomainsFlags.PERSISTENT)).some((d) => d.uuid === uuid);
+      const volumes = op.deleteStorage ? await diskVolumePaths(c, uuid) : [];
       // A transient domain is gone once destroyed; a persistent one is undefined with everything it owns.
       if (persistent) await undefineAll(c, uuid);
+      for (const path of volumes) await c.call('deleteVolume', path);
       return {};
     }
     case 'CREATE_SNAPSHOT': {
@@ -206,7 +208,9 @@ async function clone(
     const extension = /\.[a-z0-9]+$/i.exec(sourcePath)?.[0] ?? '';
     const base = backing?.get(sourcePath);
     if (backing && !base)
-      throw new OperationFailedError(`disk ${i + 1} of the source is in no storage pool; it cannot back a linked clone`);
+      throw new OperationFailedError(
+        `disk ${i + 1} of the source is in no storage pool; it cannot back a linked clone`,
+      );
     const newPath = base
       ? await backedVolume(c, base, sourcePath, `${op.name}-disk${i + 1}.qcow2`)
       : await c.call('cloneVolume', sourcePath, `${op.name}-disk${i + 1}${extension}`);
@@ -290,6 +294,22 @@ async function reconfigureLive(c: LibvirtClient, uuid: string, change: Reconfigu
 }
 
 /** Paths of every volume by `pool/name`, for disks that name a pool volume. */
+/** The paths of the storage-pool volumes a domain's disks are (not CD-ROMs, not files outside any pool). */
+async function diskVolumePaths(c: LibvirtClient, uuid: string): Promise<string[]> {
+  const [xml] = await c.call('getDomainXmlDescs', [uuid], DomainXmlFlags.INACTIVE | DomainXmlFlags.SECURE);
+  if (xml === undefined || xml instanceof Error) return [];
+  const volumes = await volumeIndex(c);
+  const inPools = new Set(volumes.byPoolAndName.values());
+  const paths: string[] = [];
+  for (const [disk] of xml.matchAll(/<disk type=['"](file|volume)['"] device=['"]disk['"][\s\S]*?<\/disk>/g)) {
+    const file = /<source file=['"]([^'"]+)['"]/.exec(disk)?.[1];
+    const poolVolume = /<source pool=['"]([^'"]+)['"] volume=['"]([^'"]+)['"]/.exec(disk);
+    const path = file ?? (poolVolume ? volumes.byPoolAndName.get(`${poolVolume[1]}/${poolVolume[2]}`) : undefined);
+    if (path && inPools.has(path)) paths.push(path);
+  }
+  return paths;
+}
+
 async function volumeIndex(c: LibvirtClient): Promise<{ byPoolAndName: Map<string, string> }> {
   const pools = await c.call('listAllStoragePools', 0);
   const perPool = await c.call(

@@ -266,6 +266,24 @@ async function linkedCloneBase(
   vm: MoRef,
   snapshot: (args: string) => Promise<XNode | undefined>,
 ): Promise<MoRef> {
+  // Clones of one source run side by side: the first takes the snapshot, the others wait for it.
+  let inFlight = basesInFlight.get(s);
+  if (!inFlight) basesInFlight.set(s, (inFlight = new Map()));
+  const pending = inFlight.get(vm.value);
+  if (pending) return pending;
+  const base = currentOrNewBase(s, vm, snapshot).finally(() => inFlight.delete(vm.value));
+  inFlight.set(vm.value, base);
+  return base;
+}
+
+/** Per session (one vCenter), the linked-clone base snapshot being found or taken, by source VM. */
+const basesInFlight = new WeakMap<VsphereSession, Map<string, Promise<MoRef>>>();
+
+async function currentOrNewBase(
+  s: VsphereSession,
+  vm: MoRef,
+  snapshot: (args: string) => Promise<XNode | undefined>,
+): Promise<MoRef> {
   const [o] = await s.retrieveObjects([vm], [{ type: 'VirtualMachine', paths: ['snapshot.currentSnapshot'] }]);
   const current = moRefOf(o?.props.get('snapshot.currentSnapshot'));
   if (current) return current;
