@@ -95,6 +95,7 @@ export class Declarations {
       maxReplicas: deps.config.maxPoolReplicas,
       wake: (platformId) => this.reconcilers.get(platformId)?.wake(),
       ready: (d) => this.isReady(d),
+      events: deps.events,
     });
   }
 

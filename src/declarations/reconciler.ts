@@ -259,22 +259,21 @@ export class PlatformReconciler {
         await this.patchState(d, { retiring: true });
         changed = true;
       }
-      if (plan.add.length === 0) continue;
-      const source = mirror.details(pool.sourceNativeId);
+      const source = plan.add.length > 0 ? mirror.details(pool.sourceNativeId) : undefined;
       // A source that is gone makes no members; the pool's status says so.
-      if (!source) continue;
-      let index = 0;
-      for (const m of plan.add) {
-        index = Math.max(index, m.index);
-        let member = memberDeclaration(pool, { ...m, index }, source);
+      let index = Math.max(pool.lastIndex ?? 0, ...all.map((d) => d.declared.member!.index));
+      for (const m of source ? plan.add : []) {
+        index = Math.max(index + 1, m.index);
+        let member = memberDeclaration(pool, { ...m, index }, source!);
         // A name some other VM or declaration holds is skipped: numbers only grow.
-        while (taken.has(member.name)) member = memberDeclaration(pool, { ...m, index: ++index }, source);
-        index += 1;
+        while (taken.has(member.name)) member = memberDeclaration(pool, { ...m, index: ++index }, source!);
         taken.add(member.name);
         changed = (await this.deps.store.putDeclared(member, null)) || changed;
       }
-      // Remembered with the pool (its resourceVersion kept: no apply is undone), so a number never comes back.
-      await this.deps.store.putPool({ ...pool, lastIndex: index - 1 }, pool.resourceVersion);
+      // Remembered with the pool (its resourceVersion kept, so an apply or delete made meanwhile is not undone),
+      // so that a number never comes back.
+      if (index > (pool.lastIndex ?? 0))
+        await this.deps.store.putPool({ ...pool, lastIndex: index }, pool.resourceVersion);
     }
     return changed;
   }

@@ -10,7 +10,8 @@ import { UNFILED } from '../access/policy.js';
 import type { AuditLog } from '../mutations/audit-log.js';
 import type { MutationCall } from '../mutations/pipeline.js';
 import { GatewayError } from '../model/errors.js';
-import { membersOf } from './pools.js';
+import { membersOf, poolEvent } from './pools.js';
+import type { EventPublisher, InventoryChangeType } from '../model/events.js';
 import { Refusal, audited, platformOf, refuse } from './requests.js';
 import type { DeclarationStore } from './store.js';
 
@@ -59,6 +60,7 @@ export class VmPools {
       wake: (platformId: string) => void;
       /** Whether a member is Ready, as its status says. */
       ready: (d: DeclarationRecord) => boolean;
+      events: EventPublisher;
     },
   ) {}
 
@@ -179,7 +181,7 @@ export class VmPools {
           };
       if (!same && !(await this.deps.store.putPool(pool, existing?.resourceVersion ?? null)))
         refuse('CONFLICT', `Pool ${req.name} changed while this apply ran; try again.`);
-      return pool;
+      return { pool, change: existing ? 'MODIFIED' : 'ADDED' };
     });
   }
 
@@ -193,7 +195,7 @@ export class VmPools {
       if (existing.deleting) refuse('CONFLICT', `Pool ${existing.name} is being deleted.`);
       this.checkCounts(input.replicas, existing.warmStandbys);
       await this.authorize(ctx, 'scaleVmPool', existing);
-      if (existing.replicas === input.replicas) return existing;
+      if (existing.replicas === input.replicas) return { pool: existing, change: 'MODIFIED' };
       const pool: DeclaredPool = {
         ...existing,
         replicas: input.replicas,
@@ -204,7 +206,7 @@ export class VmPools {
       };
       if (!(await this.deps.store.putPool(pool, existing.resourceVersion)))
         refuse('CONFLICT', `Pool ${existing.name} changed while this scale ran; try again.`);
-      return pool;
+      return { pool, change: 'MODIFIED' };
     });
   }
 
@@ -216,10 +218,15 @@ export class VmPools {
     return this.request(ctx, 'deleteVmPool', input.poolId, input, async () => {
       const existing = await this.poolOf(ctx, input.poolId);
       await this.authorize(ctx, 'deleteVmPool', existing);
-      const pool: DeclaredPool = { ...existing, deleting: { deleteVms: input.deleteVms } };
+      // A new resourceVersion: a write made over the pool as it was (a pass's) must not undo the delete.
+      const pool: DeclaredPool = {
+        ...existing,
+        deleting: { deleteVms: input.deleteVms },
+        resourceVersion: randomUUID(),
+      };
       if (!(await this.deps.store.putPool(pool, existing.resourceVersion)))
         refuse('CONFLICT', `Pool ${existing.name} changed while this delete ran; try again.`);
-      return pool;
+      return { pool, change: 'MODIFIED' };
     });
   }
 
@@ -228,12 +235,13 @@ export class VmPools {
     operation: string,
     target: string,
     input: object & { clientMutationId?: string | null },
-    run: () => Promise<DeclaredPool>,
+    run: () => Promise<{ pool: DeclaredPool; change: InventoryChangeType }>,
   ): Promise<VmPoolOutcome> {
     const clientMutationId = input.clientMutationId ?? null;
     try {
-      const pool = await run();
+      const { pool, change } = await run();
       await audited(this.deps.audit, ctx, operation, `${pool.platformId}/${pool.name}`, input, 'ACCEPTED', []);
+      this.deps.events.publish(poolEvent(pool, change, this.deps.inventory.mirror(pool.platformId)));
       this.deps.wake(pool.platformId);
       return { clientMutationId, pool, userErrors: [] };
     } catch (e) {

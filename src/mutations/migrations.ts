@@ -1,5 +1,7 @@
 import type { Logger } from 'pino';
 
+import type { EventPublisher, InventoryChangeType } from '../model/events.js';
+
 import { type CallerAccess, UNFILED } from '../access/policy.js';
 import type { Loaders } from '../inventory/loaders.js';
 import type { Caller } from '../model/caller.js';
@@ -80,7 +82,23 @@ export class MigrationTracker {
     private readonly store: Collection<StoredMigration>,
     private readonly audit: AuditLog,
     private readonly logger: Logger,
+    private readonly events: EventPublisher | null,
   ) {}
+
+  /** Tells subscribers (inventoryChanged) of a migration, as visible as the VM it moves. */
+  private publish(record: MigrationRecord, change: InventoryChangeType): void {
+    this.events?.publish({
+      type: 'INVENTORY',
+      platformId: record.platformId,
+      kind: 'VmMigration',
+      change,
+      nativeId: record.id,
+      aspects: [],
+      previousPowerState: null,
+      powerState: null,
+      vm: { name: record.vmName, hostNativeId: record.sourceHostNativeId },
+    });
+  }
 
   /** Loads the kept migrations (those whose task is still kept) and follows their tasks from now on. */
   static async open(deps: {
@@ -88,8 +106,10 @@ export class MigrationTracker {
     store: Collection<StoredMigration>;
     audit: AuditLog;
     logger: Logger;
+    /** Where phase changes go as inventoryChanged events; none in tests of the tracker alone. */
+    events?: EventPublisher;
   }): Promise<MigrationTracker> {
-    const tracker = new MigrationTracker(deps.tasks, deps.store, deps.audit, deps.logger);
+    const tracker = new MigrationTracker(deps.tasks, deps.store, deps.audit, deps.logger, deps.events ?? null);
     const gone: string[] = [];
     for (const stored of deps.store.values()) {
       const task = deps.tasks.get(stored.id);
@@ -131,6 +151,7 @@ export class MigrationTracker {
     this.records.set(id, record);
     this.own.add(id);
     await this.save(record);
+    this.publish(record, 'ADDED');
     return record;
   }
 
@@ -357,6 +378,7 @@ export class MigrationTracker {
           this.logger.warn({ migration: record.id, vm: record.vmName }, 'a migration asked to stop finished first');
       }
     }
+    this.publish(record, 'MODIFIED');
     void this.save(record).then(() => (FINISHED_PHASES.has(record.phase) ? this.forgetOld() : undefined));
   }
 

@@ -132,6 +132,7 @@ export async function startGateway(config: Config, logger: Logger): Promise<Runn
     store: await state.collection<StoredMigration>('migrations'),
     audit,
     logger,
+    events: publisher,
   });
   const mutations = new MutationPipeline({
     tasks,
