@@ -56,7 +56,8 @@ export function eventVisibility(
           return e.vm ? access.seesVm(placement(e.platformId, e.vm)) : vmVisible(e.platformId, e.nativeId);
         }
         // Pools and migrations are as visible as the VMs they make or move, which their events name.
-        if (e.kind === 'VmPool' || e.kind === 'VmMigration') return e.vm ? access.seesVm(placement(e.platformId, e.vm)) : false;
+        if (e.kind === 'VmPool' || e.kind === 'VmMigration')
+          return e.vm ? access.seesVm(placement(e.platformId, e.vm)) : false;
         // A snapshot is as visible as its VM (`vm/snapshot`); a snapshot of a VM that is gone, to nobody limited.
         if (e.kind === 'Snapshot') return vmVisible(e.platformId, e.nativeId.slice(0, e.nativeId.indexOf('/')));
         return true;
