@@ -10,3 +10,5 @@ await import('./metrics-sampling.js');
 await import('./authorization.js');
 // Request throughput over HTTP against graphql-js in process (about 2 minutes).
 await import('./request-throughput.js');
+// Declared VMs: time to one more ready VM in a pool, warm standby, linked and full clone (about 3 minutes).
+await import('./pool-ready.js');
