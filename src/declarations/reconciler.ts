@@ -398,17 +398,11 @@ export class PlatformReconciler {
       // The name is reserved before the platform is asked: a restart finds it and does not make a second VM.
       const since = new Date().toISOString();
       await this.patchState(d, { creating: { since, taskId: null } });
+      const { runStrategy, ...shape } = spec;
       const vmSpec: VmSpec = {
+        ...shape,
         name: declared.name,
-        vcpus: spec.vcpus,
-        coresPerSocket: spec.coresPerSocket,
-        memoryMiB: spec.memoryMiB,
-        guestOs: spec.guestOs,
-        disks: spec.disks,
-        nics: spec.nics,
-        placement: spec.placement,
-        tags: spec.tags,
-        powerOn: spec.runStrategy === 'ALWAYS' || spec.runStrategy === 'RERUN_ON_FAILURE',
+        powerOn: runStrategy === 'ALWAYS' || runStrategy === 'RERUN_ON_FAILURE',
       };
       const source = declared.source;
       const payload = source

@@ -1,5 +1,5 @@
 import type { Caller } from './caller.js';
-import type { Placement } from './operations.js';
+import type { VmSpec } from './operations.js';
 import type { VmPhase } from './vm.js';
 
 /** How a declared VM's power is kept (KubeVirt's names). */
@@ -15,16 +15,8 @@ export interface PoolMembership {
   role: 'REPLICA' | 'STANDBY';
 }
 
-/** What a caller declares a VM to be. */
-export interface DeclaredSpec {
-  vcpus: number;
-  coresPerSocket: number | null;
-  memoryMiB: number;
-  guestOs: string | null;
-  disks: { capacityBytes: number; storageNativeId: string | null }[];
-  nics: { networkNativeId: string }[];
-  placement: Placement;
-  tags: string[];
+/** What a caller declares a VM to be: what createVm makes it with, and how its power is kept. */
+export interface DeclaredSpec extends Omit<VmSpec, 'name' | 'powerOn'> {
   runStrategy: RunStrategy;
 }
 
