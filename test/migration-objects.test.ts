@@ -9,7 +9,7 @@ import { nativeAddon } from '../src/datasources/libvirt/addon.js';
 import { type TestGateway, startTestGateway } from './helpers/gateway.js';
 import { GUEST, READY_MARKER, assertGuestBuilt, guestAccel } from './helpers/guest.js';
 import { type QemuLibvirtd, qemuLibvirtd } from './helpers/qemu-libvirtd.js';
-import { eventually } from './helpers/subscriptions.js';
+import { eventually, subscribe } from './helpers/subscriptions.js';
 import { type Vcsim, startVcsim, vspherePlatform } from './helpers/vcsim.js';
 
 // migrateVm makes a VmMigration: an object with a phase, progress, the bytes
@@ -150,6 +150,13 @@ describe('migrations as objects on vSphere (vcsim)', () => {
 
   it('returns a migration from migrateVm that follows the relocation to its end, with its limits', async () => {
     const vmId = ids.vm('DC0_C0_RP0_VM0');
+    const events = subscribe<{
+      inventoryChanged: { type: string; kind: string; nodeId: string; node: { phase?: string } | null };
+    }>(
+      gw.url,
+      'subscription { inventoryChanged(filter: { kinds: [VM_MIGRATION] }) { type kind nodeId node { ... on VmMigration { phase } } } }',
+    );
+    await new Promise((r) => setTimeout(r, 200));
     const payload = await migrate(gw, {
       vmId,
       hostId: ids.host('DC0_H0'),
@@ -178,6 +185,16 @@ describe('migrations as objects on vSphere (vcsim)', () => {
       task: { state: 'SUCCEEDED', error: null },
     });
     expect(last.sourceHost?.name).toMatch(/^DC0_C0_H\d$/);
+    // Subscribers saw it made, then each change of phase, ending SUCCEEDED.
+    await eventually(() => events.events.some((e) => e.inventoryChanged.node?.phase === 'SUCCEEDED'), 5_000);
+    await events.close();
+    expect(events.events[0]!.inventoryChanged).toMatchObject({
+      type: 'ADDED',
+      kind: 'VM_MIGRATION',
+      nodeId: started.id,
+    });
+    expect(events.events.slice(1).every((e) => e.inventoryChanged.type === 'MODIFIED')).toBe(true);
+    expect(new Set(events.events.map((e) => e.inventoryChanged.nodeId))).toEqual(new Set([started.id]));
     expect(Date.parse(last.finishedAt!)).toBeGreaterThanOrEqual(Date.parse(last.startedAt!));
     const o = await sim.refreshOracle();
     const moved = Object.values(o.vms).find((v) => v.name === 'DC0_C0_RP0_VM0')!;
