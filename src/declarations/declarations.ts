@@ -110,10 +110,13 @@ export class Declarations {
   /** Starts reconciling; the live inventory must have started. */
   start(): void {
     for (const r of this.reconcilers.values()) r.start();
+    // An apply through another instance wakes this one's reconciler (which acts where it holds the lease).
+    this.deps.store.watch((platformId) => this.reconcilers.get(platformId)?.wake());
   }
 
   async stop(): Promise<void> {
     await Promise.all([...this.reconcilers.values()].map((r) => r.stop()));
+    await this.deps.store.close();
   }
 
   list(platformId?: string): Promise<DeclarationRecord[]> {
@@ -196,7 +199,7 @@ export class Declarations {
       const problem = provider.placementProblem(spec.placement, spec.tags, 'new');
       if (problem) refuse('INVALID_INPUT', problem, ['spec', 'placement']);
       await authorize(ctx, 'applyVm', platformId, req.name, spec);
-      const existing = await this.deps.store.get(platformId, req.name);
+      const existing = await this.deps.store.get(platformId, req.name, true);
       if (existing) {
         // Another tenant's declaration of the name is neither shown nor overwritten; one's own is changed by right only.
         if (!(await this.visible(ctx, existing)))
@@ -229,7 +232,7 @@ export class Declarations {
         };
         const written = await this.deps.store.putDeclared(declared, existing?.declared.resourceVersion ?? null);
         if (!written) refuse('CONFLICT', `The declaration of ${req.name} changed while this apply ran; try again.`);
-        declaration = (await this.deps.store.get(platformId, req.name)) ?? {
+        declaration = (await this.deps.store.get(platformId, req.name, true)) ?? {
           declared,
           state: existing?.state ?? NEW_DECLARATION_STATE,
         };
@@ -254,7 +257,7 @@ export class Declarations {
     try {
       const platformId = platformOf(this.deps.registry, ctx, input.platformId);
       target = `${platformId}/${input.name}`;
-      const existing = await this.deps.store.get(platformId, input.name);
+      const existing = await this.deps.store.get(platformId, input.name, true);
       // One the caller may not see is one that does not exist.
       if (!existing || !(await this.visible(ctx, existing)))
         return refuse('NOT_FOUND', `${input.name} is not declared on platform "${platformId}".`, ['name']);

@@ -487,7 +487,7 @@ export class PlatformReconciler {
   }
 
   private async currentState(d: DeclarationRecord): Promise<DeclarationState> {
-    return (await this.deps.store.get(this.platformId, d.declared.name))?.state ?? d.state;
+    return (await this.deps.store.get(this.platformId, d.declared.name, true))?.state ?? d.state;
   }
 
   /**

@@ -1,5 +1,5 @@
 import type { Collection, StateStore } from '../state/store.js';
-import type { RedisClient } from '../state/redis.js';
+import { type RedisClient, blockingConnection } from '../state/redis.js';
 import {
   type DeclaredPool,
   type DeclarationState,
@@ -19,7 +19,14 @@ import {
 export interface DeclarationStore {
   /** Every declaration, with its state; of one platform when given. */
   list(platformId?: string): Promise<DeclarationRecord[]>;
-  get(platformId: string, name: string): Promise<DeclarationRecord | undefined>;
+  /**
+   * One declaration. `fresh`: as stored now, for a decision that leads to a
+   * write (a shared store may otherwise answer from a short-lived cache).
+   */
+  get(platformId: string, name: string, fresh?: boolean): Promise<DeclarationRecord | undefined>;
+  /** Calls `listener` with the platform of each declaration or pool written, by any instance; null when none tells. */
+  watch(listener: (platformId: string) => void): void;
+  close(): Promise<void>;
   /**
    * Writes a declaration when the stored one's resourceVersion is
    * `expected` (null: none may be stored; undefined: whatever is).
@@ -85,6 +92,13 @@ export class LocalDeclarationStore implements DeclarationStore {
     return Promise.resolve(all.map((d) => this.withState(d)));
   }
 
+  // The gateway alone writes here, and wakes its own reconciler.
+  watch(): void {}
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+
   get(platformId: string, name: string): Promise<DeclarationRecord | undefined> {
     const d = this.declared.get(declarationKey(platformId, name));
     return Promise.resolve(d && this.withState(d));
@@ -140,7 +154,10 @@ export class RedisDeclarationStore implements DeclarationStore {
     this.declaredKey = `${keyPrefix}{declarations}:declared`;
     this.stateKey = `${keyPrefix}{declarations}:state`;
     this.poolKey = `${keyPrefix}{declarations}:pools`;
+    this.channel = `${keyPrefix}{declarations}:changed`;
   }
+
+  private readonly channel: string;
 
   private readonly declaredKey: string;
   private readonly stateKey: string;
@@ -165,6 +182,7 @@ export class RedisDeclarationStore implements DeclarationStore {
       JSON.stringify(pool),
       expected === undefined ? '*' : (expected ?? ''),
     );
+    if (written === 1) await this.announce(pool.platformId);
     return written === 1;
   }
 
@@ -210,8 +228,44 @@ export class RedisDeclarationStore implements DeclarationStore {
     );
   }
 
-  async get(platformId: string, name: string): Promise<DeclarationRecord | undefined> {
-    return (await this.all()).get(declarationKey(platformId, name));
+  async get(platformId: string, name: string, fresh = false): Promise<DeclarationRecord | undefined> {
+    const key = declarationKey(platformId, name);
+    if (!fresh) return (await this.all()).get(key);
+    const [declared, state] = await Promise.all([
+      this.redis.hget(this.declaredKey, key),
+      this.redis.hget(this.stateKey, key),
+    ]);
+    if (!declared) return undefined;
+    return {
+      declared: JSON.parse(declared) as DeclaredVm,
+      state: state ? (JSON.parse(state) as DeclarationState) : NEW_DECLARATION_STATE,
+    };
+  }
+
+  private subscriber: RedisClient | null = null;
+
+  watch(listener: (platformId: string) => void): void {
+    // A connection of its own: one that subscribes can do nothing else.
+    const subscriber = blockingConnection(this.redis);
+    this.subscriber = subscriber;
+    subscriber.on('message', (_channel: string, platformId: string) => {
+      this.cache = null;
+      listener(platformId);
+    });
+    // At each (re)connection: Redis away meanwhile, the reconciler's periodic pass picks writes up.
+    subscriber.on('ready', () => {
+      subscriber.subscribe(this.channel).catch(() => undefined);
+    });
+  }
+
+  async close(): Promise<void> {
+    this.subscriber?.disconnect();
+  }
+
+  /** Tells every instance (their caches, the holder's reconciler) that a platform's declarations changed. */
+  private async announce(platformId: string): Promise<void> {
+    this.written();
+    await this.redis.publish(this.channel, platformId).catch(() => 0);
   }
 
   async putDeclared(declared: DeclaredVm, expected: string | null | undefined): Promise<boolean> {
@@ -223,7 +277,8 @@ export class RedisDeclarationStore implements DeclarationStore {
       JSON.stringify(declared),
       expected === undefined ? '*' : (expected ?? ''),
     );
-    this.written();
+    if (written === 1) await this.announce(declared.platformId);
+    else this.written();
     return written === 1;
   }
 
@@ -237,6 +292,6 @@ export class RedisDeclarationStore implements DeclarationStore {
   async delete(platformId: string, name: string): Promise<void> {
     const key = declarationKey(platformId, name);
     await Promise.all([this.redis.hdel(this.declaredKey, key), this.redis.hdel(this.stateKey, key)]);
-    this.written();
+    await this.announce(platformId);
   }
 }
