@@ -72,6 +72,8 @@ export class PlatformReconciler {
   /** Declarations with an action in flight: one at a time each. */
   private readonly acting = new Set<string>();
   private retryTimer: NodeJS.Timeout | null = null;
+  /** The names and bound VMs of the platform's declarations as the last pass saw them: what wakes the next. */
+  private watched = { names: new Set<string>(), ids: new Set<string>() };
 
   constructor(
     readonly platformId: string,
@@ -91,9 +93,11 @@ export class PlatformReconciler {
 
   start(): void {
     const mirror = this.deps.inventory.mirror(this.platformId);
-    // Any VM change may be drift of a declared VM, or a VM made or gone: the pass is cheap when it is neither.
+    // A change of a declared VM (by name, or by the VM it is bound to) may be drift, or the VM made or gone;
+    // changes of the rest of the estate wake nothing.
     mirror?.onChange((c) => {
-      if (c.kind === 'VirtualMachine') this.wake();
+      if (c.kind !== 'VirtualMachine') return;
+      if (this.watched.ids.has(c.nativeId) || (c.record && this.watched.names.has(c.record.vm.name))) this.wake();
     });
     mirror?.onStatus(() => this.wake());
     this.timer = setInterval(() => this.wake(), this.deps.config.resyncSeconds * 1000);
@@ -143,11 +147,18 @@ export class PlatformReconciler {
     let declarations = await this.deps.store.list(this.platformId);
     if (mirror && (await this.reconcilePools(mirror, declarations)))
       declarations = await this.deps.store.list(this.platformId);
+    this.watched = {
+      names: new Set(declarations.map((d) => d.declared.name)),
+      ids: new Set(declarations.flatMap((d) => (d.state.nativeId ? [d.state.nativeId] : []))),
+    };
     if (declarations.length === 0) return;
+    // VMs by name, for declarations not bound to one yet: one scan of the estate only when some are not.
     const byName = new Map<string, VmRecord>();
-    if (mirror) {
-      const wanted = new Set(declarations.map((d) => d.declared.name));
-      for (const vm of mirror.listVms()) if (wanted.has(vm.name) && !byName.has(vm.name)) byName.set(vm.name, vm);
+    const unbound = new Set(
+      declarations.filter((d) => !mirror || !this.boundVm(mirror, d)).map((d) => d.declared.name),
+    );
+    if (mirror && unbound.size > 0) {
+      for (const vm of mirror.listVms()) if (unbound.has(vm.name) && !byName.has(vm.name)) byName.set(vm.name, vm);
     }
     let soonest = Infinity;
     for (const d of declarations) {
@@ -163,10 +174,8 @@ export class PlatformReconciler {
           soonest = Math.min(soonest, retryAt);
         if (d.state.observedGeneration === d.declared.generation) continue;
       }
-      if (this.acting.size >= this.deps.config.maxConcurrentActions) {
-        this.again = true;
-        break;
-      }
+      // The rest waits for an action to end: each one wakes a pass when it does.
+      if (this.acting.size >= this.deps.config.maxConcurrentActions) break;
       const action = this.next(d, vm, details, mirror);
       if (!action) continue;
       this.acting.add(key);
