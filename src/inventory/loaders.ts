@@ -55,22 +55,26 @@ export interface PlatformDeadlines {
 
 /** The budgets of one request (or of one subscription event), `ms` per platform. */
 export function platformDeadlines(ms: number): PlatformDeadlines {
-  const clocks = new Map<string, { spent: number; waiting: number; since: number }>();
+  const clocks = new Map<string, { spent: number; waiting: number; since: number; out: boolean }>();
   return {
     ms,
     within<T>(platformId: string, read: () => Promise<T>): Promise<T> {
       let clock = clocks.get(platformId);
-      if (!clock) clocks.set(platformId, (clock = { spent: 0, waiting: 0, since: 0 }));
+      if (!clock) clocks.set(platformId, (clock = { spent: 0, waiting: 0, since: 0, out: false }));
       const started = Date.now();
       const left = ms - clock.spent - (clock.waiting > 0 ? started - clock.since : 0);
       // A platform out of time is asked nothing more: its stalled calls already hold its connections.
-      if (left <= 0) return Promise.reject(new DeadlineExceededError(platformId, ms));
+      if (clock.out || left <= 0) return Promise.reject(new DeadlineExceededError(platformId, ms));
       if (clock.waiting++ === 0) clock.since = started;
       const running = clock;
       let timer: NodeJS.Timeout | undefined;
       const expired = new Promise<never>((_, reject) => {
         // The clock runs without a pause while this read waits, so it ends when the budget does.
-        timer = setTimeout(() => reject(new DeadlineExceededError(platformId, ms)), left);
+        timer = setTimeout(() => {
+          // Out of time, by definition, even if the timer fired a millisecond before the clock says so.
+          running.out = true;
+          reject(new DeadlineExceededError(platformId, ms));
+        }, left);
         timer.unref();
       });
       // Through the executor, so that a read that throws at once still stops the clock.
