@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
 
-import { PROTOCOL, serveGraphqlTransportWs } from '../src/server/graphql-transport-ws.js';
+import { PROTOCOL, type PayloadSink, serveGraphqlTransportWs } from '../src/server/graphql-transport-ws.js';
 import { writeEstate } from './fixtures/libvirt-estate.js';
 import { type TestGateway, startTestGateway } from './helpers/gateway.js';
 
@@ -155,10 +155,10 @@ describe('GraphQL over WebSocket (graphql-transport-ws)', () => {
 });
 
 describe('the WebSocket send path', () => {
-  it('stops pulling a stream while its client does not read, and delivers everything in order once it does', async () => {
+  it('holds a stream while its client does not read, and delivers everything in order once it does', async () => {
     const http = createServer();
     const wss = new WebSocketServer({ server: http });
-    let pulled = 0;
+    let pushed = 0;
     const chunk = 'x'.repeat(64 * 1024);
     const server = serveGraphqlTransportWs(wss, {
       connectionInitTimeoutMs: 5_000,
@@ -168,16 +168,29 @@ describe('the WebSocket send path', () => {
       onInternalError: (e) => {
         throw e;
       },
-      run: async () => ({
-        kind: 'stream',
-        payloads: {
-          next: async () =>
-            pulled < 400
-              ? { value: JSON.stringify({ n: pulled++, chunk }), done: false }
-              : { value: undefined, done: true },
-          return: async () => ({ value: undefined, done: true }),
-        },
-      }),
+      run: async () => {
+        let sink: PayloadSink | null = null;
+        let ended = false;
+        // Pushes while the socket takes them, as an event source does.
+        const flow = () => {
+          while (sink && pushed < 400) if (!sink.next(JSON.stringify({ n: pushed++, chunk }))) return;
+          if (sink && !ended) {
+            ended = true;
+            sink.end();
+          }
+        };
+        return {
+          kind: 'stream',
+          stream: {
+            attach: (s) => {
+              sink = s;
+              flow();
+            },
+            resume: flow,
+            return: () => (sink = null),
+          },
+        };
+      },
     });
     await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', () => resolve()));
     const url = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;
@@ -189,11 +202,11 @@ describe('the WebSocket send path', () => {
       (c.socket as unknown as { _socket: { pause(): void; resume(): void } })._socket.pause();
       await c.send({ type: 'subscribe', id: 'big', payload: { query: 'subscription { x }' } });
       await new Promise((r) => setTimeout(r, 1_500));
-      const whilePaused = pulled;
+      const whilePaused = pushed;
       await new Promise((r) => setTimeout(r, 500));
-      // 400 payloads are 25 MiB: far more than loopback buffers hold, so pulling stopped short.
-      expect(pulled).toBe(whilePaused);
-      expect(pulled).toBeLessThan(400);
+      // 400 payloads are 25 MiB: far more than loopback buffers hold, so the stream was held short.
+      expect(pushed).toBe(whilePaused);
+      expect(pushed).toBeLessThan(400);
       (c.socket as unknown as { _socket: { resume(): void } })._socket.resume();
       await c.frame((f) => f.type === 'complete' && f.id === 'big');
       const numbers = c.frames.filter((f) => f.type === 'next').map((f) => (f.payload as { n: number }).n);

@@ -3,12 +3,13 @@ import type { IncomingMessage } from 'node:http';
 import { type RawData, type WebSocket, WebSocketServer } from 'ws';
 
 // The server side of the graphql-transport-ws protocol (the one graphql-ws,
-// Apollo Client and urql speak), written for fan-out: payloads arrive as
-// JSON text serialized once per event however many clients share it, a frame
-// is that text with the operation's ID around it, and a send does not wait
-// for the socket unless the socket has fallen behind. graphql-ws's own server
-// serializes each payload once per subscriber and waits for every write,
-// which at 1,000 subscribers and 200 events a second was most of the work.
+// Apollo Client and urql speak), written for fan-out: payloads are pushed in
+// as JSON text serialized once per event however many clients share it, a
+// frame is that text with the operation's ID around it, and it is written
+// within the call that published the event unless the socket has fallen
+// behind. graphql-ws's own server serializes each payload once per
+// subscriber and pulls each through promises, which at 1,000 subscribers
+// and 200 events a second was most of the work.
 
 export const PROTOCOL = 'graphql-transport-ws';
 
@@ -36,17 +37,35 @@ export interface OperationRequest {
   extensions?: Record<string, unknown> | null;
 }
 
+/** Where a stream's payloads go: the socket. */
+export interface PayloadSink {
+  /** Sends one payload (JSON text); false when the socket is behind: hold the next ones until resume(). */
+  next(payload: string): boolean;
+  /** The stream ended: ran out (complete is sent), or failed (closed with 4500 unless already closing). */
+  end(error?: Error): void;
+}
+
+/** A subscription's results as JSON text, pushed into its socket as events arrive. */
+export interface PayloadStream {
+  /** Starts the flow into `sink`. Called once. */
+  attach(sink: PayloadSink): void;
+  /** The socket has drained after the sink refused a payload. */
+  resume(): void;
+  /** The client completed the operation or went away: stop and let go. */
+  return(): unknown;
+}
+
 /**
  * What an operation gives, as JSON text: errors that refused it (an array of
  * formatted errors), one result (a query or mutation), or a stream of
- * results (a subscription; ended with `return()`).
+ * results (a subscription).
  */
 export type OperationOutcome =
   | { kind: 'refused'; errors: string }
   | { kind: 'result'; payload: string }
   | {
       kind: 'stream';
-      payloads: AsyncIterator<string>;
+      stream: PayloadStream;
       /** Called once when the stream ends, however it ends, with the number of payloads sent. */
       ended?: (delivered: number) => void;
     };
@@ -80,7 +99,7 @@ export interface TransportOptions<S> {
   connectionInitTimeoutMs: number;
   /** WebSocket ping interval; a client that misses a pong by the next one is dropped. */
   keepAliveMs: number;
-  /** Bytes a socket may hold unsent before its streams wait for it (and, waiting, fall behind). */
+  /** Bytes a socket may hold unsent before its streams hold their payloads (and, holding, fall behind). */
   highWaterBytes: number;
   /** Runs one operation; throws only on a fault of the gateway's own. */
   run(id: string, request: OperationRequest, connection: TransportConnection<S>): Promise<OperationOutcome>;
@@ -194,8 +213,8 @@ function openConnection<S>(
   /** When the connection's credential stops being accepted; null: never. */
   let closeAt: number | null = null;
   let expiryTimer: NodeJS.Timeout | undefined;
-  /** Operations running, by ID; a stream's iterator once it has one. */
-  const operations = new Map<string, AsyncIterator<string> | null>();
+  /** Operations running, by ID; how to stop a stream once it has one. */
+  const operations = new Map<string, (() => void) | null>();
   const close = (code: number, reason: string) => socket.close(code, closeReason(reason));
 
   const initTimer = setTimeout(() => {
@@ -243,7 +262,7 @@ function openConnection<S>(
       // Completed by the client while it was being set up.
       if (outcome.kind === 'stream') {
         outcome.ended?.(0);
-        await outcome.payloads.return?.();
+        outcome.stream.return();
       }
       return;
     }
@@ -259,28 +278,54 @@ function openConnection<S>(
       await send(`{"id":${frameId},"type":"complete"}`);
       return;
     }
-    const payloads = outcome.payloads;
-    operations.set(id, payloads);
+    streamInto(id, frameId, outcome);
+  };
+
+  /**
+   * Pushes a stream's payloads into the socket as they come, each within
+   * the call that produced it; a socket holding more than the high-water
+   * mark unsent makes the stream hold the next ones (its bounded queue)
+   * until that frame is written.
+   */
+  const streamInto = (id: string, frameId: string, outcome: Extract<OperationOutcome, { kind: 'stream' }>) => {
+    const { stream } = outcome;
+    const framePrefix = `{"id":${frameId},"type":"next","payload":`;
     let delivered = 0;
-    counts.subscriptions += 1;
-    try {
-      for (;;) {
-        const item = await payloads.next();
-        if (item.done || operations.get(id) !== payloads) break;
-        // Awaited only when the socket is behind: an await per message would cost a turn for every client.
-        const waiting = send(`{"id":${frameId},"type":"next","payload":${item.value}}`);
-        delivered += 1;
-        counts.delivered += 1;
-        if (waiting) await waiting;
-      }
-    } finally {
+    let running = true;
+    const stop = () => {
+      if (!running) return false;
+      running = false;
       counts.subscriptions -= 1;
       outcome.ended?.(delivered);
-    }
-    if (operations.get(id) === payloads) {
-      operations.delete(id);
-      await send(`{"id":${frameId},"type":"complete"}`);
-    }
+      return true;
+    };
+    operations.set(id, () => {
+      if (stop()) stream.return();
+    });
+    counts.subscriptions += 1;
+    const resume = () => {
+      if (running) stream.resume();
+    };
+    stream.attach({
+      next: (payload) => {
+        if (!running || !open()) return false;
+        delivered += 1;
+        counts.delivered += 1;
+        const frame = `${framePrefix}${payload}}`;
+        if (socket.bufferedAmount < opts.highWaterBytes) {
+          socket.send(frame);
+          return true;
+        }
+        socket.send(frame, resume);
+        return false;
+      },
+      end: (error) => {
+        if (!stop()) return;
+        operations.delete(id);
+        if (!error) void send(`{"id":${frameId},"type":"complete"}`);
+        else if (open()) failInternally(error);
+      },
+    });
   };
 
   const onMessage = (data: string) => {
@@ -322,17 +367,17 @@ function openConnection<S>(
         }
         operations.set(id, null);
         runOperation(id, payload, connection).catch((e: unknown) => {
-          const payloads = operations.get(id);
+          const stop = operations.get(id);
           operations.delete(id);
-          void payloads?.return?.();
+          stop?.();
           failInternally(e);
         });
         return;
       }
       case 'complete': {
-        const payloads = operations.get(message.id);
+        const stop = operations.get(message.id);
         operations.delete(message.id);
-        void payloads?.return?.();
+        stop?.();
         return;
       }
     }
@@ -352,7 +397,7 @@ function openConnection<S>(
     clearInterval(pinger);
     const running = [...operations.values()];
     operations.clear();
-    for (const payloads of running) void payloads?.return?.();
+    for (const stop of running) stop?.();
   });
 }
 

@@ -2,9 +2,13 @@ import { type ExecutionArgs, type ExecutionResult, createSourceEventStream, exec
 
 import type { Delivery } from '../subscriptions/event-log.js';
 import type { MetricDelivery } from '../subscriptions/metric-subscription.js';
+import type { StreamSink, SubscriberStream } from '../subscriptions/subscriber-queue.js';
+import type { PayloadStream } from './graphql-transport-ws.js';
+
+type SourceItem = Delivery | MetricDelivery;
 
 /** What one subscription's source stream yields, and the key its result is shared under. */
-function deliveryKey(d: Delivery | MetricDelivery): string {
+function deliveryKey(d: SourceItem): string {
   if (d.type === 'METRICS') return `metrics:${d.update.key}`;
   return d.type === 'EVENT' ? d.envelope.cursor : `resync:${d.cursor}`;
 }
@@ -18,19 +22,70 @@ export interface SharedSubscribeOptions {
   maxKept?: number;
 }
 
+/** A source stream that can push (every subscribe resolver of ours returns one). */
+function isPushable(stream: AsyncIterator<unknown>): stream is SubscriberStream<SourceItem> {
+  const s = stream as Partial<SubscriberStream<SourceItem>>;
+  return typeof s.attach === 'function' && typeof s.resume === 'function';
+}
+
+/**
+ * A stream that only pulls, made to push: one item asked for at a time,
+ * none while the sink is full.
+ */
+function pushing(iterator: AsyncIterator<SourceItem>): SubscriberStream<SourceItem> {
+  let sink: StreamSink<SourceItem> | null = null;
+  let paused = false;
+  let pulling = false;
+  let stopped = false;
+  const pull = () => {
+    if (pulling || paused || stopped || !sink) return;
+    pulling = true;
+    iterator.next().then(
+      (item) => {
+        pulling = false;
+        if (stopped || !sink) return;
+        if (item.done) return sink.end();
+        if (!sink.next(item.value)) paused = true;
+        pull();
+      },
+      (e: unknown) => sink?.end(e instanceof Error ? e : new Error(String(e))),
+    );
+  };
+  const stream: SubscriberStream<SourceItem> = {
+    attach(s) {
+      sink = s;
+      pull();
+    },
+    resume() {
+      paused = false;
+      pull();
+    },
+    next: () => iterator.next(),
+    async return() {
+      stopped = true;
+      await iterator.return?.();
+      return { value: undefined, done: true };
+    },
+    [Symbol.asyncIterator]: () => stream,
+  };
+  return stream;
+}
+
 /**
  * Executes subscriptions so that one event is resolved and serialized once
  * per distinct operation (document, operation name, variables, caller),
  * however many subscribers share it: 1,000 dashboards with the same
  * subscription cost one execution and one JSON text per event, not 1,000.
- * Results are kept for the few most recent events only.
+ * Results are kept for the few most recent events only. Events are pushed
+ * through: a result resolved at once (from the live inventory) reaches the
+ * socket within the call that published its event.
  *
  * Returns the stream of payloads, or the result that refused the
  * subscription (an unknown platform in its filter, a bad cursor).
  */
 export function createSharedSubscribe(opts: SharedSubscribeOptions) {
   const maxKept = opts.maxKept ?? 2_000;
-  const kept = new Map<string, Promise<string>>();
+  const kept = new Map<string, string | Promise<string>>();
   const documentKeys = new WeakMap<object, string>();
   // Distinct operations get a short number for the per-event key, released with their last subscriber.
   const operations = new Map<string, { id: number; users: number }>();
@@ -42,25 +97,23 @@ export function createSharedSubscribe(opts: SharedSubscribeOptions) {
     return `${args.operationName ?? ''}\u0000${opts.callerOf(args)}\u0000${JSON.stringify(args.variableValues ?? {})}\u0000${doc}`;
   };
 
-  const resolveEvent = (
-    operationId: number,
-    args: ExecutionArgs,
-    delivery: Delivery | MetricDelivery,
-  ): Promise<string> => {
+  const resolveEvent = (operationId: number, args: ExecutionArgs, delivery: SourceItem): string | Promise<string> => {
     const key = `${deliveryKey(delivery)}|${operationId}`;
     let result = kept.get(key);
-    if (!result) {
-      result = Promise.resolve(execute({ ...args, rootValue: delivery })).then((r) => opts.serialize(r, args));
+    if (result === undefined) {
+      const executed = execute({ ...args, rootValue: delivery });
+      result = 'then' in executed ? executed.then((r) => opts.serialize(r, args)) : opts.serialize(executed, args);
       kept.set(key, result);
       if (kept.size > maxKept) kept.delete(kept.keys().next().value as string);
     }
     return result;
   };
 
-  return async (args: ExecutionArgs): Promise<ExecutionResult | AsyncIterator<string>> => {
+  return async (args: ExecutionArgs): Promise<ExecutionResult | PayloadStream> => {
     const stream = await createSourceEventStream(args);
     if (!(Symbol.asyncIterator in stream)) return stream as ExecutionResult;
-    const source = stream as AsyncIterableIterator<Delivery | MetricDelivery>;
+    const iterator = stream as AsyncIterableIterator<SourceItem>;
+    const source = isPushable(iterator) ? iterator : pushing(iterator);
     const key = operationKey(args);
     let operation = operations.get(key);
     if (!operation) operations.set(key, (operation = { id: nextOperationId++, users: 0 }));
@@ -74,18 +127,30 @@ export function createSharedSubscribe(opts: SharedSubscribeOptions) {
       if (op && --op.users === 0) operations.delete(key);
     };
     return {
-      async next() {
-        const item = await source.next();
-        if (item.done) {
-          release();
-          return { value: undefined, done: true };
-        }
-        return { value: await resolveEvent(id, args, item.value), done: false };
+      attach(sink) {
+        source.attach({
+          next: (delivery) => {
+            const payload = resolveEvent(id, args, delivery);
+            if (typeof payload === 'string') return sink.next(payload);
+            // Resolved later (a platform read directly): the source holds what follows, so order is kept.
+            payload.then(
+              (text) => {
+                if (!released && sink.next(text)) source.resume();
+              },
+              (e: unknown) => sink.end(e instanceof Error ? e : new Error(String(e))),
+            );
+            return false;
+          },
+          end: (error) => {
+            release();
+            sink.end(error);
+          },
+        });
       },
-      async return() {
+      resume: () => source.resume(),
+      return() {
         release();
-        await source.return?.();
-        return { value: undefined, done: true };
+        void source.return?.();
       },
     };
   };

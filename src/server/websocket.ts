@@ -341,9 +341,9 @@ export function attachWebSocket(opts: WebSocketOptions): RunningWebSocket {
     if (getOperationAST(args.document, args.operationName)?.operation === 'subscription') {
       // The events of a stream are shared by every subscriber of the operation: none carries one caller's budget.
       const stream = await subscribe(args);
-      if ('next' in stream) {
+      if ('attach' in stream) {
         observation.subscribed();
-        return { kind: 'stream', payloads: stream };
+        return { kind: 'stream', stream };
       }
       result = stream;
     } else {

@@ -2,7 +2,13 @@ import { randomBytes } from 'node:crypto';
 
 import { ErrorCode, GatewayError } from '../model/errors.js';
 import type { EventEnvelope, EventPublisher, GatewayEvent } from '../model/events.js';
-import { type Delivery, type EventSource, type SubscribeOptions, SubscriberQueue } from './subscriber-queue.js';
+import {
+  type Delivery,
+  type EventSource,
+  type SubscribeOptions,
+  SubscriberQueue,
+  type SubscriberStream,
+} from './subscriber-queue.js';
 
 export { type Delivery, type SubscribeOptions, SubscriberTooSlowError } from './subscriber-queue.js';
 
@@ -56,7 +62,7 @@ export class MemoryEventLog implements EventPublisher, EventSource {
   }
 
   /** The events after a cursor, in order; throws INVALID_CURSOR on a malformed one. */
-  subscribe(options: SubscribeOptions): AsyncIterableIterator<Delivery> {
+  subscribe(options: SubscribeOptions): SubscriberStream<Delivery> {
     const backlog: Delivery[] = [];
     if (options.after) {
       const from = this.sequenceOf(options.after);

@@ -1,6 +1,6 @@
 import type { MetricUpdate } from '../metrics/metric-batch.js';
 import type { MetricEntityKind } from '../model/metrics.js';
-import { SubscriberQueue, type SubscribeOptions } from './subscriber-queue.js';
+import { SubscriberQueue, type SubscribeOptions, type SubscriberStream } from './subscriber-queue.js';
 
 /** What a vmMetrics or hostMetrics subscriber receives: one object's sample. */
 export interface MetricDelivery {
@@ -30,7 +30,7 @@ export function subscribeMetrics(
   byPlatform: ReadonlyMap<string, readonly string[]>,
   intervalSeconds: number,
   options: Pick<SubscribeOptions, 'maxQueue' | 'onOverflow'>,
-): AsyncIterableIterator<MetricDelivery> {
+): SubscriberStream<MetricDelivery> {
   const releases: (() => void)[] = [];
   const queue = new SubscriberQueue<MetricDelivery>(options, () => {
     for (const release of releases.splice(0)) release();

@@ -11,7 +11,13 @@ import {
   encodeStreamCursor,
   isAfter,
 } from './stream-cursor.js';
-import { type Delivery, type EventSource, type SubscribeOptions, SubscriberQueue } from './subscriber-queue.js';
+import {
+  type Delivery,
+  type EventSource,
+  type SubscribeOptions,
+  SubscriberQueue,
+  type SubscriberStream,
+} from './subscriber-queue.js';
 
 /** The platforms' streams as kept in Redis, for clients that resume from further back than this instance holds. */
 export interface StreamHistory {
@@ -111,7 +117,7 @@ export class StreamEventLog implements EventSource {
     if (s.queue.filter(e.envelope.event)) s.queue.push({ type: 'EVENT', envelope: e.envelope });
   }
 
-  subscribe(options: SubscribeOptions): AsyncIterableIterator<Delivery> {
+  subscribe(options: SubscribeOptions): SubscriberStream<Delivery> {
     const from = options.after ? decodeStreamCursor(options.after) : undefined;
     const s: StreamSubscriber = {
       queue: new SubscriberQueue(options, () => this.subscribers.delete(s)),
