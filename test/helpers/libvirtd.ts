@@ -1,7 +1,20 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { createConnection } from 'node:net';
 import { join } from 'node:path';
+
+/** Whether something accepts connections on a unix socket now (its file appears at bind, before listen). */
+function accepting(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = createConnection({ path });
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+}
 
 /**
  * A real libvirtd serving libvirt's test driver on a private unix socket, so
@@ -39,7 +52,8 @@ export function libvirtd(): Libvirtd {
         stdio: 'ignore',
       });
       const deadline = Date.now() + 10_000;
-      while (!existsSync(socket)) {
+      // The file may be left from the run before, or bound and not yet listening: ready is accepting.
+      while (!existsSync(socket) || !(await accepting(socket))) {
         if (Date.now() > deadline || child.exitCode !== null) throw new Error('libvirtd did not start');
         await new Promise((r) => setTimeout(r, 50));
       }
