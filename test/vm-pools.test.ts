@@ -679,7 +679,8 @@ describe('a gateway killed while it scales a pool', () => {
       return false;
     });
     const { gw: second } = await started(config);
-    const twelve = await settledPool(second, pool.id, 0, 'crash: 12 replicas ready under the new gateway', 30_000);
+    // Generous: in one CI run (test files in parallel) the pool was 10 of 12 ready after 30 s.
+    const twelve = await settledPool(second, pool.id, 0, 'crash: 12 replicas ready under the new gateway', 60_000);
     expect(twelve.members.map((m) => m.name)).toEqual(numbered('crash', 1, 12));
     // One VM to a name, as govmomi sees it, and it stays so.
     await holdsFor(
@@ -692,7 +693,7 @@ describe('a gateway killed while it scales a pool', () => {
     // The new gateway cloned only what the dead one had not asked for.
     expect(clonesAfter.filter((n) => asked.includes(n))).toEqual([]);
     expect(clonesAfter.sort()).toEqual(numbered('crash', 3, 12).filter((n) => !asked.includes(n)));
-  }, 90_000);
+  }, 120_000);
 
   it('makes no second VM of a name whose clone the dead gateway asked for and vCenter had not yet made', async () => {
     const config = gatewayConfig();

@@ -58,9 +58,10 @@ export const POOL_FIELDS = `id name replicas readyReplicas warmStandbys readySta
   status { phase observedGeneration ${CONDITIONS} }
   members { ${MEMBER} } standbys { ${MEMBER} } vms { id name powerState }`;
 
-/** Only what a wait for readiness needs: cheap to ask for often. */
+/** What a wait for readiness needs, and the members' Ready condition to say what held it up. */
 export const POOL_COUNTS =
-  'id replicas readyReplicas readyStandbys status { phase } members { name } standbys { name }';
+  'id replicas readyReplicas readyStandbys status { phase } ' +
+  'members { name status { phase conditions { type status reason message } } } standbys { name }';
 
 const payload = (mutation: string, input: string) => `mutation($input: ${input}!) {
   ${mutation}(input: $input) { pool { ${POOL_FIELDS} } userErrors { code field message } }
