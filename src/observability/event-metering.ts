@@ -8,7 +8,7 @@ interface Overflow extends Error {
 
 /** A subscriber's stream, as the subscriptions room shapes it: pulled, or pushed into a sink. */
 interface MeterableStream<D> extends AsyncIterableIterator<D> {
-  attach(sink: { next(item: D): boolean; end(error?: Error): void }): void;
+  attach(sink: { next(item: D): boolean; end(error?: Error): void; many?(deliver: () => void): void }): void;
   resume(): void;
 }
 
@@ -62,6 +62,7 @@ export function meteredEventSource<
               return sink.next(item);
             },
             end: (error) => sink.end(error),
+            ...(sink.many ? { many: sink.many.bind(sink) } : {}),
           }),
         resume: () => stream.resume(),
         [Symbol.asyncIterator]() {

@@ -43,6 +43,8 @@ export interface PayloadSink {
   next(payload: string): boolean;
   /** The stream ended: ran out (complete is sent), or failed (closed with 4500 unless already closing). */
   end(error?: Error): void;
+  /** Runs `deliver`, which sends several payloads at once: they leave in one write. */
+  many(deliver: () => void): void;
 }
 
 /** A subscription's results as JSON text, pushed into its socket as events arrive. */
@@ -230,6 +232,8 @@ function openConnection<S>(
   socket.on('pong', () => (alive = true));
 
   const open = () => socket.readyState === socket.OPEN;
+  /** The TCP socket under the WebSocket (the upgrade's), corked while several frames are sent at once. */
+  const raw = request.socket;
   /** Sends a frame; resolves at once unless the socket holds more than the high-water mark unsent. */
   const send = (frame: string): Promise<void> | undefined => {
     if (!open()) return undefined;
@@ -324,6 +328,14 @@ function openConnection<S>(
         operations.delete(id);
         if (!error) void send(`{"id":${frameId},"type":"complete"}`);
         else if (open()) failInternally(error);
+      },
+      many: (deliver) => {
+        raw.cork();
+        try {
+          deliver();
+        } finally {
+          raw.uncork();
+        }
       },
     });
   };

@@ -145,6 +145,7 @@ export function createSharedSubscribe(opts: SharedSubscribeOptions) {
             release();
             sink.end(error);
           },
+          many: (deliver) => sink.many(deliver),
         });
       },
       resume: () => source.resume(),

@@ -37,7 +37,8 @@ export class MemoryEventLog implements EventPublisher, EventSource {
     const envelope: EventEnvelope = { version: 1, cursor: this.cursorOf(this.sequence), at: new Date(), event };
     this.history.push(envelope);
     if (this.history.length > this.historySize) this.history.splice(0, this.history.length - this.historySize);
-    for (const s of this.subscribers) if (s.filter(event)) s.push({ type: 'EVENT', envelope });
+    const delivery: Delivery = { type: 'EVENT', envelope };
+    for (const s of this.subscribers) if (s.filter(event)) s.push(delivery);
   }
 
   /** The cursor of the newest event (a client that starts now resumes after it). */

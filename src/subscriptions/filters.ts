@@ -29,7 +29,7 @@ export function vmChangeFilter(f: {
     e.type === 'INVENTORY' &&
     e.kind === 'VirtualMachine' &&
     within(platforms, e.platformId) &&
-    within(vms, refKey(e.platformId, e.nativeId)) &&
+    (vms === null || vms.has(refKey(e.platformId, e.nativeId))) &&
     (aspects === null || e.aspects.some((a) => aspects.has(a))) &&
     (states === null || states.has((e.powerState ?? e.previousPowerState) as PowerState));
 }

@@ -31,7 +31,8 @@ interface HeldEvent {
   platformId: string;
   id: string;
   index: number;
-  envelope: EventEnvelope;
+  /** What its subscribers receive: one object however many they are. */
+  delivery: { type: 'EVENT'; envelope: EventEnvelope };
 }
 
 interface StreamSubscriber {
@@ -88,7 +89,7 @@ export class StreamEventLog implements EventSource {
     entry.events.forEach((event, index) => {
       this.delivered.set(platformId, { id, index: index === last ? Number.POSITIVE_INFINITY : index });
       const envelope: EventEnvelope = { version: 1, cursor: encodeStreamCursor(this.delivered), at, event };
-      const held: HeldEvent = { platformId, id, index, envelope };
+      const held: HeldEvent = { platformId, id, index, delivery: { type: 'EVENT', envelope } };
       this.hold(held);
       for (const s of this.subscribers) this.offer(s, held);
     });
@@ -114,7 +115,7 @@ export class StreamEventLog implements EventSource {
       if (!isAfter(e.id, e.index, s.ahead.get(e.platformId))) return;
       s.ahead.delete(e.platformId);
     }
-    if (s.queue.filter(e.envelope.event)) s.queue.push({ type: 'EVENT', envelope: e.envelope });
+    if (s.queue.filter(e.delivery.envelope.event)) s.queue.push(e.delivery);
   }
 
   subscribe(options: SubscribeOptions): SubscriberStream<Delivery> {
@@ -182,8 +183,8 @@ export class StreamEventLog implements EventSource {
     for (let i = this.heldStart; i < this.held.length; i++) {
       const e = this.held[i] as HeldEvent;
       const position = from.get(e.platformId);
-      if (position && isAfter(e.id, e.index, position) && s.queue.filter(e.envelope.event))
-        out.push({ type: 'EVENT', envelope: e.envelope });
+      if (position && isAfter(e.id, e.index, position) && s.queue.filter(e.delivery.envelope.event))
+        out.push(e.delivery);
     }
     return out;
   }

@@ -3,6 +3,35 @@ import type { EventEnvelope, GatewayEvent } from '../model/events.js';
 /** Deliveries handed to one subscriber in a row before the event loop gets a turn. */
 const YIELD_EVERY = 16;
 
+/**
+ * How long deliveries are pushed through in one turn of the event loop
+ * before the rest wait in their queues for the next turn. A batch of 1,000
+ * changes applied at once (what a watch reads after falling behind) to 1,000
+ * subscribers is a million socket writes: pushed in one go, seconds without
+ * a timer, a ping, a lease renewal or another request.
+ */
+const TURN_BUDGET_MS = 40;
+/** Deliveries between looks at the clock. */
+const CLOCK_EVERY = 256;
+let turnStartedAt: number | null = null;
+let deliveredThisTurn = 0;
+let turnSpent = false;
+
+/** Counts one delivery against this turn; false once the turn's time is spent. */
+function spendTurn(): boolean {
+  if (turnStartedAt === null) {
+    turnStartedAt = performance.now();
+    setImmediate(() => {
+      turnStartedAt = null;
+      deliveredThisTurn = 0;
+      turnSpent = false;
+    });
+  } else if (!turnSpent && ++deliveredThisTurn % CLOCK_EVERY === 0) {
+    turnSpent = performance.now() - turnStartedAt > TURN_BUDGET_MS;
+  }
+  return !turnSpent;
+}
+
 /** What a subscriber receives: an event, or word that it missed some and must read the state again. */
 export type Delivery =
   { type: 'EVENT'; envelope: EventEnvelope } | { type: 'RESYNC_REQUIRED'; cursor: string; at: Date };
@@ -13,6 +42,8 @@ export interface StreamSink<T> {
   next(item: T): boolean;
   /** The stream ended: failed (its subscriber fell too far behind), or, without an error, ran out. Nothing follows. */
   end(error?: Error): void;
+  /** Runs `deliver`, which hands over several items at once: the sink may gather them into one write. */
+  many?(deliver: () => void): void;
 }
 
 /**
@@ -76,6 +107,7 @@ export class SubscriberQueue<T = Delivery> implements SubscriberStream<T> {
   /** The sink refused the last item: hold the next ones until resume(). */
   private paused = false;
   private draining = false;
+  private resumeScheduled = false;
 
   constructor(
     /** A queue fed directly (not from an event log) needs no filter. */
@@ -119,7 +151,7 @@ export class SubscriberQueue<T = Delivery> implements SubscriberStream<T> {
 
   push(d: T): void {
     if (this.closed) return;
-    if (this.sink && !this.paused && this.held === 0 && !this.draining) {
+    if (this.sink && !this.paused && this.held === 0 && !this.draining && spendTurn()) {
       if (!this.sink.next(d)) this.paused = true;
       return;
     }
@@ -132,6 +164,7 @@ export class SubscriberQueue<T = Delivery> implements SubscriberStream<T> {
       this.sink?.end(this.failed);
     } else {
       this.items.push(d);
+      if (this.sink && !this.paused) this.resumeNextTurn();
     }
     this.wake?.();
   }
@@ -144,23 +177,32 @@ export class SubscriberQueue<T = Delivery> implements SubscriberStream<T> {
 
   resume(): void {
     this.paused = false;
-    if (this.draining || !this.sink) return;
+    const sink = this.sink;
+    if (this.draining || !sink) return;
     this.draining = true;
-    // Held items (a backlog, or what waited while the sink was full) go in
-    // slices, the event loop getting a turn between them.
-    let handed = 0;
-    while (!this.closed && !this.paused && this.held > 0) {
-      if (handed === YIELD_EVERY * 4) {
-        setImmediate(() => {
-          this.draining = false;
-          this.resume();
-        });
-        return;
+    const drain = () => {
+      while (!this.closed && !this.paused && this.held > 0) {
+        if (!spendTurn()) return this.resumeNextTurn();
+        if (!sink.next(this.take() as T)) this.paused = true;
       }
-      if (!this.sink.next(this.take() as T)) this.paused = true;
-      handed += 1;
+    };
+    try {
+      // What waited goes in one write where the sink can gather it: a client
+      // that fell behind is caught up with fewer writes, not more.
+      if (this.held > 1 && sink.many) sink.many(drain);
+      else drain();
+    } finally {
+      this.draining = false;
     }
-    this.draining = false;
+  }
+
+  private resumeNextTurn(): void {
+    if (this.resumeScheduled) return;
+    this.resumeScheduled = true;
+    setImmediate(() => {
+      this.resumeScheduled = false;
+      this.resume();
+    });
   }
 
   [Symbol.asyncIterator](): this {
