@@ -479,8 +479,13 @@ interface BaselineRun {
   rssIdle: number;
 }
 
-/** A bare ws server broadcasting a gateway's payload to as many sockets at the same rate. */
-async function measureBaseline(sample: string): Promise<BaselineRun> {
+/**
+ * A bare ws server broadcasting a gateway's payload to as many sockets at the
+ * same rate; with `load`, while it runs (the same libvirt changes made as
+ * during the gateway's run, so that libvirtd and this process take the same
+ * share of the machine, though nobody listens to them).
+ */
+async function measureBaseline(sample: string, load?: () => Promise<unknown>): Promise<BaselineRun> {
   const server = Child.start<BroadcastCommand>('./subscribers-broadcast.ts');
   const pid = server.proc.pid as number;
   let clients: Clients = [];
@@ -496,12 +501,10 @@ async function measureBaseline(sample: string): Promise<BaselineRun> {
     await Promise.all(clients.map((c) => c.request({ cmd: 'reset' })));
     const cpu0 = cpuSeconds(pid);
     const t0 = performance.now();
-    const { sent } = await server.request<{ sent: number }>({
-      cmd: 'broadcast',
-      template: sample,
-      rate: RATE,
-      seconds: SECONDS,
-    });
+    const [{ sent }] = await Promise.all([
+      server.request<{ sent: number }>({ cmd: 'broadcast', template: sample, rate: RATE, seconds: SECONDS }),
+      load?.(),
+    ]);
     let cpu = 0;
     const latency = latencyOf(
       await drain(clients, sent * CLIENTS, 300_000, () => {
@@ -531,8 +534,9 @@ const idleGrowth = (run: ModeRun) => run.instances.reduce((a, i) => a + i.rssIdl
 
 const met = (ok: boolean) => (ok ? 'met' : '**missed**');
 
-function printResults(baseline: BaselineRun, runs: readonly ModeRun[]): void {
+function printResults(baseline: BaselineRun, loaded: BaselineRun, runs: readonly ModeRun[]): void {
   const b = baseline.latency;
+  const l = loaded.latency;
   const several = runs.some((r) => r.instances.length > 1);
   const rows: string[][] = [
     [
@@ -550,6 +554,12 @@ function printResults(baseline: BaselineRun, runs: readonly ModeRun[]): void {
         .join('; '),
     ],
     ['latency max', fmtLatency(b.max), ...runs.map((r) => fmtLatency(r.latency.max)), ''],
+    [
+      'bare ws while the same libvirt changes are made (libvirtd and the driver as busy as in the run): p50 / p99; ratios',
+      `${fmtLatency(l.p50)} / ${fmtLatency(l.p99)} (${l.delivered} delivered)`,
+      ...runs.map((r) => `${ratio(r.latency.p50, l.p50)} / ${ratio(r.latency.p99, l.p99)}`),
+      runs.map((r) => `${r.mode}: p99 ratio ≤ 2 ${met(r.latency.p99 / l.p99 <= 2)}`).join('; '),
+    ],
     ...(several
       ? [
           [
@@ -657,8 +667,11 @@ try {
   estate = await createEstate(daemon.uri);
   const runs: ModeRun[] = [];
   for (const mode of MODES) runs.push(await measureGateways(mode, estate));
-  const baseline = await measureBaseline((runs[0] as ModeRun).sample);
-  printResults(baseline, runs);
+  const sample = (runs[0] as ModeRun).sample;
+  const baseline = await measureBaseline(sample);
+  const { admin, uuids, running } = estate;
+  const loaded = await measureBaseline(sample, () => drive(admin, uuids, running, RATE, SECONDS));
+  printResults(baseline, loaded, runs);
 } finally {
   await estate?.admin.close();
   await daemon.stop();

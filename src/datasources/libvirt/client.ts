@@ -13,10 +13,10 @@ type Method = Exclude<keyof NativeConnection, 'isOpen' | 'libvirtCalls'>;
 /**
  * A call's outcome, handed on in the event loop's next check phase. The
  * addon's calls complete through one thread-safe function, which Node drains
- * up to 1,000 completions at a time without running a timer in between; a
- * continuation that makes the next call (the watch reading what changed,
- * then publishing it to every subscriber) kept the loop there for up to 19 s
- * under load, starving keep-alive pings, lease renewals and timeouts.
+ * up to 1,000 completions at a time without running a timer in between: a
+ * continuation that makes the next call as soon as one completes (a watch
+ * reading what changed, then publishing it) could keep the loop there,
+ * starving keep-alive pings, lease renewals and timeouts.
  */
 function onNextTurn<T>(call: Promise<T>): Promise<T> {
   return call.then(
