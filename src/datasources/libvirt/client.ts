@@ -11,21 +11,6 @@ import { nativeAddon } from './addon.js';
 type Method = Exclude<keyof NativeConnection, 'isOpen' | 'libvirtCalls'>;
 
 /**
- * A call's outcome, handed on in the event loop's next check phase. The
- * addon's calls complete through one thread-safe function, which Node drains
- * up to 1,000 completions at a time without running a timer in between: a
- * continuation that makes the next call as soon as one completes (a watch
- * reading what changed, then publishing it) could keep the loop there,
- * starving keep-alive pings, lease renewals and timeouts.
- */
-function onNextTurn<T>(call: Promise<T>): Promise<T> {
-  return call.then(
-    (value) => new Promise<T>((resolve) => setImmediate(resolve, value)),
-    (error: unknown) => new Promise<T>((_, reject) => setImmediate(reject, error)),
-  );
-}
-
-/**
  * One libvirt connection, as the provider uses it. Counts every call that
  * crosses into the addon, per method, so tests and benchmarks can prove that
  * batching holds; the addon counts the libvirt API calls behind them.
@@ -53,9 +38,9 @@ export class LibvirtClient {
     this.counts.set(method, (this.counts.get(method) ?? 0) + 1);
     const fn = this.conn[method] as (...a: Parameters<NativeConnection[M]>) => ReturnType<NativeConnection[M]>;
     // Every method but isOpen and libvirtCalls (not a Method) returns a promise.
-    return onNextTurn(
-      instrumentUpstream(this.upstream, method, () => fn.apply(this.conn, args) as Promise<unknown>),
-    ) as ReturnType<NativeConnection[M]>;
+    return instrumentUpstream(this.upstream, method, () => fn.apply(this.conn, args) as Promise<unknown>) as ReturnType<
+      NativeConnection[M]
+    >;
   }
 
   /** Calls into the addon so far, in total and per method. */
