@@ -120,3 +120,35 @@ describe('subscriber streams pushed into a sink', () => {
     for (const s of sinks) expect(s.got).toEqual(expected);
   });
 });
+
+describe('a subscriber queue that never quite empties', () => {
+  it('hands everything over in order, keeping only about what it still holds', async () => {
+    const log = new MemoryEventLog(10);
+    let drainAll = false;
+    // Takes one item per resume (it says it is full after each), until told to take everything.
+    const { sink, got } = recordingSink({ open: () => drainAll });
+    const stream = log.subscribe({ filter: all, maxQueue: 100 });
+    stream.attach(sink);
+    const expected: string[] = [];
+    const publish = (i: number) => {
+      expected.push(`e${i}`);
+      log.publish(task(`e${i}`));
+    };
+    // 50 behind, then one in and one out, 5,000 times: always about 50 held.
+    for (let i = 0; i < 50; i++) publish(i);
+    let longest = 0;
+    for (let i = 50; i < 5_050; i++) {
+      publish(i);
+      stream.resume();
+      longest = Math.max(longest, (stream as unknown as { items: unknown[] }).items.length);
+      // A turn now and then: deliveries in one turn of the event loop are bounded in time.
+      if (i % 100 === 0) await turn();
+    }
+    drainAll = true;
+    stream.resume();
+    while (got.length < expected.length) await turn();
+    expect(got).toEqual(expected);
+    // Without compaction the array would have kept all 5,050 items handed over.
+    expect(longest).toBeLessThan(2_500);
+  });
+});

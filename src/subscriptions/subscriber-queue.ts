@@ -137,6 +137,11 @@ export class SubscriberQueue<T = Delivery> implements SubscriberStream<T> {
     if (this.head === this.items.length) {
       this.items = [];
       this.head = 0;
+    } else if (this.head >= 1_024 && this.head * 2 >= this.items.length) {
+      // A queue that never quite empties (a subscriber a few events behind
+      // for hours) would otherwise keep every item it ever handed over.
+      this.items = this.items.slice(this.head);
+      this.head = 0;
     }
     return item;
   }
