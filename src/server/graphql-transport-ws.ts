@@ -315,12 +315,9 @@ function openConnection<S>(
         if (!running || !open()) return false;
         delivered += 1;
         counts.delivered += 1;
-        const frame = `${framePrefix}${payload}}`;
-        if (socket.bufferedAmount < opts.highWaterBytes) {
-          socket.send(frame);
-          return true;
-        }
-        socket.send(frame, resume);
+        const waiting = send(`${framePrefix}${payload}}`);
+        if (!waiting) return true;
+        void waiting.then(resume);
         return false;
       },
       end: (error) => {

@@ -2,7 +2,7 @@ import { type ExecutionArgs, type ExecutionResult, createSourceEventStream, exec
 
 import type { Delivery } from '../subscriptions/event-log.js';
 import type { MetricDelivery } from '../subscriptions/metric-subscription.js';
-import type { StreamSink, SubscriberStream } from '../subscriptions/subscriber-queue.js';
+import type { SubscriberStream } from '../subscriptions/subscriber-queue.js';
 import type { PayloadStream } from './graphql-transport-ws.js';
 
 type SourceItem = Delivery | MetricDelivery;
@@ -22,53 +22,10 @@ export interface SharedSubscribeOptions {
   maxKept?: number;
 }
 
-/** A source stream that can push (every subscribe resolver of ours returns one). */
+/** A source stream that can push: what every subscribe resolver of the schema returns. */
 function isPushable(stream: AsyncIterator<unknown>): stream is SubscriberStream<SourceItem> {
   const s = stream as Partial<SubscriberStream<SourceItem>>;
   return typeof s.attach === 'function' && typeof s.resume === 'function';
-}
-
-/**
- * A stream that only pulls, made to push: one item asked for at a time,
- * none while the sink is full.
- */
-function pushing(iterator: AsyncIterator<SourceItem>): SubscriberStream<SourceItem> {
-  let sink: StreamSink<SourceItem> | null = null;
-  let paused = false;
-  let pulling = false;
-  let stopped = false;
-  const pull = () => {
-    if (pulling || paused || stopped || !sink) return;
-    pulling = true;
-    iterator.next().then(
-      (item) => {
-        pulling = false;
-        if (stopped || !sink) return;
-        if (item.done) return sink.end();
-        if (!sink.next(item.value)) paused = true;
-        pull();
-      },
-      (e: unknown) => sink?.end(e instanceof Error ? e : new Error(String(e))),
-    );
-  };
-  const stream: SubscriberStream<SourceItem> = {
-    attach(s) {
-      sink = s;
-      pull();
-    },
-    resume() {
-      paused = false;
-      pull();
-    },
-    next: () => iterator.next(),
-    async return() {
-      stopped = true;
-      await iterator.return?.();
-      return { value: undefined, done: true };
-    },
-    [Symbol.asyncIterator]: () => stream,
-  };
-  return stream;
 }
 
 /**
@@ -112,8 +69,11 @@ export function createSharedSubscribe(opts: SharedSubscribeOptions) {
   return async (args: ExecutionArgs): Promise<ExecutionResult | PayloadStream> => {
     const stream = await createSourceEventStream(args);
     if (!(Symbol.asyncIterator in stream)) return stream as ExecutionResult;
-    const iterator = stream as AsyncIterableIterator<SourceItem>;
-    const source = isPushable(iterator) ? iterator : pushing(iterator);
+    const source = stream as AsyncIterableIterator<SourceItem>;
+    if (!isPushable(source)) {
+      await source.return?.();
+      throw new Error('A subscribe resolver returned a stream that cannot push: return a SubscriberStream.');
+    }
     const key = operationKey(args);
     let operation = operations.get(key);
     if (!operation) operations.set(key, (operation = { id: nextOperationId++, users: 0 }));

@@ -130,8 +130,8 @@ export class SubscriberQueue<T = Delivery> implements SubscriberStream<T> {
     return this.items.length - this.head;
   }
 
-  private take(): T | undefined {
-    if (this.head >= this.items.length) return undefined;
+  /** The first item held; only while some are. */
+  private take(): T {
     const item = this.items[this.head] as T;
     this.head += 1;
     if (this.head === this.items.length) {
@@ -188,7 +188,7 @@ export class SubscriberQueue<T = Delivery> implements SubscriberStream<T> {
     const drain = () => {
       while (!this.closed && !this.paused && this.held > 0) {
         if (!spendTurn()) return this.resumeNextTurn();
-        if (!sink.next(this.take() as T)) this.paused = true;
+        if (!sink.next(this.take())) this.paused = true;
       }
     };
     try {
@@ -220,7 +220,7 @@ export class SubscriberQueue<T = Delivery> implements SubscriberStream<T> {
       // A backlog handed over without a pause would keep the event loop
       // to itself (every step a microtask): let I/O in now and then.
       if (this.held > 0 && ++this.inARow % YIELD_EVERY === 0) await new Promise((r) => setImmediate(r));
-      if (this.held > 0) return { value: this.take() as T, done: false };
+      if (this.held > 0) return { value: this.take(), done: false };
       this.inARow = 0;
       if (this.done) return { value: undefined, done: true };
       await new Promise<void>((resolve) => (this.wake = resolve));
