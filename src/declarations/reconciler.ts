@@ -152,18 +152,17 @@ export class PlatformReconciler {
       ids: new Set(declarations.flatMap((d) => (d.state.nativeId ? [d.state.nativeId] : []))),
     };
     if (declarations.length === 0) return;
+    const bound = declarations.map((d) => (mirror ? this.boundVm(mirror, d) : null));
     // VMs by name, for declarations not bound to one yet: one scan of the estate only when some are not.
     const byName = new Map<string, VmRecord>();
-    const unbound = new Set(
-      declarations.filter((d) => !mirror || !this.boundVm(mirror, d)).map((d) => d.declared.name),
-    );
+    const unbound = new Set(declarations.filter((_, i) => !bound[i]).map((d) => d.declared.name));
     if (mirror && unbound.size > 0) {
       for (const vm of mirror.listVms()) if (unbound.has(vm.name) && !byName.has(vm.name)) byName.set(vm.name, vm);
     }
     let soonest = Infinity;
-    for (const d of declarations) {
+    for (const [i, d] of declarations.entries()) {
       const key = d.declared.name;
-      const vm = mirror ? (this.boundVm(mirror, d) ?? byName.get(key) ?? null) : null;
+      const vm = mirror ? (bound[i] ?? byName.get(key) ?? null) : null;
       const details = vm && mirror ? (mirror.details(vm.nativeId) ?? null) : null;
       await this.report(d, vm, details, mirror !== undefined);
       if (!mirror || this.acting.has(key)) continue;
