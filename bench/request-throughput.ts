@@ -28,7 +28,7 @@
 //
 // THROUGHPUT_MODES picks ways (graphql-js,http,graphql-jit,bare-http); THROUGHPUT_DOCUMENTS picks
 // documents (node,list). Sizes: THROUGHPUT_VMS (1000), THROUGHPUT_ROUNDS (3), THROUGHPUT_ROUND_MS (4000).
-import { type ChildProcess, execFileSync, fork } from 'node:child_process';
+import { type ChildProcess, fork } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -39,7 +39,18 @@ import ts from 'typescript';
 import { Agent, request } from 'undici';
 
 import { estateVms, writeEstate } from '../test/fixtures/libvirt-estate.js';
-import { BENCH_AUTH, machine, medianOf, memoryOf, mib, ms, percentile, printTable, sleep } from './support.js';
+import {
+  BENCH_AUTH,
+  builtGateway,
+  machine,
+  medianOf,
+  memoryOf,
+  mib,
+  ms,
+  percentile,
+  printTable,
+  sleep,
+} from './support.js';
 import type { HostMessage, InProcessMode, RunRequest, RunResult } from './throughput-host.js';
 
 const VMS = Number(process.env['THROUGHPUT_VMS'] ?? 1000);
@@ -89,7 +100,7 @@ interface Host {
  * imports of the gateway's sources pointed at their compiled modules.
  */
 function compileHost(): string {
-  execFileSync('npm', ['run', '--silent', 'build'], { stdio: 'inherit' });
+  builtGateway();
   const source = readFileSync('bench/throughput-host.ts', 'utf8');
   const { outputText } = ts.transpileModule(source, {
     compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },

@@ -13,6 +13,13 @@ function deliveryKey(d: SourceItem): string {
   return d.type === 'EVENT' ? d.envelope.cursor : `resync:${d.cursor}`;
 }
 
+/** A distinct operation: the short number its results are kept under, and how many subscriptions run it. */
+interface SharedOperation {
+  id: number;
+  key: string;
+  users: number;
+}
+
 export interface SharedSubscribeOptions {
   /** Who runs an operation: operations of different callers are never shared. */
   callerOf(args: ExecutionArgs): string;
@@ -45,7 +52,7 @@ export function createSharedSubscribe(opts: SharedSubscribeOptions) {
   const kept = new Map<string, string | Promise<string>>();
   const documentKeys = new WeakMap<object, string>();
   // Distinct operations get a short number for the per-event key, released with their last subscriber.
-  const operations = new Map<string, { id: number; users: number }>();
+  const operations = new Map<string, SharedOperation>();
   let nextOperationId = 0;
 
   const operationKey = (args: ExecutionArgs) => {
@@ -76,15 +83,16 @@ export function createSharedSubscribe(opts: SharedSubscribeOptions) {
     }
     const key = operationKey(args);
     let operation = operations.get(key);
-    if (!operation) operations.set(key, (operation = { id: nextOperationId++, users: 0 }));
+    if (!operation) operations.set(key, (operation = { id: nextOperationId++, key, users: 0 }));
     operation.users += 1;
-    const { id } = operation;
+    // The subscription holds its operation, not the key it was looked up by: a thousand subscribers keep one key.
+    const shared = operation;
+    const { id } = shared;
     let released = false;
     const release = () => {
       if (released) return;
       released = true;
-      const op = operations.get(key);
-      if (op && --op.users === 0) operations.delete(key);
+      if (--shared.users === 0) operations.delete(shared.key);
     };
     return {
       attach(sink) {

@@ -36,6 +36,7 @@ import {
   serveGraphqlTransportWs,
 } from './graphql-transport-ws.js';
 import { originAllowed } from './http.js';
+import { CheckedDocuments } from './checked-documents.js';
 import { createSharedSubscribe } from './shared-subscription-execution.js';
 import { assertCostWithin, isTokenLimitError, limitRules, operationCost, tokenLimitError } from './limits.js';
 import { type RateLimiter, chargeOperation, dryRunDocument, rateLimitExtension } from './rate-limit.js';
@@ -158,6 +159,23 @@ export function attachWebSocket(opts: WebSocketOptions): RunningWebSocket {
     ...limitRules(limits),
     ...(opts.introspection ? [] : [NoSchemaIntrospectionCustomRule]),
   ];
+  const checkedDocuments = new CheckedDocuments({
+    check: (text) => {
+      let document: DocumentNode;
+      try {
+        document = parse(text, { maxTokens: limits.maxTokens });
+      } catch (e) {
+        const error = asGraphQLError(e);
+        return {
+          errors: [
+            isTokenLimitError(error) ? tokenLimitError(limits.maxTokens) : withCode(error, 'GRAPHQL_PARSE_FAILED'),
+          ],
+        };
+      }
+      const errors = validate(schema, document, rules);
+      return errors.length > 0 ? { errors: errors.map((e) => withCode(e, 'GRAPHQL_VALIDATION_FAILED')) } : { document };
+    },
+  });
   const wss = new WebSocketServer({
     server: opts.server,
     path: opts.path,
@@ -210,15 +228,9 @@ export function attachWebSocket(opts: WebSocketOptions): RunningWebSocket {
         ),
       ];
     }
-    let document: DocumentNode;
-    try {
-      document = parse(request.query, { maxTokens: limits.maxTokens });
-    } catch (e) {
-      const error = asGraphQLError(e);
-      return [isTokenLimitError(error) ? tokenLimitError(limits.maxTokens) : withCode(error, 'GRAPHQL_PARSE_FAILED')];
-    }
-    const errors = validate(schema, document, rules);
-    if (errors.length > 0) return errors.map((e) => withCode(e, 'GRAPHQL_VALIDATION_FAILED'));
+    const checked = checkedDocuments.get(request.query);
+    if ('errors' in checked) return [...checked.errors];
+    const { document } = checked;
     const operation = getOperationAST(document, request.operationName);
     if (!operation) {
       return [withCode(new GraphQLError('Unable to identify operation'), 'GRAPHQL_VALIDATION_FAILED')];

@@ -5,13 +5,15 @@
 // {"eventLoopProbe":{"at":<epoch ms>,"utilization":0.42,"maxDelayMs":12,
 // "heapUsedMiB":57,"heapTotalMiB":134,"externalMiB":4}}.
 // A timer that fires late by N ms means no I/O was read and no timer ran for
-// N ms; a line then comes N ms after the one before.
+// N ms; a line then comes N ms after the one before. Plain JavaScript: the
+// gateway it is loaded into runs compiled, without a TypeScript loader.
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
+import { setInterval } from 'node:timers';
 
 /** What of the process's memory is the JavaScript heap (RSS is read from /proc by the benchmark). */
 function heap() {
   const m = process.memoryUsage();
-  const mib = (bytes: number) => Math.round(bytes / 2 ** 20);
+  const mib = (bytes) => Math.round(bytes / 2 ** 20);
   return { heapUsedMiB: mib(m.heapUsed), heapTotalMiB: mib(m.heapTotal), externalMiB: mib(m.external) };
 }
 
