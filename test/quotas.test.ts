@@ -1,5 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import type { VmPlacement } from '../src/access/policy.js';
+import { validateConfig } from '../src/config/load.js';
+import { ANONYMOUS } from '../src/model/caller.js';
+import { decodeId } from '../src/model/ids.js';
+import { LocalQuotaLedger } from '../src/mutations/quota-ledger.js';
+import { Quotas } from '../src/mutations/quotas.js';
 import { writeEstate } from './fixtures/libvirt-estate.js';
 import { type TestGateway, startTestGateway } from './helpers/gateway.js';
 import { finished, mutate } from './helpers/mutations.js';
@@ -111,6 +117,84 @@ describe('tenant quotas', () => {
         auth: { anonymous: { roles: ['admin'] }, quotas: { nope: { vms: 1 } } },
       }),
     ).rejects.toThrow(/auth\.quotas\.nope.*unknown tenant "nope"/s);
+  });
+});
+
+describe('a request in flight whose VM the live inventory already shows', () => {
+  // A ledger of the test's own, holding a reservation open as a task still in
+  // flight does, against the gateway's live inventory (its loaders).
+  const auth = validateConfig({
+    platforms: [{ id: 'kvm', kind: 'libvirt', uri: 'test:///default' }],
+    auth: {
+      anonymous: { roles: ['admin'], tenants: ['*'] },
+      tenants: { z: { platforms: ['kvm'], namePatterns: ['z-*'] } },
+      quotas: { z: { vms: 2, vcpus: 4 } },
+    },
+  }).auth;
+  const demand = { vms: 1, vcpus: 1, memoryMiB: 256, diskGiB: 0 };
+  const target = (name: string): VmPlacement => ({
+    platformId: 'kvm',
+    name,
+    hostName: null,
+    clusterName: null,
+    folderPath: null,
+    resourcePoolPath: null,
+    tags: [],
+  });
+  const loaders = () => gw.contextFor(ANONYMOUS).loaders;
+
+  it('counts a VM being made once: in the inventory, not also as reserved', async () => {
+    const quotas = new Quotas(auth, new LocalQuotaLedger());
+    const first = await quotas.reserve(loaders(), target('z-1'), demand, {
+      kind: 'new',
+      platformId: 'kvm',
+      name: 'z-1',
+    });
+    expect(first.fits).toBe(true);
+    // The VM is made (here by the gateway, outside this ledger) while its reservation is still held.
+    const made = await mutate(gw, 'createVm', { platformId: platform, name: 'z-1', vcpus: 1, memoryMiB: 256 });
+    expect((await finished(gw, made.task!.id)).state).toBe('SUCCEEDED');
+    // Held 1 (z-1, shown) and nothing else in flight: one more fits the 2 allowed.
+    const second = await quotas.reserve(loaders(), target('z-2'), demand, {
+      kind: 'new',
+      platformId: 'kvm',
+      name: 'z-2',
+    });
+    expect(second.fits).toBe(true);
+    const third = await quotas.reserve(loaders(), target('z-3'), demand, {
+      kind: 'new',
+      platformId: 'kvm',
+      name: 'z-3',
+    });
+    expect(third).toEqual({ fits: false, reason: 'Tenant z may hold 2 VMs; it holds 2 and this asks for 1 more.' });
+  });
+
+  it('counts a change once the inventory shows it, not also as reserved', async () => {
+    const quotas = new Quotas(auth, new LocalQuotaLedger());
+    const id = await vmId('z-1');
+    const { nativeId } = decodeId(id);
+    const vcpus = (n: number) => ({ vms: 0, vcpus: n, memoryMiB: 0, diskGiB: 0 });
+    /** A change to z-1 asked while it holds `from` vCPUs. */
+    const changeFrom = (from: number) => ({
+      kind: 'change' as const,
+      platformId: 'kvm',
+      nativeId,
+      before: { vms: 1, vcpus: from, memoryMiB: 256, diskGiB: 0 },
+    });
+    expect((await quotas.reserve(loaders(), target('z-1'), vcpus(2), changeFrom(1))).fits).toBe(true);
+    // Not shown yet: z-1 holds 1, and 2 more are in flight.
+    expect(await quotas.reserve(loaders(), target('z-1'), vcpus(2), changeFrom(1))).toEqual({
+      fits: false,
+      reason: 'Tenant z may hold 4 vCPUs; it holds 3 and this asks for 2 more.',
+    });
+    const done = await mutate(gw, 'reconfigureVm', { vmId: id, vcpus: 3 });
+    expect((await finished(gw, done.task!.id)).state).toBe('SUCCEEDED');
+    // Shown: z-1 holds 3 of the 4 vCPUs, and the change in flight no longer counts as well.
+    expect((await quotas.reserve(loaders(), target('z-1'), vcpus(1), changeFrom(3))).fits).toBe(true);
+    expect(await quotas.reserve(loaders(), target('z-1'), vcpus(1), changeFrom(3))).toEqual({
+      fits: false,
+      reason: 'Tenant z may hold 4 vCPUs; it holds 4 and this asks for 1 more.',
+    });
   });
 });
 

@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 
 import { type MigrationTracker, limitsOf } from './migrations.js';
 import { type CallerAccess, type VmFiling, type VmPlacement, UNFILED, filingPart } from '../access/policy.js';
-import { type QuotaUse, type QuotaVerdict, type Quotas, useOf } from './quotas.js';
+import { type QuotaUse, type QuotaVerdict, type Quotas, type ReservedFor, useOf } from './quotas.js';
 import type { AuditLog } from './audit-log.js';
 import { redact } from './audit-log.js';
 import type { OperationResult, Reconfiguration, VmOperation, VmOperationKind, VmSpec } from '../model/operations.js';
@@ -478,9 +478,14 @@ export class MutationPipeline {
     const quotas = this.deps.quotas;
     if (!quotas || (op.kind !== 'CLONE_VM' && op.kind !== 'RECONFIGURE_VM')) return () => {};
     const details = await ctx.loaders.vmDetails.load({ platformId: vm.platformId, nativeId: vm.nativeId });
+    const before = useOf(details);
     let demand: QuotaUse;
-    if (op.kind === 'CLONE_VM') demand = useOf(details);
-    else {
+    let forVm: ReservedFor;
+    if (op.kind === 'CLONE_VM') {
+      demand = before;
+      forVm = { kind: 'new', platformId: copy?.platformId ?? vm.platformId, name: op.name };
+    } else {
+      forVm = { kind: 'change', platformId: vm.platformId, nativeId: vm.nativeId, before };
       const removed = details.disks.filter((d) => d.device === 'DISK' && op.removeDiskTargets.includes(d.target));
       const bytes =
         op.addDisks.reduce((sum, d) => sum + d.capacityBytes, 0) -
@@ -492,7 +497,7 @@ export class MutationPipeline {
         diskGiB: bytes / 1024 ** 3,
       };
     }
-    const verdict = await quotas.reserve(ctx.loaders, copy ?? (await ctx.loaders.placementOf(vm)), demand);
+    const verdict = await quotas.reserve(ctx.loaders, copy ?? (await ctx.loaders.placementOf(vm)), demand, forVm);
     if (!verdict.fits) return refuse('QUOTA_EXCEEDED', verdict.reason);
     return verdict.release;
   }
@@ -683,7 +688,12 @@ export class MutationPipeline {
           }
           const disks = spec.disks.reduce((sum, d) => sum + d.capacityBytes, 0);
           const demand = { vms: 1, vcpus: spec.vcpus, memoryMiB: spec.memoryMiB, diskGiB: disks / 1024 ** 3 };
-          const verdict = (await this.deps.quotas?.reserve(ctx.loaders, target, demand)) ?? NO_QUOTA;
+          const verdict =
+            (await this.deps.quotas?.reserve(ctx.loaders, target, demand, {
+              kind: 'new',
+              platformId,
+              name: spec.name,
+            })) ?? NO_QUOTA;
           if (!verdict.fits) refuse('QUOTA_EXCEEDED', verdict.reason);
           const release = verdict.fits ? verdict.release : () => {};
           const task = await this.deps.tasks

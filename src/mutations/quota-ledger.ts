@@ -22,6 +22,23 @@ export const addUse = (a: QuotaUse, b: QuotaUse): QuotaUse => ({
 });
 
 /**
+ * The VM a reservation is for, so that it is not counted twice once the
+ * live inventory shows it: a VM still to be made (by its name, which no
+ * other VM on its platform has while the request is in flight), or a
+ * change to one (shown once what the VM holds is no longer what it held).
+ */
+export type ReservedFor =
+  | { kind: 'new'; platformId: string; name: string }
+  | { kind: 'change'; platformId: string; nativeId: string; before: QuotaUse };
+
+/** What an accepted request still in flight adds to a tenant. */
+export interface Reservation {
+  use: QuotaUse;
+  /** Null when not known (kept by an instance of an earlier version): counted until it ends. */
+  for: ReservedFor | null;
+}
+
+/**
  * Where quota checks take turns and accepted requests keep what they will
  * add until their task ends: this process alone, or every instance through
  * Redis.
@@ -29,15 +46,15 @@ export const addUse = (a: QuotaUse, b: QuotaUse): QuotaUse => ({
 export interface QuotaLedger {
   /** Runs `check` while no other quota check runs (here, or on any instance sharing the ledger). */
   exclusive<T>(check: () => Promise<T>): Promise<T>;
-  /** What accepted requests still in flight add to a tenant. */
-  reserved(tenant: string): Promise<QuotaUse>;
-  /** Keeps `use` against each tenant; the returned function gives it back. */
-  reserve(tenants: readonly string[], use: QuotaUse): Promise<() => void>;
+  /** The accepted requests still in flight that add to a tenant. */
+  reserved(tenant: string): Promise<Reservation[]>;
+  /** Keeps `reservation` against each tenant; the returned function gives it back. */
+  reserve(tenants: readonly string[], reservation: Reservation): Promise<() => void>;
 }
 
 /** Checks in turn and reservations in this process: one instance alone. */
 export class LocalQuotaLedger implements QuotaLedger {
-  private readonly pending = new Map<string, Set<QuotaUse>>();
+  private readonly pending = new Map<string, Set<Reservation>>();
   private queue: Promise<unknown> = Promise.resolve();
 
   exclusive<T>(check: () => Promise<T>): Promise<T> {
@@ -46,17 +63,15 @@ export class LocalQuotaLedger implements QuotaLedger {
     return run;
   }
 
-  reserved(tenant: string): Promise<QuotaUse> {
-    let sum = NO_USE;
-    for (const u of this.pending.get(tenant) ?? []) sum = addUse(sum, u);
-    return Promise.resolve(sum);
+  reserved(tenant: string): Promise<Reservation[]> {
+    return Promise.resolve([...(this.pending.get(tenant) ?? [])]);
   }
 
-  reserve(tenants: readonly string[], use: QuotaUse): Promise<() => void> {
+  reserve(tenants: readonly string[], reservation: Reservation): Promise<() => void> {
     const releases = tenants.map((name) => {
-      const set = this.pending.get(name) ?? new Set<QuotaUse>();
+      const set = this.pending.get(name) ?? new Set<Reservation>();
       this.pending.set(name, set);
-      const entry = { ...use };
+      const entry = { ...reservation };
       set.add(entry);
       return () => set.delete(entry);
     });
@@ -71,14 +86,14 @@ const RESERVATION_MS = 6 * 3_600_000;
 /**
  * A released reservation lingers this long: the VM its task made reaches the
  * other instances' live inventories through the lease holder's stream, a
- * moment after it reached this one's. Counted twice meanwhile, never none.
+ * moment after it reached this one's. Counted once meanwhile (as reserved
+ * until an instance's inventory shows it, then as held), never none.
  */
 const LINGER_MS = 10_000;
 
 const RELEASE_LOCK = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`;
 
-interface StoredReservation {
-  use: QuotaUse;
+interface StoredReservation extends Reservation {
   /** Epoch ms after which the reservation no longer counts. */
   until: number;
 }
@@ -140,9 +155,9 @@ export class RedisQuotaLedger implements QuotaLedger {
     }
   }
 
-  async reserved(tenant: string): Promise<QuotaUse> {
-    let sum = await this.local.reserved(tenant);
-    if (this.alone) return sum;
+  async reserved(tenant: string): Promise<Reservation[]> {
+    const reservations = await this.local.reserved(tenant);
+    if (this.alone) return reservations;
     const now = Date.now();
     const entries = await this.redis.hgetall(this.pendingKey(tenant)).catch((e: unknown) => {
       this.onItsOwn(e);
@@ -152,26 +167,30 @@ export class RedisQuotaLedger implements QuotaLedger {
     for (const [id, json] of Object.entries(entries)) {
       const r = JSON.parse(json) as StoredReservation;
       if (r.until < now) lapsed.push(id);
-      else sum = addUse(sum, r.use);
+      else reservations.push({ use: r.use, for: r.for ?? null });
     }
     if (lapsed.length > 0) await this.redis.hdel(this.pendingKey(tenant), ...lapsed).catch(() => undefined);
-    return sum;
+    return reservations;
   }
 
-  async reserve(tenants: readonly string[], use: QuotaUse): Promise<() => void> {
-    if (this.alone) return this.local.reserve(tenants, use);
+  async reserve(tenants: readonly string[], reservation: Reservation): Promise<() => void> {
+    if (this.alone) return this.local.reserve(tenants, reservation);
     const id = randomUUID();
     const store = (until: number) =>
       Promise.all(
         tenants.map((t) =>
-          this.redis.hset(this.pendingKey(t), id, JSON.stringify({ use, until } satisfies StoredReservation)),
+          this.redis.hset(
+            this.pendingKey(t),
+            id,
+            JSON.stringify({ ...reservation, until } satisfies StoredReservation),
+          ),
         ),
       );
     try {
       await store(Date.now() + RESERVATION_MS);
     } catch (e) {
       this.onItsOwn(e);
-      return this.local.reserve(tenants, use);
+      return this.local.reserve(tenants, reservation);
     }
     return () => void store(Date.now() + LINGER_MS).catch(() => undefined);
   }

@@ -2,9 +2,9 @@ import { type VmPlacement, tenantHolds } from '../access/policy.js';
 import type { AuthConfig } from '../config/schema.js';
 import type { Loaders } from '../inventory/loaders.js';
 import type { VmDetails } from '../model/vm.js';
-import { NO_USE, type QuotaLedger, type QuotaUse, addUse } from './quota-ledger.js';
+import { NO_USE, type QuotaLedger, type QuotaUse, type ReservedFor, addUse } from './quota-ledger.js';
 
-export type { QuotaUse };
+export type { QuotaUse, ReservedFor };
 
 const GIB = 1024 ** 3;
 const NAMES: Record<keyof QuotaUse, string> = {
@@ -29,8 +29,9 @@ export type QuotaVerdict = { fits: true; release: () => void } | { fits: false; 
  * (read through the caller's loaders, unfiltered) plus what requests
  * accepted before it still have in flight; checks take turns (on every
  * instance sharing the ledger), so twenty concurrent creates cannot all
- * slip under a limit. What a request reserves is released when its task
- * ends: by then the live inventory holds the VM it made.
+ * slip under a limit. What a request reserves counts until the live
+ * inventory shows its VM made (or changed), from then on as held, and is
+ * released when its task ends.
  */
 export class Quotas {
   constructor(
@@ -38,8 +39,8 @@ export class Quotas {
     private readonly ledger: QuotaLedger,
   ) {}
 
-  /** Checks and reserves what a request adds to every tenant with a quota that holds the target. */
-  reserve(loaders: Loaders, target: VmPlacement, demand: QuotaUse): Promise<QuotaVerdict> {
+  /** Checks and reserves what a request adds (for one VM) to every tenant with a quota that holds the target. */
+  reserve(loaders: Loaders, target: VmPlacement, demand: QuotaUse, forVm: ReservedFor): Promise<QuotaVerdict> {
     const tenants = Object.entries(this.auth.quotas).filter(([name]) => {
       const tenant = this.auth.tenants[name];
       return tenant !== undefined && tenantHolds(tenant, target);
@@ -47,7 +48,7 @@ export class Quotas {
     if (tenants.length === 0 || Object.values(demand).every((v) => v <= 0)) {
       return Promise.resolve({ fits: true, release: () => {} });
     }
-    return this.ledger.exclusive(() => this.check(loaders, target.platformId, tenants, demand));
+    return this.ledger.exclusive(() => this.check(loaders, target.platformId, tenants, demand, forVm));
   }
 
   private async check(
@@ -55,10 +56,16 @@ export class Quotas {
     platformId: string,
     tenants: [string, AuthConfig['quotas'][string]][],
     demand: QuotaUse,
+    forVm: ReservedFor,
   ): Promise<QuotaVerdict> {
     for (const [name, quota] of tenants) {
-      const [held, reserved] = await Promise.all([this.usedBy(loaders, name, platformId), this.ledger.reserved(name)]);
-      const used = addUse(held, reserved);
+      const [held, reservations] = await Promise.all([
+        this.heldBy(loaders, name, platformId),
+        this.ledger.reserved(name),
+      ]);
+      let used = held.sum;
+      // A request whose VM the live inventory already shows is counted there, not again.
+      for (const r of reservations) if (!r.for || !held.shows(r.for)) used = addUse(used, r.use);
       for (const key of Object.keys(NAMES) as (keyof QuotaUse)[]) {
         const limit = quota[key];
         if (limit === undefined || demand[key] <= 0) continue;
@@ -73,17 +80,23 @@ export class Quotas {
     }
     const release = await this.ledger.reserve(
       tenants.map(([name]) => name),
-      demand,
+      { use: demand, for: forVm },
     );
     return { fits: true, release };
   }
 
-  /** What the VMs a tenant holds on the platforms it may hold VMs of add up to. */
-  private async usedBy(loaders: Loaders, name: string, platformId: string): Promise<QuotaUse> {
+  /** What the VMs a tenant holds on the platforms it may hold VMs of add up to, and which VMs they are. */
+  private async heldBy(loaders: Loaders, name: string, platformId: string): Promise<HeldVms> {
     const tenant = this.auth.tenants[name];
-    if (!tenant) return NO_USE;
-    const platforms = tenant.platforms ?? [platformId];
+    const byId = new Map<string, QuotaUse>();
+    const names = new Set<string>();
+    const shows = (r: ReservedFor) =>
+      r.kind === 'new'
+        ? names.has(key(r.platformId, r.name))
+        : !sameUse(byId.get(key(r.platformId, r.nativeId)), r.before);
+    if (!tenant) return { sum: NO_USE, shows };
     let sum = NO_USE;
+    const platforms = tenant.platforms ?? [platformId];
     for (const p of platforms) {
       let vms;
       try {
@@ -93,10 +106,30 @@ export class Quotas {
       }
       // All at once: where a VM is filed may take a read of its details, batched so.
       const placements = await Promise.all(vms.map((vm) => loaders.placementOf(vm)));
-      const held = vms.filter((_, i) => tenantHolds(tenant, placements[i] as VmPlacement));
-      const details = await loaders.vmDetails.loadMany(held.map((v) => ({ platformId: p, nativeId: v.nativeId })));
-      for (const d of details) if (d && !(d instanceof Error)) sum = addUse(sum, useOf(d));
+      const mine = vms.filter((_, i) => tenantHolds(tenant, placements[i] as VmPlacement));
+      const details = await loaders.vmDetails.loadMany(mine.map((v) => ({ platformId: p, nativeId: v.nativeId })));
+      details.forEach((d, i) => {
+        if (!d || d instanceof Error) return;
+        const vm = mine[i]!;
+        const use = useOf(d);
+        sum = addUse(sum, use);
+        byId.set(key(p, vm.nativeId), use);
+        names.add(key(p, vm.name));
+      });
     }
-    return sum;
+    return { sum, shows };
   }
 }
+
+/** The VMs a tenant holds, as the live inventory shows them. */
+interface HeldVms {
+  sum: QuotaUse;
+  /** Whether the VM a reservation is for already shows its effect: made, or changed. */
+  shows(r: ReservedFor): boolean;
+}
+
+const key = (platformId: string, part: string) => `${platformId}\u0000${part}`;
+
+/** Whether a VM (absent: gone) still holds what it held before a change. */
+const sameUse = (a: QuotaUse | undefined, b: QuotaUse) =>
+  a !== undefined && (Object.keys(b) as (keyof QuotaUse)[]).every((k) => a[k] === b[k]);
