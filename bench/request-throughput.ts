@@ -29,19 +29,16 @@
 // THROUGHPUT_MODES picks ways (graphql-js,http,graphql-jit,bare-http); THROUGHPUT_DOCUMENTS picks
 // documents (node,list). Sizes: THROUGHPUT_VMS (1000), THROUGHPUT_ROUNDS (3), THROUGHPUT_ROUND_MS (4000).
 import { type ChildProcess, fork } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
-
-import ts from 'typescript';
+import { join } from 'node:path';
 
 import { Agent, request } from 'undici';
 
 import { estateVms, writeEstate } from '../test/fixtures/libvirt-estate.js';
 import {
   BENCH_AUTH,
-  builtGateway,
+  compiledScript,
   machine,
   medianOf,
   memoryOf,
@@ -95,25 +92,8 @@ interface Host {
   stop(): Promise<void>;
 }
 
-/**
- * Builds dist/ and writes the host as plain JavaScript beside it, its
- * imports of the gateway's sources pointed at their compiled modules.
- */
-function compileHost(): string {
-  builtGateway();
-  const source = readFileSync('bench/throughput-host.ts', 'utf8');
-  const { outputText } = ts.transpileModule(source, {
-    compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },
-  });
-  const dist = pathToFileURL(resolve('dist')).href;
-  const file = resolve('.cache/bench/throughput-host.mjs');
-  mkdirSync(resolve('.cache/bench'), { recursive: true });
-  writeFileSync(file, outputText.replaceAll("from '../src/", `from '${dist}/`));
-  return file;
-}
-
 async function startHost(config: Record<string, unknown>): Promise<Host> {
-  const child: ChildProcess = fork(compileHost(), [], {
+  const child: ChildProcess = fork(compiledScript('bench/throughput-host.ts'), [], {
     // BENCH_GATEWAY_NODE_ARGS adds Node.js options, as bench/support.ts does: "--cpu-prof --cpu-prof-dir=.cache/prof".
     execArgv: (process.env['BENCH_GATEWAY_NODE_ARGS'] ?? '').split(' ').filter(Boolean),
     env: { ...process.env, THROUGHPUT_CONFIG: JSON.stringify(config) },

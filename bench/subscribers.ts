@@ -38,6 +38,7 @@ import { BUCKETS, type ClientCommand, type ClientReport, bucketLimit } from './s
 import {
   BENCH_AUTH,
   type GatewayProcess,
+  compiledScript,
   machine,
   memoryOf,
   mib,
@@ -82,10 +83,8 @@ class Child<C> {
   }
 
   static start<C>(file: string): Child<C> {
-    const path = fileURLToPath(new URL(file, import.meta.url));
-    return new Child<C>(
-      fork(path, [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }),
-    );
+    const path = compiledScript(fileURLToPath(new URL(file, import.meta.url)));
+    return new Child<C>(fork(path, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
   }
 
   request<R>(command: C): Promise<R> {

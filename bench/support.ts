@@ -3,13 +3,16 @@
 // enough to take minutes to start, a plain-HTTP proxy that counts SOAP calls
 // by method, percentiles and a table printer.
 import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { cpus, totalmem, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
+import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
+
+import ts from 'typescript';
 
 import { Agent, request } from 'undici';
 
@@ -214,6 +217,26 @@ export function builtGateway(): string {
     execFileSync('npm', ['run', '--silent', 'build'], { stdio: ['ignore', 'inherit', 'inherit'] });
   }
   return entry;
+}
+
+/**
+ * A benchmark's own TypeScript file (a child process: a host, a client, a
+ * baseline server) as plain JavaScript in .cache/bench/, its imports of the
+ * gateway's sources pointed at their compiled modules (dist/, built first
+ * when stale): every process of a run then runs as production would, none
+ * under a TypeScript loader.
+ */
+export function compiledScript(file: string): string {
+  const source = readFileSync(file, 'utf8');
+  const { outputText } = ts.transpileModule(source, {
+    compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },
+  });
+  if (source.includes("from '../src/")) builtGateway();
+  const dist = pathToFileURL(resolve('dist')).href;
+  const out = resolve('.cache/bench', basename(file).replace(/\.ts$/, '.mjs'));
+  mkdirSync(dirname(out), { recursive: true });
+  writeFileSync(out, outputText.replaceAll("from '../src/", `from '${dist}/`));
+  return out;
 }
 
 /**
