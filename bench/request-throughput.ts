@@ -49,6 +49,7 @@ import {
   sleep,
 } from './support.js';
 import type { HostMessage, InProcessMode, RunRequest, RunResult } from './throughput-host.js';
+import { closedLoop } from './closed-loop.js';
 
 const VMS = Number(process.env['THROUGHPUT_VMS'] ?? 1000);
 const ROUNDS = Number(process.env['THROUGHPUT_ROUNDS'] ?? 3);
@@ -157,30 +158,8 @@ async function postText(url: string, query: string, variables: Record<string, un
 }
 
 /** IN_FLIGHT workers over HTTP, each sending the next request when its answer is in. */
-async function httpLoop(url: string, doc: Document, durationMs: number): Promise<RunResult> {
-  const latencies: number[] = [];
-  let next = 0;
-  const cpu = process.cpuUsage();
-  const started = performance.now();
-  const until = started + durationMs;
-  let last = started;
-  await Promise.all(
-    Array.from({ length: IN_FLIGHT }, async () => {
-      while (performance.now() < until) {
-        const t = performance.now();
-        await postText(url, doc.query, doc.variables[next++ % doc.variables.length] ?? {});
-        last = performance.now();
-        latencies.push(last - t);
-      }
-    }),
-  );
-  const used = process.cpuUsage(cpu);
-  return {
-    requests: latencies.length,
-    seconds: (last - started) / 1000,
-    latencies,
-    cpuMs: (used.user + used.system) / 1000,
-  };
+function httpLoop(url: string, doc: Document, durationMs: number): Promise<RunResult> {
+  return closedLoop(IN_FLIGHT, durationMs, doc.variables, (variables) => postText(url, doc.query, variables));
 }
 
 // --- the checks ----------------------------------------------------------------------

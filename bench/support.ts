@@ -233,9 +233,12 @@ export function compiledScript(file: string): string {
   });
   if (source.includes("from '../src/")) builtGateway();
   const dist = pathToFileURL(resolve('dist')).href;
+  // What it imports from beside it (bench/closed-loop.ts) is compiled beside it.
+  const siblings = /from '\.\/([\w-]+)\.js'/g;
+  for (const [, name] of outputText.matchAll(siblings)) compiledScript(join(dirname(file), `${name}.ts`));
   const out = resolve('.cache/bench', basename(file).replace(/\.ts$/, '.mjs'));
   mkdirSync(dirname(out), { recursive: true });
-  writeFileSync(out, outputText.replaceAll("from '../src/", `from '${dist}/`));
+  writeFileSync(out, outputText.replaceAll("from '../src/", `from '${dist}/`).replace(siblings, "from './$1.mjs'"));
   return out;
 }
 

@@ -31,6 +31,7 @@ import { pino } from 'pino';
 import { validateConfig } from '../src/config/load.js';
 import { ANONYMOUS } from '../src/model/caller.js';
 import { startGateway } from '../src/server/gateway.js';
+import { type LoopResult, closedLoop } from './closed-loop.js';
 
 export type InProcessMode = 'graphql-js' | 'graphql-jit';
 
@@ -43,13 +44,7 @@ export interface RunRequest {
   durationMs: number;
 }
 
-export interface RunResult {
-  requests: number;
-  seconds: number;
-  latencies: number[];
-  /** This process's user + system CPU time over the run, in ms. */
-  cpuMs: number;
-}
+export type RunResult = LoopResult;
 
 export type HostMessage = { ready: { url: string; bareUrl: string } } | { result: RunResult } | { error: string };
 
@@ -97,34 +92,14 @@ async function waitSynced(): Promise<void> {
   }
 }
 
-async function closedLoop(request: RunRequest): Promise<RunResult> {
+/** One in-process way in a closed loop; a result with errors fails the run. */
+function runInProcess(request: RunRequest): Promise<RunResult> {
   const once =
     request.mode === 'graphql-jit' ? compiled(request.query) : (v: Record<string, unknown>) => run(request.query, v);
-  const latencies: number[] = [];
-  let next = 0;
-  const cpu = process.cpuUsage();
-  const started = performance.now();
-  const until = started + request.durationMs;
-  let last = started;
-  await Promise.all(
-    Array.from({ length: request.concurrency }, async () => {
-      while (performance.now() < until) {
-        const variables = request.variables[next++ % request.variables.length] ?? {};
-        const t = performance.now();
-        const result = await once(variables);
-        last = performance.now();
-        if (result.errors?.length) throw new Error(`${request.mode}: ${JSON.stringify(result.errors)}`);
-        latencies.push(last - t);
-      }
-    }),
-  );
-  const used = process.cpuUsage(cpu);
-  return {
-    requests: latencies.length,
-    seconds: (last - started) / 1000,
-    latencies,
-    cpuMs: (used.user + used.system) / 1000,
-  };
+  return closedLoop(request.concurrency, request.durationMs, request.variables, async (variables) => {
+    const result = await once(variables);
+    if (result.errors?.length) throw new Error(`${request.mode}: ${JSON.stringify(result.errors)}`);
+  });
 }
 
 /** The lighter HTTP layer: a POSTed `{ query, variables }` executed with graphql-js, answered as JSON. */
@@ -159,7 +134,7 @@ send({
 
 process.on('message', (message: { run?: RunRequest; stop?: true }) => {
   if (message.run) {
-    closedLoop(message.run).then(
+    runInProcess(message.run).then(
       (result) => send({ result }),
       (e: unknown) => send({ error: (e as Error).message }),
     );
