@@ -154,7 +154,7 @@ export interface GatewayProcess {
   waitSynced(timeoutMs: number): Promise<{ syncedAt: number; slowestPollMs: number; failedPolls: number }>;
   output(): string;
   /**
-   * What bench/event-loop-probe.ts reported since `mark` (a value of
+   * What bench/event-loop-probe.mjs reported since `mark` (a value of
    * probeMark()): the longest the event loop went without turning, and its
    * utilization over that time.
    */
