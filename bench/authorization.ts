@@ -25,7 +25,6 @@
 // Sizes: AUTHZ_VMS (1000), AUTHZ_ROUNDS (4), AUTHZ_ROUND_MS (5000).
 // Profiling: BENCH_GATEWAY_NODE_ARGS="--cpu-prof --cpu-prof-dir=.cache/prof"
 // (bench/support.ts) writes one profile per gateway when it stops.
-import { readFileSync } from 'node:fs';
 import { type Server, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
@@ -34,9 +33,11 @@ import { Agent, request } from 'undici';
 
 import { apiTokenSha256, generateApiToken } from '../src/server/api-tokens.js';
 import { estateVms, writeEstate } from '../test/fixtures/libvirt-estate.js';
+import { closedLoop } from './closed-loop.js';
 import {
   type GatewayProcess,
   type GraphQLBody,
+  cpuMsOf,
   machine,
   medianOf,
   memoryOf,
@@ -181,16 +182,6 @@ async function serveJwks(keys: JWK[]): Promise<{ url: string; close(): Promise<v
   };
 }
 
-// --- the gateway's own CPU time ------------------------------------------------
-
-/** User + system CPU time of a process so far, in ms (from /proc, in clock ticks of 10 ms). */
-function cpuMsOf(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  // Fields after the command name (which may hold spaces) start at field 3; utime and stime are 14 and 15.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) * 10;
-}
-
 // --- the closed loop -----------------------------------------------------------
 
 interface Target {
@@ -212,27 +203,13 @@ interface Round {
 
 /** IN_FLIGHT workers, each sending the next request when its answer is in, for `durationMs`. */
 async function drive(target: Target, durationMs: number): Promise<Round> {
-  const latencies: number[] = [];
   const cpuBefore = cpuMsOf(target.gw.pid);
   const mark = target.gw.probeMark();
-  const started = performance.now();
-  const until = started + durationMs;
-  let last = started;
-  await Promise.all(
-    Array.from({ length: IN_FLIGHT }, async () => {
-      while (performance.now() < until) {
-        const t = performance.now();
-        await page(target);
-        last = performance.now();
-        latencies.push(last - t);
-      }
-    }),
-  );
-  const seconds = (last - started) / 1000;
+  const loop = await closedLoop(IN_FLIGHT, durationMs, [{}], () => page(target));
   return {
-    requests: latencies.length,
-    seconds,
-    latencies,
+    requests: loop.requests,
+    seconds: loop.seconds,
+    latencies: loop.latencies,
     gatewayCpuMs: cpuMsOf(target.gw.pid) - cpuBefore,
     utilization: target.gw.eventLoop(mark).utilization,
   };

@@ -29,7 +29,7 @@
 // THROUGHPUT_MODES picks ways (graphql-js,http,graphql-jit,bare-http); THROUGHPUT_DOCUMENTS picks
 // documents (node,list). Sizes: THROUGHPUT_VMS (1000), THROUGHPUT_ROUNDS (3), THROUGHPUT_ROUND_MS (4000).
 import { type ChildProcess, fork } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -39,6 +39,7 @@ import { estateVms, writeEstate } from '../test/fixtures/libvirt-estate.js';
 import {
   BENCH_AUTH,
   compiledScript,
+  cpuMsOf,
   machine,
   medianOf,
   memoryOf,
@@ -129,13 +130,6 @@ async function startHost(config: Record<string, unknown>): Promise<Host> {
       clearTimeout(t);
     },
   };
-}
-
-/** User + system CPU time of a process so far, in ms (from /proc, in clock ticks of 10 ms). */
-function cpuMsOf(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
 // --- HTTP --------------------------------------------------------------------------

@@ -34,6 +34,14 @@ export function memoryOf(pid: number): { rssMiB: number; peakMiB: number } {
   return { rssMiB: kib('VmRSS') / 1024, peakMiB: kib('VmHWM') / 1024 };
 }
 
+/** User + system CPU time of a process so far, in ms (from /proc, in clock ticks of 10 ms). */
+export function cpuMsOf(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // Fields after the command name (which may hold spaces) start at field 3; utime and stime are 14 and 15.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
 /** The median of a few RSS samples taken `everyMs` apart: one sample catches a collection half done. */
 export async function settledRss(pid: number, samples = 5, everyMs = 400): Promise<number> {
   const values: number[] = [];
