@@ -13,6 +13,7 @@ import {
   diskOverlay,
   guestAccel,
 } from './helpers/guest.js';
+import { holdGuestTurn } from './helpers/guest-turn.js';
 
 // A real Linux guest under QEMU (built by scripts/build-guest.sh), driven
 // over raw QMP: the ground the libvirt qemu driver and the QMP platform stand
@@ -144,6 +145,8 @@ async function readyGuest(options: GuestOptions = {}): Promise<Guest> {
   timings.push(`boot ${Date.now() - started} ms`);
   return guest;
 }
+
+holdGuestTurn();
 
 beforeAll(async () => {
   // The first run on a machine probes KVM (up to 15 s); later runs read the verdict.

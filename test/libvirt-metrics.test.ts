@@ -23,6 +23,7 @@ import { ErrorCode, GatewayError } from '../src/model/errors.js';
 import type { MetricSample } from '../src/model/metrics.js';
 import { writeEstate } from './fixtures/libvirt-estate.js';
 import { GUEST, READY_MARKER, assertGuestBuilt, diskOverlay, guestAccel } from './helpers/guest.js';
+import { holdGuestTurn } from './helpers/guest-turn.js';
 import { type QemuLibvirtd, qemuLibvirtd } from './helpers/qemu-libvirtd.js';
 import { rejection } from './helpers/rejection.js';
 import { type TestGateway, startTestGateway } from './helpers/gateway.js';
@@ -481,6 +482,8 @@ describe('libvirt metrics of real QEMU guests', () => {
     }
   };
   const metrics = () => provider.metrics;
+
+  holdGuestTurn();
 
   beforeAll(async () => {
     assertGuestBuilt();

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { compareLiveWithDirect } from './helpers/equivalence.js';
 import { type TestGateway, startTestGateway } from './helpers/gateway.js';
 import { GUEST, READY_MARKER, assertGuestBuilt, diskOverlay, guestAccel } from './helpers/guest.js';
+import { holdGuestTurn } from './helpers/guest-turn.js';
 import { finished, mutate, succeed } from './helpers/mutations.js';
 import { type QemuLibvirtd, qemuLibvirtd } from './helpers/qemu-libvirtd.js';
 import { eventually } from './helpers/subscriptions.js';
@@ -75,6 +76,8 @@ function domainXml(type: string, disk: string, guest = { name: NAME, serial: ser
   </devices>
 </domain>`;
 }
+
+holdGuestTurn();
 
 beforeAll(async () => {
   assertGuestBuilt();

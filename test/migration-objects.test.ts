@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nativeAddon } from '../src/datasources/libvirt/addon.js';
 import { type TestGateway, startTestGateway } from './helpers/gateway.js';
 import { GUEST, READY_MARKER, assertGuestBuilt, guestAccel } from './helpers/guest.js';
+import { holdGuestTurn } from './helpers/guest-turn.js';
 import { type QemuLibvirtd, qemuLibvirtd } from './helpers/qemu-libvirtd.js';
 import { eventually, subscribe } from './helpers/subscriptions.js';
 import { type Vcsim, startVcsim, vspherePlatform } from './helpers/vcsim.js';
@@ -396,6 +397,8 @@ describe('live migrations between two libvirt hosts, with limits and cancel', ()
     expect(last.phase).toBe('RUNNING');
     return last;
   }
+
+  holdGuestTurn();
 
   beforeAll(async () => {
     assertGuestBuilt();

@@ -17,6 +17,7 @@ import type { InventoryChange, InventoryState, WatchSink } from '../src/datasour
 import { encodeId } from '../src/model/ids.js';
 import { type TestGateway, closedPort, startTestGateway } from './helpers/gateway.js';
 import { type Guest, bootGuest } from './helpers/guest.js';
+import { holdGuestTurn } from './helpers/guest-turn.js';
 import { finished, mutate, succeed } from './helpers/mutations.js';
 import { type QemuProcess, killAllQemus, startQemu } from './helpers/qemu-process.js';
 import { type Subscription, eventually, subscribe } from './helpers/subscriptions.js';
@@ -44,6 +45,8 @@ let garbage: Server;
 function qemu(file: string, name: string | null, uuid: string | null): Promise<QemuProcess> {
   return startQemu({ file, name, uuid, socketDir: dirs.vms, oobDir: dirs.oob, diskDir: dirs.disks });
 }
+
+holdGuestTurn();
 
 beforeAll(async () => {
   // A real guest boots meanwhile (about 4 s under TCG; not guestAccel(), whose first KVM probe may

@@ -16,6 +16,7 @@ import {
 } from './helpers/declarations.js';
 import { type TestGateway, startTestGateway } from './helpers/gateway.js';
 import { GUEST, READY_MARKER, assertGuestBuilt, guestAccel } from './helpers/guest.js';
+import { holdGuestTurn } from './helpers/guest-turn.js';
 import { succeed } from './helpers/mutations.js';
 import { type QemuLibvirtd, qemuLibvirtd } from './helpers/qemu-libvirtd.js';
 import { subscribe } from './helpers/subscriptions.js';
@@ -129,6 +130,8 @@ async function switchTo(runStrategy: string): Promise<DeclarationRow> {
   });
   return current;
 }
+
+holdGuestTurn();
 
 beforeAll(async () => {
   assertGuestBuilt();
