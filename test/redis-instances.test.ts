@@ -4,8 +4,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 
+import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import { PlatformStream } from '../src/inventory/replication/platform-stream.js';
+import { decodeIdOf } from '../src/model/ids.js';
 import { decodeStreamCursor } from '../src/subscriptions/stream-cursor.js';
 import { closedPort } from './helpers/gateway.js';
 import { type GatewayProcess, spawnGateway } from './helpers/gateway-process.js';
@@ -209,6 +212,41 @@ describe('several instances sharing Redis', () => {
     }
     await virsh('resume', 'test');
   }, 60_000);
+
+  it("keep a newer state when a follower's older reading reaches the holder after it", async () => {
+    await settled(gateways);
+    const id = await vmId(gateways[0]!, 'kvm', 'test');
+    const { nativeId } = decodeIdOf(id, 'VirtualMachine');
+    const writer = new Redis(redis.url);
+    try {
+      const stream = new PlatformStream(writer, 'kvm', 'virt-graph:', 10_000);
+      // The domain whole, running, as the stream last carried it: what a follower reads after its mutation.
+      const older = (await stream.range('-', '+', 100_000, true))
+        .flatMap((r) => r.entry.changes ?? [])
+        .filter((c) => c.kind === 'VirtualMachine' && c.nativeId === nativeId)
+        .at(-1);
+      expect(older?.kind === 'VirtualMachine' && older.record?.vm.powerState).toBe('ON');
+      const clients = gateways.map((gw) => listen(gw, { f: { vmIds: [id] } }));
+      await subscribed();
+      await virsh('suspend', 'test');
+      for (const c of clients) await c.until(1, 10_000);
+      // That reading reaches the stream only now, after the holder has seen the suspend: a follower slow
+      // to write it, or one whose write was retried. The holder reads the domain again instead.
+      await stream.append({ v: 1, by: 'a-slow-follower', observed: [older!], events: [] });
+      await new Promise((r) => setTimeout(r, 1_500));
+      for (const c of clients) expect(c.events.map((e) => e.vmChanged.powerState)).toEqual(['PAUSED']);
+      for (const gw of gateways) {
+        const res = await gw.query<{ node: { powerState: string } }>(
+          'query($id: ID!) { node(id: $id) { ... on VirtualMachine { powerState } } }',
+          { id },
+        );
+        expect(res.data!.node.powerState).toBe('PAUSED');
+      }
+    } finally {
+      writer.disconnect();
+      await virsh('resume', 'test');
+    }
+  }, 30_000);
 
   it('run a mutation retried on another instance with the same idempotency key once', async () => {
     const [a, b] = gateways as [GatewayProcess, GatewayProcess];

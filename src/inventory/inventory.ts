@@ -52,7 +52,13 @@ export class Inventory {
     if (!this.options.enabled) return;
     for (const p of this.registry.providers) {
       const mirror = this.mirrors.get(p.id) as PlatformMirror;
-      if (this.replication) this.replication.run(p.id, mirror, () => p.watch(mirror, this.options));
+      if (this.replication)
+        this.replication.run(
+          p.id,
+          mirror,
+          () => p.watch(mirror, this.options),
+          (observed) => this.refresh(p.id, objectsOf(observed)),
+        );
       else this.watches.push(p.watch(mirror, this.options));
     }
   }
@@ -143,4 +149,12 @@ export class Inventory {
       );
     }
   }
+}
+
+/** What `refresh` reads again to learn what a change names: its VMs, and the storage when it names any. */
+function objectsOf(changes: readonly InventoryChange[]): { vms: string[]; storage: boolean } {
+  return {
+    vms: changes.filter((c) => c.kind === 'VirtualMachine').map((c) => c.nativeId),
+    storage: changes.some((c) => c.kind === 'Storage' || c.kind === 'StorageVolumes'),
+  };
 }

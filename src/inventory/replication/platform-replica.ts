@@ -81,6 +81,7 @@ export class PlatformReplica implements EventPublisher {
     private readonly stream: PlatformStream,
     private readonly mirror: PlatformMirror,
     private readonly startWatch: () => InventoryWatch,
+    private readonly readAgain: (observed: InventoryChange[]) => Promise<void>,
     redis: RedisClient,
     private readonly options: ReplicaOptions,
     private readonly onEntry: EntryListener,
@@ -421,8 +422,11 @@ export class PlatformReplica implements EventPublisher {
 
   private applyChanges({ entry }: ReadEntry): void {
     if (this.roleNow === 'HOLDER') {
-      // The holder's mirror is the source; what another instance read after its mutation goes through it.
-      if (entry.observed) this.mirror.apply(entry.observed);
+      // The holder's mirror is the source. What another instance read after its mutation names what
+      // changed, but it was read before this entry came: the holder may have applied a newer state of
+      // the same objects meanwhile (its watch is faster than a stream round trip), so it reads them
+      // again itself rather than take an older reading over a newer one.
+      if (entry.observed) void this.readAgain(entry.observed);
       return;
     }
     if (entry.changes) this.mirror.apply(entry.changes);

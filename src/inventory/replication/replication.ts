@@ -55,12 +55,22 @@ export class Replication implements EventPublisher {
     this.listeners.push(listener);
   }
 
-  /** Starts following (and, when it gets the lease, watching) a platform. */
-  run(platformId: string, mirror: PlatformMirror, startWatch: () => InventoryWatch): void {
+  /**
+   * Starts following (and, when it gets the lease, watching) a platform.
+   * `readAgain` reads objects from the platform and applies them to the mirror: the holder's answer
+   * to what another instance observed after its mutation.
+   */
+  run(
+    platformId: string,
+    mirror: PlatformMirror,
+    startWatch: () => InventoryWatch,
+    readAgain: (observed: InventoryChange[]) => Promise<void>,
+  ): void {
     const replica = new PlatformReplica(
       this.streamOf(platformId),
       mirror,
       startWatch,
+      readAgain,
       this.redis,
       {
         instanceId: this.instanceId,
