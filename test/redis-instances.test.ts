@@ -217,6 +217,18 @@ describe('several instances sharing Redis', () => {
     await settled(gateways);
     const id = await vmId(gateways[0]!, 'kvm', 'test');
     const { nativeId } = decodeIdOf(id, 'VirtualMachine');
+    const powerStates = () =>
+      Promise.all(
+        gateways.map(async (gw) => {
+          const res = await gw.query<{ node: { powerState: string } }>(
+            'query($id: ID!) { node(id: $id) { ... on VirtualMachine { powerState } } }',
+            { id },
+          );
+          return res.data!.node.powerState;
+        }),
+      );
+    // Resumed by the test before: every instance has it running, so the stream carries it so.
+    await eventually(async () => (await powerStates()).every((p) => p === 'ON'), 10_000);
     const writer = new Redis(redis.url);
     try {
       const stream = new PlatformStream(writer, 'kvm', 'virt-graph:', 10_000);
@@ -235,13 +247,7 @@ describe('several instances sharing Redis', () => {
       await stream.append({ v: 1, by: 'a-slow-follower', observed: [older!], events: [] });
       await new Promise((r) => setTimeout(r, 1_500));
       for (const c of clients) expect(c.events.map((e) => e.vmChanged.powerState)).toEqual(['PAUSED']);
-      for (const gw of gateways) {
-        const res = await gw.query<{ node: { powerState: string } }>(
-          'query($id: ID!) { node(id: $id) { ... on VirtualMachine { powerState } } }',
-          { id },
-        );
-        expect(res.data!.node.powerState).toBe('PAUSED');
-      }
+      expect(await powerStates()).toEqual(gateways.map(() => 'PAUSED'));
     } finally {
       writer.disconnect();
       await virsh('resume', 'test');
