@@ -17,9 +17,10 @@ export default defineConfig({
     pool: 'forks',
     // Most files spend their time waiting on the servers they start (libvirtd, vcsim, redis-server,
     // guests), so more files run at once than there are cores: vitest's default (cores - 1) ran the
-    // suite one file at a time on two cores, in 13 to 14 minutes; three at once took 6. The files
-    // that boot guests take turns (test/helpers/guest-turn.ts).
-    maxWorkers: Math.max(3, availableParallelism() - 1),
+    // suite one file at a time on two cores, in 13 to 14 minutes; three at once took 6 to 7. The files
+    // that boot guests take turns (test/helpers/guest-turn.ts). At most 8: each file's servers take
+    // up to a few hundred MB.
+    maxWorkers: Math.min(8, Math.max(3, availableParallelism() - 1)),
     reporters: ['default'],
   },
 });
