@@ -142,7 +142,7 @@ export class PlatformReplica implements EventPublisher {
     void this.appendShared({ v: 1, by: this.options.instanceId, events: [event], task });
   }
 
-  /** Objects this instance read after a mutation: applied here, and handed to the holder to tell. */
+  /** Objects this instance read after a mutation: applied here, and named to the holder, which reads them again. */
   observed(changes: InventoryChange[]): void {
     this.mirror.apply(changes);
     if (this.roleNow === 'HOLDER' || changes.length === 0) return;

@@ -15,7 +15,11 @@ export interface StreamEntry {
   changes?: InventoryChange[];
   /** The holder's mirror state, when it changed. */
   status?: MirrorState;
-  /** Objects an instance read after a mutation it ran, for the holder to apply (and tell what changed). */
+  /**
+   * Objects an instance read after a mutation it ran: the holder reads them again and tells what
+   * changed. Whole, not just named, so that a holder of an earlier version, which applies them as
+   * they are, still understands the entry while instances are upgraded one by one.
+   */
   observed?: InventoryChange[];
   /** What subscribers receive, in order. */
   events: GatewayEvent[];
