@@ -20,8 +20,9 @@ echo "== tests"
 # what older ones accept. Either run failing fails the command.
 status=0
 passed=0 failed=0 skipped=0
+failures=""
 run_suite() {
-  local version report rc=0 start=$SECONDS counts p f s
+  local version report rc=0 start=$SECONDS counts p f s failed_here
   version=$(node --version)
   echo "== tests under Node.js $version ($(command -v node))"
   report=$(mktemp)
@@ -30,6 +31,8 @@ run_suite() {
     const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
     console.log(r.numPassedTests, r.numFailedTests, r.numPendingTests + r.numTodoTests);
   ' "$report" 2>/dev/null) || counts=""
+  failed_here=$(node scripts/report-failures.mjs "$report" "$version" 2>/dev/null) || failed_here=""
+  [ -z "$failed_here" ] || failures+="$failed_here"$'\n'
   rm -f "$report"
   if [ -n "$counts" ]; then
     read -r p f s <<<"$counts"
@@ -53,6 +56,12 @@ else
   status=1
 fi
 
+# What failed, again at the end: a CI log that keeps only its last lines
+# still names every failing test and the first lines of its error.
+if [ -n "$failures" ]; then
+  echo "== what failed"
+  printf '%s' "$failures"
+fi
 # One plain closing line that any CI can read (both runs added up).
 echo "tests: $passed passed, $failed failed, $skipped skipped"
 exit "$status"
