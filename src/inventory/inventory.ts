@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 
 import { readStorage } from '../datasources/full-read.js';
 import { createRequestScope } from '../datasources/request-scope.js';
+import type { Provider } from '../datasources/provider.js';
 import type { PlatformRegistry } from '../datasources/registry.js';
 import type { InventoryChange, InventoryWatch, WatchOptions } from '../datasources/watch.js';
 import type { EventPublisher } from '../model/events.js';
@@ -120,27 +121,39 @@ export class Inventory {
    * mutation's task finished sees its effect (read your writes), whatever
    * the change stream's latency, and for storage volumes, which no
    * platform reports changes of.
+   *
+   * The watch may apply a record of the same object while this read is in
+   * flight, read after this one began: this read's record is then not
+   * applied over it, and that object is read again, up to READ_BACK_ROUNDS
+   * times (past that, the watch is busy with the object and keeps it current).
    */
   async refresh(platformId: string, what: { vms: readonly string[]; storage: boolean }): Promise<void> {
     const mirror = this.mirrors.get(platformId);
     const provider = this.registry.get(platformId);
     if (!mirror || !provider) return;
+    let pending = what;
     try {
-      const [states, storage] = await Promise.all([
-        what.vms.length > 0 ? provider.readVmStates(what.vms, createRequestScope()) : null,
-        what.storage ? readStorage(provider) : null,
-      ]);
-      const changes: InventoryChange[] = [];
-      for (const [nativeId, record] of states ?? []) {
-        // A VM that could not be read is left as the mirror holds it: the change stream or the resync tells.
-        if (!(record instanceof Error)) changes.push({ kind: 'VirtualMachine', nativeId, record });
+      for (let round = 1; pending.vms.length > 0 || pending.storage; round += 1) {
+        const witness = mirror.beginRead();
+        let read: InventoryChange[];
+        try {
+          read = await readBack(provider, pending);
+        } finally {
+          witness.end();
+        }
+        const fresh: InventoryChange[] = [];
+        const superseded: InventoryChange[] = [];
+        for (const c of read) (witness.arrivedSince(c.kind, c.nativeId) ? superseded : fresh).push(c);
+        if (!this.replication?.observed(platformId, fresh)) mirror.apply(fresh);
+        pending = objectsOf(superseded);
+        if (superseded.length > 0 && round === READ_BACK_ROUNDS) {
+          this.logger.debug(
+            { platform: platformId, objects: superseded.map((c) => `${c.kind} ${c.nativeId}`) },
+            'the change stream kept changing these objects during every read-back: its records stand',
+          );
+          break;
+        }
       }
-      if (storage) {
-        for (const s of storage.storage) changes.push({ kind: 'Storage', nativeId: s.nativeId, record: s });
-        for (const [pool, volumes] of storage.volumes)
-          changes.push({ kind: 'StorageVolumes', nativeId: pool, record: volumes });
-      }
-      if (!this.replication?.observed(platformId, changes)) mirror.apply(changes);
     } catch (e) {
       // The change stream or the next resync brings the mirror up to date.
       this.logger.warn(
@@ -149,6 +162,30 @@ export class Inventory {
       );
     }
   }
+}
+
+const READ_BACK_ROUNDS = 3;
+
+/** The given VMs (and the storage with its volumes, when asked) as the platform has them now. */
+async function readBack(
+  provider: Provider,
+  what: { vms: readonly string[]; storage: boolean },
+): Promise<InventoryChange[]> {
+  const [states, storage] = await Promise.all([
+    what.vms.length > 0 ? provider.readVmStates(what.vms, createRequestScope()) : null,
+    what.storage ? readStorage(provider) : null,
+  ]);
+  const changes: InventoryChange[] = [];
+  for (const [nativeId, record] of states ?? []) {
+    // A VM that could not be read is left as the mirror holds it: the change stream or the resync tells.
+    if (!(record instanceof Error)) changes.push({ kind: 'VirtualMachine', nativeId, record });
+  }
+  if (storage) {
+    for (const s of storage.storage) changes.push({ kind: 'Storage', nativeId: s.nativeId, record: s });
+    for (const [pool, volumes] of storage.volumes)
+      changes.push({ kind: 'StorageVolumes', nativeId: pool, record: volumes });
+  }
+  return changes;
 }
 
 /** What `refresh` reads again to learn what a change names: its VMs, and the storage when it names any. */

@@ -24,6 +24,7 @@ import type { StorageRecord, StorageVolumeRecord } from '../model/storage.js';
 import type { UpstreamTaskRecord } from '../model/upstream-task.js';
 import type { VmDetails, VmRecord } from '../model/vm.js';
 import { type VolumeIndex, indexVolumes } from '../datasources/volume-index.js';
+import { ReadWitness } from './read-witness.js';
 import { vmAspects } from './vm-diff.js';
 
 /**
@@ -139,6 +140,7 @@ export class PlatformMirror implements WatchSink {
   private status: MirrorState = { state: 'SYNCING', syncedAt: null, staleSince: null, reason: null };
   private readonly statusListeners: ((s: MirrorState) => void)[] = [];
   private readonly changeListeners: ((c: InventoryChange) => void)[] = [];
+  private readonly readsInFlight = new Set<ReadWitness>();
 
   constructor(
     readonly platformId: string,
@@ -149,6 +151,7 @@ export class PlatformMirror implements WatchSink {
   // --- fed by the watch -------------------------------------------------
 
   replace(state: InventoryState, reason: FullReadReason): void {
+    for (const w of this.readsInFlight) w.noteAll();
     const corrected = [
       this.replaceTable('Datacenter', this.datacenters, state.datacenters),
       this.replaceTable('Cluster', this.clusters, state.clusters),
@@ -172,7 +175,10 @@ export class PlatformMirror implements WatchSink {
   }
 
   apply(changes: readonly InventoryChange[]): void {
-    for (const c of changes) this.applyOne(c);
+    for (const c of changes) {
+      for (const w of this.readsInFlight) w.note(c.kind, c.nativeId);
+      this.applyOne(c);
+    }
     if (this.status.state === 'SYNCED') this.status = { ...this.status, syncedAt: new Date() };
   }
 
@@ -198,6 +204,18 @@ export class PlatformMirror implements WatchSink {
       volumes: new Map(this.volumeTable),
       upstreamTasks: [...this.upstreamTasks.values()],
     };
+  }
+
+  /**
+   * Begins a read made outside the watch (a read-back after an operation):
+   * until `end()`, the witness notes every object whose record reaches the
+   * mirror, so that the reader never puts back an older record than the
+   * watch's.
+   */
+  beginRead(): ReadWitness {
+    const witness = new ReadWitness((w) => this.readsInFlight.delete(w));
+    this.readsInFlight.add(witness);
+    return witness;
   }
 
   /** Calls `listener` with each object that really changed, as it is now (what another instance needs to apply). */
