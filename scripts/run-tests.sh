@@ -14,6 +14,10 @@ echo "== layers (import order and cycles, see .dependency-cruiser.cjs)"
 npm run --silent lint:deps
 echo "== format"
 npm run --silent format:check
+echo "== test guests"
+# KVM or TCG for the guests the tests boot, probed once here rather than
+# beside other test files (a failed probe is tried again by the first test that boots one).
+node_modules/.bin/tsx scripts/guest-accel.ts || echo "could not choose how test guests run (see above)"
 echo "== tests"
 # The suite runs twice: under the Node.js on PATH, then under Node.js 24
 # (Active LTS, fetched by setup.sh into .cache/node24), whose OpenSSL refuses
