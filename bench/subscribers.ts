@@ -24,6 +24,7 @@
 // gateways), SUBS_VMS (1000 domains, each changed every VMS/RATE s).
 import { type ChildProcess, fork } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 
 import { Redis } from 'ioredis';
@@ -230,6 +231,32 @@ function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
+/** Jiffies the whole machine spent busy (not idle or waiting on I/O), and in all, over every core: /proc/stat. */
+function machineTicks(): { busy: number; total: number } {
+  const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const total = fields.slice(0, 8).reduce((a, b) => a + b, 0);
+  return { busy: total - (fields[3] ?? 0) - (fields[4] ?? 0), total };
+}
+
+/**
+ * Where the machine's CPU goes from now on: cores used by the given
+ * processes, and by the whole machine (every process, the kernel's network
+ * path included), each read when asked.
+ */
+function cpuMeter(pids: readonly number[]): () => { cores: number; machineCores: number } {
+  const t0 = performance.now();
+  const own0 = pids.reduce((a, pid) => a + cpuSeconds(pid), 0);
+  const machine0 = machineTicks();
+  return () => {
+    const seconds = (performance.now() - t0) / 1000;
+    const m = machineTicks();
+    return {
+      cores: (pids.reduce((a, pid) => a + cpuSeconds(pid), 0) - own0) / seconds,
+      machineCores: ((m.busy - machine0.busy) / Math.max(1, m.total - machine0.total)) * cpus().length,
+    };
+  };
+}
+
 const fmtLatency = (v: number) => (Number.isFinite(v) ? ms(v) : `> ${bucketLimit(BUCKETS - 1) / 1000} s`);
 
 // --- the changes ---------------------------------------------------------------
@@ -323,6 +350,9 @@ interface ModeRun {
   holderKept: boolean | null;
   /** A payload as the gateway sent it, for the baseline to broadcast. */
   sample: string;
+  /** Cores used by the client processes, and by the whole machine, from the first change to the last delivery. */
+  clientCpu: number;
+  machineCpu: number;
 }
 
 interface Watch {
@@ -419,6 +449,8 @@ async function measureGateways(mode: Mode, estate: Estate): Promise<ModeRun> {
 
     await Promise.all(clients.map((c) => c.request({ cmd: 'reset' })));
     const cpu0 = gateways.map((g) => cpuSeconds(g.pid));
+    const others = cpuMeter(clients.map((c) => c.proc.pid as number));
+    let elsewhere = others();
     const marks = gateways.map((g) => g.probeMark());
     const rssPeak = gateways.map(() => 0);
     const sampler = setInterval(() => {
@@ -433,6 +465,7 @@ async function measureGateways(mode: Mode, estate: Estate): Promise<ModeRun> {
     const rs = await drain(clients, driven.changes * CLIENTS, 300_000, () => {
       const seconds = (performance.now() - t0) / 1000;
       cpu = gateways.map((g, i) => (cpuSeconds(g.pid) - (cpu0[i] as number)) / seconds);
+      elsewhere = others();
       loops = gateways.map((g, i) => g.eventLoop(marks[i] as number));
     });
     clearInterval(sampler);
@@ -460,6 +493,8 @@ async function measureGateways(mode: Mode, estate: Estate): Promise<ModeRun> {
       })),
       holderKept: lease ? lease.holder === leaseAfter?.holder : null,
       sample,
+      clientCpu: elsewhere.cores,
+      machineCpu: elsewhere.machineCores,
     };
   } finally {
     if (clients.length > 0) await closeClients(clients).catch(() => undefined);
@@ -474,6 +509,8 @@ interface BaselineRun {
   sent: number;
   latency: Latency;
   cpu: number;
+  clientCpu: number;
+  machineCpu: number;
   rssNone: number;
   rssIdle: number;
 }
@@ -499,6 +536,8 @@ async function measureBaseline(sample: string, load?: () => Promise<unknown>): P
     const rssIdle = await settledRss(pid, 3);
     await Promise.all(clients.map((c) => c.request({ cmd: 'reset' })));
     const cpu0 = cpuSeconds(pid);
+    const others = cpuMeter(clients.map((c) => c.proc.pid as number));
+    let elsewhere = others();
     const t0 = performance.now();
     const [{ sent }] = await Promise.all([
       server.request<{ sent: number }>({ cmd: 'broadcast', template: sample, rate: RATE, seconds: SECONDS }),
@@ -508,9 +547,10 @@ async function measureBaseline(sample: string, load?: () => Promise<unknown>): P
     const latency = latencyOf(
       await drain(clients, sent * CLIENTS, 300_000, () => {
         cpu = (cpuSeconds(pid) - cpu0) / ((performance.now() - t0) / 1000);
+        elsewhere = others();
       }),
     );
-    return { sent, latency, cpu, rssNone, rssIdle };
+    return { sent, latency, cpu, clientCpu: elsewhere.cores, machineCpu: elsewhere.machineCores, rssNone, rssIdle };
   } finally {
     if (clients.length > 0) await closeClients(clients).catch(() => undefined);
     server.proc.kill();
@@ -603,6 +643,18 @@ function printResults(baseline: BaselineRun, loaded: BaselineRun, runs: readonly
       'server CPU, first event to last delivery (cores)',
       baseline.cpu.toFixed(2),
       ...runs.map((r) => perInstance(r, (i) => i.cpu.toFixed(2))),
+      '',
+    ],
+    [
+      'client processes CPU, first event to last delivery (cores)',
+      baseline.clientCpu.toFixed(2),
+      ...runs.map((r) => r.clientCpu.toFixed(2)),
+      '',
+    ],
+    [
+      `the whole machine's CPU in use, every process and the kernel (cores of ${cpus().length})`,
+      baseline.machineCpu.toFixed(2),
+      ...runs.map((r) => r.machineCpu.toFixed(2)),
       '',
     ],
     [
