@@ -26,18 +26,19 @@ status=0
 passed=0 failed=0 skipped=0
 failures=""
 run_suite() {
-  local version report rc=0 start=$SECONDS counts p f s failed_here
+  local version report console rc=0 start=$SECONDS counts p f s failed_here
   version=$(node --version)
   echo "== tests under Node.js $version ($(command -v node))"
   report=$(mktemp)
-  node_modules/.bin/vitest run --reporter=default --reporter=json --outputFile.json="$report" || rc=$?
+  console=$(mktemp)
+  node_modules/.bin/vitest run --reporter=default --reporter=json --outputFile.json="$report" 2>&1 | tee "$console" || rc=$?
   counts=$(node -e '
     const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
     console.log(r.numPassedTests, r.numFailedTests, r.numPendingTests + r.numTodoTests);
   ' "$report" 2>/dev/null) || counts=""
-  failed_here=$(node scripts/report-failures.mjs "$report" "$version" 2>/dev/null) || failed_here=""
+  failed_here=$(node scripts/report-failures.mjs "$report" "$console" "$version" 2>/dev/null) || failed_here=""
   [ -z "$failed_here" ] || failures+="$failed_here"$'\n'
-  rm -f "$report"
+  rm -f "$report" "$console"
   if [ -n "$counts" ]; then
     read -r p f s <<<"$counts"
     echo "tests under Node.js $version: $p passed, $f failed, $s skipped, in $((SECONDS - start)) s"
