@@ -238,22 +238,20 @@ function machineTicks(): { busy: number; total: number } {
   return { busy: total - (fields[3] ?? 0) - (fields[4] ?? 0), total };
 }
 
-/**
- * Where the machine's CPU goes from now on: cores used by the given
- * processes, and by the whole machine (every process, the kernel's network
- * path included), each read when asked.
- */
-function cpuMeter(pids: readonly number[]): () => { cores: number; machineCores: number } {
+/** Cores the given processes use from now on, read when asked. */
+function coresMeter(pids: readonly number[]): () => number {
   const t0 = performance.now();
-  const own0 = pids.reduce((a, pid) => a + cpuSeconds(pid), 0);
-  const machine0 = machineTicks();
+  const used = () => pids.reduce((a, pid) => a + cpuSeconds(pid), 0);
+  const used0 = used();
+  return () => (used() - used0) / ((performance.now() - t0) / 1000);
+}
+
+/** Cores the whole machine uses from now on (every process and the kernel's network path), read when asked. */
+function machineMeter(): () => number {
+  const t0 = machineTicks();
   return () => {
-    const seconds = (performance.now() - t0) / 1000;
-    const m = machineTicks();
-    return {
-      cores: (pids.reduce((a, pid) => a + cpuSeconds(pid), 0) - own0) / seconds,
-      machineCores: ((m.busy - machine0.busy) / Math.max(1, m.total - machine0.total)) * cpus().length,
-    };
+    const t = machineTicks();
+    return ((t.busy - t0.busy) / Math.max(1, t.total - t0.total)) * cpus().length;
   };
 }
 
@@ -448,24 +446,25 @@ async function measureGateways(mode: Mode, estate: Estate): Promise<ModeRun> {
     if (!sample) throw new Error('no event payload to broadcast in the baseline');
 
     await Promise.all(clients.map((c) => c.request({ cmd: 'reset' })));
-    const cpu0 = gateways.map((g) => cpuSeconds(g.pid));
-    const others = cpuMeter(clients.map((c) => c.proc.pid as number));
-    let elsewhere = others();
+    const gatewayMeters = gateways.map((g) => coresMeter([g.pid]));
+    const clientMeter = coresMeter(clients.map((c) => c.proc.pid as number));
+    const machine = machineMeter();
     const marks = gateways.map((g) => g.probeMark());
     const rssPeak = gateways.map(() => 0);
     const sampler = setInterval(() => {
       gateways.forEach((g, i) => (rssPeak[i] = Math.max(rssPeak[i] as number, memoryOf(g.pid).rssMiB)));
     }, 500);
-    const t0 = performance.now();
     const t0Epoch = Date.now();
     const driven = await drive(estate.admin, estate.uuids, estate.running, RATE, SECONDS);
     // CPU and event loop from the first change to the last delivery (not the quiet wait after it).
     let cpu = gateways.map(() => 0);
+    let clientCpu = 0;
+    let machineCpu = 0;
     let loops: EventLoop[] = gateways.map(() => ({ maxStallMs: 0, utilization: 0 }));
     const rs = await drain(clients, driven.changes * CLIENTS, 300_000, () => {
-      const seconds = (performance.now() - t0) / 1000;
-      cpu = gateways.map((g, i) => (cpuSeconds(g.pid) - (cpu0[i] as number)) / seconds);
-      elsewhere = others();
+      cpu = gatewayMeters.map((m) => m());
+      clientCpu = clientMeter();
+      machineCpu = machine();
       loops = gateways.map((g, i) => g.eventLoop(marks[i] as number));
     });
     clearInterval(sampler);
@@ -493,8 +492,8 @@ async function measureGateways(mode: Mode, estate: Estate): Promise<ModeRun> {
       })),
       holderKept: lease ? lease.holder === leaseAfter?.holder : null,
       sample,
-      clientCpu: elsewhere.cores,
-      machineCpu: elsewhere.machineCores,
+      clientCpu,
+      machineCpu,
     };
   } finally {
     if (clients.length > 0) await closeClients(clients).catch(() => undefined);
@@ -535,22 +534,24 @@ async function measureBaseline(sample: string, load?: () => Promise<unknown>): P
     await sleep(1_000);
     const rssIdle = await settledRss(pid, 3);
     await Promise.all(clients.map((c) => c.request({ cmd: 'reset' })));
-    const cpu0 = cpuSeconds(pid);
-    const others = cpuMeter(clients.map((c) => c.proc.pid as number));
-    let elsewhere = others();
-    const t0 = performance.now();
+    const serverMeter = coresMeter([pid]);
+    const clientMeter = coresMeter(clients.map((c) => c.proc.pid as number));
+    const machine = machineMeter();
     const [{ sent }] = await Promise.all([
       server.request<{ sent: number }>({ cmd: 'broadcast', template: sample, rate: RATE, seconds: SECONDS }),
       load?.(),
     ]);
     let cpu = 0;
+    let clientCpu = 0;
+    let machineCpu = 0;
     const latency = latencyOf(
       await drain(clients, sent * CLIENTS, 300_000, () => {
-        cpu = (cpuSeconds(pid) - cpu0) / ((performance.now() - t0) / 1000);
-        elsewhere = others();
+        cpu = serverMeter();
+        clientCpu = clientMeter();
+        machineCpu = machine();
       }),
     );
-    return { sent, latency, cpu, clientCpu: elsewhere.cores, machineCpu: elsewhere.machineCores, rssNone, rssIdle };
+    return { sent, latency, cpu, clientCpu, machineCpu, rssNone, rssIdle };
   } finally {
     if (clients.length > 0) await closeClients(clients).catch(() => undefined);
     server.proc.kill();
