@@ -9,6 +9,7 @@ import {
   renameSync,
   rmSync,
   statSync,
+  utimesSync,
   writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -72,6 +73,9 @@ const choice = (accel: GuestAccel, reason: string): AccelChoice => ({
 
 const ACCEL_CACHE = join(DIR, 'accel');
 const ACCEL_LOCK = join(DIR, 'accel.lock');
+/** How often a probing process touches its lock, and how long untouched makes it a dead one's. */
+const LOCK_TOUCH_MS = 2_000;
+const LOCK_STALE_MS = 10_000;
 let accelChoice: Promise<AccelChoice> | undefined;
 
 /**
@@ -101,14 +105,22 @@ async function chooseAccel(): Promise<AccelChoice> {
       lock = openSync(ACCEL_LOCK, 'wx');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      // Another process is probing; a lock older than any probe was left by a killed one.
+      // Another process is probing, and touches the lock while it does: a lock left untouched was left by a killed one.
       const since = statSync(ACCEL_LOCK, { throwIfNoEntry: false })?.mtimeMs ?? Date.now();
-      if (Date.now() - since > 2 * KVM_PROBE_TIMEOUT_MS) {
+      if (Date.now() - since > LOCK_STALE_MS) {
         rmSync(ACCEL_LOCK, { force: true });
       }
       await sleep(200);
       continue;
     }
+    const touching = setInterval(() => {
+      try {
+        const now = new Date();
+        utimesSync(ACCEL_LOCK, now, now);
+      } catch {
+        // Taken for a dead one's and removed meanwhile: the verdict is written all the same.
+      }
+    }, LOCK_TOUCH_MS).unref();
     try {
       const result = await probeKvm();
       const tmp = `${ACCEL_CACHE}.${process.pid}`;
@@ -116,6 +128,7 @@ async function chooseAccel(): Promise<AccelChoice> {
       renameSync(tmp, ACCEL_CACHE);
       return result;
     } finally {
+      clearInterval(touching);
       closeSync(lock);
       rmSync(ACCEL_LOCK, { force: true });
     }
