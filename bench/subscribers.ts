@@ -40,6 +40,7 @@ import {
   BENCH_AUTH,
   type GatewayProcess,
   compiledScript,
+  cpuMsOf,
   machine,
   memoryOf,
   mib,
@@ -225,12 +226,6 @@ function latencyOf(rs: ClientReport[]): Latency {
   };
 }
 
-/** CPU seconds (user + system) a process has used, from /proc. */
-function cpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100;
-}
-
 /** Jiffies the whole machine spent busy (not idle or waiting on I/O), and in all, over every core: /proc/stat. */
 function machineTicks(): { busy: number; total: number } {
   const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
@@ -241,7 +236,7 @@ function machineTicks(): { busy: number; total: number } {
 /** Cores the given processes use from now on, read when asked. */
 function coresMeter(pids: readonly number[]): () => number {
   const t0 = performance.now();
-  const used = () => pids.reduce((a, pid) => a + cpuSeconds(pid), 0);
+  const used = () => pids.reduce((a, pid) => a + cpuMsOf(pid) / 1000, 0);
   const used0 = used();
   return () => (used() - used0) / ((performance.now() - t0) / 1000);
 }
